@@ -1,0 +1,166 @@
+//! The crate's error type. Every variant displays as one line that names what was being
+//! done and the kernel's cause, e.g.
+//! `linux.resources.memory.limit = 1024: write /sys/fs/cgroup/memory/x/memory.limit_in_bytes: Device or resource busy`.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Result alias used throughout the crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong managing a cgroup.
+///
+/// The kernel's cause is part of the one-line message rather than a `source()`, so that a
+/// caller printing the chain (`{:#}` with anyhow) does not print it twice; use
+/// [`Error::raw_os_error`] to inspect the errno.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem operation on a cgroup file or directory failed.
+    #[error("{op} {}: {}{}", path.display(), errno_text(err), note_text(note))]
+    Io {
+        /// What was attempted: `read`, `write`, `mkdir`, `rmdir`, `open`, `statfs`.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The kernel's answer.
+        err: io::Error,
+        /// Extra context, e.g. the current memory usage when a limit is refused.
+        note: Option<String>,
+    },
+    /// A value of `linux.resources` could not be applied.
+    #[error("{field} = {value}: {cause}")]
+    Resource {
+        /// The OCI field, e.g. `linux.resources.memory.limit`.
+        field: &'static str,
+        /// The value as the user wrote it (strings quoted).
+        value: String,
+        /// Why it could not be applied.
+        cause: Box<Error>,
+    },
+    /// `linux.cgroupsPath` (or the container id used in its place) is not usable.
+    #[error("linux.cgroupsPath {path:?}: {reason}")]
+    CgroupsPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A systemd `slice:prefix:name` path, or `--systemd-cgroup`, was requested.
+    #[error(
+        "linux.cgroupsPath {path:?}: the systemd cgroup driver (--systemd-cgroup, \"slice:prefix:name\" paths) is not supported on this host; use a cgroupfs path such as \"/capsa/<id>\""
+    )]
+    SystemdDriver {
+        /// The path as given (empty when only the flag was passed).
+        path: String,
+    },
+    /// Anything else: missing mounts, timeouts, a value the kernel silently changed.
+    #[error("{0}")]
+    Msg(String),
+}
+
+impl Error {
+    /// Error for an I/O operation on `path`.
+    pub(crate) fn io(op: &'static str, path: &Path, err: io::Error) -> Error {
+        Error::Io {
+            op,
+            path: path.to_path_buf(),
+            err,
+            note: None,
+        }
+    }
+
+    /// Wraps `self` as the cause of a failed `linux.resources` field.
+    pub(crate) fn field(self, field: &'static str, value: impl fmt::Display) -> Error {
+        Error::Resource {
+            field,
+            value: value.to_string(),
+            cause: Box::new(self),
+        }
+    }
+
+    /// Adds a note to an I/O error (no-op for other variants).
+    pub(crate) fn with_note(mut self, text: String) -> Error {
+        if let Error::Io { note, .. } = &mut self {
+            *note = Some(text);
+        }
+        self
+    }
+
+    /// The errno behind this error, if it came from the kernel.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { err, .. } => err.raw_os_error(),
+            Error::Resource { cause, .. } => cause.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// True if the error is "no such file or directory" (e.g. the cgroup is already gone).
+    pub fn is_not_found(&self) -> bool {
+        self.raw_os_error() == Some(libc::ENOENT)
+    }
+}
+
+/// `strerror` text without std's " (os error N)" suffix.
+fn errno_text(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+        None => err.to_string(),
+    }
+}
+
+fn note_text(note: &Option<String>) -> String {
+    match note {
+        Some(n) => format!(" ({n})"),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_error_is_one_line_with_field_value_and_cause() {
+        let e = Error::io(
+            "write",
+            Path::new("/sys/fs/cgroup/memory/x/memory.limit_in_bytes"),
+            io::Error::from_raw_os_error(libc::EBUSY),
+        )
+        .field("linux.resources.memory.limit", 1024);
+        assert_eq!(
+            e.to_string(),
+            "linux.resources.memory.limit = 1024: write /sys/fs/cgroup/memory/x/memory.limit_in_bytes: Device or resource busy"
+        );
+        assert_eq!(e.raw_os_error(), Some(libc::EBUSY));
+    }
+
+    #[test]
+    fn note_is_appended_in_parentheses() {
+        let e = Error::io(
+            "write",
+            Path::new("/f"),
+            io::Error::from_raw_os_error(libc::EBUSY),
+        )
+        .with_note("current usage 5 bytes".into());
+        assert_eq!(
+            e.to_string(),
+            "write /f: Device or resource busy (current usage 5 bytes)"
+        );
+    }
+
+    #[test]
+    fn systemd_error_mentions_driver() {
+        let e = Error::SystemdDriver {
+            path: "system.slice:capsa:x".into(),
+        };
+        let s = e.to_string();
+        assert!(
+            s.contains("linux.cgroupsPath \"system.slice:capsa:x\""),
+            "{s}"
+        );
+        assert!(s.contains("systemd cgroup driver"), "{s}");
+        assert!(s.contains("not supported on this host"), "{s}");
+    }
+}

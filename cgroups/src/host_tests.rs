@@ -1,0 +1,571 @@
+//! Tests against the real host cgroupfs, as root. Each test uses a unique cgroup name, puts
+//! a `sleep` child in it, and a [`Guard`] kills the child and removes every directory even
+//! when an assertion fails; each test then asserts that the directories are gone.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::v2::V2Manager;
+use crate::{detect, manager, manager_from_paths, Cpu, Manager, Memory, Mode, Pids, Resources};
+
+/// `Some(mode)` when we can run host tests; prints why not otherwise.
+fn host() -> Option<Mode> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("note: skipping cgroup host test: not running as root");
+        return None;
+    }
+    match detect() {
+        Ok(m) => Some(m),
+        Err(e) => {
+            eprintln!("note: skipping cgroup host test: {e}");
+            None
+        }
+    }
+}
+
+fn unique(tag: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("capsa-test-{}-{tag}-{nanos}", std::process::id())
+}
+
+/// Cleans up on drop: kills and reaps children, thaws, destroys, removes extra dirs.
+struct Guard {
+    mgr: Box<dyn Manager>,
+    children: Vec<Child>,
+    /// Extra directories to remove afterwards (deepest last in the list → removed first).
+    extra: Vec<PathBuf>,
+}
+
+impl Guard {
+    fn new(mgr: Box<dyn Manager>) -> Guard {
+        Guard {
+            mgr,
+            children: Vec::new(),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Spawns `sleep 30` and moves it into the cgroup.
+    fn sleeper(&mut self) -> i32 {
+        let child = Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id() as i32;
+        self.children.push(child);
+        self.mgr.add_task(pid).expect("add_task");
+        pid
+    }
+
+    /// Waits for child `pid` and returns the signal that killed it.
+    fn wait_signal(&mut self, pid: i32) -> Option<i32> {
+        let i = self.children.iter().position(|c| c.id() as i32 == pid)?;
+        let mut c = self.children.remove(i);
+        c.wait().ok().and_then(|s| s.signal())
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = self.mgr.thaw();
+        let _ = self.mgr.destroy();
+        for d in self.extra.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|e| format!("<{e}>"))
+}
+
+/// Asserts `pid`'s /proc/PID/cgroup puts it in `paths` for every hierarchy.
+fn assert_placed(pid: i32, paths: &BTreeMap<String, PathBuf>) {
+    let text = read(Path::new(&format!("/proc/{pid}/cgroup")));
+    for (key, dir) in paths {
+        let rel: Vec<&str> = text
+            .lines()
+            .filter_map(|l| {
+                let mut p = l.splitn(3, ':');
+                let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
+                let hit = if key.is_empty() {
+                    ctrls.is_empty()
+                } else {
+                    ctrls.split(',').any(|c| c == key)
+                };
+                hit.then_some(path)
+            })
+            .collect();
+        assert_eq!(rel.len(), 1, "{key}: {text}");
+        assert!(
+            dir.to_string_lossy().ends_with(rel[0]),
+            "{key}: {} vs {}",
+            dir.display(),
+            rel[0]
+        );
+    }
+}
+
+fn assert_gone(paths: &BTreeMap<String, PathBuf>) {
+    for (k, p) in paths {
+        assert!(!p.exists(), "{k}: {} still exists", p.display());
+    }
+}
+
+#[test]
+fn create_place_limit_freeze_kill_destroy() {
+    let Some(mode) = host() else { return };
+    let id = unique("full");
+    let mut g = Guard::new(manager(mode, None, &id).expect("manager"));
+    let paths = g.mgr.paths();
+    g.mgr.create().expect("create");
+    g.mgr.create().expect("create is idempotent");
+    for (k, p) in &paths {
+        assert!(p.is_dir(), "{k}: {}", p.display());
+        assert!(
+            p.ends_with(&id),
+            "{k}: absent cgroupsPath → <own>/<id>: {}",
+            p.display()
+        );
+    }
+    if mode != Mode::Unified {
+        // Every v1 hierarchy, including the named one, plus the hybrid cgroup2 directory.
+        assert!(
+            paths.contains_key("name=systemd") || !Path::new("/sys/fs/cgroup/systemd").exists()
+        );
+        assert_eq!(paths.contains_key(""), mode == Mode::Hybrid);
+        let cpuset = &paths["cpuset"];
+        assert_eq!(
+            read(&cpuset.join("cpuset.cpus")),
+            read(&cpuset.parent().expect("parent").join("cpuset.cpus"))
+        );
+    }
+
+    let pid = g.sleeper();
+    assert_placed(pid, &paths);
+    assert_eq!(g.mgr.pids().expect("pids"), vec![pid]);
+
+    let r = Resources {
+        memory: Memory {
+            limit: Some(64 << 20),
+            ..Default::default()
+        },
+        pids: Pids { limit: Some(10) },
+        ..Default::default()
+    };
+    g.mgr.apply(&r).expect("apply");
+    let (mem_file, pids_dir) = match mode {
+        Mode::Unified => (paths[""].join("memory.max"), paths[""].clone()),
+        _ => (
+            paths["memory"].join("memory.limit_in_bytes"),
+            paths["pids"].clone(),
+        ),
+    };
+    assert_eq!(read(&mem_file), "67108864");
+    assert_eq!(read(&pids_dir.join("pids.max")), "10");
+    // pids <= 0 is unlimited.
+    g.mgr
+        .apply(&Resources {
+            pids: Pids { limit: Some(-1) },
+            ..Default::default()
+        })
+        .expect("apply");
+    assert_eq!(read(&pids_dir.join("pids.max")), "max");
+
+    g.mgr.freeze().expect("freeze");
+    assert!(g.mgr.is_frozen().expect("is_frozen"));
+    if let Some(f) = paths.get("freezer") {
+        assert_eq!(read(&f.join("freezer.state")), "FROZEN");
+    }
+    g.mgr.thaw().expect("thaw");
+    assert!(!g.mgr.is_frozen().expect("is_frozen"));
+
+    // From another "process": rebuild the manager from the recorded paths.
+    let again = manager_from_paths(paths.values()).expect("from paths");
+    assert_eq!(again.paths(), paths);
+    again.kill_all(libc::SIGKILL).expect("kill_all");
+    assert_eq!(g.wait_signal(pid), Some(libc::SIGKILL));
+    again.destroy().expect("destroy");
+    assert_gone(&paths);
+    assert!(!g.mgr.exists());
+}
+
+#[test]
+fn kill_all_with_sigterm_freezes_signals_and_thaws() {
+    let Some(mode) = host() else { return };
+    let id = unique("term");
+    let mut g =
+        Guard::new(manager(mode, Some(&format!("capsa-tests/{id}")), &id).expect("manager"));
+    let paths = g.mgr.paths();
+    g.mgr.create().expect("create");
+    let a = g.sleeper();
+    let b = g.sleeper();
+    assert_eq!(g.mgr.pids().expect("pids"), {
+        let mut v = vec![a, b];
+        v.sort();
+        v
+    });
+    g.mgr.kill_all(libc::SIGTERM).expect("kill_all");
+    assert_eq!(g.wait_signal(a), Some(libc::SIGTERM));
+    assert_eq!(g.wait_signal(b), Some(libc::SIGTERM));
+    assert!(
+        !g.mgr.is_frozen().expect("is_frozen"),
+        "thawed after signalling"
+    );
+    g.mgr.destroy().expect("destroy");
+    assert_gone(&paths);
+    // Relative path: the parents ("<own cgroup>/capsa-tests") were created by this instance
+    // and nothing else uses them, so they are gone too.
+    let parents: BTreeMap<String, PathBuf> = paths
+        .iter()
+        .map(|(k, p)| (k.clone(), p.parent().expect("parent").to_path_buf()))
+        .collect();
+    assert_gone(&parents);
+}
+
+#[test]
+fn v1_apply_every_field_and_update_in_both_directions() {
+    let Some(mode) = host() else { return };
+    if mode == Mode::Unified {
+        eprintln!("note: v1-only test");
+        return;
+    }
+    let id = unique("apply");
+    let g = Guard::new(manager(mode, None, &id).expect("manager"));
+    let paths = g.mgr.paths();
+    g.mgr.create().expect("create");
+    let (mem, cpu, cpuset) = (&paths["memory"], &paths["cpu"], &paths["cpuset"]);
+    let memsw = mem.join("memory.memsw.limit_in_bytes").exists();
+    let r = Resources {
+        memory: Memory {
+            limit: Some(64 << 20),
+            swap: Some(128 << 20),
+            reservation: Some(32 << 20),
+            swappiness: Some(10),
+            ..Default::default()
+        },
+        cpu: Cpu {
+            shares: Some(512),
+            quota: Some(50_000),
+            period: Some(100_000),
+            cpus: Some("0".into()),
+            mems: Some("0".into()),
+        },
+        ..Default::default()
+    };
+    g.mgr.apply(&r).expect("apply");
+    assert_eq!(
+        read(&mem.join("memory.limit_in_bytes")),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(
+        read(&mem.join("memory.soft_limit_in_bytes")),
+        (32u64 << 20).to_string()
+    );
+    assert_eq!(read(&mem.join("memory.swappiness")), "10");
+    assert_eq!(read(&cpu.join("cpu.shares")), "512");
+    assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
+    assert_eq!(read(&cpu.join("cpu.cfs_period_us")), "100000");
+    assert_eq!(read(&cpuset.join("cpuset.cpus")), "0");
+    assert_eq!(read(&cpuset.join("cpuset.mems")), "0");
+    if memsw {
+        assert_eq!(
+            read(&mem.join("memory.memsw.limit_in_bytes")),
+            (128u64 << 20).to_string()
+        );
+        // Raise both above the current memsw: memsw must be written first.
+        let up = Memory {
+            limit: Some(256 << 20),
+            swap: Some(512 << 20),
+            ..Default::default()
+        };
+        g.mgr
+            .apply(&Resources {
+                memory: up,
+                ..Default::default()
+            })
+            .expect("raise");
+        assert_eq!(
+            read(&mem.join("memory.limit_in_bytes")),
+            (256u64 << 20).to_string()
+        );
+        assert_eq!(
+            read(&mem.join("memory.memsw.limit_in_bytes")),
+            (512u64 << 20).to_string()
+        );
+        // Lower both below the current limit: the limit must be written first.
+        let down = Memory {
+            limit: Some(32 << 20),
+            swap: Some(32 << 20),
+            ..Default::default()
+        };
+        g.mgr
+            .apply(&Resources {
+                memory: down,
+                ..Default::default()
+            })
+            .expect("lower");
+        assert_eq!(
+            read(&mem.join("memory.limit_in_bytes")),
+            (32u64 << 20).to_string()
+        );
+        assert_eq!(
+            read(&mem.join("memory.memsw.limit_in_bytes")),
+            (32u64 << 20).to_string()
+        );
+        // Unlimited memory, swap not given: both unlimited.
+        let unlimited = Memory {
+            limit: Some(-1),
+            ..Default::default()
+        };
+        g.mgr
+            .apply(&Resources {
+                memory: unlimited,
+                ..Default::default()
+            })
+            .expect("unlimited");
+        assert_eq!(
+            read(&mem.join("memory.limit_in_bytes")),
+            read(&mem.join("memory.memsw.limit_in_bytes"))
+        );
+    }
+
+    let err = |r: Resources| {
+        g.mgr
+            .apply(&r)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    let e = err(Resources {
+        cpu: Cpu {
+            shares: Some(1_000_000),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    assert!(
+        e.starts_with("linux.resources.cpu.shares = 1000000: the kernel set "),
+        "{e}"
+    );
+    let e = err(Resources {
+        memory: Memory {
+            swappiness: Some(101),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    assert_eq!(
+        e,
+        "linux.resources.memory.swappiness = 101: valid range is 0-100"
+    );
+    let e = err(Resources {
+        cpu: Cpu {
+            cpus: Some("7-9".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    });
+    assert!(
+        e.starts_with(&format!(
+            "linux.resources.cpu.cpus = \"7-9\": write {}",
+            cpuset.join("cpuset.cpus").display()
+        )),
+        "{e}"
+    );
+    drop(g);
+    assert_gone(&paths);
+}
+
+#[test]
+fn nested_path_destroy_removes_only_created_dirs() {
+    let Some(mode) = host() else { return };
+    let top = unique("nested");
+    let cg_path = format!("/{top}/mid/leaf");
+    let mut g = Guard::new(manager(mode, Some(&cg_path), "ignored").expect("manager"));
+    let paths = g.mgr.paths();
+    let mids: BTreeMap<String, PathBuf> = paths
+        .iter()
+        .map(|(k, p)| (k.clone(), p.parent().expect("parent").to_path_buf()))
+        .collect();
+    let tops: BTreeMap<String, PathBuf> = mids
+        .iter()
+        .map(|(k, p)| (k.clone(), p.parent().expect("parent").to_path_buf()))
+        .collect();
+    for (k, p) in &paths {
+        assert!(
+            p.ends_with(format!("{top}/mid/leaf")),
+            "{k}: absolute → hierarchy root: {}",
+            p.display()
+        );
+    }
+    // One hierarchy's top directory exists before: it is not ours and must survive.
+    let (pre_key, pre_dir) = tops
+        .iter()
+        .next()
+        .map(|(k, p)| (k.clone(), p.clone()))
+        .expect("a hierarchy");
+    std::fs::create_dir(&pre_dir).expect("mkdir pre-existing");
+    g.extra.push(pre_dir.clone());
+    for p in tops.values().chain(mids.values()) {
+        if !g.extra.contains(p) {
+            g.extra.push(p.clone());
+        }
+    }
+    // `extra` is removed back to front: put the mids after the tops (already the case).
+
+    g.mgr.create().expect("create");
+    let pid = g.sleeper();
+    assert_placed(pid, &paths);
+    g.mgr.kill_all(libc::SIGKILL).expect("kill_all");
+    assert_eq!(g.wait_signal(pid), Some(libc::SIGKILL));
+    g.mgr.destroy().expect("destroy");
+    assert_gone(&paths);
+    assert_gone(&mids);
+    for (k, p) in &tops {
+        assert_eq!(p.exists(), *k == pre_key, "{k}: {}", p.display());
+    }
+
+    // A manager rebuilt from paths (another process) removes only the leaf.
+    let m2 = manager(mode, Some(&cg_path), "ignored").expect("manager");
+    m2.create().expect("create");
+    let rebuilt = manager_from_paths(paths.values()).expect("from paths");
+    rebuilt.destroy().expect("destroy");
+    assert_gone(&paths);
+    for p in mids.values() {
+        assert!(p.is_dir(), "{} remains (not known to be ours)", p.display());
+    }
+    drop(g);
+    assert_gone(&mids);
+    assert_gone(&tops);
+}
+
+#[test]
+fn memory_limit_below_usage_names_field_and_cause() {
+    let Some(mode) = host() else { return };
+    if mode == Mode::Unified {
+        eprintln!("note: v1-only test (on v2 a lower memory.max reclaims and OOM-kills instead)");
+        return;
+    }
+    if read(Path::new("/proc/swaps")).lines().count() > 1
+        || Command::new("perl").arg("-v").output().is_err()
+    {
+        eprintln!(
+            "note: skipping: needs no swap (else the kernel swaps instead of refusing) and perl"
+        );
+        return;
+    }
+    let id = unique("busy");
+    let mut g = Guard::new(manager(mode, None, &id).expect("manager"));
+    let paths = g.mgr.paths();
+    g.mgr.create().expect("create");
+    // The process allocates only after joining: v1 does not move charges with the task.
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            "read go; exec perl -e '$x = \"a\" x 50_000_000; sleep 30'",
+        ])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let stdin = child.stdin.take();
+    g.children.push(child);
+    g.mgr.add_task(pid).expect("add_task");
+    stdin.expect("stdin").write_all(b"go\n").expect("go");
+    let usage = paths["memory"].join("memory.usage_in_bytes");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read(&usage).parse::<u64>().unwrap_or(0) < 40_000_000 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let r = Resources {
+        memory: Memory {
+            limit: Some(4 << 20),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let e = g
+        .mgr
+        .apply(&r)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    let want = format!(
+        "linux.resources.memory.limit = 4194304: write {}: Device or resource busy (current usage ",
+        paths["memory"].join("memory.limit_in_bytes").display()
+    );
+    assert!(e.starts_with(&want), "{e}");
+    assert!(!e.contains('\n'));
+    g.mgr.kill_all(libc::SIGKILL).expect("kill_all");
+    assert_eq!(g.wait_signal(pid), Some(libc::SIGKILL));
+    g.mgr.destroy().expect("destroy");
+    assert_gone(&paths);
+}
+
+#[test]
+fn v2_code_paths_in_the_hybrid_cgroup2_hierarchy() {
+    let Some(mode) = host() else { return };
+    if mode != Mode::Hybrid {
+        eprintln!(
+            "note: hybrid-only test (a pure v2 host runs the other tests through the v2 manager)"
+        );
+        return;
+    }
+    let mount = PathBuf::from(crate::HYBRID_UNIFIED);
+    let dir = mount.join(unique("v2"));
+    // No controllers to enable: do not touch the host's root cgroup.subtree_control.
+    let mut g = Guard::new(Box::new(V2Manager::with_controllers(
+        mount,
+        dir.clone(),
+        &[],
+    )));
+    g.mgr.create().expect("create");
+    assert!(dir.is_dir());
+    let a = g.sleeper();
+    assert_eq!(g.mgr.pids().expect("pids"), vec![a]);
+    g.mgr.freeze().expect("freeze");
+    assert!(g.mgr.is_frozen().expect("is_frozen"));
+    assert!(read(&dir.join("cgroup.events")).contains("frozen 1"));
+    g.mgr.thaw().expect("thaw");
+    assert!(read(&dir.join("cgroup.events")).contains("frozen 0"));
+
+    // Only hugetlb exists here, so pids.max is missing: the error says why.
+    let e = g.mgr.apply(&Resources {
+        pids: Pids { limit: Some(10) },
+        ..Default::default()
+    });
+    let e = e.err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        e,
+        format!(
+            "linux.resources.pids.limit = 10: write {}: No such file or directory (the pids controller is not enabled in the parent's cgroup.subtree_control)",
+            dir.join("pids.max").display()
+        )
+    );
+
+    g.mgr
+        .kill_all(libc::SIGTERM)
+        .expect("kill_all TERM (freeze, signal, thaw)");
+    assert_eq!(g.wait_signal(a), Some(libc::SIGTERM));
+    let b = g.sleeper();
+    g.mgr
+        .kill_all(libc::SIGKILL)
+        .expect("kill_all KILL (cgroup.kill)");
+    assert_eq!(g.wait_signal(b), Some(libc::SIGKILL));
+    g.mgr.destroy().expect("destroy");
+    assert!(!dir.exists());
+}

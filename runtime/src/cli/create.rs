@@ -1,0 +1,50 @@
+use std::path::PathBuf;
+
+use capsa::container::{self, CreateArgs};
+use capsa::process::plan::CreateOpts;
+use capsa::Result;
+
+use super::Cli;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Path to the bundle (directory with config.json).
+    #[arg(short = 'b', long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Unix socket that receives the pty master when process.terminal is true.
+    #[arg(long = "console-socket", value_name = "PATH")]
+    pub console_socket: Option<PathBuf>,
+    /// File to write the container's init pid to.
+    #[arg(long = "pid-file", value_name = "PATH")]
+    pub pid_file: Option<PathBuf>,
+    /// Do not use pivot_root (for a rootfs on a ramdisk).
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    /// Do not create a new session keyring.
+    #[arg(long = "no-new-keyring")]
+    pub no_new_keyring: bool,
+    /// Pass N extra fds (3..3+N) to the container.
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
+    pub id: String,
+}
+
+pub fn opts(a: &Args) -> CreateOpts {
+    CreateOpts { no_pivot: a.no_pivot, no_new_keyring: a.no_new_keyring, preserve_fds: a.preserve_fds as i32 }
+}
+
+pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
+    super::reserve_preserved_fds(a.preserve_fds);
+    capsa::process::exeseal::ensure_sealed()?;
+    container::create(CreateArgs {
+        root: &cli.root,
+        id: &a.id,
+        bundle: &a.bundle,
+        pid_file: a.pid_file.as_deref(),
+        console_socket: a.console_socket.as_deref(),
+        console_fd: None,
+        opts: opts(a),
+        systemd_cgroup: cli.systemd_cgroup,
+    })?;
+    Ok(0)
+}

@@ -1,0 +1,21 @@
+use std::io::Write;
+
+use capsa::container::Container;
+use capsa::Result;
+
+use super::Cli;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    pub id: String,
+}
+
+pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
+    let c = Container::load(&cli.root, &a.id)?;
+    let status = c.status();
+    // runc prints the owner empty here (and filled in `list`), and no trailing newline.
+    let out = serde_json::to_string_pretty(&c.state.oci(status, String::new()))
+        .map_err(|e| capsa::Error::new(format!("encode state: {e}")))?;
+    let _ = std::io::stdout().write_all(out.as_bytes());
+    Ok(0)
+}

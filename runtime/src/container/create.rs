@@ -1,0 +1,191 @@
+//! `create`: set the container up and leave its init blocked on exec.fifo.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use nix::fcntl::{open, OFlag};
+use nix::sys::signal::{kill, Signal};
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+
+use super::lock::Lock;
+use super::state::State;
+use super::{save_state, validate_id, EXEC_FIFO};
+use crate::bail;
+use crate::cgroup::Cgroup;
+use crate::error::{Context, Error, Result};
+use crate::process::plan::{CreateOpts, InitPlan};
+use crate::process::sync::{Channel, Msg};
+
+pub struct CreateArgs<'a> {
+    pub root: &'a Path,
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub pid_file: Option<&'a Path>,
+    pub console_socket: Option<&'a Path>,
+    /// An already connected console socket (capsa `run` in the foreground with a tty).
+    pub console_fd: Option<OwnedFd>,
+    pub opts: CreateOpts,
+    pub systemd_cgroup: bool,
+}
+
+/// Undoes a half-done create when dropped, unless disarmed.
+struct Cleanup {
+    dir: Option<std::path::PathBuf>,
+    cgroup: Option<Cgroup>,
+    stage1: Option<Pid>,
+    init: Option<Pid>,
+}
+
+impl Cleanup {
+    fn disarm(mut self) {
+        self.dir = None;
+        self.cgroup = None;
+        self.stage1 = None;
+        self.init = None;
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for pid in [self.stage1.take(), self.init.take()].into_iter().flatten() {
+            let _ = kill(pid, Signal::SIGKILL);
+            // Stage 1 is our child; init became ours when stage 1 exited (we are a
+            // child subreaper while creating).
+            let _ = waitpid(pid, None);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.kill_all(libc::SIGKILL);
+            let _ = cg.destroy();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Creates container `id`; returns its state (also written to disk).
+pub fn create(a: CreateArgs) -> Result<State> {
+    validate_id(a.id)?;
+    let bundle = crate::config::load(a.bundle)?;
+    let spec = &bundle.spec;
+    let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    if terminal && a.console_socket.is_none() && a.console_fd.is_none() {
+        bail!("process.terminal is true: --console-socket is required to receive the pty master");
+    }
+    if !terminal && a.console_socket.is_some() {
+        bail!("--console-socket given but process.terminal is false");
+    }
+
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(a.root).with_ctx(|| format!("--root {}", a.root.display()))?;
+    let dir = a.root.join(a.id);
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!("container with id {:?} already exists", a.id)
+        }
+        Err(e) => return Err(Error::from(e).context(format!("create {}", dir.display()))),
+    }
+    let mut cleanup = Cleanup { dir: Some(dir.clone()), cgroup: None, stage1: None, init: None };
+    let _lock = Lock::acquire(&dir)?;
+
+    let linux = spec.linux().as_ref().ok_or_else(|| Error::new("linux: missing"))?;
+    let cg = Cgroup::create(linux, a.id, a.systemd_cgroup)?;
+    let view = cg.view()?;
+    let cgroup_paths = cg.paths();
+    cleanup.cgroup = Some(cg);
+
+    let mut plan = InitPlan::build(spec, &bundle.dir, &bundle.rootfs, &a.opts, view)?;
+    if !a.opts.no_new_keyring {
+        plan.new_keyring = Some(format!("_ses.{}", a.id));
+    }
+    let fifo = dir.join(EXEC_FIFO);
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622)).ctx("create exec.fifo")?;
+    // mkfifo honours the umask; the fifo must be writable by the container's user.
+    std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622)).ctx("chmod exec.fifo")?;
+    plan.fifo = Some(open(&fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).ctx("open exec.fifo")?);
+    if terminal {
+        plan.console_socket = Some(match (a.console_fd, a.console_socket) {
+            (Some(fd), _) => fd,
+            (None, Some(path)) => {
+                let s = std::os::unix::net::UnixStream::connect(path)
+                    .with_ctx(|| format!("--console-socket {}", path.display()))?;
+                OwnedFd::from(s)
+            }
+            (None, None) => bail!("process.terminal: no console socket"),
+        });
+    }
+
+    let (parent, child) = Channel::pair()?;
+    // SAFETY: capsa is single-threaded, so the child may run any code until it execs.
+    match unsafe { fork() }.ctx("fork")? {
+        ForkResult::Child => {
+            drop(parent);
+            crate::process::init::stage1(&plan, &child)
+        }
+        ForkResult::Parent { child: stage1 } => {
+            drop(child);
+            cleanup.stage1 = Some(stage1);
+            let init = drive_children(&plan, &parent, stage1, &mut cleanup).map_err(|e| e.context("create"))?;
+            let pid_start = super::proc_stat(init.as_raw()).map(|(_, t)| t).ok_or_else(|| Error::new("container init exited during create"))?;
+            let own_pid_ns = plan.ns.unshare.contains(nix::sched::CloneFlags::CLONE_NEWPID);
+            let state = State {
+                id: a.id.to_string(),
+                pid: init.as_raw(),
+                pid_start,
+                bundle: bundle.dir.clone(),
+                rootfs: bundle.rootfs.clone(),
+                created: crate::timefmt::rfc3339_nano(std::time::SystemTime::now()),
+                annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
+                cgroup_paths,
+                own_pid_ns,
+                rootless: false,
+            };
+            save_state(&dir, &state)?;
+            if let Some(p) = a.pid_file {
+                write_pid_file(p, init.as_raw())?;
+            }
+            cleanup.disarm();
+            Ok(state)
+        }
+    }
+}
+
+/// The parent's side of the protocol table in [`crate::process::sync`].
+fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cleanup) -> Result<Pid> {
+    if let Some(cg) = &cleanup.cgroup {
+        cg.add_task(stage1.as_raw())?;
+    }
+    chan.send(&Msg::Go)?;
+    let mut init = None;
+    loop {
+        match chan.recv()? {
+            Some(Msg::MapIds) => {
+                crate::namespaces::write_id_maps(stage1.as_raw(), &plan.ns.uid_map, &plan.ns.gid_map)?;
+                chan.send(&Msg::IdsMapped)?;
+            }
+            Some(Msg::InitPid(pid)) => {
+                let pid = Pid::from_raw(pid);
+                init = Some(pid);
+                cleanup.init = Some(pid);
+                waitpid(stage1, None).ctx("wait for stage 1")?;
+                cleanup.stage1 = None;
+            }
+            Some(Msg::Ready) => return init.ok_or_else(|| Error::new("sync: Ready before InitPid")),
+            Some(Msg::Error(e)) => return Err(Error::new(e)),
+            Some(m) => bail!("sync: unexpected message {m:?}"),
+            None => bail!("container init exited before it was ready"),
+        }
+    }
+}
+
+/// Written atomically: containerd reads the pid as soon as the file exists.
+pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let path = std::path::absolute(path).with_ctx(|| format!("--pid-file {}", path.display()))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("pid")));
+    std::fs::write(&tmp, pid.to_string()).with_ctx(|| format!("--pid-file {}", path.display()))?;
+    std::fs::rename(&tmp, &path).with_ctx(|| format!("--pid-file {}", path.display()))?;
+    Ok(())
+}

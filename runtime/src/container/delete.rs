@@ -1,0 +1,52 @@
+//! `delete`: remove a stopped (or, with `--force`, any) container and its cgroups.
+
+use std::path::Path;
+
+use super::{Container, Status};
+use crate::bail;
+use crate::error::{Context, Result};
+
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
+    let c = Container::load(root, id)?;
+    match c.status() {
+        Status::Stopped => {}
+        // runc deletes a created (never started) container without --force.
+        Status::Created => stop(&c)?,
+        s @ (Status::Running | Status::Paused) => {
+            if !force {
+                bail!("cannot delete container {id} that is not stopped: {s}");
+            }
+            if s == Status::Paused {
+                let _ = crate::cgroup::thaw_paths(&c.state.cgroup_paths);
+            }
+            stop(&c)?;
+        }
+        Status::Creating => bail!("cannot delete container {id} while it is being created"),
+    }
+    destroy(&c)
+}
+
+/// SIGKILL the container and wait until init is gone.
+fn stop(c: &Container) -> Result<()> {
+    let pidfd = super::start::pidfd_open(c.state.pid).ok();
+    if !c.state.own_pid_ns {
+        let _ = crate::cgroup::kill_all_paths(&c.state.cgroup_paths, libc::SIGKILL);
+    }
+    let _ = super::kill::signal_init(c, libc::SIGKILL);
+    if let Some(fd) = pidfd {
+        if !super::start::pidfd_wait(&fd, 10_000) {
+            bail!("container init {} did not die after SIGKILL", c.state.pid);
+        }
+    }
+    Ok(())
+}
+
+fn destroy(c: &Container) -> Result<()> {
+    if !c.state.own_pid_ns {
+        // Without its own pid namespace the container's other processes outlive init.
+        let _ = crate::cgroup::kill_all_paths(&c.state.cgroup_paths, libc::SIGKILL);
+    }
+    crate::cgroup::destroy_paths(&c.state.cgroup_paths).ctx("remove cgroup")?;
+    std::fs::remove_dir_all(&c.dir).with_ctx(|| format!("remove {}", c.dir.display()))?;
+    Ok(())
+}

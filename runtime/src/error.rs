@@ -1,0 +1,90 @@
+//! One error type for the whole library: a single line that names the field or the
+//! object and the cause, e.g. `process.cwd "tmp": must be an absolute path`.
+//!
+//! Errors are chained from the outside in with `: `, so the most specific cause is last.
+
+use std::fmt;
+
+/// What kind of failure this is, for callers that must react differently (the CLI maps
+/// all of them to exit code 1; the shim looks for "does not exist").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// No container with that id.
+    NotExist,
+    /// Anything else.
+    Other,
+}
+
+#[derive(Debug)]
+pub struct Error {
+    kind: Kind,
+    msg: String,
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Error { kind: Kind::Other, msg: msg.into() }
+    }
+
+    pub fn not_exist(id: &str) -> Self {
+        // runc prints "container does not exist"; we add the id, keeping runc's words that
+        // callers such as containerd match on.
+        Error { kind: Kind::NotExist, msg: format!("container \"{id}\" does not exist") }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Prefixes the message with what was being done.
+    pub fn context(self, ctx: impl fmt::Display) -> Self {
+        Error { kind: self.kind, msg: format!("{ctx}: {}", self.msg) }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.msg)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<nix::Error> for Error {
+    fn from(e: nix::Error) -> Self {
+        Error::new(e.desc())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        // Drop Rust's " (os error N)" suffix: the text is what users read.
+        match e.raw_os_error() {
+            Some(n) => Error::new(nix::errno::Errno::from_raw(n).desc()),
+            None => Error::new(e.to_string()),
+        }
+    }
+}
+
+/// `.ctx("mount proc")` on any fallible call: adds what was being done to the error.
+pub trait Context<T> {
+    fn ctx(self, what: impl fmt::Display) -> Result<T>;
+    fn with_ctx<D: fmt::Display>(self, f: impl FnOnce() -> D) -> Result<T>;
+}
+
+impl<T, E: Into<Error>> Context<T> for std::result::Result<T, E> {
+    fn ctx(self, what: impl fmt::Display) -> Result<T> {
+        self.map_err(|e| e.into().context(what))
+    }
+    fn with_ctx<D: fmt::Display>(self, f: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| e.into().context(f()))
+    }
+}
+
+/// Returns early with a formatted [`Error`].
+#[macro_export]
+macro_rules! bail {
+    ($($arg:tt)*) => { return Err($crate::error::Error::new(format!($($arg)*))) };
+}

@@ -1,0 +1,39 @@
+//! `capsa features`: runc's JSON shape, listing only what this build really does.
+
+use serde_json::{json, Value};
+
+/// Mount options [`crate::rootfs::mounts::parse_option`] understands.
+pub const MOUNT_OPTIONS: &[&str] = &[
+    "async", "atime", "bind", "defaults", "dev", "diratime", "dirsync", "exec", "iversion", "lazytime", "loud",
+    "mand", "noatime", "nodev", "nodiratime", "noexec", "noiversion", "nolazytime", "nomand", "norelatime",
+    "nostrictatime", "nosuid", "nosymfollow", "private", "rbind", "relatime", "remount", "ro", "rprivate",
+    "rshared", "rslave", "runbindable", "rw", "shared", "silent", "slave", "strictatime", "suid", "symfollow",
+    "sync", "unbindable",
+];
+
+pub fn features() -> Value {
+    let caps: Vec<String> = caps::all()
+        .into_iter()
+        .filter(|c| c.index() as u32 <= crate::capabilities::last_cap())
+        .map(|c| c.to_string())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    json!({
+        "ociVersionMin": crate::config::OCI_VERSION_MIN,
+        "ociVersionMax": crate::config::OCI_VERSION_MAX,
+        "hooks": [],
+        "mountOptions": MOUNT_OPTIONS,
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
+            "capabilities": caps,
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
+            "seccomp": {"enabled": false},
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false}
+        },
+        "annotations": {
+            "org.opencontainers.capsa.version": env!("CARGO_PKG_VERSION")
+        }
+    })
+}

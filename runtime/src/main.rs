@@ -1,0 +1,31 @@
+//! The `capsa` command: parse the command line, run one command from [`cli`], turn an
+//! error into runc's log line and exit code 1.
+
+mod cli;
+mod log;
+
+use clap::Parser;
+
+fn main() {
+    let args = cli::normalize_args(std::env::args_os());
+    let parsed = match cli::Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            let code = match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ => 1,
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    log::init(parsed.log.as_deref(), &parsed.log_format, parsed.debug);
+    match cli::dispatch(&parsed) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            log::error(&e.to_string());
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Code that runs in the forked children. capsa is single-threaded, so after fork the
+//! child may allocate; still, everything that parses or decides was done in the parent
+//! ([`super::plan`]) and this file is mostly a list of system calls in the right order.
+//!
+//! Children never return into the CLI: they report failure as `Msg::Error` over the
+//! sync channel and leave with `_exit`.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
+use nix::unistd::{fork, setresgid, setresuid, ForkResult, Gid, Uid};
+
+use super::plan::{InitPlan, ProcessPlan};
+use super::sync::{Channel, Msg};
+use crate::error::{Context, Error, Result};
+
+fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process without running the parent's atexit handlers or
+    // flushing stdio buffers it shares with us.
+    unsafe { libc::_exit(code) }
+}
+
+fn fail(chan: &Channel, e: Error) -> ! {
+    let _ = chan.send(&Msg::Error(e.to_string()));
+    exit_now(1)
+}
+
+/// Stage 1: joins and creates namespaces, forks init, reports init's pid, exits.
+pub fn stage1(plan: &InitPlan, chan: &Channel) -> ! {
+    match stage1_inner(plan, chan) {
+        Ok(()) => exit_now(0),
+        Err(e) => fail(chan, e),
+    }
+}
+
+fn stage1_inner(plan: &InitPlan, chan: &Channel) -> Result<()> {
+    chan.expect(&Msg::Go)?;
+    for j in &plan.ns.join {
+        setns(j.fd.as_fd(), j.flag).with_ctx(|| format!("linux.namespaces: join {}", j.path.display()))?;
+    }
+    if plan.ns.new_user {
+        unshare(CloneFlags::CLONE_NEWUSER).ctx("linux.namespaces: create user namespace")?;
+        chan.send(&Msg::MapIds)?;
+        chan.expect(&Msg::IdsMapped)?;
+    }
+    if plan.ns.new_user || plan.ns.joins_user {
+        // Become root of the user namespace (needs container uid/gid 0 to be mapped).
+        setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).ctx("user namespace: setresgid(0)")?;
+        setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).ctx("user namespace: setresuid(0)")?;
+    }
+    unshare(plan.ns.unshare).with_ctx(|| format!("linux.namespaces: unshare {:?}", plan.ns.unshare))?;
+    if let Some(offsets) = &plan.ns.time_offsets {
+        std::fs::write("/proc/self/timens_offsets", offsets).ctx("linux.timeOffsets")?;
+    }
+    // SAFETY: this process is single-threaded (a fork of single-threaded capsa).
+    match unsafe { fork() }.ctx("fork init")? {
+        ForkResult::Child => {
+            let e = match init(plan, chan) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            fail(chan, e)
+        }
+        ForkResult::Parent { child } => chan.send(&Msg::InitPid(child.as_raw())),
+    }
+}
+
+/// Init: becomes the container. On success it execs and never returns.
+fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
+    let p = &plan.process;
+    if let Some(adj) = p.oom_score_adj {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string()).with_ctx(|| format!("process.oomScoreAdj {adj}"))?;
+    }
+    nix::unistd::setsid().ctx("setsid")?;
+    if let Some(name) = &plan.new_keyring {
+        join_session_keyring(name)?;
+    }
+
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    crate::rootfs::prepare(&plan.rootfs).ctx("rootfs")?;
+    crate::rootfs::enter(&plan.rootfs).ctx("rootfs")?;
+    if p.terminal {
+        let sock = plan.console_socket.as_ref().ok_or_else(|| Error::new("process.terminal: no console socket"))?;
+        crate::tty::setup_console(sock.as_fd(), p.console_size)?;
+    }
+    if let Some(h) = &plan.hostname {
+        nix::unistd::sethostname(h).with_ctx(|| format!("hostname {h:?}"))?;
+    }
+    if let Some(d) = &plan.domainname {
+        set_domainname(d).with_ctx(|| format!("domainname {d:?}"))?;
+    }
+    crate::rootfs::finalize(&plan.rootfs)?;
+
+    crate::rlimits::apply(&p.rlimits)?;
+    if p.no_new_privileges {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(Error::from(std::io::Error::last_os_error()).context("process.noNewPrivileges"));
+        }
+    }
+    // Try the cwd as root first (it may be unreadable to the user), again after the
+    // user switch if that failed, as runc does.
+    let early_cwd = nix::unistd::chdir(&p.cwd).is_ok();
+    switch_user(p)?;
+    if !early_cwd {
+        nix::unistd::chdir(&p.cwd).with_ctx(|| format!("process.cwd {:?}", p.cwd))?;
+    }
+    verify_cwd(&p.cwd)?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask.unwrap_or(0o022)));
+
+    let exe = find_executable(&p.args[0], &p.path_var)?;
+    close_fds_on_exec(plan.preserve_fds)?;
+    reset_signals();
+
+    chan.send(&Msg::Ready)?;
+    if let Some(fifo) = &plan.fifo {
+        wait_for_start(fifo.as_raw_fd())?;
+    }
+    let e = nix::unistd::execve(&exe, &p.args, &p.env).unwrap_err();
+    Err(Error::from(e).context(format!("exec {:?}", p.args[0])))
+}
+
+/// Blocks until `capsa start` opens exec.fifo for reading, then tells it we go on.
+fn wait_for_start(fifo_path_fd: i32) -> Result<()> {
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{fifo_path_fd}"))
+        .ctx("open exec fifo")?;
+    f.write_all(b"0").ctx("write exec fifo")?;
+    Ok(())
+}
+
+fn join_session_keyring(name: &str) -> Result<()> {
+    let c = CString::new(name).map_err(|_| Error::new("keyring name contains NUL"))?;
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_long = 1;
+    // SAFETY: keyctl reads the NUL-terminated name for the duration of the call.
+    let r = unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, c.as_ptr()) };
+    if r < 0 {
+        let e = std::io::Error::last_os_error();
+        // Kernels without keyrings: carry on, as runc does.
+        if e.raw_os_error() != Some(libc::ENOSYS) {
+            return Err(Error::from(e).context(format!("join session keyring {name}")));
+        }
+    }
+    Ok(())
+}
+
+fn set_domainname(d: &str) -> Result<()> {
+    // SAFETY: setdomainname reads `len` bytes from a live buffer.
+    let r = unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) };
+    if r != 0 {
+        return Err(Error::from(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Drops the bounding set, switches uid/gid keeping capabilities, then sets them.
+fn switch_user(p: &ProcessPlan) -> Result<()> {
+    if let Some(c) = &p.caps {
+        c.drop_bounding()?;
+    }
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
+    let groups: Vec<Gid> = p.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).ctx("process.user.additionalGids: setgroups")?;
+    let g = Gid::from_raw(p.gid);
+    setresgid(g, g, g).with_ctx(|| format!("process.user.gid {}", p.gid))?;
+    let u = Uid::from_raw(p.uid);
+    setresuid(u, u, u).with_ctx(|| format!("process.user.uid {}", p.uid))?;
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0) };
+    if let Some(c) = &p.caps {
+        c.apply()?;
+    }
+    Ok(())
+}
+
+/// CVE-2024-21626: a cwd reached through a leaked fd (e.g. `/proc/self/fd/7`) lies outside
+/// the container's root; getcwd then fails or starts with "(unreachable)".
+fn verify_cwd(cwd: &Path) -> Result<()> {
+    match nix::unistd::getcwd() {
+        Ok(p) if p.is_absolute() => Ok(()),
+        Ok(p) => Err(Error::new(format!("process.cwd {cwd:?}: resolves to {p:?} outside the container"))),
+        Err(e) => Err(Error::from(e).context(format!("process.cwd {cwd:?}: outside the container"))),
+    }
+}
+
+/// `args[0]` as given when it has a slash, else looked up in the container's PATH.
+fn find_executable(arg0: &CString, path_var: &str) -> Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    let name = arg0.to_bytes();
+    let is_exec = |p: &Path| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    let shown = String::from_utf8_lossy(name);
+    if name.contains(&b'/') {
+        let p = Path::new(std::ffi::OsStr::from_bytes(name));
+        if !is_exec(p) {
+            let why = if p.exists() { "permission denied" } else { "no such file or directory" };
+            return Err(Error::new(format!("exec: \"{shown}\": stat {shown}: {why}")));
+        }
+        return Ok(arg0.clone());
+    }
+    for dir in path_var.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let cand: PathBuf = Path::new(dir).join(std::ffi::OsStr::from_bytes(name));
+        if is_exec(&cand) {
+            return CString::new(cand.as_os_str().as_bytes()).map_err(|_| Error::new("path contains NUL"));
+        }
+    }
+    Err(Error::new(format!("exec: \"{shown}\": executable file not found in $PATH")))
+}
+
+/// Everything above stdio and the preserved fds is closed at exec (CVE-2024-21626: no
+/// host fd may reach the container). The preserved fds are made inheritable.
+fn close_fds_on_exec(preserve: i32) -> Result<()> {
+    let first_closed = 3 + preserve.max(0) as u32;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if r != 0 {
+        // Pre-5.11 kernels: walk /proc/self/fd.
+        for fd in std::fs::read_dir("/proc/self/fd").ctx("list fds")?.flatten() {
+            if let Some(n) = fd.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+                if n >= first_closed as i32 {
+                    // SAFETY: sets FD_CLOEXEC on an fd number; harmless if it was just closed.
+                    unsafe { libc::fcntl(n, libc::F_SETFD, libc::FD_CLOEXEC) };
+                }
+            }
+        }
+    }
+    for fd in 3..first_closed as i32 {
+        // SAFETY: clears FD_CLOEXEC on an fd the caller asked us to pass on.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    }
+    Ok(())
+}
+
+/// The user's process starts with no blocked signals and default dispositions (Rust
+/// ignores SIGPIPE, and ignored signals survive exec).
+fn reset_signals() {
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: installing SIG_DFL has no handler code to be unsafe about.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+}

@@ -1,0 +1,12 @@
+//! The processes capsa forks for a container and how they talk to it.
+//!
+//! * [`plan`]: everything the children need, computed by the parent before fork so the
+//!   children do little more than system calls.
+//! * [`sync`]: the typed parent ⇄ child protocol, documented as one table.
+//! * [`init`]: stage 1 (namespaces) and init (rootfs, process attributes, exec).
+//! * [`exeseal`]: keeps /proc/self/exe of capsa unwritable from a container (CVE-2019-5736).
+
+pub mod exeseal;
+pub mod init;
+pub mod plan;
+pub mod sync;

@@ -1,0 +1,192 @@
+//! What init will do, computed in the parent from config.json and the CLI flags.
+
+use std::ffi::CString;
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
+
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use oci_spec::runtime::Spec;
+
+use crate::bail;
+use crate::capabilities::CapPlan;
+use crate::error::Result;
+use crate::namespaces::NsPlan;
+use crate::rlimits::Rlimit;
+use crate::rootfs::mounts::MountPlan;
+use crate::rootfs::{devices, CgroupView, RootfsPlan};
+
+/// The user's process: what init execs and with which attributes.
+pub struct ProcessPlan {
+    pub args: Vec<CString>,
+    pub env: Vec<CString>,
+    /// PATH from `process.env`, to find `args[0]` inside the container.
+    pub path_var: String,
+    pub cwd: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+    pub umask: Option<u32>,
+    /// `None`: process.capabilities absent, the capability sets are left as they are.
+    pub caps: Option<CapPlan>,
+    pub no_new_privileges: bool,
+    pub rlimits: Vec<Rlimit>,
+    pub oom_score_adj: Option<i32>,
+    pub terminal: bool,
+    pub console_size: Option<(u16, u16)>,
+}
+
+/// Flags from the command line that shape the container.
+#[derive(Default)]
+pub struct CreateOpts {
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: i32,
+}
+
+pub struct InitPlan {
+    pub ns: NsPlan,
+    pub rootfs: RootfsPlan,
+    pub hostname: Option<String>,
+    pub domainname: Option<String>,
+    pub process: ProcessPlan,
+    pub console_socket: Option<OwnedFd>,
+    /// exec.fifo opened O_PATH: init reopens it for writing and blocks until `start`.
+    pub fifo: Option<OwnedFd>,
+    pub preserve_fds: i32,
+    pub new_keyring: Option<String>,
+}
+
+fn cstring(field: &str, s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| crate::error::Error::new(format!("{field} {s:?}: contains a NUL byte")))
+}
+
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+impl ProcessPlan {
+    pub fn from_spec(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
+        let args = p.args().iter().flatten().map(|a| cstring("process.args", a)).collect::<Result<Vec<_>>>()?;
+        let env = p.env().iter().flatten().map(|e| cstring("process.env", e)).collect::<Result<Vec<_>>>()?;
+        let path_var = p
+            .env()
+            .iter()
+            .flatten()
+            .filter_map(|e| e.strip_prefix("PATH="))
+            .next_back()
+            .unwrap_or(DEFAULT_PATH)
+            .to_string();
+        let caps = p.capabilities().as_ref().map(CapPlan::from_spec).transpose()?;
+        let rlimits = crate::rlimits::from_spec(p.rlimits().as_deref().unwrap_or_default())?;
+        let u = p.user();
+        Ok(ProcessPlan {
+            args,
+            env,
+            path_var,
+            cwd: p.cwd().clone(),
+            uid: u.uid(),
+            gid: u.gid(),
+            additional_gids: u.additional_gids().clone().unwrap_or_default(),
+            umask: u.umask(),
+            caps,
+            no_new_privileges: p.no_new_privileges().unwrap_or(false),
+            rlimits,
+            oom_score_adj: p.oom_score_adj(),
+            terminal: p.terminal().unwrap_or(false),
+            console_size: p.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16)),
+        })
+    }
+}
+
+/// The namespace a sysctl key belongs to, for runc's check that it is not the host's.
+fn sysctl_namespace(key: &str) -> Option<CloneFlags> {
+    const IPC: [&str; 7] = ["kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni"];
+    if IPC.contains(&key) || key == "kernel.shm_rmid_forced" || key.starts_with("fs.mqueue.") {
+        Some(CloneFlags::CLONE_NEWIPC)
+    } else if key.starts_with("net.") {
+        Some(CloneFlags::CLONE_NEWNET)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(CloneFlags::CLONE_NEWUTS)
+    } else {
+        None
+    }
+}
+
+impl InitPlan {
+    /// Builds the plan for a new container. `cgroup` describes the container's cgroups
+    /// for `type: cgroup` mounts.
+    pub fn build(spec: &Spec, bundle: &std::path::Path, rootfs: &std::path::Path, opts: &CreateOpts, cgroup: CgroupView) -> Result<InitPlan> {
+        let Some(linux) = spec.linux() else { bail!("linux: missing") };
+        let Some(process) = spec.process() else { bail!("process: missing") };
+        let ns = NsPlan::from_spec(linux)?;
+        if !ns.has(CloneFlags::CLONE_NEWNS) {
+            bail!("linux.namespaces: a mount namespace is required (add {{\"type\": \"mount\"}})");
+        }
+        let in_userns = ns.new_user || ns.joins_user;
+
+        let mounts: Vec<MountPlan> = spec.mounts().iter().flatten().map(MountPlan::from_spec).collect();
+        // runc leaves /dev alone when it is bind-mounted from the host.
+        let setup_dev = !mounts.iter().any(|m| m.destination == std::path::Path::new("/dev") && m.is_bind());
+        let mut devs: Vec<devices::DevicePlan> = Vec::new();
+        for d in linux.devices().iter().flatten() {
+            devs.push(devices::from_spec(d)?);
+        }
+        for d in devices::default_devices() {
+            if !devs.iter().any(|x| x.path == d.path) {
+                devs.push(d);
+            }
+        }
+
+        let root_propagation = match linux.rootfs_propagation() {
+            Some(p) => crate::rootfs::propagation_flag(p)
+                .ok_or_else(|| crate::error::Error::new(format!("linux.rootfsPropagation {p:?}: unknown")))?,
+            None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        };
+
+        let mut sysctl = Vec::new();
+        for (k, v) in linux.sysctl().iter().flatten() {
+            match sysctl_namespace(k) {
+                Some(f) if ns.unshare.contains(f) || ns.join.iter().any(|j| j.flag == f) => {}
+                Some(_) => bail!("linux.sysctl {k:?}: the container does not have its own namespace for it"),
+                None => bail!("linux.sysctl {k:?}: not in a separate kernel namespace, refusing to change the host"),
+            }
+            sysctl.push((k.clone(), v.clone()));
+        }
+        sysctl.sort();
+
+        let root = spec.root().as_ref();
+        let rootfs_plan = RootfsPlan {
+            rootfs: rootfs.to_path_buf(),
+            bundle: bundle.to_path_buf(),
+            root_propagation,
+            readonly: root.and_then(|r| r.readonly()).unwrap_or(false),
+            no_pivot: opts.no_pivot,
+            mounts,
+            setup_dev,
+            devices: devs,
+            bind_devices: in_userns,
+            cgroup,
+            masked_paths: linux.masked_paths().clone().unwrap_or_default().into_iter().map(PathBuf::from).collect(),
+            readonly_paths: linux.readonly_paths().clone().unwrap_or_default().into_iter().map(PathBuf::from).collect(),
+            sysctl,
+        };
+        let uses_cgroupns = ns.has(CloneFlags::CLONE_NEWCGROUP);
+        let mut rootfs_plan = rootfs_plan;
+        rootfs_plan.cgroup.namespaced = uses_cgroupns;
+
+        let process = ProcessPlan::from_spec(process)?;
+        if process.terminal && process.console_size.is_some_and(|(h, w)| h == 0 && w == 0) {
+            bail!("process.consoleSize: height and width are 0");
+        }
+        Ok(InitPlan {
+            ns,
+            rootfs: rootfs_plan,
+            hostname: spec.hostname().clone().filter(|h| !h.is_empty()),
+            domainname: spec.domainname().clone().filter(|h| !h.is_empty()),
+            process,
+            console_socket: None,
+            fifo: None,
+            preserve_fds: opts.preserve_fds,
+            new_keyring: None,
+        })
+    }
+}
