@@ -41,15 +41,14 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         rows.push((state, status, owner(uid)));
     }
     if a.quiet {
-        for (s, _, _) in &rows {
-            println!("{}", s.id);
-        }
+        let ids: String = rows.iter().map(|(s, _, _)| format!("{}\n", s.id)).collect();
+        super::out(&ids);
         return Ok(0);
     }
     if a.format == "json" {
         let v: Vec<_> = rows.iter().map(|(s, st, o)| s.oci(*st, o.clone())).collect();
         let out = if v.is_empty() { "null".to_string() } else { serde_json::to_string(&v).map_err(|e| capsa::Error::new(e.to_string()))? };
-        println!("{out}");
+        super::out(&format!("{out}\n"));
         return Ok(0);
     }
     // runc uses Go's tabwriter (minwidth 12, padding 3); the last column is not padded.
@@ -71,6 +70,6 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         }
         out.push('\n');
     }
-    print!("{out}");
+    super::out(&out);
     Ok(0)
 }

@@ -121,12 +121,12 @@ pub fn normalize_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
 
 pub fn dispatch(cli: &Cli) -> Result<i32> {
     if cli.version {
-        print!(
+        out(&format!(
             "capsa version {}\ncommit: {}\nspec: {}\n",
             env!("CARGO_PKG_VERSION"),
             option_env!("CAPSA_COMMIT").unwrap_or("unknown"),
             capsa::config::OCI_VERSION
-        );
+        ));
         return Ok(0);
     }
     let Some(cmd) = &cli.cmd else {
@@ -153,6 +153,13 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Checkpoint(_) => Err(capsa::Error::new("checkpoint: not supported: CRIU does not work on this host")),
         Command::Restore(_) => Err(capsa::Error::new("restore: not supported: CRIU does not work on this host")),
     }
+}
+
+/// Writes to stdout; a closed pipe (`capsa list | head -1`) is not an error worth a panic.
+pub fn out(s: &str) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    let _ = o.write_all(s.as_bytes()).and_then(|_| o.flush());
 }
 
 fn not_yet(name: &str) -> Result<i32> {

@@ -74,7 +74,6 @@ fn forwarded() -> SigSet {
 
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     super::reserve_preserved_fds(a.preserve_fds);
-    capsa::process::exeseal::ensure_sealed()?;
     let terminal = wants_terminal(&a.bundle);
     let own_tty = terminal && a.console_socket.is_none() && !a.detach;
     if !a.no_subreaper && !a.detach {

@@ -1,5 +1,3 @@
-use std::io::Write;
-
 use capsa::container::Container;
 use capsa::Result;
 
@@ -16,6 +14,6 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     // runc prints the owner empty here (and filled in `list`), and no trailing newline.
     let out = serde_json::to_string_pretty(&c.state.oci(status, String::new()))
         .map_err(|e| capsa::Error::new(format!("encode state: {e}")))?;
-    let _ = std::io::stdout().write_all(out.as_bytes());
+    super::out(&out);
     Ok(0)
 }

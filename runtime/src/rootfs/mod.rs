@@ -190,19 +190,17 @@ fn mount_cgroup(p: &RootfsPlan, m: &MountPlan) -> Result<()> {
     path::mkdir_all(&dest, 0o755)?;
     let view = &p.cgroup;
     let flags = m.flags & !MsFlags::MS_BIND;
-    let fd = path::open_inside(&p.rootfs, &dest)?;
-    let target = format!("/proc/self/fd/{}", fd.as_raw_fd());
     if view.unified {
         let Some(h) = view.hierarchies.first() else { return Ok(()) };
-        return mount_hierarchy(view.namespaced, h, &target, flags);
+        return mount_hierarchy(&p.rootfs, &dest, view.namespaced, h, flags);
     }
-    mount(Some("tmpfs"), target.as_str(), Some("tmpfs"), flags & !MsFlags::MS_RDONLY, Some("mode=755")).ctx("mount tmpfs")?;
+    let fd = path::open_inside(&p.rootfs, &dest)?;
+    mount(Some("tmpfs"), format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(), Some("tmpfs"), flags & !MsFlags::MS_RDONLY, Some("mode=755"))
+        .ctx("mount tmpfs")?;
     for h in &view.hierarchies {
         let sub = dest.join(&h.name);
         path::mkdir_all(&sub, 0o755)?;
-        let fd = path::open_inside(&p.rootfs, &sub)?;
-        mount_hierarchy(view.namespaced, h, &format!("/proc/self/fd/{}", fd.as_raw_fd()), flags)
-            .with_ctx(|| format!("cgroup {}", h.name))?;
+        mount_hierarchy(&p.rootfs, &sub, view.namespaced, h, flags).with_ctx(|| format!("cgroup {}", h.name))?;
         if h.name.contains(',') {
             for part in h.name.split(',') {
                 let link = dest.join(part);
@@ -220,13 +218,20 @@ fn mount_cgroup(p: &RootfsPlan, m: &MountPlan) -> Result<()> {
     Ok(())
 }
 
-fn mount_hierarchy(namespaced: bool, h: &CgroupHierarchy, target: &str, flags: MsFlags) -> Result<()> {
+/// Mounts one hierarchy at `at` (a path inside `rootfs`): afresh in a cgroup namespace,
+/// else as a bind of the container's host directory, remounted with `flags`.
+fn mount_hierarchy(rootfs: &Path, at: &Path, namespaced: bool, h: &CgroupHierarchy, flags: MsFlags) -> Result<()> {
+    let fd = path::open_inside(rootfs, at)?;
+    let target = format!("/proc/self/fd/{}", fd.as_raw_fd());
     if namespaced {
         let data = (!h.data.is_empty()).then_some(h.data.as_str());
-        mount(Some(h.fstype.as_str()), target, Some(h.fstype.as_str()), flags, data)?;
+        mount(Some(h.fstype.as_str()), target.as_str(), Some(h.fstype.as_str()), flags, data)?;
     } else {
-        mount(Some(&h.host_dir), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
-        mounts::remount_bind(target, flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC))?;
+        mount(Some(&h.host_dir), target.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
+        // Reopen: the old fd names the directory under the new mount.
+        let fd = path::open_inside(rootfs, at)?;
+        let target = format!("/proc/self/fd/{}", fd.as_raw_fd());
+        mounts::remount_bind(&target, flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC))?;
     }
     Ok(())
 }
