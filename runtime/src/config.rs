@@ -113,6 +113,12 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     if linux.seccomp().is_some() {
         bail!("linux.seccomp: seccomp is not supported by this build of capsa yet");
     }
+    if let Some(limit) = linux.resources().as_ref().and_then(|r| r.memory().as_ref()).and_then(|m| m.limit()) {
+        if limit > 0 && limit < 4096 {
+            // The kernel rounds the limit down to whole pages: this would be a limit of 0.
+            bail!("linux.resources.memory.limit = {limit}: below the kernel minimum (one page, 4096 bytes)");
+        }
+    }
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         if m.destination().as_os_str().is_empty() {
             bail!("mounts[{i}].destination: must not be empty");

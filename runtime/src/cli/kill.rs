@@ -9,7 +9,7 @@ pub struct Args {
     pub all: bool,
     pub id: String,
     /// Signal name (KILL, SIGKILL) or number; default SIGTERM.
-    #[arg(default_value = "SIGTERM")]
+    #[arg(default_value = "SIGTERM", allow_hyphen_values = true)]
     pub signal: String,
 }
 

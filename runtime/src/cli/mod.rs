@@ -21,7 +21,7 @@ use capsa::Result;
 #[command(name = "capsa", about = "capsa: an OCI container runtime, runc-compatible", disable_version_flag = true)]
 pub struct Cli {
     /// Enable debug logging.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub debug: bool,
     /// Log file (default: stderr).
     #[arg(long, global = true, value_name = "FILE")]
@@ -36,7 +36,7 @@ pub struct Cli {
     #[arg(long, global = true, hide = true)]
     pub criu: Option<String>,
     /// Use systemd's cgroup driver (not supported yet: refused at create).
-    #[arg(long = "systemd-cgroup", global = true)]
+    #[arg(long = "systemd-cgroup", global = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub systemd_cgroup: bool,
     /// Rootless mode: auto, true or false.
     #[arg(long, default_value = "auto", value_parser = ["auto", "true", "false"])]

@@ -180,8 +180,22 @@ fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cl
             Some(Msg::Ready) => return init.ok_or_else(|| Error::new("sync: Ready before InitPid")),
             Some(Msg::Error(e)) => return Err(Error::new(e)),
             Some(m) => bail!("sync: unexpected message {m:?}"),
-            None => bail!("container init exited before it was ready"),
+            None => return Err(died_during_setup(cleanup.init.take().or(init))),
         }
+    }
+}
+
+/// Says how init died when it vanished without a message (it is our child by then, as we
+/// are a subreaper and stage 1 has exited).
+fn died_during_setup(init: Option<Pid>) -> Error {
+    use nix::sys::wait::WaitStatus;
+    match init.map(|p| waitpid(p, None)) {
+        Some(Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _))) => Error::new(
+            "container init was killed (SIGKILL) during setup: out of memory? check linux.resources.memory.limit",
+        ),
+        Some(Ok(WaitStatus::Signaled(_, sig, _))) => Error::new(format!("container init was killed by {sig} during setup")),
+        Some(Ok(WaitStatus::Exited(_, code))) => Error::new(format!("container init exited with {code} during setup")),
+        _ => Error::new("container init exited before it was ready"),
     }
 }
 

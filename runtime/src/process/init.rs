@@ -112,6 +112,7 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask.unwrap_or(0o022)));
 
     let exe = find_executable(&p.args[0], &p.path_var)?;
+    let env = with_home(&p.env, p.uid);
     close_fds_on_exec(plan.preserve_fds)?;
     reset_signals();
 
@@ -119,8 +120,28 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     if let Some(fifo) = &plan.fifo {
         wait_for_start(fifo.as_raw_fd())?;
     }
-    let e = nix::unistd::execve(&exe, &p.args, &p.env).unwrap_err();
+    let e = nix::unistd::execve(&exe, &p.args, &env).unwrap_err();
     Err(Error::from(e).context(format!("exec {:?}", p.args[0])))
+}
+
+/// runc sets HOME from the container's /etc/passwd (or `/`) when the config does not.
+fn with_home(env: &[CString], uid: u32) -> Vec<CString> {
+    if env.iter().any(|e| e.as_bytes().starts_with(b"HOME=")) {
+        return env.to_vec();
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let home = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 5 && f[2].parse() == Ok(uid))
+        .map(|f| f[5].to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "/".to_string());
+    let mut out = env.to_vec();
+    if let Ok(c) = CString::new(format!("HOME={home}")) {
+        out.push(c);
+    }
+    out
 }
 
 /// Blocks until `capsa start` opens exec.fifo for reading, then tells it we go on.

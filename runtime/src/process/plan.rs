@@ -27,7 +27,7 @@ pub struct ProcessPlan {
     pub gid: u32,
     pub additional_gids: Vec<u32>,
     pub umask: Option<u32>,
-    /// `None`: process.capabilities absent, the capability sets are left as they are.
+    /// The capability sets (`None` only for callers that keep them as they are).
     pub caps: Option<CapPlan>,
     pub no_new_privileges: bool,
     pub rlimits: Vec<Rlimit>,
@@ -75,7 +75,11 @@ impl ProcessPlan {
             .next_back()
             .unwrap_or(DEFAULT_PATH)
             .to_string();
-        let caps = p.capabilities().as_ref().map(CapPlan::from_spec).transpose()?;
+        // runc: no capabilities object means every set is empty.
+        let caps = Some(match p.capabilities() {
+            Some(c) => CapPlan::from_spec(c)?,
+            None => CapPlan { last_cap: crate::capabilities::last_cap(), ..CapPlan::default() },
+        });
         let rlimits = crate::rlimits::from_spec(p.rlimits().as_deref().unwrap_or_default())?;
         let u = p.user();
         Ok(ProcessPlan {
@@ -168,6 +172,7 @@ impl InitPlan {
             masked_paths: linux.masked_paths().clone().unwrap_or_default().into_iter().map(PathBuf::from).collect(),
             readonly_paths: linux.readonly_paths().clone().unwrap_or_default().into_iter().map(PathBuf::from).collect(),
             sysctl,
+            cwd: process.cwd().clone(),
         };
         let uses_cgroupns = ns.has(CloneFlags::CLONE_NEWCGROUP);
         let mut rootfs_plan = rootfs_plan;

@@ -64,6 +64,8 @@ pub struct RootfsPlan {
     pub masked_paths: Vec<PathBuf>,
     pub readonly_paths: Vec<PathBuf>,
     pub sysctl: Vec<(String, String)>,
+    /// process.cwd, created (0755) if missing, as runc does.
+    pub cwd: PathBuf,
 }
 
 /// `linux.rootfsPropagation` value to mount flags.
@@ -97,6 +99,10 @@ pub fn prepare(p: &RootfsPlan) -> Result<()> {
         r.with_ctx(|| format!("mounts[{i}] {}", m.destination.display()))?;
     }
 
+    let cwd = path::secure_join(&p.rootfs, &p.cwd)?;
+    if std::fs::symlink_metadata(&cwd).is_err() {
+        path::mkdir_all(&cwd, 0o755).with_ctx(|| format!("process.cwd {}", p.cwd.display()))?;
+    }
     if p.setup_dev {
         for d in &p.devices {
             devices::create(&p.rootfs, d, p.bind_devices).with_ctx(|| format!("linux.devices {}", d.path.display()))?;

@@ -1,0 +1,16 @@
+#!/bin/sh
+# deps.sh: the Debian packages capsa's demo, tests and benchmarks use.
+#   busybox-static  the rootfs of test bundles        runc, crun   reference behaviour, bench
+#   jq, hyperfine, time  bench.sh                     iproute2, util-linux  tests (ip, unshare)
+# The Rust toolchain (cargo) is expected on PATH; Debian's own rustc is too old.
+set -eu
+pkgs="busybox-static runc crun jq hyperfine time iproute2 util-linux"
+missing=""
+for p in $pkgs; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+command -v cargo >/dev/null || { echo "deps.sh: cargo not found: install Rust with rustup" >&2; exit 1; }
