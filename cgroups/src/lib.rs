@@ -41,7 +41,7 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 pub use error::{Error, Result};
-pub use resources::{shares_to_weight, Cpu, Memory, Pids, Resources};
+pub use resources::{shares_to_weight, Cpu, DeviceRule, Memory, Pids, Resources};
 
 /// Where cgroups are mounted, as far as this crate cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

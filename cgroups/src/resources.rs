@@ -16,6 +16,28 @@ pub struct Resources {
     pub pids: Pids,
     /// `linux.resources.cpu`.
     pub cpu: Cpu,
+    /// `linux.resources.devices`, in order, followed by the runtime's default allowed devices.
+    pub devices: Vec<DeviceRule>,
+}
+
+/// One device cgroup rule. `None` major/minor is the wildcard `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub allow: bool,
+    /// `a` (all), `c` (char) or `b` (block).
+    pub kind: char,
+    pub major: Option<i64>,
+    pub minor: Option<i64>,
+    /// Any of `r`, `w`, `m`.
+    pub access: String,
+}
+
+impl DeviceRule {
+    /// The v1 `devices.allow`/`devices.deny` line: `c 1:3 rwm`, `a *:* rwm`.
+    pub fn v1_line(&self) -> String {
+        let n = |v: Option<i64>| v.filter(|v| *v >= 0).map_or("*".to_string(), |v| v.to_string());
+        format!("{} {}:{} {}", self.kind, n(self.major), n(self.minor), self.access)
+    }
 }
 
 /// `linux.resources.memory`. Byte values; `-1` is unlimited.
@@ -71,6 +93,7 @@ pub(crate) mod field {
     pub const CPU_PERIOD: &str = "linux.resources.cpu.period";
     pub const CPU_CPUS: &str = "linux.resources.cpu.cpus";
     pub const CPU_MEMS: &str = "linux.resources.cpu.mems";
+    pub const DEVICES: &str = "linux.resources.devices";
 }
 
 /// `Some(v)` unless `v` is 0, the "unset" value of runc's integer fields.
@@ -210,6 +233,14 @@ pub(crate) fn v1_memory_writes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_rule_lines() {
+        let r = DeviceRule { allow: false, kind: 'a', major: None, minor: None, access: "rwm".into() };
+        assert_eq!(r.v1_line(), "a *:* rwm");
+        let r = DeviceRule { allow: true, kind: 'c', major: Some(136), minor: Some(-1), access: "rwm".into() };
+        assert_eq!(r.v1_line(), "c 136:* rwm");
+    }
 
     #[test]
     fn shares_to_weight_matches_runc() {

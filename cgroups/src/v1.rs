@@ -246,6 +246,20 @@ impl V1Manager {
         Ok(())
     }
 
+    /// Rules are written in order: a deny of `a` resets the list to "nothing allowed".
+    fn apply_devices(&self, r: &Resources) -> Result<()> {
+        if r.devices.is_empty() {
+            return Ok(());
+        }
+        let dir = self.need("devices", field::DEVICES, r.devices.len())?;
+        for (i, rule) in r.devices.iter().enumerate() {
+            let file = if rule.allow { "devices.allow" } else { "devices.deny" };
+            let line = rule.v1_line();
+            fs::write(&dir.join(file), &line).map_err(|e| e.field(field::DEVICES, format!("[{i}] {line:?}")))?;
+        }
+        Ok(())
+    }
+
     fn apply_cpuset(&self, r: &Resources) -> Result<()> {
         for (field, file, value) in [
             (field::CPU_CPUS, "cpuset.cpus", nonempty(&r.cpu.cpus)),
@@ -314,7 +328,8 @@ impl Manager for V1Manager {
                 .map_err(|e| e.field(field::PIDS_LIMIT, limit))?;
         }
         self.apply_cpu(r)?;
-        self.apply_cpuset(r)
+        self.apply_cpuset(r)?;
+        self.apply_devices(r)
     }
 
     fn pids(&self) -> Result<Vec<i32>> {

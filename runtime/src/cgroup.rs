@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use capsa_cgroups::{Manager, Resources};
+use capsa_cgroups::{DeviceRule, Manager, Resources};
 
 use crate::error::{Error, Result};
 use crate::rootfs::{mountinfo, CgroupHierarchy, CgroupView};
@@ -85,7 +85,10 @@ impl Cgroup {
 /// `linux.resources` → the crate's resources (memory, pids, cpu for now).
 pub fn resources(linux: &oci_spec::runtime::Linux) -> Resources {
     let mut r = Resources::default();
-    let Some(res) = linux.resources() else { return r };
+    let Some(res) = linux.resources() else {
+        r.devices = devices(&[]);
+        return r;
+    };
     if let Some(m) = res.memory() {
         r.memory.limit = m.limit();
         r.memory.reservation = m.reservation();
@@ -96,6 +99,7 @@ pub fn resources(linux: &oci_spec::runtime::Linux) -> Resources {
     if let Some(p) = res.pids() {
         r.pids.limit = Some(p.limit());
     }
+    r.devices = devices(res.devices().as_deref().unwrap_or_default());
     if let Some(c) = res.cpu() {
         r.cpu.shares = c.shares();
         r.cpu.quota = c.quota();
@@ -104,6 +108,34 @@ pub fn resources(linux: &oci_spec::runtime::Linux) -> Resources {
         r.cpu.mems = c.mems().clone().filter(|s| !s.is_empty());
     }
     r
+}
+
+/// The spec's device rules followed by the devices every container may use (runc's list:
+/// mknod of anything, the standard character devices, ptys, tun).
+fn devices(spec: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Vec<DeviceRule> {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let mut out: Vec<DeviceRule> = spec
+        .iter()
+        .map(|d| DeviceRule {
+            allow: d.allow(),
+            kind: match d.typ() {
+                Some(T::C) | Some(T::U) => 'c',
+                Some(T::B) => 'b',
+                _ => 'a',
+            },
+            major: d.major(),
+            minor: d.minor(),
+            access: d.access().clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "rwm".to_string()),
+        })
+        .collect();
+    let rule = |kind, major, minor, access: &str| DeviceRule { allow: true, kind, major, minor, access: access.to_string() };
+    out.push(rule('c', None, None, "m"));
+    out.push(rule('b', None, None, "m"));
+    for (major, minor) in [(1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9), (5, 2), (10, 200)] {
+        out.push(rule('c', Some(major), Some(minor), "rwm"));
+    }
+    out.push(rule('c', Some(136), None, "rwm"));
+    out
 }
 
 fn from_paths(paths: &[PathBuf]) -> Option<Box<dyn Manager>> {

@@ -140,24 +140,22 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         }
     }
     if let Some(h) = spec.hooks() {
-        if h.prestart().is_some()
-            || h.create_runtime().is_some()
-            || h.create_container().is_some()
-            || h.start_container().is_some()
-            || h.poststart().is_some()
-            || h.poststop().is_some()
-        {
-            // Hooks are their own issue; refusing is honest, ignoring them is not.
-            let any = [
-                ("prestart", h.prestart().as_ref().is_some_and(|v| !v.is_empty())),
-                ("createRuntime", h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())),
-                ("createContainer", h.create_container().as_ref().is_some_and(|v| !v.is_empty())),
-                ("startContainer", h.start_container().as_ref().is_some_and(|v| !v.is_empty())),
-                ("poststart", h.poststart().as_ref().is_some_and(|v| !v.is_empty())),
-                ("poststop", h.poststop().as_ref().is_some_and(|v| !v.is_empty())),
-            ];
-            if let Some((name, _)) = any.iter().find(|(_, set)| *set) {
-                bail!("hooks.{name}: hooks are not supported by this build of capsa yet");
+        let lists = [
+            ("prestart", h.prestart()),
+            ("createRuntime", h.create_runtime()),
+            ("createContainer", h.create_container()),
+            ("startContainer", h.start_container()),
+            ("poststart", h.poststart()),
+            ("poststop", h.poststop()),
+        ];
+        for (kind, list) in lists {
+            for (i, hook) in list.iter().flatten().enumerate() {
+                if !hook.path().is_absolute() {
+                    bail!("hooks.{kind}[{i}].path {:?}: must be an absolute path", hook.path());
+                }
+                if hook.timeout().is_some_and(|t| t <= 0) {
+                    bail!("hooks.{kind}[{i}].timeout {}: must be positive", hook.timeout().unwrap_or(0));
+                }
             }
         }
     }

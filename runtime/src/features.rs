@@ -22,7 +22,7 @@ pub fn features() -> Value {
     json!({
         "ociVersionMin": crate::config::OCI_VERSION_MIN,
         "ociVersionMax": crate::config::OCI_VERSION_MAX,
-        "hooks": [],
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": MOUNT_OPTIONS,
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],

@@ -64,7 +64,6 @@ pub fn error(msg: &str) {
     write("error", msg);
 }
 
-#[allow(dead_code)]
 pub fn warn(msg: &str) {
     write("warning", msg);
 }

@@ -21,7 +21,7 @@ pub enum Action {
     KillThread,
     /// SIGSYS to the thread.
     Trap,
-    /// Fail with this errno without running the syscall.
+    /// Fail with this errno without running the syscall (the kernel caps it at 4095).
     Errno(u16),
     /// Stop for a ptrace tracer (PTRACE_O_TRACESECCOMP), with this event data.
     Trace(u16),

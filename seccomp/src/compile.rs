@@ -93,7 +93,7 @@ impl Program {
         let has_listener = profile.listener_path.as_deref().is_some_and(|p| !p.is_empty());
         let mut notify = false;
         let mut rules: Vec<Rule> = Vec::with_capacity(profile.syscalls.len());
-        let mut hits: Vec<Vec<(u32, u32)>> = vec![Vec::with_capacity(512); arches.len()];
+        let mut hits: Vec<Vec<(u32, u32)>> = arches.iter().map(|_| Vec::with_capacity(512)).collect();
         for (i, entry) in profile.syscalls.iter().enumerate() {
             let field = |rest: String| format!("linux.seccomp.syscalls[{i}]{rest}");
             let act = action(&entry.action, entry.errno_ret, &field(".action".into()), &field(".errnoRet".into()))?;

@@ -33,9 +33,9 @@
 //!   2. if any remaining rule is unconditional, the first unconditional rule decides every
 //!      call (libseccomp lets an unconditional rule replace all conditional ones);
 //!   3. otherwise the conditional rules are tried in profile order and the first whose
-//!      conditions all hold decides; if none holds, the default action applies.
-//!   libseccomp orders conditional rules by its own decision tree instead of profile order; the
-//!   two differ only when conditional rules with *different* actions match the same call.
+//!      conditions all hold decides; if none holds, the default action applies. (libseccomp
+//!      orders conditional rules by its own decision tree instead of profile order; the two
+//!      differ only when conditional rules with *different* actions match the same call.)
 //! * **Architectures**: the native arch is always filtered; `architectures` adds the other ABIs
 //!   this kernel can run: x86_64 hosts know `SCMP_ARCH_X86_64`, `SCMP_ARCH_X86`, `SCMP_ARCH_X32`;
 //!   aarch64 hosts `SCMP_ARCH_AARCH64`, `SCMP_ARCH_ARM`. Other valid OCI arches (mips, ppc,

@@ -15,6 +15,11 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         // runc: `delete --force` of a container that does not exist succeeds.
         Err(e) if a.force && e.kind() == capsa::error::Kind::NotExist => Ok(0),
         Err(e) => Err(e),
-        Ok(()) => Ok(0),
+        Ok(warnings) => {
+            for w in warnings {
+                crate::log::warn(&w);
+            }
+            Ok(0)
+        }
     }
 }

@@ -125,16 +125,21 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         },
         None => None,
     };
-    if let Err(e) = container::start(&cli.root, &a.id) {
-        let _ = container::delete(&cli.root, &a.id, true);
-        return Err(e);
+    match container::start(&cli.root, &a.id) {
+        Ok(warnings) => warnings.iter().for_each(|w| crate::log::warn(w)),
+        Err(e) => {
+            let _ = container::delete(&cli.root, &a.id, true);
+            return Err(e);
+        }
     }
     if a.detach {
         return Ok(0);
     }
     let code = wait(state.pid, &sigs, master)?;
     if !a.keep {
-        container::delete(&cli.root, &a.id, true)?;
+        for w in container::delete(&cli.root, &a.id, true)? {
+            crate::log::warn(&w);
+        }
     }
     Ok(code)
 }

@@ -20,7 +20,11 @@ pub fn run(a: &Args) -> Result<i32> {
     }
     let ids = a.rootless.then(|| (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw()));
     let v = capsa::spec::example(ids);
-    let text = serde_json::to_string_pretty(&v).map_err(|e| capsa::Error::new(e.to_string()))?;
+    // Tab-indented, as runc writes it.
+    let mut text = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+    let mut ser = serde_json::Serializer::with_formatter(&mut text, fmt);
+    serde::Serialize::serialize(&v, &mut ser).map_err(|e| capsa::Error::new(e.to_string()))?;
     std::fs::write(&path, text).with_ctx(|| format!("write {}", path.display()))?;
     Ok(0)
 }

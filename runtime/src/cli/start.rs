@@ -8,6 +8,8 @@ pub struct Args {
 }
 
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
-    capsa::container::start(&cli.root, &a.id)?;
+    for w in capsa::container::start(&cli.root, &a.id)? {
+        crate::log::warn(&w);
+    }
     Ok(0)
 }

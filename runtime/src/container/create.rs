@@ -132,7 +132,8 @@ pub fn create(a: CreateArgs) -> Result<State> {
         ForkResult::Parent { child: stage1 } => {
             drop(child);
             cleanup.stage1 = Some(stage1);
-            let init = drive_children(&plan, &parent, stage1, &mut cleanup).map_err(|e| e.context("create"))?;
+            let hooks = HookCtx { spec, id: a.id, bundle: &bundle.dir };
+            let init = drive_children(&plan, &parent, stage1, &mut cleanup, &hooks).map_err(|e| e.context("create"))?;
             let pid_start = super::proc_stat(init.as_raw()).map(|(_, t)| t).ok_or_else(|| Error::new("container init exited during create"))?;
             let own_pid_ns = plan.ns.unshare.contains(nix::sched::CloneFlags::CLONE_NEWPID);
             let state = State {
@@ -146,6 +147,7 @@ pub fn create(a: CreateArgs) -> Result<State> {
                 cgroup_paths,
                 own_pid_ns,
                 rootless: false,
+                hooks: spec.hooks().clone(),
             };
             save_state(&dir, &state)?;
             if let Some(p) = a.pid_file {
@@ -158,7 +160,14 @@ pub fn create(a: CreateArgs) -> Result<State> {
 }
 
 /// The parent's side of the protocol table in [`crate::process::sync`].
-fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cleanup) -> Result<Pid> {
+/// What the parent needs to run prestart and createRuntime hooks.
+struct HookCtx<'a> {
+    spec: &'a oci_spec::runtime::Spec,
+    id: &'a str,
+    bundle: &'a Path,
+}
+
+fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cleanup, hooks: &HookCtx) -> Result<Pid> {
     if let Some(cg) = &cleanup.cgroup {
         cg.add_task(stage1.as_raw())?;
     }
@@ -176,6 +185,24 @@ fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cl
                 cleanup.init = Some(pid);
                 waitpid(stage1, None).ctx("wait for stage 1")?;
                 cleanup.stage1 = None;
+            }
+            Some(Msg::Hooks) => {
+                let pid = init.ok_or_else(|| Error::new("sync: Hooks before InitPid"))?;
+                let annotations = hooks.spec.annotations().clone().unwrap_or_default().into_iter().collect();
+                let state = crate::hooks::HookState {
+                    oci_version: crate::config::OCI_VERSION,
+                    id: hooks.id,
+                    status: "creating",
+                    pid: Some(pid.as_raw()),
+                    bundle: hooks.bundle,
+                    annotations: &annotations,
+                }
+                .json();
+                use crate::process::plan::hooks_of;
+                // prestart is deprecated but still honoured, before createRuntime.
+                crate::hooks::run("prestart", &hooks_of(hooks.spec, |h| h.prestart()), &state)?;
+                crate::hooks::run("createRuntime", &hooks_of(hooks.spec, |h| h.create_runtime()), &state)?;
+                chan.send(&Msg::HooksDone(state))?;
             }
             Some(Msg::Ready) => return init.ok_or_else(|| Error::new("sync: Ready before InitPid")),
             Some(Msg::Error(e)) => return Err(Error::new(e)),

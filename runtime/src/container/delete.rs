@@ -6,7 +6,8 @@ use super::{Container, Status};
 use crate::bail;
 use crate::error::{Context, Result};
 
-pub fn delete(root: &Path, id: &str, force: bool) -> Result<()> {
+/// Deletes the container; returns warnings (a failing poststop hook) for the caller to log.
+pub fn delete(root: &Path, id: &str, force: bool) -> Result<Vec<String>> {
     let c = Container::load(root, id)?;
     match c.status() {
         Status::Stopped => {}
@@ -41,12 +42,19 @@ fn stop(c: &Container) -> Result<()> {
     Ok(())
 }
 
-fn destroy(c: &Container) -> Result<()> {
+fn destroy(c: &Container) -> Result<Vec<String>> {
     if !c.state.own_pid_ns {
         // Without its own pid namespace the container's other processes outlive init.
         let _ = crate::cgroup::kill_all_paths(&c.state.cgroup_paths, libc::SIGKILL);
     }
     crate::cgroup::destroy_paths(&c.state.cgroup_paths).ctx("remove cgroup")?;
     std::fs::remove_dir_all(&c.dir).with_ctx(|| format!("remove {}", c.dir.display()))?;
-    Ok(())
+    let mut warnings = Vec::new();
+    let poststop = c.state.hook_list(|h| h.poststop());
+    if !poststop.is_empty() {
+        if let Err(e) = crate::hooks::run("poststop", &poststop, &c.state.hook_json("stopped", None)) {
+            warnings.push(e.to_string());
+        }
+    }
+    Ok(warnings)
 }

@@ -12,7 +12,8 @@ use super::{Container, Status, EXEC_FIFO};
 use crate::bail;
 use crate::error::{Context, Error, Result};
 
-pub fn start(root: &Path, id: &str) -> Result<()> {
+/// Starts the container; returns warnings (a failing poststart hook) for the caller to log.
+pub fn start(root: &Path, id: &str) -> Result<Vec<String>> {
     let c = Container::load(root, id)?;
     match c.status() {
         Status::Created => {}
@@ -40,7 +41,15 @@ pub fn start(root: &Path, id: &str) -> Result<()> {
     let mut b = [0u8; 1];
     std::fs::File::from(fifo).read_exact(&mut b).ctx("read exec.fifo")?;
     std::fs::remove_file(&fifo_path).ctx("remove exec.fifo")?;
-    Ok(())
+    let mut warnings = Vec::new();
+    let poststart = c.state.hook_list(|h| h.poststart());
+    if !poststart.is_empty() {
+        let state = c.state.hook_json("running", Some(c.state.pid));
+        if let Err(e) = crate::hooks::run("poststart", &poststart, &state) {
+            warnings.push(e.to_string());
+        }
+    }
+    Ok(warnings)
 }
 
 /// A pidfd for `pid` (pid reuse cannot redirect our signals or waits).

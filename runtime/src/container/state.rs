@@ -53,6 +53,28 @@ pub struct State {
     pub own_pid_ns: bool,
     #[serde(default)]
     pub rootless: bool,
+    /// poststart and poststop run in later commands, when the bundle may be gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+}
+
+impl State {
+    /// The OCI state object for hooks, as JSON.
+    pub fn hook_json(&self, status: &str, pid: Option<i32>) -> String {
+        crate::hooks::HookState {
+            oci_version: crate::config::OCI_VERSION,
+            id: &self.id,
+            status,
+            pid,
+            bundle: &self.bundle,
+            annotations: &self.annotations,
+        }
+        .json()
+    }
+
+    pub fn hook_list(&self, f: impl Fn(&oci_spec::runtime::Hooks) -> &Option<Vec<oci_spec::runtime::Hook>>) -> Vec<oci_spec::runtime::Hook> {
+        self.hooks.as_ref().and_then(|h| f(h).clone()).unwrap_or_default()
+    }
 }
 
 /// runc's `state` / `list --format json` object; field order matters to byte-level

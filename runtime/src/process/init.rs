@@ -81,6 +81,16 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
 
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
     crate::rootfs::prepare(&plan.rootfs).ctx("rootfs")?;
+    let mut hook_state = String::new();
+    if plan.wants_hooks || !plan.start_container_hooks.is_empty() {
+        chan.send(&Msg::Hooks)?;
+        hook_state = match chan.recv()? {
+            Some(Msg::HooksDone(s)) => with_own_pid(&s),
+            Some(Msg::Error(e)) => return Err(Error::new(e)),
+            other => return Err(Error::new(format!("sync: expected HooksDone, got {other:?}"))),
+        };
+        crate::hooks::run("createContainer", &plan.create_container_hooks, &hook_state)?;
+    }
     crate::rootfs::enter(&plan.rootfs).ctx("rootfs")?;
     if p.terminal {
         let sock = plan.console_socket.as_ref().ok_or_else(|| Error::new("process.terminal: no console socket"))?;
@@ -120,8 +130,26 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     if let Some(fifo) = &plan.fifo {
         wait_for_start(fifo.as_raw_fd())?;
     }
+    if !plan.start_container_hooks.is_empty() {
+        // After `start` nobody reads our sync channel: a failing hook goes to stderr.
+        if let Err(e) = crate::hooks::run("startContainer", &plan.start_container_hooks, &hook_state) {
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("capsa: {e}\n").as_bytes());
+            exit_now(1);
+        }
+    }
     let e = nix::unistd::execve(&exe, &p.args, &env).unwrap_err();
     Err(Error::from(e).context(format!("exec {:?}", p.args[0])))
+}
+
+/// Hooks run by init see the pid as the container sees it (runc does the same).
+fn with_own_pid(state: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(state) {
+        Ok(mut v) => {
+            v["pid"] = serde_json::Value::from(std::process::id());
+            v.to_string()
+        }
+        Err(_) => state.to_string(),
+    }
 }
 
 /// runc sets HOME from the container's /etc/passwd (or `/`) when the config does not.

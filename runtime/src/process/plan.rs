@@ -55,6 +55,11 @@ pub struct InitPlan {
     pub fifo: Option<OwnedFd>,
     pub preserve_fds: i32,
     pub new_keyring: Option<String>,
+    /// createContainer and startContainer hooks run by init; `wants_hooks` also when only
+    /// the parent's prestart/createRuntime hooks exist (init must pause for them).
+    pub create_container_hooks: Vec<oci_spec::runtime::Hook>,
+    pub start_container_hooks: Vec<oci_spec::runtime::Hook>,
+    pub wants_hooks: bool,
 }
 
 fn cstring(field: &str, s: &str) -> Result<CString> {
@@ -192,6 +197,19 @@ impl InitPlan {
             fifo: None,
             preserve_fds: opts.preserve_fds,
             new_keyring: None,
+            create_container_hooks: hooks_of(spec, |h| h.create_container()),
+            start_container_hooks: hooks_of(spec, |h| h.start_container()),
+            wants_hooks: !hooks_of(spec, |h| h.prestart()).is_empty()
+                || !hooks_of(spec, |h| h.create_runtime()).is_empty()
+                || !hooks_of(spec, |h| h.create_container()).is_empty(),
         })
     }
+}
+
+/// One list of hooks from config.json (empty when absent).
+pub fn hooks_of(
+    spec: &Spec,
+    f: impl Fn(&oci_spec::runtime::Hooks) -> &Option<Vec<oci_spec::runtime::Hook>>,
+) -> Vec<oci_spec::runtime::Hook> {
+    spec.hooks().as_ref().and_then(|h| f(h).clone()).unwrap_or_default()
 }

@@ -10,6 +10,8 @@
 //! | 2    | stage 1 → parent | `MapIds`         | (new user namespace only) write stage 1's uid/gid maps   |
 //! | 3    | parent → stage 1 | `IdsMapped`      | the maps are written                                     |
 //! | 4    | stage 1 → parent | `InitPid(pid)`   | init is forked (host pid); stage 1 exits                 |
+//! | 4a   | init → parent    | `Hooks`          | (only with hooks) mounts done: run prestart, createRuntime |
+//! | 4b   | parent → init    | `HooksDone(s)`   | they ran; `s` is the state JSON for createContainer/start  |
 //! | 5    | init → parent    | `Ready`          | init is set up and blocks on exec.fifo until `start`     |
 //! | any  | child → parent   | `Error(msg)`     | setup failed, `msg` says why; the child exits with 1     |
 //!
@@ -29,9 +31,11 @@ pub enum Msg {
     InitPid(i32),
     Ready,
     Error(String),
+    Hooks,
+    HooksDone(String),
 }
 
-const MAX_MSG: usize = 4096;
+const MAX_MSG: usize = 64 * 1024;
 
 impl Msg {
     fn encode(&self) -> Vec<u8> {
@@ -45,11 +49,12 @@ impl Msg {
                 out.extend_from_slice(&pid.to_le_bytes());
             }
             Msg::Ready => out.push(5),
-            Msg::Error(s) => {
-                out.push(6);
+            Msg::Error(s) | Msg::HooksDone(s) => {
+                out.push(if matches!(self, Msg::Error(_)) { 6 } else { 8 });
                 let b = s.as_bytes();
                 out.extend_from_slice(&b[..b.len().min(MAX_MSG - 1)]);
             }
+            Msg::Hooks => out.push(7),
         }
         out
     }
@@ -63,6 +68,8 @@ impl Msg {
             4 => Msg::InitPid(i32::from_le_bytes(rest.try_into().ok()?)),
             5 => Msg::Ready,
             6 => Msg::Error(String::from_utf8_lossy(rest).into_owned()),
+            7 => Msg::Hooks,
+            8 => Msg::HooksDone(String::from_utf8_lossy(rest).into_owned()),
             _ => return None,
         })
     }
@@ -89,7 +96,7 @@ impl Channel {
 
     /// Receives one message; `None` when the other side closed.
     pub fn recv(&self) -> Result<Option<Msg>> {
-        let mut buf = [0u8; MAX_MSG];
+        let mut buf = vec![0u8; MAX_MSG];
         loop {
             match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
                 Ok(0) => return Ok(None),
@@ -122,7 +129,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let (a, b) = Channel::pair().unwrap();
-        for m in [Msg::Go, Msg::MapIds, Msg::IdsMapped, Msg::InitPid(4242), Msg::Ready, Msg::Error("boom".into())] {
+        for m in [Msg::Go, Msg::MapIds, Msg::IdsMapped, Msg::InitPid(4242), Msg::Ready, Msg::Error("boom".into()), Msg::Hooks, Msg::HooksDone("{}".into())] {
             a.send(&m).unwrap();
             assert_eq!(b.recv().unwrap(), Some(m));
         }

@@ -261,6 +261,7 @@ pub struct Cmd {
     out_dir: PathBuf,
     timeout: Duration,
     stdin: Stdin,
+    extra_fds: Vec<(fs::File, i32)>,
 }
 
 impl Cmd {
@@ -272,7 +273,15 @@ impl Cmd {
             out_dir: out_dir.to_path_buf(),
             timeout: CMD_TIMEOUT,
             stdin: Stdin::Null,
+            extra_fds: vec![],
         }
+    }
+
+    /// Pass `file` to the child as fd `target` (>= 3), e.g. for `--preserve-fds`.
+    pub fn pass_fd(mut self, file: fs::File, target: i32) -> Self {
+        assert!(target >= 3);
+        self.extra_fds.push((file, target));
+        self
     }
 
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
@@ -337,6 +346,36 @@ impl Cmd {
             Stdin::File(p) => Stdio::from(fs::File::open(p).expect("open stdin file")),
         };
         self.cmd.stdin(si).stdout(so).stderr(se);
+        if !self.extra_fds.is_empty() {
+            use std::os::fd::AsRawFd;
+            assert!(self.extra_fds.len() <= 8, "at most 8 extra fds");
+            let mut pairs = [(-1i32, -1i32); 8];
+            for (i, (f, t)) in self.extra_fds.iter().enumerate() {
+                pairs[i] = (f.as_raw_fd(), *t);
+            }
+            let n = self.extra_fds.len();
+            // SAFETY: the closure runs in the forked child before exec and only calls the
+            // async-signal-safe fcntl/dup2 on fds this process owns, without allocating. Sources
+            // are first moved above all targets (F_DUPFD_CLOEXEC >= 100) so that a target never
+            // clobbers a source that is not yet duplicated; dup2 clears FD_CLOEXEC on the target.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut self.cmd, move || {
+                    let mut moved = [-1i32; 8];
+                    for i in 0..n {
+                        moved[i] = libc::fcntl(pairs[i].0, libc::F_DUPFD_CLOEXEC, 100);
+                        if moved[i] < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    for i in 0..n {
+                        if libc::dup2(moved[i], pairs[i].1) < 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         let start = Instant::now();
         let child = self
             .cmd
@@ -346,6 +385,7 @@ impl Cmd {
     }
 
     /// Run to completion (killing the child and failing after the timeout).
+    #[track_caller]
     pub fn run(self) -> Output {
         self.spawn().wait()
     }
@@ -376,7 +416,7 @@ impl Running {
     }
 
     /// Wait for the child; after the timeout kill it and return Err with what it printed.
-    pub fn wait_or_kill(mut self) -> Result<Output, Output> {
+    pub fn wait_or_kill(mut self) -> Result<Output, Box<Output>> {
         let mut sleep = Duration::from_millis(1);
         let status = loop {
             match self.child.try_wait() {
@@ -384,7 +424,7 @@ impl Running {
                 Ok(None) => {}
                 Err(e) => {
                     eprintln!("wait `{}`: {e}", self.display);
-                    return Err(self.collect(None, None));
+                    return Err(Box::new(self.collect(None, None)));
                 }
             }
             if self.start.elapsed() > self.timeout {
@@ -392,7 +432,7 @@ impl Running {
                 let _ = self.child.wait();
                 let out = self.collect(None, None);
                 eprintln!("TIMEOUT after {:?}:\n{out}", self.timeout);
-                return Err(out);
+                return Err(Box::new(out));
             }
             std::thread::sleep(sleep);
             sleep = (sleep * 2).min(Duration::from_millis(20));
@@ -825,7 +865,8 @@ static ID_SEQ: AtomicU32 = AtomicU32::new(0);
 ///
 /// Dropping it force-deletes the container and asserts that nothing was left behind:
 /// no state dir under `--root`, no cgroup directory named after the id, no live process whose
-/// cmdline or cgroup mentions the id, no mount under the test dir. Then the dir is removed.
+/// cmdline or cgroup mentions the id, no host mount under the test dir or the container's rootfs.
+/// Then the dir is removed (never through a mount).
 pub struct Container {
     pub id: String,
     /// `/tmp/capsa-it-<id>`
@@ -867,6 +908,9 @@ impl Container {
 
     /// Dirs and config only, no rootfs.
     fn bare(name: &str) -> Self {
+        // Resolve the binary first: if it is missing this panics before a Container (whose Drop
+        // runs the binary) exists.
+        runtime_bin();
         let n = ID_SEQ.fetch_add(1, Ordering::Relaxed);
         let name: String = name
             .chars()
@@ -877,7 +921,14 @@ impl Container {
         // substring of another ("...-1-x" never occurs inside "...-11-x").
         let id = format!("cit{}-{n}-{name}", std::process::id());
         let dir = PathBuf::from(format!("/tmp/capsa-it-{id}"));
-        let _ = fs::remove_dir_all(&dir);
+        // Only a dead test process with the same pid could have left it; never rm through mounts.
+        let prefix = format!("{}/", dir.display());
+        assert!(
+            !host_mount_points().iter().any(|m| m.starts_with(&prefix)),
+            "stale mounts under {}: unmount them first",
+            dir.display()
+        );
+        remove_dir_one_fs(&dir);
         fs::create_dir_all(&dir).expect("create test dir");
         let root = dir.join("root");
         let bundle = dir.join("bundle");
@@ -978,11 +1029,13 @@ impl Container {
     }
 
     /// Run a runtime command to completion.
+    #[track_caller]
     pub fn rt<S: Into<OsString>>(&self, args: impl IntoIterator<Item = S>) -> Output {
         self.cmd(args).run()
     }
 
     /// Write config.json and `run --bundle B [extra...] ID` in the foreground.
+    #[track_caller]
     pub fn run(&self, extra: &[&str]) -> Output {
         self.write_config();
         self.run_cmd(extra).run()
@@ -998,6 +1051,7 @@ impl Container {
     }
 
     /// Write config.json and `create --bundle B [extra...] ID`.
+    #[track_caller]
     pub fn create(&self, extra: &[&str]) -> Output {
         self.write_config();
         self.create_cmd(extra).run()
@@ -1012,18 +1066,22 @@ impl Container {
         self.cmd(args)
     }
 
+    #[track_caller]
     pub fn start(&self) -> Output {
         self.rt(["start", &self.id])
     }
 
+    #[track_caller]
     pub fn kill(&self, sig: &str) -> Output {
         self.rt(["kill", &self.id, sig])
     }
 
+    #[track_caller]
     pub fn delete(&self) -> Output {
         self.rt(["delete", &self.id])
     }
 
+    #[track_caller]
     pub fn delete_force(&self) -> Output {
         self.rt(["delete", "--force", &self.id])
     }
@@ -1105,11 +1163,16 @@ impl Container {
         bad
     }
 
+    /// Host mounts under the test dir (which holds a private rootfs) or, for a container on the
+    /// shared base rootfs, under that rootfs (no container mount may ever appear there).
     fn mounts_under_dir(&self) -> Vec<String> {
-        let prefix = format!("{}/", self.dir.display());
+        let dir = self.dir.to_string_lossy().to_string();
+        let rootfs = self.rootfs.to_string_lossy().to_string();
         host_mount_points()
             .into_iter()
-            .filter(|m| m.starts_with(&prefix) || *m == self.dir.to_string_lossy())
+            .filter(|m| {
+                m == &dir || m.starts_with(&format!("{dir}/")) || m == &rootfs || m.starts_with(&format!("{rootfs}/"))
+            })
             .collect()
     }
 

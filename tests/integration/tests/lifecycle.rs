@@ -1,6 +1,8 @@
 //! Container lifecycle through the CLI: run, create/start/kill/delete, state, list, and the
 //! serialisation of concurrent commands on one id.
 
+#![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+
 use capsa_integration::*;
 use std::fs;
 

@@ -1,5 +1,7 @@
 //! Namespaces: new ones of every type, user namespace mappings, joining existing ones by path.
 
+#![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+
 use capsa_integration::*;
 use std::path::Path;
 

@@ -1,6 +1,8 @@
 //! The container's filesystem: root.path/readonly, default mounts, bind mounts, symlinked mount
 //! targets, devices, masked and read-only paths, sysctl, rootfs propagation, --no-pivot.
 
+#![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+
 use capsa_integration::*;
 use std::fs;
 
