@@ -6,7 +6,8 @@
 # Measures, for each runtime, on the same busybox bundle:
 #   1. `run` of /bin/true (create + start + wait + delete in one command);
 #   2. create, start, wait until stopped, delete: four commands, as containerd drives them;
-#   3. peak RSS of `run /bin/true` (max of the runtime's process tree, /usr/bin/time %M).
+#   3. peak RSS of `run /bin/true` (max of the runtime's process tree, /usr/bin/time %M);
+#   4. `exec` of /bin/true into a running container.
 # It is a benchmark, not a test: the machine is shared and noisy; compare ratios of medians.
 #
 # crun refuses this hybrid cgroup host unless /sys/fs/cgroup/unified/cgroup.controllers
@@ -33,10 +34,19 @@ fi
 
 capsa=$repo/target/release/capsa
 work=$(mktemp -d /tmp/capsa-bench.XXXXXX)
-trap 'for r in capsa runc crun; do "$r" --root "$work/root-$r" delete -f bench 2>/dev/null || true; done; rm -rf "$work"' EXIT
+cleanup() {
+	for r in "$capsa" runc crun; do
+		for id in bench sleeper; do "$r" --root "$work/root-$(basename "$r")" delete -f "$id" >/dev/null 2>&1 || true; done
+	done
+	rm -rf "$work"
+}
+trap cleanup EXIT
 "$here/mkbundle.sh" "$work/bundle" /bin/true >/dev/null
 # crun 1.8 only knows ociVersion 1.0.x; all three get the same config.
 jq '.ociVersion = "1.0.2-dev"' "$work/bundle/config.json" >"$work/c" && mv "$work/c" "$work/bundle/config.json"
+# A second bundle, sharing the rootfs, whose container sleeps (for exec).
+mkdir -p "$work/sleeper"
+jq --arg r "$work/bundle/rootfs" '.root.path = $r | .process.args = ["sleep", "1000"]' "$work/bundle/config.json" >"$work/sleeper/config.json"
 
 declare -A bin=([capsa]=$capsa [runc]=runc [crun]=crun)
 order=(capsa runc crun)
@@ -46,7 +56,7 @@ median_ms() { # hyperfine json -> median in ms
 }
 
 echo "capsa $("$capsa" --version | head -1 | awk '{print $3}') / $(runc --version | head -1) / $(crun --version | head -1), $runs runs each"
-declare -A run_ms cycle_ms rss_kb
+declare -A run_ms cycle_ms rss_kb exec_ms
 for r in "${order[@]}"; do
 	b=${bin[$r]}
 	root="$work/root-$r"
@@ -61,6 +71,11 @@ for r in "${order[@]}"; do
 		samples+=("$(/usr/bin/time -f %M "$b" --root "$root" run -b "$work/bundle" bench 2>&1 >/dev/null | tail -1)")
 	done
 	rss_kb[$r]=$(printf '%s\n' "${samples[@]}" | sort -n | sed -n 5p)
+	"$b" --root "$root" run -d -b "$work/sleeper" sleeper >/dev/null 2>&1 </dev/null
+	hyperfine -N -w 3 -r "$runs" --export-json "$work/exec-$r.json" \
+		"$b --root $root exec sleeper /bin/true" >/dev/null 2>&1
+	exec_ms[$r]=$(median_ms "$work/exec-$r.json")
+	"$b" --root "$root" delete -f sleeper >/dev/null 2>&1 || true
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -72,6 +87,7 @@ row() { # label unit assoc-name
 }
 row "run /bin/true" ms run_ms
 row "create+start+wait+delete" ms cycle_ms
+row "exec /bin/true" ms exec_ms
 declare -A rss_mb
 for r in "${order[@]}"; do rss_mb[$r]=$(awk -v k="${rss_kb[$r]}" 'BEGIN { print k / 1024 }'); done
 row "peak RSS of run /bin/true" MB rss_mb

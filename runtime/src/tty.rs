@@ -41,7 +41,8 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
 }
 
 /// In init, after pivot_root: the pty becomes the process's terminal.
-pub fn setup_console(console_socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -> Result<()> {
+/// `bind_console`: also bind the pty on /dev/console (init does, `exec` does not).
+pub fn setup_console(console_socket: BorrowedFd<'_>, size: Option<(u16, u16)>, bind_console: bool) -> Result<()> {
     let master_fd = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
         .ctx("terminal: open /dev/ptmx")?;
     let master = master_fd;
@@ -66,7 +67,7 @@ pub fn setup_console(console_socket: BorrowedFd<'_>, size: Option<(u16, u16)>) -
         .with_ctx(|| format!("terminal: open {slave_path}"))?;
 
     // /dev/console is the terminal too (as in runc); ignore a rootfs without /dev.
-    if std::path::Path::new("/dev").is_dir() {
+    if bind_console && std::path::Path::new("/dev").is_dir() {
         if std::fs::symlink_metadata("/dev/console").is_err() {
             let _ = std::fs::File::create("/dev/console");
         }

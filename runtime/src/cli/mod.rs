@@ -2,7 +2,9 @@
 
 mod create;
 mod delete;
+mod exec;
 mod features;
+mod foreground;
 mod kill;
 mod list;
 mod run;
@@ -69,8 +71,8 @@ pub enum Command {
     List(list::Args),
     /// Print what this build supports, as JSON.
     Features,
-    /// Not implemented yet.
-    Exec(Later),
+    /// Run a process inside a running container.
+    Exec(exec::Args),
     /// Not implemented yet.
     Pause(Later),
     /// Not implemented yet.
@@ -144,7 +146,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Spec(a) => spec::run(a),
         Command::List(a) => list::run(cli, a),
         Command::Features => features::run(),
-        Command::Exec(_) => not_yet("exec"),
+        Command::Exec(a) => exec::run(cli, a),
         Command::Pause(_) => not_yet("pause"),
         Command::Resume(_) => not_yet("resume"),
         Command::Ps(_) => not_yet("ps"),

@@ -148,6 +148,7 @@ pub fn create(a: CreateArgs) -> Result<State> {
                 own_pid_ns,
                 rootless: false,
                 hooks: spec.hooks().clone(),
+                process: spec.process().clone(),
             };
             save_state(&dir, &state)?;
             if let Some(p) = a.pid_file {

@@ -6,6 +6,7 @@
 
 mod create;
 mod delete;
+mod exec;
 mod kill;
 pub mod lock;
 mod start;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use create::{create, CreateArgs};
 pub use delete::delete;
+pub use exec::{container_process, exec, ExecArgs};
 pub use kill::{kill, parse_signal};
 pub use start::start;
 pub use state::{State, Status};

@@ -56,6 +56,9 @@ pub struct State {
     /// poststart and poststop run in later commands, when the bundle may be gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// The container's process settings: the base of `exec` without `--process`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<oci_spec::runtime::Process>,
 }
 
 impl State {

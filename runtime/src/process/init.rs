@@ -17,13 +17,13 @@ use super::plan::{InitPlan, ProcessPlan};
 use super::sync::{Channel, Msg};
 use crate::error::{Context, Error, Result};
 
-fn exit_now(code: i32) -> ! {
+pub(super) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit ends the process without running the parent's atexit handlers or
     // flushing stdio buffers it shares with us.
     unsafe { libc::_exit(code) }
 }
 
-fn fail(chan: &Channel, e: Error) -> ! {
+pub(super) fn fail(chan: &Channel, e: Error) -> ! {
     let _ = chan.send(&Msg::Error(e.to_string()));
     exit_now(1)
 }
@@ -94,7 +94,7 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     crate::rootfs::enter(&plan.rootfs).ctx("rootfs")?;
     if p.terminal {
         let sock = plan.console_socket.as_ref().ok_or_else(|| Error::new("process.terminal: no console socket"))?;
-        crate::tty::setup_console(sock.as_fd(), p.console_size)?;
+        crate::tty::setup_console(sock.as_fd(), p.console_size, true)?;
     }
     if let Some(h) = &plan.hostname {
         nix::unistd::sethostname(h).with_ctx(|| format!("hostname {h:?}"))?;
@@ -153,7 +153,7 @@ fn with_own_pid(state: &str) -> String {
 }
 
 /// runc sets HOME from the container's /etc/passwd (or `/`) when the config does not.
-fn with_home(env: &[CString], uid: u32) -> Vec<CString> {
+pub(super) fn with_home(env: &[CString], uid: u32) -> Vec<CString> {
     if env.iter().any(|e| e.as_bytes().starts_with(b"HOME=")) {
         return env.to_vec();
     }
@@ -208,7 +208,7 @@ fn set_domainname(d: &str) -> Result<()> {
 }
 
 /// Drops the bounding set, switches uid/gid keeping capabilities, then sets them.
-fn switch_user(p: &ProcessPlan) -> Result<()> {
+pub(super) fn switch_user(p: &ProcessPlan) -> Result<()> {
     if let Some(c) = &p.caps {
         c.drop_bounding()?;
     }
@@ -230,7 +230,7 @@ fn switch_user(p: &ProcessPlan) -> Result<()> {
 
 /// CVE-2024-21626: a cwd reached through a leaked fd (e.g. `/proc/self/fd/7`) lies outside
 /// the container's root; getcwd then fails or starts with "(unreachable)".
-fn verify_cwd(cwd: &Path) -> Result<()> {
+pub(super) fn verify_cwd(cwd: &Path) -> Result<()> {
     match nix::unistd::getcwd() {
         Ok(p) if p.is_absolute() => Ok(()),
         Ok(p) => Err(Error::new(format!("process.cwd {cwd:?}: resolves to {p:?} outside the container"))),
@@ -239,7 +239,7 @@ fn verify_cwd(cwd: &Path) -> Result<()> {
 }
 
 /// `args[0]` as given when it has a slash, else looked up in the container's PATH.
-fn find_executable(arg0: &CString, path_var: &str) -> Result<CString> {
+pub(super) fn find_executable(arg0: &CString, path_var: &str) -> Result<CString> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
     let name = arg0.to_bytes();
@@ -265,7 +265,7 @@ fn find_executable(arg0: &CString, path_var: &str) -> Result<CString> {
 
 /// Everything above stdio and the preserved fds is closed at exec (CVE-2024-21626: no
 /// host fd may reach the container). The preserved fds are made inheritable.
-fn close_fds_on_exec(preserve: i32) -> Result<()> {
+pub(super) fn close_fds_on_exec(preserve: i32) -> Result<()> {
     let first_closed = 3 + preserve.max(0) as u32;
     // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on our own fds.
     let r = unsafe { libc::syscall(libc::SYS_close_range, first_closed, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
@@ -289,7 +289,7 @@ fn close_fds_on_exec(preserve: i32) -> Result<()> {
 
 /// The user's process starts with no blocked signals and default dispositions (Rust
 /// ignores SIGPIPE, and ignored signals survive exec).
-fn reset_signals() {
+pub(super) fn reset_signals() {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
     for sig in 1..libc::SIGRTMAX() {
         if sig == libc::SIGKILL || sig == libc::SIGSTOP {

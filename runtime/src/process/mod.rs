@@ -4,8 +4,10 @@
 //!   children do little more than system calls.
 //! * [`sync`]: the typed parent ⇄ child protocol, documented as one table.
 //! * [`init`]: stage 1 (namespaces) and init (rootfs, process attributes, exec).
+//! * [`exec`]: the children of `capsa exec`, joining a running container.
 //! * [`exeseal`]: keeps /proc/self/exe of capsa unwritable from a container (CVE-2019-5736).
 
+pub mod exec;
 pub mod exeseal;
 pub mod init;
 pub mod plan;

@@ -17,6 +17,7 @@ use crate::rootfs::mounts::MountPlan;
 use crate::rootfs::{devices, CgroupView, RootfsPlan};
 
 /// The user's process: what init execs and with which attributes.
+#[derive(Clone)]
 pub struct ProcessPlan {
     pub args: Vec<CString>,
     pub env: Vec<CString>,
@@ -66,12 +67,29 @@ fn cstring(field: &str, s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| crate::error::Error::new(format!("{field} {s:?}: contains a NUL byte")))
 }
 
+/// A variable listed twice takes its last value (runc sets them one by one), at the place
+/// of its first mention.
+fn dedup_env(env: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(env.len());
+    for e in env {
+        let key = e.split('=').next().unwrap_or(e);
+        match out.iter_mut().find(|x| x.split('=').next() == Some(key)) {
+            Some(slot) => *slot = e.clone(),
+            None => out.push(e.clone()),
+        }
+    }
+    out
+}
+
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl ProcessPlan {
     pub fn from_spec(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
         let args = p.args().iter().flatten().map(|a| cstring("process.args", a)).collect::<Result<Vec<_>>>()?;
-        let env = p.env().iter().flatten().map(|e| cstring("process.env", e)).collect::<Result<Vec<_>>>()?;
+        let env = dedup_env(p.env().as_deref().unwrap_or_default())
+            .iter()
+            .map(|e| cstring("process.env", e))
+            .collect::<Result<Vec<_>>>()?;
         let path_var = p
             .env()
             .iter()
@@ -212,4 +230,13 @@ pub fn hooks_of(
     f: impl Fn(&oci_spec::runtime::Hooks) -> &Option<Vec<oci_spec::runtime::Hook>>,
 ) -> Vec<oci_spec::runtime::Hook> {
     spec.hooks().as_ref().and_then(|h| f(h).clone()).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn env_last_wins() {
+        let e: Vec<String> = ["A=1", "B=2", "A=3"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(super::dedup_env(&e), vec!["A=3".to_string(), "B=2".to_string()]);
+    }
 }

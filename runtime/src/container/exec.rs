@@ -1,0 +1,215 @@
+//! `exec`: run one more process inside a running container.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{open, OFlag};
+use nix::sched::CloneFlags;
+use nix::sys::stat::Mode;
+use nix::sys::wait::waitpid;
+use nix::unistd::{fork, ForkResult, Pid};
+
+use super::{Container, Status};
+use crate::bail;
+use crate::error::{Context, Error, Result};
+use crate::namespaces::Join;
+use crate::process::exec::{ExecPlan, NamedUser};
+use crate::process::plan::ProcessPlan;
+use crate::process::sync::{Channel, Msg};
+
+pub struct ExecArgs<'a> {
+    pub root: &'a Path,
+    pub id: &'a str,
+    pub process: oci_spec::runtime::Process,
+    pub named_user: Option<NamedUser>,
+    pub console_socket: Option<&'a Path>,
+    /// An already connected console socket (foreground `exec -t` without --console-socket).
+    pub console_fd: Option<OwnedFd>,
+    pub pid_file: Option<&'a Path>,
+    pub preserve_fds: i32,
+    pub ignore_paused: bool,
+    /// `--cgroup [controller:]path`: a sub-cgroup of the container's to run in.
+    pub sub_cgroup: Option<&'a str>,
+}
+
+/// The container's process settings, the base of `exec` without `--process`.
+pub fn container_process(root: &Path, id: &str) -> Result<oci_spec::runtime::Process> {
+    let c = Container::load(root, id)?;
+    match &c.state.process {
+        Some(p) => Ok(p.clone()),
+        None => {
+            let b = crate::config::load(&c.state.bundle)?;
+            b.spec.process().clone().ok_or_else(|| Error::new("process: missing"))
+        }
+    }
+}
+
+/// Namespace types an exec joins, in order: user first (so the others are joined with its
+/// privileges), mount last.
+const NAMESPACES: [(&str, CloneFlags); 8] = [
+    ("user", CloneFlags::CLONE_NEWUSER),
+    ("ipc", CloneFlags::CLONE_NEWIPC),
+    ("uts", CloneFlags::CLONE_NEWUTS),
+    ("net", CloneFlags::CLONE_NEWNET),
+    ("pid", CloneFlags::CLONE_NEWPID),
+    ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+    ("time", CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)),
+    ("mnt", CloneFlags::CLONE_NEWNS),
+];
+
+fn ns_inode(path: &str) -> Option<u64> {
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+/// Every namespace of `pid` that is not already ours.
+fn namespaces_of(pid: i32) -> Result<(Vec<Join>, bool)> {
+    let mut join = Vec::new();
+    let mut joins_user = false;
+    for (name, flag) in NAMESPACES {
+        let theirs = format!("/proc/{pid}/ns/{name}");
+        let Some(ino) = ns_inode(&theirs) else { continue };
+        if ns_inode(&format!("/proc/self/ns/{name}")) == Some(ino) {
+            continue;
+        }
+        let fd = open(theirs.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).with_ctx(|| format!("open {theirs}"))?;
+        joins_user |= name == "user";
+        join.push(Join { flag, fd, path: PathBuf::from(theirs) });
+    }
+    Ok((join, joins_user))
+}
+
+/// Starts the process; returns its host pid once it has exec'd.
+pub fn exec(a: ExecArgs) -> Result<i32> {
+    let p = &a.process;
+    if !p.cwd().is_absolute() {
+        bail!("process.cwd {:?}: must be an absolute path", p.cwd());
+    }
+    if p.args().as_ref().is_none_or(|v| v.is_empty() || v[0].is_empty()) {
+        bail!("process.args: must not be empty");
+    }
+    let terminal = p.terminal().unwrap_or(false);
+    if terminal && a.console_socket.is_none() && a.console_fd.is_none() {
+        bail!("process.terminal is true: --console-socket is required to receive the pty master");
+    }
+    if let Some(profile) = p.apparmor_profile().as_deref().filter(|s| !s.is_empty()) {
+        if !apparmor_enabled() {
+            bail!("process.apparmorProfile {profile:?}: AppArmor is not enabled on this host");
+        }
+        bail!("process.apparmorProfile {profile:?}: applying AppArmor profiles is not supported by capsa yet");
+    }
+    if p.selinux_label().as_deref().is_some_and(|s| !s.is_empty()) {
+        bail!("process.selinuxLabel: SELinux is not enabled on this host");
+    }
+
+    // The lock is held only to read a consistent state: execs run in parallel.
+    let (state, join, joins_user) = {
+        let c = Container::load(a.root, a.id)?;
+        match c.status() {
+            Status::Stopped => bail!("cannot exec in a stopped container"),
+            Status::Paused if !a.ignore_paused => bail!("cannot exec in a paused container (use --ignore-paused)"),
+            _ => {}
+        }
+        let (join, joins_user) = namespaces_of(c.state.pid)?;
+        (c.state.clone(), join, joins_user)
+    };
+    let cgroup_dirs = sub_cgroup_dirs(&state.cgroup_paths, a.sub_cgroup)?;
+
+    let mut process = ProcessPlan::from_spec(p)?;
+    if process.oom_score_adj.is_some() {
+        // runc applies oomScoreAdj to the container's init only.
+        process.oom_score_adj = None;
+    }
+    let console_socket = match (a.console_fd, a.console_socket) {
+        (Some(fd), _) if terminal => Some(fd),
+        (None, Some(path)) if terminal => Some(OwnedFd::from(
+            std::os::unix::net::UnixStream::connect(path).with_ctx(|| format!("--console-socket {}", path.display()))?,
+        )),
+        (_, Some(_)) => bail!("--console-socket given but process.terminal is false"),
+        _ => None,
+    };
+    let plan = ExecPlan { join, joins_user, process, named_user: a.named_user, console_socket, preserve_fds: a.preserve_fds };
+
+    let (parent, child) = Channel::pair()?;
+    // SAFETY: capsa is single-threaded, so the child may run any code until it execs.
+    match unsafe { fork() }.ctx("fork")? {
+        ForkResult::Child => {
+            drop(parent);
+            crate::process::exec::stage1(&plan, &child)
+        }
+        ForkResult::Parent { child: stage1 } => {
+            drop(child);
+            let r = drive(&parent, stage1, &cgroup_dirs);
+            if r.is_err() {
+                let _ = nix::sys::signal::kill(stage1, nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = waitpid(stage1, None);
+            let pid = r.map_err(|e| e.context("exec"))?;
+            if let Some(f) = a.pid_file {
+                super::create::write_pid_file(f, pid)?;
+            }
+            Ok(pid)
+        }
+    }
+}
+
+fn drive(chan: &Channel, stage1: Pid, cgroup_dirs: &[PathBuf]) -> Result<i32> {
+    for dir in cgroup_dirs {
+        std::fs::write(dir.join("cgroup.procs"), stage1.as_raw().to_string())
+            .with_ctx(|| format!("join cgroup {}", dir.display()))?;
+    }
+    chan.send(&Msg::Go)?;
+    let mut pid = None;
+    loop {
+        match chan.recv()? {
+            Some(Msg::InitPid(p)) => pid = Some(p),
+            Some(Msg::Error(e)) => {
+                if let Some(p) = pid {
+                    // It failed before exec: reap it if it became our child, else let it go.
+                    let _ = nix::sys::signal::kill(Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL);
+                    let _ = waitpid(Pid::from_raw(p), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+                }
+                return Err(Error::new(e));
+            }
+            Some(m) => bail!("sync: unexpected message {m:?}"),
+            // The sync socket is close-on-exec: end-of-file after InitPid means it exec'd.
+            None => return pid.ok_or_else(|| Error::new("exec: process died before it started")),
+        }
+    }
+}
+
+/// The cgroup directories the process joins: the container's, or `--cgroup` below them
+/// (`path` for every hierarchy, or `controller:path` for one).
+fn sub_cgroup_dirs(paths: &[PathBuf], sub: Option<&str>) -> Result<Vec<PathBuf>> {
+    let Some(sub) = sub else { return Ok(paths.to_vec()) };
+    let (controller, rel) = match sub.split_once(':') {
+        Some((c, r)) => (Some(c), r),
+        None => (None, sub),
+    };
+    let rel = rel.trim_start_matches('/');
+    if rel.split('/').any(|c| c == "..") {
+        bail!("--cgroup {sub:?}: must not contain ..");
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        let matches = controller.is_none_or(|c| {
+            p.strip_prefix("/sys/fs/cgroup").ok().and_then(|r| r.iter().next()).is_some_and(|h| {
+                h.to_str().is_some_and(|h| h.split(',').any(|x| x == c || x == format!("name={c}")))
+            })
+        });
+        if matches {
+            let d = p.join(rel);
+            if !d.is_dir() {
+                bail!("--cgroup {sub:?}: {} does not exist", d.display());
+            }
+            out.push(d);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.trim() == "Y")
+}

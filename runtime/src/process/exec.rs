@@ -1,0 +1,147 @@
+//! The children of `capsa exec`: stage 1 joins the running container's namespaces and forks
+//! the process that execs the user's command inside them.
+//!
+//! The protocol is the create table of [`super::sync`] without the init steps:
+//! `Go` → (`InitPid(pid)`) → end-of-file once the command exec'd (the sync socket is
+//! close-on-exec), or `Error(msg)` if anything failed.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::sched::setns;
+use nix::unistd::{fork, setresgid, setresuid, ForkResult, Gid, Uid};
+
+use super::init::{
+    close_fds_on_exec, exit_now, fail, find_executable, reset_signals, switch_user, verify_cwd, with_home,
+};
+use super::plan::ProcessPlan;
+use super::sync::{Channel, Msg};
+use crate::error::{Context, Error, Result};
+use crate::namespaces::Join;
+
+/// A user given by name (`--user alice[:wheel]`), resolved inside the container.
+#[derive(Debug, Clone)]
+pub struct NamedUser {
+    pub user: String,
+    pub group: Option<String>,
+}
+
+pub struct ExecPlan {
+    /// The container's namespaces that differ from ours, the user namespace first.
+    pub join: Vec<Join>,
+    pub joins_user: bool,
+    pub process: ProcessPlan,
+    pub named_user: Option<NamedUser>,
+    pub console_socket: Option<OwnedFd>,
+    pub preserve_fds: i32,
+}
+
+/// Stage 1 of exec: joins the namespaces, forks the command's process, exits.
+pub fn stage1(plan: &ExecPlan, chan: &Channel) -> ! {
+    match stage1_inner(plan, chan) {
+        Ok(()) => exit_now(0),
+        Err(e) => fail(chan, e),
+    }
+}
+
+fn stage1_inner(plan: &ExecPlan, chan: &Channel) -> Result<()> {
+    chan.expect(&Msg::Go)?;
+    // Processes already in the container must not reach our memory or fds through
+    // /proc/PID while we run capsa code there; exec resets this.
+    // SAFETY: prctl with integer arguments only.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    for j in &plan.join {
+        setns(j.fd.as_fd(), j.flag).with_ctx(|| format!("join {}", j.path.display()))?;
+    }
+    if plan.joins_user {
+        setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).ctx("user namespace: setresgid(0)")?;
+        setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).ctx("user namespace: setresuid(0)")?;
+    }
+    // SAFETY: this process is single-threaded (a fork of single-threaded capsa).
+    match unsafe { fork() }.ctx("fork")? {
+        ForkResult::Child => {
+            let e = match run(plan, chan) {
+                Ok(never) => match never {},
+                Err(e) => e,
+            };
+            fail(chan, e)
+        }
+        ForkResult::Parent { child } => chan.send(&Msg::InitPid(child.as_raw())),
+    }
+}
+
+/// In the container's namespaces (and, after setns of the mount namespace, its root).
+fn run(plan: &ExecPlan, chan: &Channel) -> Result<std::convert::Infallible> {
+    let mut p = plan.process.clone();
+    nix::unistd::setsid().ctx("setsid")?;
+    if let Some(u) = &plan.named_user {
+        resolve_user(u, &mut p)?;
+    }
+    if p.terminal {
+        let sock = plan.console_socket.as_ref().ok_or_else(|| Error::new("process.terminal: no console socket"))?;
+        crate::tty::setup_console(sock.as_fd(), p.console_size, false)?;
+    }
+    crate::rlimits::apply(&p.rlimits)?;
+    if p.no_new_privileges {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(Error::from(std::io::Error::last_os_error()).context("process.noNewPrivileges"));
+        }
+    }
+    let early_cwd = nix::unistd::chdir(&p.cwd).is_ok();
+    switch_user(&p)?;
+    if !early_cwd {
+        nix::unistd::chdir(&p.cwd).with_ctx(|| format!("process.cwd {:?}", p.cwd))?;
+    }
+    verify_cwd(&p.cwd)?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask.unwrap_or(0o022)));
+    let exe = find_executable(&p.args[0], &p.path_var)?;
+    let env = with_home(&p.env, p.uid);
+    close_fds_on_exec(plan.preserve_fds)?;
+    reset_signals();
+    let e = nix::unistd::execve(&exe, &p.args, &env).unwrap_err();
+    let _ = chan;
+    Err(Error::from(e).context(format!("exec {:?}", p.args[0])))
+}
+
+/// `--user name[:group]` through the container's /etc/passwd and /etc/group; a named user
+/// also gets the groups /etc/group lists it in.
+fn resolve_user(u: &NamedUser, p: &mut ProcessPlan) -> Result<()> {
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let entry = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && (f[0] == u.user || f[2] == u.user))
+        .ok_or_else(|| Error::new(format!("--user {:?}: no such user in the container's /etc/passwd", u.user)))?;
+    let uid: u32 = entry[2].parse().map_err(|_| Error::new(format!("/etc/passwd: bad uid for {}", u.user)))?;
+    let mut gid: u32 = entry[3].parse().map_err(|_| Error::new(format!("/etc/passwd: bad gid for {}", u.user)))?;
+    let groups: Vec<Vec<&str>> = group.lines().map(|l| l.split(':').collect()).filter(|f: &Vec<&str>| f.len() > 3).collect();
+    if let Some(g) = &u.group {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => groups
+                .iter()
+                .find(|f| f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| Error::new(format!("--user {:?}: no such group {g:?} in the container's /etc/group", u.user)))?,
+        };
+    }
+    let name = entry[0];
+    let mut extra: Vec<u32> =
+        groups.iter().filter(|f| f[3].split(',').any(|m| m == name)).filter_map(|f| f[2].parse().ok()).collect();
+    extra.extend(p.additional_gids.iter().copied());
+    extra.sort_unstable();
+    extra.dedup();
+    p.uid = uid;
+    p.gid = gid;
+    p.additional_gids = extra;
+    if let Some(home) = entry.get(5).filter(|h| !h.is_empty()) {
+        if !p.env.iter().any(|e| e.as_bytes().starts_with(b"HOME=")) {
+            if let Ok(c) = CString::new(format!("HOME={home}")) {
+                p.env.push(c);
+            }
+        }
+    }
+    Ok(())
+}
