@@ -110,8 +110,13 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     if spec.domainname().as_deref().is_some_and(|h| !h.is_empty()) && !seen.contains(&LinuxNamespaceType::Uts) {
         bail!("domainname: cannot set without a private UTS namespace");
     }
-    if linux.seccomp().is_some() {
-        bail!("linux.seccomp: seccomp is not supported by this build of capsa yet");
+    if let Some(sc) = linux.seccomp() {
+        let plan = crate::seccomp::plan(sc)?;
+        if let Some((path, _)) = &plan.listener {
+            if path.as_os_str().is_empty() {
+                bail!("linux.seccomp.listenerPath: required when a rule uses SCMP_ACT_NOTIFY");
+            }
+        }
     }
     if let Some(limit) = linux.resources().as_ref().and_then(|r| r.memory().as_ref()).and_then(|m| m.limit()) {
         if limit > 0 && limit < 4096 {

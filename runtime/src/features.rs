@@ -28,7 +28,7 @@ pub fn features() -> Value {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps,
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
-            "seccomp": {"enabled": false},
+            "seccomp": capsa_seccomp::features(),
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false}
         },

@@ -109,7 +109,9 @@ pub fn create(a: CreateArgs) -> Result<State> {
     nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o622)).ctx("create exec.fifo")?;
     // mkfifo honours the umask; the fifo must be writable by the container's user.
     std::fs::set_permissions(&fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622)).ctx("chmod exec.fifo")?;
-    plan.fifo = Some(open(&fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty()).ctx("open exec.fifo")?);
+    // Opened here, read-write (never blocks), and inherited by init: it reads one byte from
+    // it to wait for `start`, whatever user and user namespace it has switched to by then.
+    plan.fifo = Some(open(&fifo, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).ctx("open exec.fifo")?);
     if terminal {
         plan.console_socket = Some(match (a.console_fd, a.console_socket) {
             (Some(fd), _) => fd,
@@ -149,6 +151,7 @@ pub fn create(a: CreateArgs) -> Result<State> {
                 rootless: false,
                 hooks: spec.hooks().clone(),
                 process: spec.process().clone(),
+                seccomp: linux.seccomp().clone(),
             };
             save_state(&dir, &state)?;
             if let Some(p) = a.pid_file {
@@ -204,6 +207,23 @@ fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cl
                 crate::hooks::run("prestart", &hooks_of(hooks.spec, |h| h.prestart()), &state)?;
                 crate::hooks::run("createRuntime", &hooks_of(hooks.spec, |h| h.create_runtime()), &state)?;
                 chan.send(&Msg::HooksDone(state))?;
+            }
+            Some(Msg::NotifyFd) => {
+                let pid = init.ok_or_else(|| Error::new("sync: NotifyFd before InitPid"))?;
+                let fd = crate::tty::recv_fd(chan.as_fd())?;
+                let listener = plan.seccomp.as_ref().and_then(|s| s.listener.as_ref());
+                let listener = listener.ok_or_else(|| Error::new("sync: NotifyFd without a listener"))?;
+                let annotations = hooks.spec.annotations().clone().unwrap_or_default().into_iter().collect();
+                let state = crate::hooks::HookState {
+                    oci_version: crate::config::OCI_VERSION,
+                    id: hooks.id,
+                    status: "creating",
+                    pid: Some(pid.as_raw()),
+                    bundle: hooks.bundle,
+                    annotations: &annotations,
+                }
+                .json();
+                crate::seccomp::send_to_agent(listener, std::os::fd::AsFd::as_fd(&fd), pid.as_raw(), &state)?;
             }
             Some(Msg::Ready) => return init.ok_or_else(|| Error::new("sync: Ready before InitPid")),
             Some(Msg::Error(e)) => return Err(Error::new(e)),

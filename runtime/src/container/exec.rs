@@ -128,7 +128,16 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
         (_, Some(_)) => bail!("--console-socket given but process.terminal is false"),
         _ => None,
     };
-    let plan = ExecPlan { join, joins_user, process, named_user: a.named_user, console_socket, preserve_fds: a.preserve_fds };
+    let seccomp = state.seccomp.as_ref().map(crate::seccomp::plan).transpose()?;
+    let plan = ExecPlan {
+        join,
+        joins_user,
+        process,
+        named_user: a.named_user,
+        console_socket,
+        preserve_fds: a.preserve_fds,
+        seccomp,
+    };
 
     let (parent, child) = Channel::pair()?;
     // SAFETY: capsa is single-threaded, so the child may run any code until it execs.
@@ -139,7 +148,8 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
         }
         ForkResult::Parent { child: stage1 } => {
             drop(child);
-            let r = drive(&parent, stage1, &cgroup_dirs);
+            let listener = plan.seccomp.as_ref().and_then(|s| s.listener.as_ref());
+            let r = drive(&parent, stage1, &cgroup_dirs, listener, &state);
             if r.is_err() {
                 let _ = nix::sys::signal::kill(stage1, nix::sys::signal::Signal::SIGKILL);
             }
@@ -153,7 +163,13 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
     }
 }
 
-fn drive(chan: &Channel, stage1: Pid, cgroup_dirs: &[PathBuf]) -> Result<i32> {
+fn drive(
+    chan: &Channel,
+    stage1: Pid,
+    cgroup_dirs: &[PathBuf],
+    listener: Option<&(PathBuf, String)>,
+    state: &super::State,
+) -> Result<i32> {
     for dir in cgroup_dirs {
         std::fs::write(dir.join("cgroup.procs"), stage1.as_raw().to_string())
             .with_ctx(|| format!("join cgroup {}", dir.display()))?;
@@ -163,6 +179,12 @@ fn drive(chan: &Channel, stage1: Pid, cgroup_dirs: &[PathBuf]) -> Result<i32> {
     loop {
         match chan.recv()? {
             Some(Msg::InitPid(p)) => pid = Some(p),
+            Some(Msg::NotifyFd) => {
+                let fd = crate::tty::recv_fd(chan.as_fd())?;
+                let (Some(l), Some(p)) = (listener, pid) else { bail!("sync: unexpected seccomp listener fd") };
+                let json = state.hook_json("running", Some(p));
+                crate::seccomp::send_to_agent(l, std::os::fd::AsFd::as_fd(&fd), p, &json)?;
+            }
             Some(Msg::Error(e)) => {
                 if let Some(p) = pid {
                     // It failed before exec: reap it if it became our child, else let it go.

@@ -1,6 +1,5 @@
 //! `start`: release a created container's init so it execs the user's process.
 
-use std::io::Read;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
@@ -22,24 +21,45 @@ pub fn start(root: &Path, id: &str) -> Result<Vec<String>> {
         s => bail!("cannot start a container in the {s} state"),
     }
     let fifo_path = c.dir.join(EXEC_FIFO);
-    // O_RDWR never blocks on a fifo; init's blocked open(O_WRONLY) returns once we hold it.
-    let fifo = open(&fifo_path, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).ctx("open exec.fifo")?;
+    let stopped = || Error::new("cannot start a container that has stopped");
+    // Init holds exec.fifo open for reading: without a reader (init died) this is ENXIO.
+    let fifo = match open(&fifo_path, OFlag::O_WRONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty()) {
+        Ok(f) => f,
+        Err(nix::errno::Errno::ENXIO) => return Err(stopped()),
+        Err(e) => return Err(Error::from(e).context("open exec.fifo")),
+    };
     let pidfd = pidfd_open(c.state.pid)?;
-    // If init dies instead of writing, its pidfd becomes readable and we stop waiting.
-    let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::POLLIN), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+    match nix::unistd::write(&fifo, b"0") {
+        Ok(1) => {}
+        Ok(_) | Err(nix::errno::Errno::EPIPE) => return Err(stopped()),
+        Err(e) => return Err(Error::from(e).context("write exec.fifo")),
+    }
+    // Wait until init no longer holds exec.fifo: it is close-on-exec, so that happens when
+    // the user's process has been exec'd (after startContainer hooks) — or init died. A
+    // pipe without readers reports POLLERR to its writer.
+    let unread = || {
+        let mut n: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int.
+        let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fifo), libc::FIONREAD, &mut n) };
+        if r == 0 { n } else { 0 }
+    };
     loop {
+        let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::empty()), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) => break,
+            Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => return Err(Error::from(e).context("wait for container init")),
         }
+        let gone = fds[0].revents().is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP));
+        let died = fds[1].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
+        if gone || died {
+            break;
+        }
     }
-    let fifo_ready = fds[0].revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
-    if !fifo_ready {
-        bail!("cannot start a container that has stopped");
+    // Init died before taking the byte: the user's process never started.
+    if unread() > 0 {
+        return Err(stopped());
     }
-    let mut b = [0u8; 1];
-    std::fs::File::from(fifo).read_exact(&mut b).ctx("read exec.fifo")?;
     std::fs::remove_file(&fifo_path).ctx("remove exec.fifo")?;
     let mut warnings = Vec::new();
     let poststart = c.state.hook_list(|h| h.poststart());

@@ -59,6 +59,9 @@ pub struct State {
     /// The container's process settings: the base of `exec` without `--process`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<oci_spec::runtime::Process>,
+    /// `linux.seccomp`, applied to exec'd processes too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 impl State {

@@ -12,7 +12,8 @@ use nix::sched::setns;
 use nix::unistd::{fork, setresgid, setresuid, ForkResult, Gid, Uid};
 
 use super::init::{
-    close_fds_on_exec, exit_now, fail, find_executable, reset_signals, switch_user, verify_cwd, with_home,
+    close_fds_on_exec, exit_now, fail, find_executable, load_seccomp, reset_signals, switch_user, verify_cwd,
+    with_home,
 };
 use super::plan::ProcessPlan;
 use super::sync::{Channel, Msg};
@@ -34,6 +35,8 @@ pub struct ExecPlan {
     pub named_user: Option<NamedUser>,
     pub console_socket: Option<OwnedFd>,
     pub preserve_fds: i32,
+    /// The container's `linux.seccomp`, compiled.
+    pub seccomp: Option<crate::seccomp::SeccompPlan>,
 }
 
 /// Stage 1 of exec: joins the namespaces, forks the command's process, exits.
@@ -82,6 +85,9 @@ fn run(plan: &ExecPlan, chan: &Channel) -> Result<std::convert::Infallible> {
         crate::tty::setup_console(sock.as_fd(), p.console_size, false)?;
     }
     crate::rlimits::apply(&p.rlimits)?;
+    if let Some(sc) = plan.seccomp.as_ref().filter(|_| !p.no_new_privileges) {
+        load_seccomp(sc, chan)?;
+    }
     if p.no_new_privileges {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -99,8 +105,10 @@ fn run(plan: &ExecPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     let env = with_home(&p.env, p.uid);
     close_fds_on_exec(plan.preserve_fds)?;
     reset_signals();
+    if let Some(sc) = plan.seccomp.as_ref().filter(|_| p.no_new_privileges) {
+        load_seccomp(sc, chan)?;
+    }
     let e = nix::unistd::execve(&exe, &p.args, &env).unwrap_err();
-    let _ = chan;
     Err(Error::from(e).context(format!("exec {:?}", p.args[0])))
 }
 

@@ -6,7 +6,7 @@
 //! sync channel and leave with `_exit`.
 
 use std::ffi::CString;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, unshare, CloneFlags};
@@ -105,6 +105,10 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     crate::rootfs::finalize(&plan.rootfs)?;
 
     crate::rlimits::apply(&p.rlimits)?;
+    if let Some(sc) = plan.seccomp.as_ref().filter(|_| !p.no_new_privileges) {
+        // Without no_new_privs loading needs CAP_SYS_ADMIN, which the user switch drops.
+        load_seccomp(sc, chan)?;
+    }
     if p.no_new_privileges {
         // SAFETY: prctl with integer arguments only.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
@@ -125,10 +129,16 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     let env = with_home(&p.env, p.uid);
     close_fds_on_exec(plan.preserve_fds)?;
     reset_signals();
+    if let Some(sc) = plan.seccomp.as_ref().filter(|_| p.no_new_privileges) {
+        load_seccomp(sc, chan)?;
+    }
 
+    // From here on only write, read and execve: nothing a seccomp profile could forbid
+    // without forbidding the container's own program.
     chan.send(&Msg::Ready)?;
-    if let Some(fifo) = &plan.fifo {
-        wait_for_start(fifo.as_raw_fd())?;
+    if let Some(f) = &plan.fifo {
+        let mut b = [0u8; 1];
+        nix::unistd::read(f, &mut b).ctx("wait for start on exec fifo")?;
     }
     if !plan.start_container_hooks.is_empty() {
         // After `start` nobody reads our sync channel: a failing hook goes to stderr.
@@ -172,14 +182,12 @@ pub(super) fn with_home(env: &[CString], uid: u32) -> Vec<CString> {
     out
 }
 
-/// Blocks until `capsa start` opens exec.fifo for reading, then tells it we go on.
-fn wait_for_start(fifo_path_fd: i32) -> Result<()> {
-    use std::io::Write;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(format!("/proc/self/fd/{fifo_path_fd}"))
-        .ctx("open exec fifo")?;
-    f.write_all(b"0").ctx("write exec fifo")?;
+/// Loads the filter; a NOTIFY listener fd goes to the parent, which hands it to the agent.
+pub(super) fn load_seccomp(sc: &crate::seccomp::SeccompPlan, chan: &Channel) -> Result<()> {
+    if let Some(fd) = crate::seccomp::load(sc)? {
+        chan.send(&Msg::NotifyFd)?;
+        crate::tty::send_fd(chan.as_fd(), "seccomp", fd.as_fd())?;
+    }
     Ok(())
 }
 

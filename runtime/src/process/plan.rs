@@ -52,7 +52,7 @@ pub struct InitPlan {
     pub domainname: Option<String>,
     pub process: ProcessPlan,
     pub console_socket: Option<OwnedFd>,
-    /// exec.fifo opened O_PATH: init reopens it for writing and blocks until `start`.
+    /// exec.fifo, open read-write: init reads one byte from it, which `start` writes.
     pub fifo: Option<OwnedFd>,
     pub preserve_fds: i32,
     pub new_keyring: Option<String>,
@@ -61,6 +61,7 @@ pub struct InitPlan {
     pub create_container_hooks: Vec<oci_spec::runtime::Hook>,
     pub start_container_hooks: Vec<oci_spec::runtime::Hook>,
     pub wants_hooks: bool,
+    pub seccomp: Option<crate::seccomp::SeccompPlan>,
 }
 
 fn cstring(field: &str, s: &str) -> Result<CString> {
@@ -217,6 +218,7 @@ impl InitPlan {
             new_keyring: None,
             create_container_hooks: hooks_of(spec, |h| h.create_container()),
             start_container_hooks: hooks_of(spec, |h| h.start_container()),
+            seccomp: linux.seccomp().as_ref().map(crate::seccomp::plan).transpose()?,
             wants_hooks: !hooks_of(spec, |h| h.prestart()).is_empty()
                 || !hooks_of(spec, |h| h.create_runtime()).is_empty()
                 || !hooks_of(spec, |h| h.create_container()).is_empty(),

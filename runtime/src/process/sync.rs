@@ -12,6 +12,7 @@
 //! | 4    | stage 1 → parent | `InitPid(pid)`   | init is forked (host pid); stage 1 exits                 |
 //! | 4a   | init → parent    | `Hooks`          | (only with hooks) mounts done: run prestart, createRuntime |
 //! | 4b   | parent → init    | `HooksDone(s)`   | they ran; `s` is the state JSON for createContainer/start  |
+//! | 4c   | init → parent    | `NotifyFd` + fd  | (SCMP_ACT_NOTIFY only) the seccomp listener fd follows    |
 //! | 5    | init → parent    | `Ready`          | init is set up and blocks on exec.fifo until `start`     |
 //! | any  | child → parent   | `Error(msg)`     | setup failed, `msg` says why; the child exits with 1     |
 //!
@@ -19,7 +20,7 @@
 
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use nix::sys::socket::{recv, send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use nix::sys::socket::{recv, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 
 use crate::error::{Context, Error, Result};
 
@@ -33,6 +34,7 @@ pub enum Msg {
     Error(String),
     Hooks,
     HooksDone(String),
+    NotifyFd,
 }
 
 const MAX_MSG: usize = 64 * 1024;
@@ -55,6 +57,7 @@ impl Msg {
                 out.extend_from_slice(&b[..b.len().min(MAX_MSG - 1)]);
             }
             Msg::Hooks => out.push(7),
+            Msg::NotifyFd => out.push(9),
         }
         out
     }
@@ -70,6 +73,7 @@ impl Msg {
             6 => Msg::Error(String::from_utf8_lossy(rest).into_owned()),
             7 => Msg::Hooks,
             8 => Msg::HooksDone(String::from_utf8_lossy(rest).into_owned()),
+            9 => Msg::NotifyFd,
             _ => return None,
         })
     }
@@ -88,10 +92,16 @@ impl Channel {
         Ok((Channel { fd: a }, Channel { fd: b }))
     }
 
+    /// Sends with plain write(2): after a seccomp filter is loaded, init's last messages
+    /// must only need syscalls every program needs.
     pub fn send(&self, m: &Msg) -> Result<()> {
         let b = m.encode();
-        send(self.fd.as_raw_fd(), &b, MsgFlags::MSG_NOSIGNAL).ctx("sync: send")?;
+        nix::unistd::write(&self.fd, &b).ctx("sync: send")?;
         Ok(())
+    }
+
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
     }
 
     /// Receives one message; `None` when the other side closed.
@@ -129,7 +139,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let (a, b) = Channel::pair().unwrap();
-        for m in [Msg::Go, Msg::MapIds, Msg::IdsMapped, Msg::InitPid(4242), Msg::Ready, Msg::Error("boom".into()), Msg::Hooks, Msg::HooksDone("{}".into())] {
+        for m in [Msg::Go, Msg::MapIds, Msg::IdsMapped, Msg::InitPid(4242), Msg::Ready, Msg::Error("boom".into()), Msg::Hooks, Msg::HooksDone("{}".into()), Msg::NotifyFd] {
             a.send(&m).unwrap();
             assert_eq!(b.recv().unwrap(), Some(m));
         }

@@ -163,7 +163,6 @@ exec sleep 100
 /// linux.seccomp: an errno rule denies the listed syscalls with the given errno; the rest is
 /// allowed; the filter is in place (Seccomp: 2 in /proc/self/status) and NoNewPrivs works with it.
 #[test]
-#[ignore = "linux.seccomp is issue 3: capsa refuses it for now (see bad_input)"]
 fn seccomp_errno_rule() {
     let mut c = Container::shared("seccomp");
     c.tmpfs("/tmp");

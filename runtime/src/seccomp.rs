@@ -1,0 +1,77 @@
+//! `linux.seccomp`: compiled to BPF in the parent by the `capsa-seccomp` crate (pure Rust,
+//! no libseccomp), loaded by the child as late as possible, and for SCMP_ACT_NOTIFY the
+//! listener fd handed to the agent at `listenerPath` with the state the OCI spec defines.
+//!
+//! When it is loaded (the same points as runc):
+//! * with `noNewPrivileges`: after every other setup step, just before init reports ready;
+//!   after it init only writes one sync message, reads exec.fifo and execs — syscalls any
+//!   program needs, so a profile cannot block capsa's own last steps;
+//! * without it: loading needs CAP_SYS_ADMIN, so before the user switch drops capabilities.
+
+use std::io::IoSlice;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+
+use capsa_seccomp::Program;
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use serde::Serialize;
+
+use crate::error::{Context, Error, Result};
+
+pub struct SeccompPlan {
+    pub program: Program,
+    /// `listenerPath` and `listenerMetadata` when the profile uses SCMP_ACT_NOTIFY.
+    pub listener: Option<(PathBuf, String)>,
+}
+
+/// Compiles `linux.seccomp`; errors name the offending entry.
+pub fn plan(seccomp: &oci_spec::runtime::LinuxSeccomp) -> Result<SeccompPlan> {
+    let json = serde_json::to_value(seccomp).map_err(|e| Error::new(format!("linux.seccomp: {e}")))?;
+    let profile: capsa_seccomp::Seccomp =
+        serde_json::from_value(json).map_err(|e| Error::new(format!("linux.seccomp: {e}")))?;
+    let program = Program::compile(&profile).map_err(|e| Error::new(e.to_string()))?;
+    let listener = if program.needs_listener() {
+        let path = profile.listener_path.clone().unwrap_or_default();
+        Some((PathBuf::from(path), profile.listener_metadata.clone().unwrap_or_default()))
+    } else {
+        None
+    };
+    Ok(SeccompPlan { program, listener })
+}
+
+/// Loads the filter into the calling process; returns the NOTIFY listener fd if any.
+pub fn load(p: &SeccompPlan) -> Result<Option<OwnedFd>> {
+    p.program.load().map_err(|e| Error::new(format!("linux.seccomp: load filter: {e}")))
+}
+
+/// The object sent with the listener fd (OCI runtime spec, "seccomp state").
+#[derive(Serialize)]
+struct SeccompState<'a> {
+    #[serde(rename = "ociVersion")]
+    oci_version: &'a str,
+    fds: [&'a str; 1],
+    pid: i32,
+    metadata: &'a str,
+    state: serde_json::Value,
+}
+
+/// Connects to `listenerPath` and sends the listener fd with the seccomp state.
+pub fn send_to_agent(listener: &(PathBuf, String), fd: BorrowedFd<'_>, pid: i32, container_state: &str) -> Result<()> {
+    let (path, metadata) = listener;
+    let sock = std::os::unix::net::UnixStream::connect(path)
+        .with_ctx(|| format!("linux.seccomp.listenerPath {}", path.display()))?;
+    let state = SeccompState {
+        oci_version: crate::config::OCI_VERSION,
+        fds: ["seccompFd"],
+        pid,
+        metadata,
+        state: serde_json::from_str(container_state).unwrap_or(serde_json::Value::Null),
+    };
+    let body = serde_json::to_vec(&state).map_err(|e| Error::new(e.to_string()))?;
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(&body)];
+    sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+        .with_ctx(|| format!("linux.seccomp.listenerPath {}: send listener fd", path.display()))?;
+    Ok(())
+}
