@@ -75,7 +75,27 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         }
     }
 
+    crate::scheduling::check_lsm(process)?;
+    crate::scheduling::SchedPlan::from_spec(process, spec.linux().as_ref())?;
+
     let Some(linux) = spec.linux() else { bail!("linux: missing (capsa runs Linux containers)") };
+    if linux.intel_rdt().is_some() {
+        let why = if std::path::Path::new("/sys/fs/resctrl/info").exists() {
+            "not supported by capsa yet"
+        } else {
+            "resctrl is not mounted on this host"
+        };
+        bail!("linux.intelRdt: Intel RDT {why}");
+    }
+    if linux.memory_policy().is_some() {
+        bail!("linux.memoryPolicy: not supported by capsa yet");
+    }
+    if let Some(label) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
+        if !std::path::Path::new("/sys/fs/selinux/enforce").exists() {
+            bail!("linux.mountLabel {label:?}: SELinux is not enabled on this host");
+        }
+        bail!("linux.mountLabel {label:?}: SELinux labels are not supported by capsa yet");
+    }
     let mut seen = HashSet::new();
     let mut new_user = false;
     let mut has_user = false;

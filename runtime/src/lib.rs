@@ -21,6 +21,7 @@ pub mod namespaces;
 pub mod process;
 pub mod rlimits;
 pub mod rootfs;
+pub mod scheduling;
 pub mod seccomp;
 pub mod spec;
 pub mod timefmt;

@@ -92,15 +92,7 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
     if terminal && a.console_socket.is_none() && a.console_fd.is_none() {
         bail!("process.terminal is true: --console-socket is required to receive the pty master");
     }
-    if let Some(profile) = p.apparmor_profile().as_deref().filter(|s| !s.is_empty()) {
-        if !apparmor_enabled() {
-            bail!("process.apparmorProfile {profile:?}: AppArmor is not enabled on this host");
-        }
-        bail!("process.apparmorProfile {profile:?}: applying AppArmor profiles is not supported by capsa yet");
-    }
-    if p.selinux_label().as_deref().is_some_and(|s| !s.is_empty()) {
-        bail!("process.selinuxLabel: SELinux is not enabled on this host");
-    }
+    crate::scheduling::check_lsm(p)?;
 
     // The lock is held only to read a consistent state: execs run in parallel.
     let (state, join, joins_user) = {
@@ -230,8 +222,4 @@ fn sub_cgroup_dirs(paths: &[PathBuf], sub: Option<&str>) -> Result<Vec<PathBuf>>
         }
     }
     Ok(out)
-}
-
-fn apparmor_enabled() -> bool {
-    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|s| s.trim() == "Y")
 }

@@ -76,6 +76,9 @@ fn stage1_inner(plan: &ExecPlan, chan: &Channel) -> Result<()> {
 /// In the container's namespaces (and, after setns of the mount namespace, its root).
 fn run(plan: &ExecPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     let mut p = plan.process.clone();
+    if let Some(cpus) = &p.sched.affinity_initial {
+        crate::scheduling::SchedPlan::set_affinity("process.execCPUAffinity.initial", cpus)?;
+    }
     nix::unistd::setsid().ctx("setsid")?;
     if let Some(u) = &plan.named_user {
         resolve_user(u, &mut p)?;
@@ -85,6 +88,7 @@ fn run(plan: &ExecPlan, chan: &Channel) -> Result<std::convert::Infallible> {
         crate::tty::setup_console(sock.as_fd(), p.console_size, false)?;
     }
     crate::rlimits::apply(&p.rlimits)?;
+    p.sched.apply()?;
     if let Some(sc) = plan.seccomp.as_ref().filter(|_| !p.no_new_privileges) {
         load_seccomp(sc, chan)?;
     }
@@ -105,6 +109,9 @@ fn run(plan: &ExecPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     let env = with_home(&p.env, p.uid);
     close_fds_on_exec(plan.preserve_fds)?;
     reset_signals();
+    if let Some(cpus) = &p.sched.affinity_final {
+        crate::scheduling::SchedPlan::set_affinity("process.execCPUAffinity.final", cpus)?;
+    }
     if let Some(sc) = plan.seccomp.as_ref().filter(|_| p.no_new_privileges) {
         load_seccomp(sc, chan)?;
     }

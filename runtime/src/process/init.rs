@@ -71,6 +71,9 @@ fn stage1_inner(plan: &InitPlan, chan: &Channel) -> Result<()> {
 /// Init: becomes the container. On success it execs and never returns.
 fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     let p = &plan.process;
+    if let Some(cpus) = &p.sched.affinity_initial {
+        crate::scheduling::SchedPlan::set_affinity("process.execCPUAffinity.initial", cpus)?;
+    }
     if let Some(adj) = p.oom_score_adj {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string()).with_ctx(|| format!("process.oomScoreAdj {adj}"))?;
     }
@@ -105,6 +108,7 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     crate::rootfs::finalize(&plan.rootfs)?;
 
     crate::rlimits::apply(&p.rlimits)?;
+    p.sched.apply()?;
     if let Some(sc) = plan.seccomp.as_ref().filter(|_| !p.no_new_privileges) {
         // Without no_new_privs loading needs CAP_SYS_ADMIN, which the user switch drops.
         load_seccomp(sc, chan)?;
@@ -129,6 +133,9 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     let env = with_home(&p.env, p.uid);
     close_fds_on_exec(plan.preserve_fds)?;
     reset_signals();
+    if let Some(cpus) = &p.sched.affinity_final {
+        crate::scheduling::SchedPlan::set_affinity("process.execCPUAffinity.final", cpus)?;
+    }
     if let Some(sc) = plan.seccomp.as_ref().filter(|_| p.no_new_privileges) {
         load_seccomp(sc, chan)?;
     }

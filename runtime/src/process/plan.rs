@@ -35,6 +35,8 @@ pub struct ProcessPlan {
     pub oom_score_adj: Option<i32>,
     pub terminal: bool,
     pub console_size: Option<(u16, u16)>,
+    /// ioPriority, scheduler, execCPUAffinity (and, for init, linux.personality).
+    pub sched: crate::scheduling::SchedPlan,
 }
 
 /// Flags from the command line that shape the container.
@@ -121,6 +123,7 @@ impl ProcessPlan {
             oom_score_adj: p.oom_score_adj(),
             terminal: p.terminal().unwrap_or(false),
             console_size: p.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16)),
+            sched: crate::scheduling::SchedPlan::from_spec(p, None)?,
         })
     }
 }
@@ -151,7 +154,34 @@ impl InitPlan {
         }
         let in_userns = ns.new_user || ns.joins_user;
 
-        let mounts: Vec<MountPlan> = spec.mounts().iter().flatten().map(MountPlan::from_spec).collect();
+        let mut mounts: Vec<MountPlan> = spec.mounts().iter().flatten().map(MountPlan::from_spec).collect();
+        for (i, (m, sm)) in mounts.iter_mut().zip(spec.mounts().iter().flatten()).enumerate() {
+            let has_maps = sm.uid_mappings().is_some() || sm.gid_mappings().is_some();
+            // Mappings without an idmap option still ask for an idmapped mount.
+            let Some(recursive) = m.idmap.or(has_maps.then_some(false)) else { continue };
+            if !m.is_bind() {
+                bail!("mounts[{i}]: idmap needs a bind mount (type \"bind\" or option \"bind\"/\"rbind\")");
+            }
+            let (Some(uids), Some(gids)) = (sm.uid_mappings().as_deref(), sm.gid_mappings().as_deref()) else {
+                bail!("mounts[{i}]: idmap needs both uidMappings and gidMappings");
+            };
+            let userns = crate::rootfs::idmap::userns_with_maps(&crate::namespaces::id_map(uids), &crate::namespaces::id_map(gids))
+                .map_err(|e| e.context(format!("mounts[{i}]")))?;
+            // Made here, with the host's privileges over the filesystem (a container with its
+            // own user namespace has none); init attaches it in its mount namespace.
+            let source = sm.source().clone().unwrap_or_default();
+            let source = if source.is_relative() { bundle.join(source) } else { source };
+            let tree = crate::rootfs::idmap::idmapped_tree(
+                &source,
+                m.flags.contains(MsFlags::MS_REC),
+                recursive,
+                std::os::fd::AsFd::as_fd(&userns),
+                crate::rootfs::mounts::attr_bits(m.flags),
+            )
+            .map_err(|e| e.context(format!("mounts[{i}]")))?;
+            m.idmap = Some(recursive);
+            m.idmapped_tree = Some(std::sync::Arc::new(tree));
+        }
         // runc leaves /dev alone when it is bind-mounted from the host.
         let setup_dev = !mounts.iter().any(|m| m.destination == std::path::Path::new("/dev") && m.is_bind());
         let mut devs: Vec<devices::DevicePlan> = Vec::new();
@@ -202,7 +232,8 @@ impl InitPlan {
         let mut rootfs_plan = rootfs_plan;
         rootfs_plan.cgroup.namespaced = uses_cgroupns;
 
-        let process = ProcessPlan::from_spec(process)?;
+        let mut process = ProcessPlan::from_spec(process)?;
+        process.sched.personality = crate::scheduling::SchedPlan::from_spec(&Default::default(), Some(linux))?.personality;
         if process.terminal && process.console_size.is_some_and(|(h, w)| h == 0 && w == 0) {
             bail!("process.consoleSize: height and width are 0");
         }

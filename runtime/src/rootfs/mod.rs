@@ -8,6 +8,7 @@
 //! 6. then, in container paths: sysctl, readonlyPaths, maskedPaths, read-only root.
 
 pub mod devices;
+pub mod idmap;
 pub mod mountinfo;
 pub mod mounts;
 pub mod path;

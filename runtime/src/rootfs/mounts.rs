@@ -18,6 +18,11 @@ pub enum MountOpt {
     Clear(MsFlags),
     /// A propagation change applied after the mount (`rprivate`, `shared`, ...).
     Propagation(MsFlags),
+    /// Mount attributes for the mount and every mount below it (`rro`, `rnosuid`, ...):
+    /// `MOUNT_ATTR_*` bits to set and to clear.
+    Recursive { set: u64, clr: u64 },
+    /// `idmap` / `ridmap`: an idmapped bind mount (recursive for `ridmap`).
+    Idmap { recursive: bool },
 }
 
 /// Parses a mount option; `None` means it is filesystem data (`mode=755`, `size=64k`).
@@ -68,8 +73,37 @@ pub fn parse_option(o: &str) -> Option<MountOpt> {
         "rslave" => p(MsFlags::MS_SLAVE | MsFlags::MS_REC),
         "unbindable" => p(MsFlags::MS_UNBINDABLE),
         "runbindable" => p(MsFlags::MS_UNBINDABLE | MsFlags::MS_REC),
-        _ => None,
+        "idmap" => Some(Idmap { recursive: false }),
+        "ridmap" => Some(Idmap { recursive: true }),
+        _ => recursive_option(o),
     }
+}
+
+/// `rro`, `rnosuid`, `rnoatime`, ...: the recursive (mount_setattr) forms.
+fn recursive_option(o: &str) -> Option<MountOpt> {
+    use super::idmap::*;
+    let (set, clr) = match o.strip_prefix('r')? {
+        "ro" => (MOUNT_ATTR_RDONLY, 0),
+        "rw" => (0, MOUNT_ATTR_RDONLY),
+        "nosuid" => (MOUNT_ATTR_NOSUID, 0),
+        "suid" => (0, MOUNT_ATTR_NOSUID),
+        "nodev" => (MOUNT_ATTR_NODEV, 0),
+        "dev" => (0, MOUNT_ATTR_NODEV),
+        "noexec" => (MOUNT_ATTR_NOEXEC, 0),
+        "exec" => (0, MOUNT_ATTR_NOEXEC),
+        "nodiratime" => (MOUNT_ATTR_NODIRATIME, 0),
+        "diratime" => (0, MOUNT_ATTR_NODIRATIME),
+        "relatime" => (MOUNT_ATTR_RELATIME, MOUNT_ATTR_ATIME),
+        "norelatime" => (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_ATIME),
+        "noatime" => (MOUNT_ATTR_NOATIME, MOUNT_ATTR_ATIME),
+        "atime" => (MOUNT_ATTR_RELATIME, MOUNT_ATTR_ATIME),
+        "strictatime" => (MOUNT_ATTR_STRICTATIME, MOUNT_ATTR_ATIME),
+        "nostrictatime" => (MOUNT_ATTR_RELATIME, MOUNT_ATTR_ATIME),
+        "nosymfollow" => (MOUNT_ATTR_NOSYMFOLLOW, 0),
+        "symfollow" => (0, MOUNT_ATTR_NOSYMFOLLOW),
+        _ => return None,
+    };
+    Some(MountOpt::Recursive { set, clr })
 }
 
 /// A mount ready to be performed by init: everything parsed in the parent.
@@ -81,6 +115,14 @@ pub struct MountPlan {
     pub flags: MsFlags,
     pub data: String,
     pub propagation: Vec<MsFlags>,
+    /// Recursive attributes to set/clear after mounting.
+    pub rec_set: u64,
+    pub rec_clr: u64,
+    /// `Some(recursive)` for `idmap`/`ridmap`.
+    pub idmap: Option<bool>,
+    /// The detached idmapped tree, made by the parent (see [`super::idmap`]); init
+    /// attaches it with move_mount.
+    pub idmapped_tree: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 impl MountPlan {
@@ -88,11 +130,17 @@ impl MountPlan {
         let mut flags = MsFlags::empty();
         let mut data = Vec::new();
         let mut propagation = Vec::new();
+        let (mut rec_set, mut rec_clr, mut idmap) = (0u64, 0u64, None);
         for o in m.options().iter().flatten() {
             match parse_option(o) {
                 Some(MountOpt::Set(f)) => flags |= f,
                 Some(MountOpt::Clear(f)) => flags &= !f,
                 Some(MountOpt::Propagation(f)) => propagation.push(f),
+                Some(MountOpt::Recursive { set, clr }) => {
+                    rec_set = (rec_set & !clr) | set;
+                    rec_clr = (rec_clr & !set) | clr;
+                }
+                Some(MountOpt::Idmap { recursive }) => idmap = Some(recursive),
                 None => data.push(o.as_str()),
             }
         }
@@ -107,6 +155,10 @@ impl MountPlan {
             flags,
             data: data.join(","),
             propagation,
+            rec_set,
+            rec_clr,
+            idmap,
+            idmapped_tree: None,
         }
     }
 
@@ -144,7 +196,10 @@ pub fn mount_one(rootfs: &Path, bundle: &Path, m: &MountPlan) -> Result<()> {
     let target = open_inside(rootfs, &dest)?;
     let target_path = format!("/proc/self/fd/{}", target.as_raw_fd());
 
-    if m.is_bind() {
+    if let Some(tree) = &m.idmapped_tree {
+        super::idmap::attach(std::os::fd::AsFd::as_fd(tree.as_ref()), std::os::fd::AsFd::as_fd(&target))
+            .with_ctx(|| format!("attach idmapped mount on {}", m.destination.display()))?;
+    } else if m.is_bind() {
         let first = m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
         mount(source.as_deref(), target_path.as_str(), None::<&str>, first, None::<&str>)
             .with_ctx(|| format!("bind {} on {}", source.as_deref().unwrap_or(Path::new("")).display(), m.destination.display()))?;
@@ -177,6 +232,11 @@ pub fn mount_one(rootfs: &Path, bundle: &Path, m: &MountPlan) -> Result<()> {
             }
         }
     }
+    if m.rec_set != 0 || m.rec_clr != 0 {
+        let target = open_inside(rootfs, &dest)?;
+        super::idmap::set_recursive(&format!("/proc/self/fd/{}", target.as_raw_fd()), m.rec_set, m.rec_clr)
+            .with_ctx(|| format!("recursive mount options on {}", m.destination.display()))?;
+    }
     if !m.propagation.is_empty() {
         let target = open_inside(rootfs, &dest)?;
         let target_path = format!("/proc/self/fd/{}", target.as_raw_fd());
@@ -186,6 +246,24 @@ pub fn mount_one(rootfs: &Path, bundle: &Path, m: &MountPlan) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The per-mount flags of `flags` as MOUNT_ATTR bits (for trees made with open_tree).
+pub fn attr_bits(flags: MsFlags) -> u64 {
+    use super::idmap::*;
+    let mut a = 0;
+    for (f, b) in [
+        (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
+        (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MOUNT_ATTR_NOEXEC),
+        (MsFlags::MS_NODIRATIME, MOUNT_ATTR_NODIRATIME),
+    ] {
+        if flags.contains(f) {
+            a |= b;
+        }
+    }
+    a
 }
 
 /// Remounts a bind mount with `flags`, keeping the flags the kernel locks on it (a

@@ -1,0 +1,148 @@
+//! The rest of the OCI config surface (issue 7): scheduling and I/O priority, CPU affinity,
+//! personality, recursive mount options, idmapped mounts, and the clear refusals of what
+//! this host cannot do (AppArmor, SELinux, Intel RDT).
+
+#![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+
+use capsa_integration::*;
+use std::os::unix::fs::MetadataExt;
+
+/// Field `n` (1-based) of /proc/self/stat as printed by the container.
+fn stat_field(stat: &str, n: usize) -> String {
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(n - 3).unwrap().to_string()
+}
+
+#[test]
+fn scheduler_io_priority_affinity_personality() {
+    if !is_capsa() {
+        return; // runc 1.1 knows none of these fields.
+    }
+    let mut c = Container::shared("sched");
+    c.set("/process/scheduler", json!({"policy": "SCHED_BATCH", "nice": 7}));
+    c.set("/process/ioPriority", json!({"class": "IOPRIO_CLASS_IDLE", "priority": 7}));
+    c.set("/process/execCPUAffinity", json!({"initial": "0", "final": "0"}));
+    c.set("/linux/personality", json!({"domain": "LINUX32"}));
+    c.sh("cat /proc/self/stat; grep Cpus_allowed_list /proc/self/status; uname -m; ionice -p $$");
+    let out = c.run(&[]).ok();
+    let l: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(stat_field(l[0], 19), "7", "nice: {out}");
+    assert_eq!(stat_field(l[0], 41), "3", "policy SCHED_BATCH: {out}");
+    assert!(l[1].ends_with("\t0"), "affinity: {out}");
+    assert_eq!(l[2], "i686", "LINUX32 personality: {out}");
+    assert!(l[3].contains("idle"), "ioprio idle: {out}");
+}
+
+#[test]
+fn unavailable_lsm_and_rdt_are_refused() {
+    if !is_capsa() {
+        return; // runc applies or ignores these depending on its build.
+    }
+    for (ptr, v, field) in [
+        ("/process/apparmorProfile", json!("capsa-test"), "process.apparmorProfile"),
+        ("/process/selinuxLabel", json!("system_u:system_r:container_t:s0"), "process.selinuxLabel"),
+        ("/linux/intelRdt", json!({"closID": "capsa"}), "linux.intelRdt"),
+        ("/linux/personality", json!({"domain": "LINUX", "flags": ["ADDR_NO_RANDOMIZE"]}), "linux.personality"),
+        ("/process/scheduler", json!({"policy": "SCHED_FIFO", "priority": 0}), "process.scheduler.priority"),
+        ("/process/execCPUAffinity", json!({"initial": "5-1"}), "process.execCPUAffinity"),
+    ] {
+        let mut c = Container::shared("refused");
+        c.set(ptr, v);
+        c.args(&["true"]);
+        c.write_config();
+        let out = c.create_cmd(&[]).run().fails_cleanly();
+        assert!(out.stderr.contains(field), "names {field}: {out}");
+        c.assert_clean();
+    }
+}
+
+/// `rro` makes a recursive bind read-only all the way down; plain `ro` only the top mount.
+#[test]
+fn recursive_read_only() {
+    if !is_capsa() {
+        return; // runc 1.1 has rro too, but this checks capsa's mount_setattr path.
+    }
+    let mut c = Container::new("rro");
+    let top = c.host_dir("top");
+    let sub = top.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    let sub_src = c.host_dir("subsrc");
+    // A mount below the bind source, in a private mount namespace of the test's own.
+    let script = format!(
+        "mount --bind {} {} && exec {} --root {} run --bundle {} {}",
+        sub_src.display(),
+        sub.display(),
+        runtime_bin().display(),
+        c.root.display(),
+        c.bundle.display(),
+        c.id
+    );
+    c.add_mount(json!({"destination": "/data", "type": "bind", "source": top.to_str(), "options": ["rbind", "rro"]}));
+    c.sh("touch /data/x 2>&1; touch /data/sub/y 2>&1; echo done");
+    c.write_config();
+    let out = run_host_cmd(
+        {
+            let mut cmd = std::process::Command::new("unshare");
+            cmd.args(["-m", "--propagation", "private", "sh", "-c", &script]);
+            cmd
+        },
+        CMD_TIMEOUT,
+    );
+    assert!(out.stdout.contains("touch: /data/x: Read-only file system"), "{out}");
+    assert!(out.stdout.contains("touch: /data/sub/y: Read-only file system"), "submount is read-only too: {out}");
+}
+
+/// `idmap` with mount uidMappings/gidMappings: root-owned files appear owned by the mapped id.
+#[test]
+fn idmapped_bind_mount() {
+    if !is_capsa() {
+        return; // runc 1.1 has no idmapped mounts.
+    }
+    let mut c = Container::shared("idmap");
+    let data = c.host_dir("idmapped");
+    std::fs::write(data.join("f"), "x").unwrap();
+    assert_eq!(std::fs::metadata(data.join("f")).unwrap().uid(), 0);
+    c.add_mount(json!({
+        "destination": "/idm", "type": "bind", "source": data.to_str(), "options": ["rbind", "idmap"],
+        "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+        "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]
+    }));
+    c.sh("stat -c '%u %g' /idm/f");
+    let out = c.run(&[]).ok();
+    assert_eq!(out.stdout.trim(), "1000 1000", "{out}");
+    // On the host, nothing changed.
+    assert_eq!(std::fs::metadata(data.join("f")).unwrap().uid(), 0);
+
+    // The use case: a container with its own user namespace sees host-root files as its root.
+    let mut u = Container::shared("idmap-userns");
+    u.namespace("user", None);
+    let maps = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    u.set("/linux/uidMappings", maps.clone());
+    u.set("/linux/gidMappings", maps.clone());
+    u.add_mount(json!({
+        "destination": "/idm", "type": "bind", "source": data.to_str(), "options": ["rbind", "ridmap"],
+        "uidMappings": maps, "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    }));
+    u.sh("stat -c '%u %g' /idm/f; id -u");
+    let out = u.run(&[]).ok();
+    assert_eq!(out.stdout, "0 0\n0\n", "{out}");
+}
+
+/// An idmap on a filesystem that cannot do it (procfs) is refused, naming the mount.
+#[test]
+fn idmap_refused_where_unsupported() {
+    if !is_capsa() {
+        return;
+    }
+    let mut c = Container::shared("idmap-bad");
+    c.add_mount(json!({
+        "destination": "/hostproc", "type": "bind", "source": "/proc/sys", "options": ["bind", "idmap"],
+        "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+        "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]
+    }));
+    c.args(&["true"]);
+    c.write_config();
+    let out = c.create_cmd(&[]).run().fails_cleanly();
+    assert!(out.stderr.contains("mounts["), "{out}");
+    c.assert_clean();
+}
