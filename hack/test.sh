@@ -1,11 +1,16 @@
 #!/bin/sh
 # test.sh: everything CI runs. Installs what the tests need, builds capsa once (static
 # release binary, used by the end-to-end suite), then runs unit tests of every crate and
-# the end-to-end suite (real containers, as root).
+# the end-to-end suite (real containers, as root), then the cgroup tests in a cgroup v2 VM.
 set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "test.sh: run as root (the tests run real containers)" >&2; exit 1; }
 hack/deps.sh
 hack/build.sh
 export CAPSA_BIN="$PWD/target/release/capsa"
-cargo test --locked --workspace --no-fail-fast -- --test-threads "${TEST_THREADS:-8}"
+rc=0
+cargo test --locked --workspace --no-fail-fast -- --test-threads "${TEST_THREADS:-8}" || rc=1
+# The cgroup tests once more on a pure cgroup v2 kernel, in a qemu VM (this host is hybrid;
+# about 40 s): the crate's tests and the end-to-end cgroups and ops suites.
+VM_NO_BUILD=1 hack/cgroup2-vm.sh || rc=1
+exit $rc

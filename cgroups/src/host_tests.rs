@@ -10,7 +10,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::v2::V2Manager;
-use crate::{detect, manager, manager_from_paths, Cpu, Manager, Memory, Mode, Pids, Resources};
+use crate::{
+    detect, manager, manager_from_paths, BlockIo, Cpu, HugepageLimit, Manager, Memory, Mode, OomEvent, OomWatcher, Pids,
+    Resources, ThrottleDevice,
+};
 
 /// `Some(mode)` when we can run host tests; prints why not otherwise.
 fn host() -> Option<Mode> {
@@ -263,6 +266,7 @@ fn v1_apply_every_field_and_update_in_both_directions() {
             period: Some(100_000),
             cpus: Some("0".into()),
             mems: Some("0".into()),
+            ..Default::default()
         },
         ..Default::default()
     };
@@ -567,5 +571,235 @@ fn v2_code_paths_in_the_hybrid_cgroup2_hierarchy() {
         .expect("kill_all KILL (cgroup.kill)");
     assert_eq!(g.wait_signal(b), Some(libc::SIGKILL));
     g.mgr.destroy().expect("destroy");
+    assert!(!dir.exists());
+}
+
+/// Major:minor of the block device holding `/` (for throttle rules).
+fn root_block_device() -> (i64, i64) {
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata("/").map(|m| m.dev()).unwrap_or(0);
+    let (maj, min) = (libc::major(dev), libc::minor(dev));
+    (i64::from(maj), i64::from(min))
+}
+
+/// The rest of the v1 surface: kernel TCP memory, useHierarchy, CFS burst, realtime,
+/// idle, blkio weight and throttles, checkBeforeUpdate, pids 0 = untouched; hugepage
+/// limits and `unified` through the Hybrid cgroup2 directory when it has hugetlb.
+#[test]
+fn v1_more_fields_hybrid_hugetlb_and_unified() {
+    let Some(mode) = host() else { return };
+    if mode == Mode::Unified {
+        eprintln!("note: v1-only test");
+        return;
+    }
+    let id = unique("more");
+    let g = Guard::new(manager(mode, Some(&format!("/{id}")), &id).expect("manager"));
+    let paths = g.mgr.paths();
+    g.mgr.create().expect("create");
+    let (mem, cpu) = (&paths["memory"], &paths["cpu"]);
+    let (maj, min) = root_block_device();
+    let mut r = Resources {
+        memory: Memory { kernel_tcp: Some(16 << 20), use_hierarchy: Some(true), ..Default::default() },
+        cpu: Cpu { quota: Some(50_000), period: Some(100_000), burst: Some(20_000), idle: Some(0), ..Default::default() },
+        pids: Pids { limit: Some(0) },
+        block_io: BlockIo {
+            throttle_read_bps: vec![ThrottleDevice { major: maj, minor: min, rate: 1 << 20 }],
+            throttle_write_iops: vec![ThrottleDevice { major: maj, minor: min, rate: 100 }],
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    if cpu.join("cpu.rt_runtime_us").exists() && read(&cpu.join("../cpu.rt_runtime_us")) != "0" {
+        r.cpu.realtime_period = Some(1_000_000);
+        r.cpu.realtime_runtime = Some(1000);
+    }
+    if let Some(blkio) = paths.get("blkio") {
+        if blkio.join("blkio.weight").exists() || blkio.join("blkio.bfq.weight").exists() {
+            r.block_io.weight = Some(300);
+        }
+    }
+    g.mgr.apply(&r).expect("apply");
+    assert_eq!(read(&mem.join("memory.kmem.tcp.limit_in_bytes")), (16u64 << 20).to_string());
+    assert_eq!(read(&mem.join("memory.use_hierarchy")), "1");
+    assert_eq!(read(&cpu.join("cpu.cfs_burst_us")), "20000");
+    assert_eq!(read(&cpu.join("cpu.idle")), "0");
+    assert_eq!(read(&paths["pids"].join("pids.max")), "max", "pids limit 0 leaves it alone");
+    if r.cpu.realtime_runtime.is_some() {
+        assert_eq!(read(&cpu.join("cpu.rt_runtime_us")), "1000");
+        assert_eq!(read(&cpu.join("cpu.rt_period_us")), "1000000");
+    }
+    let blkio = &paths["blkio"];
+    assert_eq!(read(&blkio.join("blkio.throttle.read_bps_device")), format!("{maj}:{min} 1048576"));
+    assert_eq!(read(&blkio.join("blkio.throttle.write_iops_device")), format!("{maj}:{min} 100"));
+    if r.block_io.weight.is_some() {
+        let f = if blkio.join("blkio.weight").exists() { "blkio.weight" } else { "blkio.bfq.weight" };
+        assert!(read(&blkio.join(f)).contains("300"), "{}", read(&blkio.join(f)));
+    }
+    // Burst above what the quota allows is refused, naming the field.
+    let e = g.mgr.apply(&Resources { cpu: Cpu { burst: Some(10_000_000), ..Default::default() }, ..Default::default() });
+    let e = e.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(e.starts_with("linux.resources.cpu.burst = 10000000: write "), "{e}");
+
+    // checkBeforeUpdate: a limit below the usage is refused before the kernel is asked.
+    let pid = {
+        let mut g2 = g;
+        let pid = g2.sleeper();
+
+        // Stats of a live cgroup.
+        let st = g2.mgr.stats().expect("stats");
+        assert_eq!(st.pids.current, 1);
+        assert_eq!(st.memory.kernel_tcp.limit, 16 << 20, "{st:?}");
+        assert!(st.memory.raw.contains_key("rss"), "{st:?}");
+        assert_eq!(st.cpu.percpu.len(), std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+
+        // Hugepages and unified keys go to the cgroup2 side on a hybrid host with hugetlb there.
+        let unified = paths.get("").cloned();
+        let v2_hugetlb = unified.as_ref().is_some_and(|_| {
+            read(Path::new("/sys/fs/cgroup/unified/cgroup.controllers")).split_whitespace().any(|c| c == "hugetlb")
+        });
+        let sizes = crate::hugepage_sizes();
+        if v2_hugetlb && !paths.contains_key("hugetlb") && sizes.contains(&"2MB".to_string()) {
+            let u = unified.clone().unwrap_or_default();
+            g2.mgr
+                .apply(&Resources {
+                    hugepage_limits: vec![HugepageLimit { page_size: "2MB".into(), limit: 4 << 20 }],
+                    ..Default::default()
+                })
+                .expect("hugetlb");
+            assert_eq!(read(&u.join("hugetlb.2MB.max")), (4u64 << 20).to_string());
+            let r = Resources {
+                unified: [("hugetlb.2MB.max".to_string(), "8388608".to_string())].into(),
+                ..Default::default()
+            };
+            g2.mgr.apply(&r).expect("unified");
+            assert_eq!(read(&u.join("hugetlb.2MB.max")), "8388608");
+            let st = g2.mgr.stats().expect("stats");
+            assert!(st.hugetlb.contains_key("2MB"), "{st:?}");
+            // A key of a controller the cgroup2 side lacks is refused, naming the key.
+            let r = Resources { unified: [("memory.high".to_string(), "1".to_string())].into(), ..Default::default() };
+            let e = g2.mgr.apply(&r).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.starts_with("linux.resources.unified = {\"memory.high\": \"1\"}: the memory controller is not in this hybrid host's cgroup2 hierarchy"), "{e}");
+        }
+        // Unknown page size: refused before any write.
+        let e = g2.mgr.apply(&Resources {
+            hugepage_limits: vec![HugepageLimit { page_size: "3MB".into(), limit: 1 }],
+            ..Default::default()
+        });
+        let e = e.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.starts_with("linux.resources.hugepageLimits = [0] pageSize \"3MB\": not a hugepage size"), "{e}");
+        drop(g2);
+        pid
+    };
+    assert!(pid > 0);
+    assert_gone(&paths);
+}
+
+/// A memory hog in a cgroup with a small limit is OOM-killed and the watcher reports it;
+/// removing the cgroup ends the watch.
+#[test]
+fn oom_watcher_reports_a_kill() {
+    let Some(mode) = host() else { return };
+    let id = unique("oom");
+    let g = Guard::new(manager(mode, Some(&format!("/{id}")), &id).expect("manager"));
+    let paths = g.mgr.paths();
+    g.mgr.create().expect("create");
+    g.mgr
+        .apply(&Resources { memory: Memory { limit: Some(16 << 20), swap: Some(16 << 20), ..Default::default() }, ..Default::default() })
+        .expect("limit");
+    let mut w = OomWatcher::new(&paths).expect("watcher");
+    assert_eq!(w.wait(Some(Duration::from_millis(10))).expect("wait"), OomEvent::Timeout);
+    // A child that stops itself, is moved into the cgroup, then allocates 64 MiB.
+    let mut child = Command::new("sh")
+        .args(["-c", "kill -STOP $$; exec dd if=/dev/zero of=/dev/null bs=64M count=1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while read(Path::new(&format!("/proc/{pid}/stat"))).split(") ").nth(1).map(|s| s.starts_with('T')) != Some(true) {
+        assert!(Instant::now() < deadline, "child did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    g.mgr.add_task(pid).expect("add_task");
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let status = child.wait().expect("wait child");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    let ev = w.wait(Some(Duration::from_secs(5))).expect("wait");
+    assert!(matches!(ev, OomEvent::Oom(n) if n >= 1), "{ev:?}");
+    let dir = paths.get("memory").or_else(|| paths.get("")).cloned().unwrap_or_default();
+    assert!(crate::oom_kill_count(&dir).expect("count") >= 1);
+    let st = g.mgr.stats().expect("stats");
+    assert_eq!(st.memory.usage.limit, 16 << 20, "{st:?}");
+    // checkBeforeUpdate: a limit below the usage (the page tables and cache the hog left
+    // charged) is refused before the kernel is asked.
+    let usage = st.memory.usage.usage;
+    if usage > 4096 {
+        let e = g.mgr.apply(&Resources {
+            memory: Memory { limit: Some(4096), check_before_update: Some(true), ..Default::default() },
+            ..Default::default()
+        });
+        let e = e.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.starts_with("linux.resources.memory.limit = 4096: below the current usage of "), "{e}");
+        let st = g.mgr.stats().expect("stats");
+        assert_eq!(st.memory.usage.limit, 16 << 20, "unchanged");
+    }
+    g.mgr.destroy().expect("destroy");
+    if mode != Mode::Unified {
+        let ev = w.wait(Some(Duration::from_secs(2))).expect("wait");
+        assert_eq!(ev, OomEvent::Gone);
+    }
+    drop(g);
+    assert_gone(&paths);
+    let _ = &mut child;
+}
+
+/// The v2 device path end to end, in the hybrid host's cgroup2 hierarchy: the generated eBPF
+/// program is loaded and attached, and a process in the cgroup can open only what it allows.
+#[test]
+fn v2_device_program_enforces_rules() {
+    let Some(mode) = host() else { return };
+    let (mount, dir) = match mode {
+        Mode::Hybrid => {
+            let m = PathBuf::from(crate::HYBRID_UNIFIED);
+            let d = m.join(unique("bpfdev"));
+            (m, d)
+        }
+        Mode::Unified => {
+            let m = PathBuf::from(crate::CGROUP_ROOT);
+            let d = m.join(unique("bpfdev"));
+            (m, d)
+        }
+        Mode::Legacy => return,
+    };
+    let g = Guard::new(Box::new(V2Manager::with_controllers(mount, dir.clone(), &[])));
+    g.mgr.create().expect("create");
+    let rule = |allow, kind, major, minor, access: &str| crate::DeviceRule { allow, kind, major, minor, access: access.into() };
+    let r = Resources {
+        devices: vec![rule(false, 'a', None, None, "rwm"), rule(true, 'c', Some(1), Some(3), "rwm"), rule(true, 'c', Some(1), Some(5), "r")],
+        ..Default::default()
+    };
+    g.mgr.apply(&r).expect("attach device program");
+    let child = Command::new("sh")
+        .args(["-c", "kill -STOP $$; true </dev/null && echo null-ok; true </dev/zero && echo zero-read-ok; true >>/dev/zero || echo zero-write-denied; true </dev/full || echo full-denied"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while read(Path::new(&format!("/proc/{pid}/stat"))).split(") ").nth(1).map(|s| s.starts_with('T')) != Some(true) {
+        assert!(Instant::now() < deadline, "child did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    g.mgr.add_task(pid).expect("add_task");
+    // SAFETY: signals our own child.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let out = child.wait_with_output().expect("wait");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text, "null-ok\nzero-read-ok\nzero-write-denied\nfull-denied\n");
+    g.mgr.destroy().expect("destroy");
+    drop(g);
     assert!(!dir.exists());
 }

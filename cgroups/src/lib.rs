@@ -16,6 +16,12 @@
 //! # Ok(()) }
 //! ```
 //!
+//! What else is here: [`Resources`] covers every `linux.resources` field with runc's v1↔v2
+//! conversions (`resources.rs`); [`Manager::stats`] gives runc's `events --stats` data
+//! (`stats.rs`); [`OomWatcher`] reports OOM kills (`oom.rs`); on cgroup v2, device rules become
+//! an eBPF program (`devices.rs`). On a Hybrid host, hugepage limits and `unified` keys whose
+//! controller lives on the cgroup2 side (hugetlb on this project's CI) are written there.
+//!
 //! Where the container's cgroup goes is runc's cgroupfs-driver rule; see the table in
 //! `path.rs`: an absolute `linux.cgroupsPath` is relative to each hierarchy's root, a
 //! relative one to the runtime's own cgroup, and an absent one is `<own cgroup>/<id>`.
@@ -25,11 +31,14 @@
 //! cgroup2 mount, runc's write orders and value conversions) and errors that name the OCI
 //! field, and all of it is a few hundred lines of reads and writes.
 
+mod devices;
 mod error;
 mod fs;
+mod oom;
 mod path;
 mod proc;
 mod resources;
+mod stats;
 mod v1;
 mod v2;
 
@@ -41,7 +50,14 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 pub use error::{Error, Result};
-pub use resources::{shares_to_weight, Cpu, DeviceRule, Memory, Pids, Resources};
+pub use oom::{oom_kill_count, OomEvent, OomWatcher};
+pub use stats::{
+    BlkioEntry, BlkioStats, CpuStats, CpusetStats, HugetlbStats, MemoryEntry, MemoryStats, PidsStats, Stats,
+};
+pub use resources::{
+    blkio_weight_to_io_weight, hugepage_sizes, shares_to_weight, BlockIo, Cpu, DeviceRule, HugepageLimit,
+    Memory, Network, Pids, Rdma, Resources, ThrottleDevice, WeightDevice,
+};
 
 /// Where cgroups are mounted, as far as this crate cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,8 +127,9 @@ pub trait Manager: fmt::Debug + Send + Sync {
     /// Existing directories are fine, so calling it twice is harmless. On a v1 host the
     /// cpuset directories get their parent's `cpuset.cpus`/`mems` so tasks can join; on v2
     /// the controllers we manage are enabled in each ancestor's `cgroup.subtree_control`
-    /// (not in a Hybrid host's cgroup2 hierarchy, which is only used for placement). On
-    /// failure, the directories this call made are removed again.
+    /// (not by `create` in a Hybrid host's cgroup2 hierarchy: `apply` enables just the
+    /// controller a hugepage limit or `unified` key needs there). On failure, the directories
+    /// this call made are removed again.
     fn create(&self) -> Result<()>;
 
     /// Moves process `pid` (all its threads) into the cgroup, in every hierarchy.
@@ -151,6 +168,9 @@ pub trait Manager: fmt::Debug + Send + Sync {
     /// from paths removes the leaf only, so empty parents of a nested `linux.cgroupsPath`
     /// may remain, as they do with runc. The cgroup must have no processes left.
     fn destroy(&self) -> Result<()>;
+
+    /// Resource usage, runc's `events --stats` data (see [`Stats`]).
+    fn stats(&self) -> Result<Stats>;
 
     /// The container's directory per controller, runc's `cgroup_paths` shape: v1 controller
     /// names (`cpu`, `cpuacct`, `name=systemd`, ...) and `""` for the cgroup2 directory.

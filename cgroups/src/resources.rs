@@ -6,6 +6,8 @@
 //! reservation and swap, CPU shares, quota and period, `Some(0)` also means "unset" (runc
 //! stores these as plain integers where 0 means not given). `-1` means unlimited.
 
+use std::collections::BTreeMap;
+
 /// Resource limits for one container. Grows with the OCI `linux.resources` surface; build it
 /// with `Resources { memory: ..., ..Default::default() }` so new fields do not break callers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -16,6 +18,16 @@ pub struct Resources {
     pub pids: Pids,
     /// `linux.resources.cpu`.
     pub cpu: Cpu,
+    /// `linux.resources.blockIO`.
+    pub block_io: BlockIo,
+    /// `linux.resources.hugepageLimits`, in order.
+    pub hugepage_limits: Vec<HugepageLimit>,
+    /// `linux.resources.network` (cgroup v1 `net_cls`/`net_prio` only).
+    pub network: Network,
+    /// `linux.resources.rdma`: device name → limits.
+    pub rdma: BTreeMap<String, Rdma>,
+    /// `linux.resources.unified`: cgroup2 file name → value, written as is.
+    pub unified: BTreeMap<String, String>,
     /// `linux.resources.devices`, in order, followed by the runtime's default allowed devices.
     pub devices: Vec<DeviceRule>,
 }
@@ -38,6 +50,18 @@ impl DeviceRule {
         let n = |v: Option<i64>| v.filter(|v| *v >= 0).map_or("*".to_string(), |v| v.to_string());
         format!("{} {}:{} {}", self.kind, n(self.major), n(self.minor), self.access)
     }
+
+    /// Checks type and access letters, so a bad rule is refused before anything is written
+    /// (the v1 kernel would refuse it mid-list; the v2 eBPF generator needs it clean).
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if !matches!(self.kind, 'a' | 'b' | 'c') {
+            return Err(format!("type {:?} is not one of a, b, c", self.kind));
+        }
+        if self.access.is_empty() || !self.access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+            return Err(format!("access {:?} must be made of r, w, m", self.access));
+        }
+        Ok(())
+    }
 }
 
 /// `linux.resources.memory`. Byte values; `-1` is unlimited.
@@ -50,17 +74,30 @@ pub struct Memory {
     /// `swap`: memory **plus** swap limit, v1 semantics (v1 `memory.memsw.limit_in_bytes`;
     /// v2 `memory.swap.max` = swap - limit).
     pub swap: Option<i64>,
+    /// `kernel`: v1 `memory.kmem.limit_in_bytes`, written where the file exists (recent
+    /// kernels accept and ignore it; runc 1.2 ignores the field). No v2 equivalent: ignored
+    /// there, as runc does.
+    pub kernel: Option<i64>,
+    /// `kernelTCP`: v1 `memory.kmem.tcp.limit_in_bytes`. No v2 equivalent: ignored there, as
+    /// runc does.
+    pub kernel_tcp: Option<i64>,
     /// `swappiness` 0-100 (v1 only; ignored on v2, which has no such knob).
     pub swappiness: Option<u64>,
     /// `disableOOMKiller` (v1 `memory.oom_control`; only `true` is written, as runc does;
     /// ignored on v2, which has no such knob).
     pub disable_oom_killer: Option<bool>,
+    /// `useHierarchy`: v1 `memory.use_hierarchy` (written only when it differs; recent
+    /// kernels are always hierarchical and refuse `0`). v2 is always hierarchical.
+    pub use_hierarchy: Option<bool>,
+    /// `checkBeforeUpdate`: refuse a new `limit` below the current usage instead of letting
+    /// the kernel reclaim (v1) or OOM-kill (v2) to get there.
+    pub check_before_update: Option<bool>,
 }
 
 /// `linux.resources.pids`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Pids {
-    /// `limit`: maximum number of tasks; `<= 0` means unlimited (`max`).
+    /// `limit`: maximum number of tasks; `< 0` means unlimited (`max`), 0 leaves it alone.
     pub limit: Option<i64>,
 }
 
@@ -72,12 +109,187 @@ pub struct Cpu {
     pub shares: Option<u64>,
     /// `quota`: CFS quota in µs per period; `-1` unlimited.
     pub quota: Option<i64>,
+    /// `burst`: CFS burst in µs (v1 `cpu.cfs_burst_us`, v2 `cpu.max.burst`).
+    pub burst: Option<u64>,
     /// `period`: CFS period in µs.
     pub period: Option<u64>,
+    /// `realtimeRuntime`: v1 `cpu.rt_runtime_us` (µs per `realtimePeriod`); v2 has no RT
+    /// group scheduling: refused there.
+    pub realtime_runtime: Option<i64>,
+    /// `realtimePeriod`: v1 `cpu.rt_period_us`.
+    pub realtime_period: Option<u64>,
     /// `cpus`: cpuset list such as `0-3,6`; empty means unset.
     pub cpus: Option<String>,
     /// `mems`: memory node list such as `0`; empty means unset.
     pub mems: Option<String>,
+    /// `idle`: 1 makes the cgroup SCHED_IDLE (`cpu.idle`, v1 and v2).
+    pub idle: Option<i64>,
+}
+
+/// `linux.resources.blockIO`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BlockIo {
+    /// `weight` 10-1000: v1 `blkio.weight` (or `blkio.bfq.weight`); v2 `io.bfq.weight`, else
+    /// `io.weight` via [`blkio_weight_to_io_weight`].
+    pub weight: Option<u16>,
+    /// `leafWeight` 10-1000: v1 `blkio.leaf_weight` (CFQ only; refused where missing).
+    pub leaf_weight: Option<u16>,
+    /// `weightDevice`.
+    pub weight_device: Vec<WeightDevice>,
+    /// `throttleReadBpsDevice` (bytes/s).
+    pub throttle_read_bps: Vec<ThrottleDevice>,
+    /// `throttleWriteBpsDevice` (bytes/s).
+    pub throttle_write_bps: Vec<ThrottleDevice>,
+    /// `throttleReadIOPSDevice`.
+    pub throttle_read_iops: Vec<ThrottleDevice>,
+    /// `throttleWriteIOPSDevice`.
+    pub throttle_write_iops: Vec<ThrottleDevice>,
+}
+
+impl BlockIo {
+    pub(crate) fn is_set(&self) -> bool {
+        nonzero(self.weight).is_some()
+            || nonzero(self.leaf_weight).is_some()
+            || !self.weight_device.is_empty()
+            || !self.throttle_read_bps.is_empty()
+            || !self.throttle_write_bps.is_empty()
+            || !self.throttle_read_iops.is_empty()
+            || !self.throttle_write_iops.is_empty()
+    }
+
+    /// The four throttle lists with their OCI field, v1 file and v2 `io.max` key.
+    pub(crate) fn throttles(&self) -> [(&'static str, &'static str, &'static str, &[ThrottleDevice]); 4] {
+        [
+            (field::BLKIO_READ_BPS, "blkio.throttle.read_bps_device", "rbps", &self.throttle_read_bps),
+            (field::BLKIO_WRITE_BPS, "blkio.throttle.write_bps_device", "wbps", &self.throttle_write_bps),
+            (field::BLKIO_READ_IOPS, "blkio.throttle.read_iops_device", "riops", &self.throttle_read_iops),
+            (field::BLKIO_WRITE_IOPS, "blkio.throttle.write_iops_device", "wiops", &self.throttle_write_iops),
+        ]
+    }
+}
+
+/// One `blockIO.weightDevice` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WeightDevice {
+    pub major: i64,
+    pub minor: i64,
+    pub weight: Option<u16>,
+    pub leaf_weight: Option<u16>,
+}
+
+/// One `blockIO.throttle*Device` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThrottleDevice {
+    pub major: i64,
+    pub minor: i64,
+    pub rate: u64,
+}
+
+impl ThrottleDevice {
+    /// The v1 throttle line `8:0 1048576` (0 removes the limit).
+    pub(crate) fn v1_line(&self) -> String {
+        format!("{}:{} {}", self.major, self.minor, self.rate)
+    }
+
+    /// The v2 `io.max` line `8:0 rbps=1048576` (runc's `StringName`); rate 0 is `max`, the
+    /// v1 meaning of 0 (no limit).
+    pub(crate) fn v2_line(&self, key: &str) -> String {
+        if self.rate == 0 {
+            format!("{}:{} {key}=max", self.major, self.minor)
+        } else {
+            format!("{}:{} {key}={}", self.major, self.minor, self.rate)
+        }
+    }
+}
+
+/// One `hugepageLimits` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HugepageLimit {
+    /// `pageSize` as in the kernel's file names: `2MB`, `1GB`, `64KB`.
+    pub page_size: String,
+    /// Bytes; a negative value is unlimited.
+    pub limit: i64,
+}
+
+/// `linux.resources.network`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Network {
+    /// `classID`: v1 `net_cls.classid`.
+    pub class_id: Option<u32>,
+    /// `priorities`: v1 `net_prio.ifpriomap` lines `<interface> <priority>`.
+    pub priorities: Vec<(String, u32)>,
+}
+
+/// One `linux.resources.rdma` entry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rdma {
+    pub hca_handles: Option<u32>,
+    pub hca_objects: Option<u32>,
+}
+
+/// The `rdma.max` line for `device`: `mlx4_0 hca_handle=2 hca_object=2000`; `None` when
+/// neither limit is given.
+pub(crate) fn rdma_line(device: &str, r: &Rdma) -> Option<String> {
+    if r.hca_handles.is_none() && r.hca_objects.is_none() {
+        return None;
+    }
+    let mut s = device.to_string();
+    if let Some(h) = r.hca_handles {
+        s.push_str(&format!(" hca_handle={h}"));
+    }
+    if let Some(o) = r.hca_objects {
+        s.push_str(&format!(" hca_object={o}"));
+    }
+    Some(s)
+}
+
+/// runc's `ConvertBlkIOToIOWeightValue`: v1 blkio weight (10-1000) to v2 `io.weight`
+/// (1-10000): `1 + (weight - 10) * 9999 / 990`; 0 stays 0 (unset).
+pub fn blkio_weight_to_io_weight(weight: u16) -> u64 {
+    if weight == 0 {
+        return 0;
+    }
+    let w = u64::from(weight.clamp(10, 1000));
+    1 + (w - 10) * 9999 / 990
+}
+
+/// Hugepage sizes the kernel offers, as `2MB`/`1GB` names (runc's `HugePageSizes`), from
+/// the directory names `hugepages-2048kB` under /sys/kernel/mm/hugepages.
+pub fn hugepage_sizes() -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir("/sys/kernel/mm/hugepages") else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(hugepage_dir_to_size))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `hugepages-2048kB` → `2MB`, `hugepages-1048576kB` → `1GB`, `hugepages-64kB` → `64KB`.
+pub(crate) fn hugepage_dir_to_size(name: &str) -> Option<String> {
+    let kb: u64 = name.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok()?;
+    let mut v = kb;
+    let mut unit = 0;
+    let units = ["KB", "MB", "GB", "TB", "PB"];
+    while v >= 1024 && v & 1023 == 0 && unit + 1 < units.len() {
+        v /= 1024;
+        unit += 1;
+    }
+    Some(format!("{v}{}", units[unit]))
+}
+
+/// A `unified` key must name a file of the cgroup directory itself: `controller.file`,
+/// no `/`, not `.`/`..` (runc refuses the same).
+pub(crate) fn check_unified_key(key: &str) -> Result<(), String> {
+    if key.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    if key.is_empty() || key.contains('/') || key.starts_with('.') || !key.contains('.') {
+        return Err("must be a cgroup2 file name such as \"memory.high\"".into());
+    }
+    Ok(())
 }
 
 /// Field names used in error messages.
@@ -85,15 +297,87 @@ pub(crate) mod field {
     pub const MEMORY_LIMIT: &str = "linux.resources.memory.limit";
     pub const MEMORY_RESERVATION: &str = "linux.resources.memory.reservation";
     pub const MEMORY_SWAP: &str = "linux.resources.memory.swap";
+    pub const MEMORY_KERNEL: &str = "linux.resources.memory.kernel";
+    pub const MEMORY_KERNEL_TCP: &str = "linux.resources.memory.kernelTCP";
     pub const MEMORY_SWAPPINESS: &str = "linux.resources.memory.swappiness";
     pub const MEMORY_DISABLE_OOM: &str = "linux.resources.memory.disableOOMKiller";
+    pub const MEMORY_USE_HIERARCHY: &str = "linux.resources.memory.useHierarchy";
     pub const PIDS_LIMIT: &str = "linux.resources.pids.limit";
     pub const CPU_SHARES: &str = "linux.resources.cpu.shares";
     pub const CPU_QUOTA: &str = "linux.resources.cpu.quota";
+    pub const CPU_BURST: &str = "linux.resources.cpu.burst";
     pub const CPU_PERIOD: &str = "linux.resources.cpu.period";
+    pub const CPU_RT_RUNTIME: &str = "linux.resources.cpu.realtimeRuntime";
+    pub const CPU_RT_PERIOD: &str = "linux.resources.cpu.realtimePeriod";
     pub const CPU_CPUS: &str = "linux.resources.cpu.cpus";
     pub const CPU_MEMS: &str = "linux.resources.cpu.mems";
+    pub const CPU_IDLE: &str = "linux.resources.cpu.idle";
+    pub const BLKIO_WEIGHT: &str = "linux.resources.blockIO.weight";
+    pub const BLKIO_LEAF_WEIGHT: &str = "linux.resources.blockIO.leafWeight";
+    pub const BLKIO_WEIGHT_DEVICE: &str = "linux.resources.blockIO.weightDevice";
+    pub const BLKIO_READ_BPS: &str = "linux.resources.blockIO.throttleReadBpsDevice";
+    pub const BLKIO_WRITE_BPS: &str = "linux.resources.blockIO.throttleWriteBpsDevice";
+    pub const BLKIO_READ_IOPS: &str = "linux.resources.blockIO.throttleReadIOPSDevice";
+    pub const BLKIO_WRITE_IOPS: &str = "linux.resources.blockIO.throttleWriteIOPSDevice";
+    pub const HUGEPAGE_LIMITS: &str = "linux.resources.hugepageLimits";
+    pub const NETWORK_CLASS_ID: &str = "linux.resources.network.classID";
+    pub const NETWORK_PRIORITIES: &str = "linux.resources.network.priorities";
+    pub const RDMA: &str = "linux.resources.rdma";
+    pub const UNIFIED: &str = "linux.resources.unified";
     pub const DEVICES: &str = "linux.resources.devices";
+}
+
+impl Resources {
+    /// Checks everything that can be checked without the kernel, so a bad value is refused
+    /// before the first write (an `update` then changes nothing).
+    pub fn validate(&self) -> crate::Result<()> {
+        use crate::Error;
+        let bad = |f: &'static str, v: String, why: String| Err(Error::Msg(why).field(f, v));
+        if let Some(v) = self.memory.swappiness {
+            if v > 100 {
+                return bad(field::MEMORY_SWAPPINESS, v.to_string(), "valid range is 0-100".into());
+            }
+        }
+        let weights = [(field::BLKIO_WEIGHT, self.block_io.weight), (field::BLKIO_LEAF_WEIGHT, self.block_io.leaf_weight)];
+        for (f, v) in weights {
+            if let Some(w) = nonzero(v) {
+                if !(10..=1000).contains(&w) {
+                    return bad(f, w.to_string(), "valid range is 10-1000".into());
+                }
+            }
+        }
+        for (i, wd) in self.block_io.weight_device.iter().enumerate() {
+            for w in [wd.weight, wd.leaf_weight].into_iter().flatten() {
+                if w != 0 && !(10..=1000).contains(&w) {
+                    let v = format!("[{i}] {}:{} {w}", wd.major, wd.minor);
+                    return bad(field::BLKIO_WEIGHT_DEVICE, v, "valid range is 10-1000".into());
+                }
+            }
+        }
+        if !self.hugepage_limits.is_empty() {
+            let sizes = hugepage_sizes();
+            for (i, h) in self.hugepage_limits.iter().enumerate() {
+                if !sizes.contains(&h.page_size) {
+                    return bad(
+                        field::HUGEPAGE_LIMITS,
+                        format!("[{i}] pageSize {:?}", h.page_size),
+                        format!("not a hugepage size of this kernel (it has {sizes:?})"),
+                    );
+                }
+            }
+        }
+        for (k, v) in &self.unified {
+            if let Err(why) = check_unified_key(k) {
+                return bad(field::UNIFIED, format!("{{{k:?}: {v:?}}}"), format!("key {why}"));
+            }
+        }
+        for (i, d) in self.devices.iter().enumerate() {
+            if let Err(why) = d.check() {
+                return bad(field::DEVICES, format!("[{i}] {:?}", d.v1_line()), why);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `Some(v)` unless `v` is 0, the "unset" value of runc's integer fields.
@@ -240,6 +524,50 @@ mod tests {
         assert_eq!(r.v1_line(), "a *:* rwm");
         let r = DeviceRule { allow: true, kind: 'c', major: Some(136), minor: Some(-1), access: "rwm".into() };
         assert_eq!(r.v1_line(), "c 136:* rwm");
+    }
+
+    #[test]
+    fn blkio_and_other_conversions_match_runc() {
+        assert_eq!(blkio_weight_to_io_weight(0), 0);
+        assert_eq!(blkio_weight_to_io_weight(10), 1);
+        assert_eq!(blkio_weight_to_io_weight(500), 4950);
+        assert_eq!(blkio_weight_to_io_weight(1000), 10_000);
+        assert_eq!(blkio_weight_to_io_weight(5), 1, "clamped");
+        let t = ThrottleDevice { major: 8, minor: 0, rate: 1_048_576 };
+        assert_eq!(t.v1_line(), "8:0 1048576");
+        assert_eq!(t.v2_line("rbps"), "8:0 rbps=1048576");
+        assert_eq!(ThrottleDevice { major: 8, minor: 16, rate: 0 }.v2_line("wiops"), "8:16 wiops=max");
+        assert_eq!(hugepage_dir_to_size("hugepages-2048kB").as_deref(), Some("2MB"));
+        assert_eq!(hugepage_dir_to_size("hugepages-1048576kB").as_deref(), Some("1GB"));
+        assert_eq!(hugepage_dir_to_size("hugepages-64kB").as_deref(), Some("64KB"));
+        assert_eq!(hugepage_dir_to_size("hugepages-x"), None);
+        let r = Rdma { hca_handles: Some(2), hca_objects: Some(2000) };
+        assert_eq!(rdma_line("mlx4_0", &r).as_deref(), Some("mlx4_0 hca_handle=2 hca_object=2000"));
+        assert_eq!(rdma_line("mlx4_0", &Rdma::default()), None);
+        for ok in ["memory.high", "cgroup.freeze", "hugetlb.2MB.max"] {
+            assert!(check_unified_key(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "memory", "../memory.high", "a/b.c", ".hidden", "x\0.y"] {
+            assert!(check_unified_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn validate_refuses_before_writing_and_names_the_field() {
+        let msg = |r: Resources| r.validate().err().map(|e| e.to_string()).unwrap_or_default();
+        let mut r = Resources::default();
+        r.memory.swappiness = Some(101);
+        assert_eq!(msg(r), "linux.resources.memory.swappiness = 101: valid range is 0-100");
+        let mut r = Resources::default();
+        r.block_io.weight = Some(5);
+        assert_eq!(msg(r), "linux.resources.blockIO.weight = 5: valid range is 10-1000");
+        let mut r = Resources::default();
+        r.unified.insert("../x".into(), "1".into());
+        assert!(msg(r).starts_with("linux.resources.unified = {\"../x\": \"1\"}: key must be"));
+        let mut r = Resources::default();
+        r.devices.push(DeviceRule { allow: true, kind: 'x', major: None, minor: None, access: "r".into() });
+        assert_eq!(msg(r), "linux.resources.devices = [0] \"x *:* r\": type 'x' is not one of a, b, c");
+        assert!(Resources::default().validate().is_ok());
     }
 
     #[test]

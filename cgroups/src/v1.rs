@@ -1,8 +1,9 @@
 //! The cgroup v1 manager (Legacy and Hybrid hosts): one directory per mounted hierarchy —
 //! every one this process belongs to, including named ones like `name=systemd`, so the
 //! container is placed everywhere as runc places it — plus, on a Hybrid host, one directory
-//! in the cgroup2 hierarchy at `/sys/fs/cgroup/unified` (placement, freezing fallback and
-//! `cgroup.kill` only: no controllers are enabled there, see [`crate::Manager::create`]).
+//! in the cgroup2 hierarchy at `/sys/fs/cgroup/unified` (placement, freezing fallback,
+//! `cgroup.kill`, and the controllers only that hierarchy has — hugetlb on this project's CI —
+//! for hugepage limits and `unified` keys, enabled on demand by `apply`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::fs::{self, Freezer};
 use crate::path::Inner;
 use crate::proc::Layout;
-use crate::resources::{field, nonempty, nonzero, pids_max, v1_memory_writes, Resources};
+use crate::resources::{field, nonempty, nonzero, pids_max, rdma_line, v1_memory_writes, Resources};
+use crate::v2::V2Manager;
 use crate::Manager;
 
 /// The container's directory in one hierarchy.
@@ -148,6 +150,9 @@ impl V1Manager {
             && reservation.is_none()
             && m.swappiness.is_none()
             && m.disable_oom_killer != Some(true)
+            && m.kernel.is_none()
+            && m.kernel_tcp.is_none()
+            && m.use_hierarchy.is_none()
         {
             return Ok(());
         }
@@ -157,6 +162,32 @@ impl V1Manager {
                     .into(),
             ));
         };
+        if m.check_before_update == Some(true) && limit > 0 {
+            check_usage(&dir.join("memory.usage_in_bytes"), limit)?;
+        }
+        // Kernel memory limits go first: the kernel refuses them once tasks are charged
+        // (runc writes them first for the same reason).
+        if let Some(v) = nonzero(m.kernel) {
+            let file = dir.join("memory.kmem.limit_in_bytes");
+            // Absent on kernels that dropped kmem limits; ENOTSUP/EINVAL on kernels that
+            // refuse new ones. Either way the kernel has no such limit: ignored, as runc 1.2.
+            match fs::write(&file, &v.to_string()) {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() || matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::EINVAL)) => {}
+                Err(e) => return Err(e.field(field::MEMORY_KERNEL, v)),
+            }
+        }
+        if let Some(v) = nonzero(m.kernel_tcp) {
+            fs::write(&dir.join("memory.kmem.tcp.limit_in_bytes"), &v.to_string())
+                .map_err(|e| e.field(field::MEMORY_KERNEL_TCP, v))?;
+        }
+        if let Some(want) = m.use_hierarchy {
+            let file = dir.join("memory.use_hierarchy");
+            let want_s = if want { "1" } else { "0" };
+            if fs::read(&file).map_err(|e| e.field(field::MEMORY_USE_HIERARCHY, want))? != want_s {
+                fs::write(&file, want_s).map_err(|e| e.field(field::MEMORY_USE_HIERARCHY, want))?;
+            }
+        }
         let cur_limit = if limit != 0 && swap != 0 {
             fs::read_i128(&dir.join("memory.limit_in_bytes"))?
         } else {
@@ -186,11 +217,6 @@ impl V1Manager {
                 .map_err(|e| e.field(field::MEMORY_DISABLE_OOM, true))?;
         }
         if let Some(v) = m.swappiness {
-            if v > 100 {
-                return Err(
-                    Error::Msg("valid range is 0-100".into()).field(field::MEMORY_SWAPPINESS, v)
-                );
-            }
             fs::write(&dir.join("memory.swappiness"), &v.to_string())
                 .map_err(|e| e.field(field::MEMORY_SWAPPINESS, v))?;
         }
@@ -214,8 +240,39 @@ impl V1Manager {
                 .field(field::CPU_SHARES, shares));
             }
         }
+        // Realtime budget: period first, so a runtime that fits the new period is accepted.
+        if let Some(p) = nonzero(c.realtime_period) {
+            let dir = self.need("cpu", field::CPU_RT_PERIOD, p)?;
+            fs::write(&dir.join("cpu.rt_period_us"), &p.to_string())
+                .map_err(|e| e.field(field::CPU_RT_PERIOD, p))?;
+        }
+        if let Some(rt) = nonzero(c.realtime_runtime) {
+            let dir = self.need("cpu", field::CPU_RT_RUNTIME, rt)?;
+            fs::write(&dir.join("cpu.rt_runtime_us"), &rt.to_string()).map_err(|e| {
+                let e = if e.raw_os_error() == Some(libc::EINVAL) {
+                    e.with_note("more than the parent cgroup's cpu.rt_runtime_us leaves, or than the period".into())
+                } else {
+                    e
+                };
+                e.field(field::CPU_RT_RUNTIME, rt)
+            })?;
+        }
+        if let Some(idle) = c.idle {
+            let dir = self.need("cpu", field::CPU_IDLE, idle)?;
+            fs::write(&dir.join("cpu.idle"), &idle.to_string()).map_err(|e| e.field(field::CPU_IDLE, idle))?;
+        }
         let quota = nonzero(c.quota);
         let period = nonzero(c.period);
+        let mut retry_burst = None;
+        if let Some(b) = c.burst {
+            let dir = self.need("cpu", field::CPU_BURST, b)?;
+            match fs::write(&dir.join("cpu.cfs_burst_us"), &b.to_string()) {
+                Ok(()) => {}
+                // As runc: a burst above the old quota is refused; retry after the quota.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && quota.is_some() => retry_burst = Some(b),
+                Err(e) => return Err(e.field(field::CPU_BURST, b)),
+            }
+        }
         if quota.is_none() && period.is_none() {
             return Ok(());
         }
@@ -243,7 +300,158 @@ impl V1Manager {
         if let Some(p) = retry_period {
             fs::write(&period_file, &p.to_string()).map_err(|e| e.field(field::CPU_PERIOD, p))?;
         }
+        if let Some(b) = retry_burst {
+            fs::write(&dir.join("cpu.cfs_burst_us"), &b.to_string()).map_err(|e| e.field(field::CPU_BURST, b))?;
+        }
         Ok(())
+    }
+
+    /// blkio: weights go to `blkio.weight*` (CFQ) or `blkio.bfq.weight*` (BFQ), whichever the
+    /// kernel has, as runc picks them; throttles to `blkio.throttle.*`.
+    fn apply_blkio(&self, r: &Resources) -> Result<()> {
+        let b = &r.block_io;
+        if !b.is_set() {
+            return Ok(());
+        }
+        let dir = self.need("blkio", "linux.resources.blockIO", "{...}")?;
+        let (weight_file, weight_dev_file) = if dir.join("blkio.weight").exists() {
+            ("blkio.weight", "blkio.weight_device")
+        } else {
+            ("blkio.bfq.weight", "blkio.bfq.weight_device")
+        };
+        let missing = |e: Error, what: &str| {
+            if e.is_not_found() {
+                e.with_note(format!("this kernel's block I/O schedulers have no {what}"))
+            } else {
+                e
+            }
+        };
+        if let Some(w) = nonzero(b.weight) {
+            fs::write(&dir.join(weight_file), &w.to_string())
+                .map_err(|e| missing(e, "weight").field(field::BLKIO_WEIGHT, w))?;
+        }
+        if let Some(w) = nonzero(b.leaf_weight) {
+            fs::write(&dir.join("blkio.leaf_weight"), &w.to_string())
+                .map_err(|e| missing(e, "leaf weight (CFQ only)").field(field::BLKIO_LEAF_WEIGHT, w))?;
+        }
+        for (i, wd) in b.weight_device.iter().enumerate() {
+            if let Some(w) = nonzero(wd.weight) {
+                let line = format!("{}:{} {w}", wd.major, wd.minor);
+                fs::write(&dir.join(weight_dev_file), &line).map_err(|e| {
+                    let e = if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENODEV | libc::EOPNOTSUPP)) {
+                        e.with_note("no such block device, or its I/O scheduler is not BFQ/CFQ".into())
+                    } else {
+                        missing(e, "per-device weight")
+                    };
+                    e.field(field::BLKIO_WEIGHT_DEVICE, format!("[{i}] {line:?}"))
+                })?;
+            }
+            if let Some(w) = nonzero(wd.leaf_weight) {
+                let line = format!("{}:{} {w}", wd.major, wd.minor);
+                fs::write(&dir.join("blkio.leaf_weight_device"), &line).map_err(|e| {
+                    missing(e, "per-device leaf weight (CFQ only)").field(field::BLKIO_WEIGHT_DEVICE, format!("[{i}] leafWeight {line:?}"))
+                })?;
+            }
+        }
+        for (f, file, _, list) in b.throttles() {
+            for (i, t) in list.iter().enumerate() {
+                let line = t.v1_line();
+                fs::write(&dir.join(file), &line).map_err(|e| e.field(f, format!("[{i}] {line:?}")))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Hugepage limits: v1 `hugetlb.<size>.limit_in_bytes`; on a Hybrid host whose hugetlb
+    /// controller is on the cgroup2 side (as on this project's CI), `hugetlb.<size>.max` in
+    /// the cgroup2 directory, with the controller enabled down to it.
+    fn apply_hugetlb(&self, r: &Resources) -> Result<()> {
+        if r.hugepage_limits.is_empty() {
+            return Ok(());
+        }
+        if let Some(dir) = self.dir("hugetlb") {
+            for (i, h) in r.hugepage_limits.iter().enumerate() {
+                let file = format!("hugetlb.{}.limit_in_bytes", h.page_size);
+                let v = if h.limit < 0 { -1 } else { h.limit };
+                fs::write(&dir.join(&file), &v.to_string())
+                    .map_err(|e| e.field(field::HUGEPAGE_LIMITS, format!("[{i}] {} {}", h.page_size, h.limit)))?;
+            }
+            return Ok(());
+        }
+        match self.unified_with("hugetlb") {
+            Some(v2) => v2.apply_hugetlb(r),
+            None => Err(Error::Msg("the hugetlb cgroup controller is not available (neither a v1 hierarchy nor in the cgroup2 hierarchy)".into())
+                .field(field::HUGEPAGE_LIMITS, format!("[0] {}", r.hugepage_limits[0].page_size))),
+        }
+    }
+
+    /// net_cls / net_prio (v1 only).
+    fn apply_network(&self, r: &Resources) -> Result<()> {
+        let n = &r.network;
+        if let Some(id) = n.class_id {
+            let dir = self.need("net_cls", field::NETWORK_CLASS_ID, id)?;
+            fs::write(&dir.join("net_cls.classid"), &id.to_string())
+                .map_err(|e| e.field(field::NETWORK_CLASS_ID, id))?;
+        }
+        for (i, (name, prio)) in n.priorities.iter().enumerate() {
+            let line = format!("{name} {prio}");
+            let dir = self.need("net_prio", field::NETWORK_PRIORITIES, format!("[{i}] {line:?}"))?;
+            fs::write(&dir.join("net_prio.ifpriomap"), &line)
+                .map_err(|e| e.field(field::NETWORK_PRIORITIES, format!("[{i}] {line:?}")))?;
+        }
+        Ok(())
+    }
+
+    fn apply_rdma(&self, r: &Resources) -> Result<()> {
+        for (dev, lim) in &r.rdma {
+            let Some(line) = rdma_line(dev, lim) else { continue };
+            let value = format!("{{{dev:?}: {line:?}}}");
+            let dir = match self.dir("rdma") {
+                Some(d) => d.to_path_buf(),
+                None => match self.unified_with("rdma") {
+                    Some(v2) => v2.dir().to_path_buf(),
+                    None => return Err(Error::Msg("the rdma cgroup controller is not available".into()).field(field::RDMA, value)),
+                },
+            };
+            fs::write(&dir.join("rdma.max"), &line).map_err(|e| e.field(field::RDMA, value))?;
+        }
+        Ok(())
+    }
+
+    /// `unified` on a v1 host: runc refuses it outright. On a Hybrid host we write the keys
+    /// whose controller the cgroup2 hierarchy has (e.g. `hugetlb.2MB.max` here) and refuse
+    /// the others, naming the key.
+    fn apply_unified(&self, r: &Resources) -> Result<()> {
+        for (k, v) in &r.unified {
+            let controller = k.split('.').next().unwrap_or_default();
+            let value = format!("{{{k:?}: {v:?}}}");
+            let Some(v2) = self.unified_with(controller) else {
+                let why = if self.unified.is_some() {
+                    format!("the {controller} controller is not in this hybrid host's cgroup2 hierarchy (it is a cgroup v1 controller here)")
+                } else {
+                    "cgroup v2 keys cannot be set on a cgroup v1 host".to_string()
+                };
+                return Err(Error::Msg(why).field(field::UNIFIED, value));
+            };
+            v2.write_unified(k, v)?;
+        }
+        Ok(())
+    }
+
+    /// A v2 manager over the Hybrid cgroup2 directory with `controller` enabled down to it,
+    /// or `None` when that hierarchy lacks the controller. `cgroup.*` keys need none.
+    fn unified_with(&self, controller: &str) -> Option<V2Manager> {
+        let u = self.unified.as_ref()?;
+        let v2 = V2Manager::with_controllers(u.mount.clone(), u.path.clone(), &[]);
+        if controller == "cgroup" {
+            return Some(v2);
+        }
+        let root = fs::read(&u.mount.join("cgroup.controllers")).ok()?;
+        if !root.split_whitespace().any(|c| c == controller) {
+            return None;
+        }
+        v2.enable_down_to_leaf(controller);
+        Some(v2)
     }
 
     /// Rules are written in order: a deny of `a` resets the list to "nothing allowed".
@@ -272,6 +480,18 @@ impl V1Manager {
         }
         Ok(())
     }
+}
+
+/// `checkBeforeUpdate`: refuses `limit` below the usage in `usage_file`.
+pub(crate) fn check_usage(usage_file: &Path, limit: i64) -> Result<()> {
+    let usage = fs::read_i128(usage_file).map_err(|e| e.field(field::MEMORY_LIMIT, limit))?;
+    if i128::from(limit) < usage {
+        return Err(Error::Msg(format!(
+            "below the current usage of {usage} bytes (checkBeforeUpdate is set)"
+        ))
+        .field(field::MEMORY_LIMIT, limit));
+    }
+    Ok(())
 }
 
 /// A new v1 cpuset cgroup has empty `cpuset.cpus`/`cpuset.mems`, and no task can join it
@@ -321,14 +541,20 @@ impl Manager for V1Manager {
     }
 
     fn apply(&self, r: &Resources) -> Result<()> {
+        r.validate()?;
         self.apply_memory(r)?;
-        if let Some(limit) = r.pids.limit {
+        if let Some(limit) = nonzero(r.pids.limit) {
             let dir = self.need("pids", field::PIDS_LIMIT, limit)?;
             fs::write(&dir.join("pids.max"), &pids_max(limit))
                 .map_err(|e| e.field(field::PIDS_LIMIT, limit))?;
         }
         self.apply_cpu(r)?;
         self.apply_cpuset(r)?;
+        self.apply_blkio(r)?;
+        self.apply_hugetlb(r)?;
+        self.apply_network(r)?;
+        self.apply_rdma(r)?;
+        self.apply_unified(r)?;
         self.apply_devices(r)
     }
 
@@ -370,6 +596,17 @@ impl Manager for V1Manager {
             fs::rmdir_if_unused(d);
         }
         first_err.map_or(Ok(()), Err)
+    }
+
+    fn stats(&self) -> Result<crate::Stats> {
+        let mut st = crate::Stats::default();
+        crate::stats::v1(&|c| self.dir(c).map(Path::to_path_buf), &mut st)?;
+        if self.dir("hugetlb").is_none() {
+            if let Some(u) = &self.unified {
+                crate::stats::v2_hugetlb(&u.path, &mut st)?;
+            }
+        }
+        Ok(st)
     }
 
     fn paths(&self) -> BTreeMap<String, PathBuf> {

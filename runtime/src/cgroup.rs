@@ -82,30 +82,83 @@ impl Cgroup {
     }
 }
 
-/// `linux.resources` → the crate's resources (memory, pids, cpu for now).
+/// `linux.resources` of config.json → the crate's resources, followed by the devices every
+/// container may use.
 pub fn resources(linux: &oci_spec::runtime::Linux) -> Resources {
+    match linux.resources() {
+        Some(res) => {
+            let mut r = resources_from(res);
+            r.devices = devices(res.devices().as_deref().unwrap_or_default());
+            r
+        }
+        None => Resources { devices: devices(&[]), ..Default::default() },
+    }
+}
+
+/// Every field of a `LinuxResources` except `devices` (which `update` leaves alone, as runc
+/// does). Values that mean "not set" in runc (0, empty) become `None`.
+pub fn resources_from(res: &oci_spec::runtime::LinuxResources) -> Resources {
+    use capsa_cgroups::{HugepageLimit, Rdma, ThrottleDevice, WeightDevice};
     let mut r = Resources::default();
-    let Some(res) = linux.resources() else {
-        r.devices = devices(&[]);
-        return r;
-    };
     if let Some(m) = res.memory() {
         r.memory.limit = m.limit();
         r.memory.reservation = m.reservation();
         r.memory.swap = m.swap();
+        r.memory.kernel = m.kernel();
+        r.memory.kernel_tcp = m.kernel_tcp();
         r.memory.swappiness = m.swappiness();
         r.memory.disable_oom_killer = m.disable_oom_killer();
+        r.memory.use_hierarchy = m.use_hierarchy();
+        r.memory.check_before_update = m.check_before_update();
     }
     if let Some(p) = res.pids() {
-        r.pids.limit = Some(p.limit());
+        r.pids.limit = Some(p.limit()).filter(|l| *l != 0);
     }
-    r.devices = devices(res.devices().as_deref().unwrap_or_default());
     if let Some(c) = res.cpu() {
         r.cpu.shares = c.shares();
         r.cpu.quota = c.quota();
+        r.cpu.burst = c.burst();
         r.cpu.period = c.period();
+        r.cpu.realtime_runtime = c.realtime_runtime();
+        r.cpu.realtime_period = c.realtime_period();
         r.cpu.cpus = c.cpus().clone().filter(|s| !s.is_empty());
         r.cpu.mems = c.mems().clone().filter(|s| !s.is_empty());
+        r.cpu.idle = c.idle();
+    }
+    if let Some(b) = res.block_io() {
+        let throttle = |v: &Option<Vec<oci_spec::runtime::LinuxThrottleDevice>>| -> Vec<ThrottleDevice> {
+            v.as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|t| ThrottleDevice { major: t.major(), minor: t.minor(), rate: t.rate() })
+                .collect()
+        };
+        r.block_io.weight = b.weight();
+        r.block_io.leaf_weight = b.leaf_weight();
+        r.block_io.weight_device = b
+            .weight_device()
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .map(|w| WeightDevice { major: w.major(), minor: w.minor(), weight: w.weight(), leaf_weight: w.leaf_weight() })
+            .collect();
+        r.block_io.throttle_read_bps = throttle(b.throttle_read_bps_device());
+        r.block_io.throttle_write_bps = throttle(b.throttle_write_bps_device());
+        r.block_io.throttle_read_iops = throttle(b.throttle_read_iops_device());
+        r.block_io.throttle_write_iops = throttle(b.throttle_write_iops_device());
+    }
+    if let Some(h) = res.hugepage_limits() {
+        r.hugepage_limits = h.iter().map(|h| HugepageLimit { page_size: h.page_size().clone(), limit: h.limit() }).collect();
+    }
+    if let Some(n) = res.network() {
+        r.network.class_id = n.class_id();
+        r.network.priorities = n.priorities().as_deref().unwrap_or_default().iter().map(|p| (p.name().clone(), p.priority())).collect();
+    }
+    if let Some(rd) = res.rdma() {
+        r.rdma = rd.iter().map(|(k, v)| (k.clone(), Rdma { hca_handles: v.hca_handles(), hca_objects: v.hca_objects() })).collect();
+    }
+    if let Some(u) = res.unified() {
+        r.unified = u.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     }
     r
 }
@@ -136,6 +189,17 @@ fn devices(spec: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Vec<DeviceRule> {
     }
     out.push(rule('c', Some(136), None, "rwm"));
     out
+}
+
+/// Whether `linux.resources` asks for a limit (device rules do not count: without a cgroup
+/// the user namespace already keeps device nodes out of reach).
+pub fn asks_for_limits(linux: &oci_spec::runtime::Linux) -> bool {
+    let Some(r) = linux.resources() else { return false };
+    r.memory().as_ref().is_some_and(|m| m.limit().is_some() || m.reservation().is_some() || m.swap().is_some())
+        || r.pids().is_some()
+        || r.cpu().as_ref().is_some_and(|c| c.shares().is_some() || c.quota().is_some() || c.cpus().is_some())
+        || r.block_io().is_some()
+        || r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())
 }
 
 fn from_paths(paths: &[PathBuf]) -> Option<Box<dyn Manager>> {
@@ -178,3 +242,29 @@ pub fn pids(paths: &[PathBuf]) -> Result<Vec<i32>> {
     }
 }
 
+
+/// A manager over the container's recorded cgroup directories; an error when it has none.
+fn manager_of(paths: &[PathBuf]) -> Result<Box<dyn Manager>> {
+    if paths.is_empty() {
+        return Err(Error::new("the container has no cgroup"));
+    }
+    Ok(capsa_cgroups::manager_from_paths(paths)?)
+}
+
+pub fn freeze_paths(paths: &[PathBuf]) -> Result<()> {
+    Ok(manager_of(paths)?.freeze()?)
+}
+
+pub fn apply_paths(paths: &[PathBuf], r: &Resources) -> Result<()> {
+    Ok(manager_of(paths)?.apply(r)?)
+}
+
+pub fn stats_paths(paths: &[PathBuf]) -> Result<capsa_cgroups::Stats> {
+    Ok(manager_of(paths)?.stats()?)
+}
+
+/// Watches the container's memory cgroup for OOM kills.
+pub fn oom_watcher(paths: &[PathBuf]) -> Result<capsa_cgroups::OomWatcher> {
+    let map = manager_of(paths)?.paths();
+    Ok(capsa_cgroups::OomWatcher::new(&map)?)
+}

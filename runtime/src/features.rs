@@ -29,7 +29,9 @@ pub fn features() -> Value {
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps,
-            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
+            // v1, hybrid and v2 managers (v2 devices through eBPF); rdma.max is written where
+            // the kernel has the rdma controller; no systemd driver.
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": true},
             "seccomp": capsa_seccomp::features(),
             "apparmor": {"enabled": false},
             "selinux": {"enabled": false},

@@ -18,6 +18,7 @@ pub mod error;
 pub mod features;
 pub mod hooks;
 pub mod namespaces;
+pub mod netdev;
 pub mod process;
 pub mod rlimits;
 pub mod rootfs;

@@ -8,7 +8,7 @@ use clap::Parser;
 
 fn main() {
     let args = cli::normalize_args(std::env::args_os());
-    let parsed = match cli::Cli::try_parse_from(args) {
+    let mut parsed = match cli::Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -20,6 +20,7 @@ fn main() {
             std::process::exit(code);
         }
     };
+    parsed.fix_root();
     log::init(parsed.log.as_deref(), &parsed.log_format, parsed.debug);
     match cli::dispatch(&parsed) {
         Ok(code) => std::process::exit(code),

@@ -106,6 +106,10 @@ impl NsPlan {
 /// Writes the id maps of a process that has just created a user namespace.
 pub fn write_id_maps(pid: i32, uid_map: &str, gid_map: &str) -> Result<()> {
     std::fs::write(format!("/proc/{pid}/uid_map"), uid_map).with_ctx(|| format!("linux.uidMappings: write {uid_map:?}"))?;
+    if !nix::unistd::geteuid().is_root() {
+        // An unprivileged writer may only map its own gid, after giving up setgroups.
+        std::fs::write(format!("/proc/{pid}/setgroups"), "deny").ctx("user namespace: deny setgroups")?;
+    }
     std::fs::write(format!("/proc/{pid}/gid_map"), gid_map).with_ctx(|| format!("linux.gidMappings: write {gid_map:?}"))?;
     Ok(())
 }

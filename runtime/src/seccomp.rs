@@ -24,11 +24,26 @@ pub struct SeccompPlan {
     pub listener: Option<(PathBuf, String)>,
 }
 
+/// Syscalls init makes between loading a filter and handing its NOTIFY listener fd to the
+/// parent (`Msg::NotifyFd` is a write(2), the fd follows with sendmsg(2)). A NOTIFY rule on
+/// one of them would block init on a listener nobody holds yet: `create` would hang, and
+/// `delete --force` with it (init still holds the state dir's lock). runc refuses `write` for
+/// the same reason (it passes the fd number over its pipe).
+const NOTIFY_FORBIDDEN: [&str; 2] = ["write", "sendmsg"];
+
 /// Compiles `linux.seccomp`; errors name the offending entry.
 pub fn plan(seccomp: &oci_spec::runtime::LinuxSeccomp) -> Result<SeccompPlan> {
     let json = serde_json::to_value(seccomp).map_err(|e| Error::new(format!("linux.seccomp: {e}")))?;
     let profile: capsa_seccomp::Seccomp =
         serde_json::from_value(json).map_err(|e| Error::new(format!("linux.seccomp: {e}")))?;
+    for (i, rule) in profile.syscalls.iter().enumerate().filter(|(_, r)| r.action == "SCMP_ACT_NOTIFY") {
+        if let Some((j, name)) = rule.names.iter().enumerate().find(|(_, n)| NOTIFY_FORBIDDEN.contains(&n.as_str())) {
+            return Err(Error::new(format!(
+                "linux.seccomp.syscalls[{i}].names[{j}] = {name:?}: SCMP_ACT_NOTIFY cannot be used for {name} \
+                 (the runtime needs it to hand the listener fd over)"
+            )));
+        }
+    }
     let program = Program::compile(&profile).map_err(|e| Error::new(e.to_string()))?;
     let listener = if program.needs_listener() {
         let path = profile.listener_path.clone().unwrap_or_default();

@@ -42,6 +42,38 @@ const FOREIGN: &[&str] = &[
     "SCMP_ARCH_SHEB",
 ];
 
+/// Syscalls that exist only on architectures this crate has no table for (from the kernel's
+/// powerpc, s390, mips, riscv, m68k and parisc syscall tables), as they appear in
+/// container engines' default profiles; accepted and skipped, never matched here.
+const OTHER_ARCH_SYSCALLS: &[&str] = &[
+    // powerpc
+    "multiplexer",
+    "rtas",
+    "spu_create",
+    "spu_run",
+    "subpage_prot",
+    "swapcontext",
+    "switch_endian",
+    "sys_debug_setcontext",
+    // s390
+    "s390_guarded_storage",
+    "s390_pci_mmio_read",
+    "s390_pci_mmio_write",
+    "s390_runtime_instr",
+    "s390_sthyi",
+    // mips
+    "cachectl",
+    "sysmips",
+    // riscv
+    "riscv_flush_icache",
+    "riscv_hwprobe",
+    // m68k
+    "atomic_barrier",
+    "atomic_cmpxchg_32",
+    // mips, m68k, sh, parisc (ARM's private one is in the ARM table)
+    "cacheflush",
+];
+
 impl Arch {
     pub const ALL: [Arch; 5] = [Arch::X86_64, Arch::X86, Arch::X32, Arch::Aarch64, Arch::Arm];
 
@@ -81,6 +113,12 @@ impl Arch {
     /// A valid OCI arch name this crate skips (see [`FOREIGN`]).
     pub(crate) fn is_foreign_oci_name(name: &str) -> bool {
         FOREIGN.contains(&name)
+    }
+
+    /// Whether `name` is a syscall on any architecture: the five tables of this crate, or
+    /// `OTHER_ARCH_SYSCALLS`. Used to tell a typo from a name of another ABI.
+    pub fn knows_anywhere(name: &str) -> bool {
+        Arch::ALL.iter().any(|a| a.syscall_nr(name).is_some()) || OTHER_ARCH_SYSCALLS.contains(&name)
     }
 
     /// `seccomp_data.arch` for this ABI (linux/audit.h: EM_* | 64BIT | LE).

@@ -19,7 +19,7 @@ pub enum Error {
     ArgIndex { field: String, index: u32 },
     #[error("{field} = {value}: must be 0..65535")]
     ErrnoRange { field: String, value: u32 },
-    #[error("{field} = {name:?}: unknown syscall on every architecture of the filter ({archs})")]
+    #[error("{field} = {name:?}: no architecture has a syscall of this name (filter: {archs})")]
     UnknownSyscall { field: String, name: String, archs: String },
     #[error("{field} = \"\": empty syscall name")]
     EmptyName { field: String },

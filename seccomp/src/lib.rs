@@ -44,12 +44,16 @@
 //!   does not list (including x32 calls, `nr | 0x4000_0000` under AUDIT_ARCH_X86_64, when
 //!   `SCMP_ARCH_X32` is absent) gets libseccomp's bad-arch action: `SECCOMP_RET_KILL_THREAD`
 //!   ([`BAD_ARCH_ACTION`]).
-//! * **Names**: a name unknown on one arch is skipped for that arch (as libseccomp); a name
-//!   unknown on every arch of the filter is an error, unless [`Options::ignore_unknown_syscalls`]
-//!   (runc's behaviour: it logs and skips). i386 socketcall/ipc multiplexing is not expanded:
-//!   a rule for `connect` covers the direct i386 syscall, not `socketcall(SYS_CONNECT, …)`.
+//! * **Names**: a name unknown on one arch is skipped for that arch (as libseccomp), also when
+//!   no arch of the filter has it (`recv` on x86_64: docker's default profile names it, ARM
+//!   has it). A name that no architecture has at all (the five tables here, plus the
+//!   ppc/s390/mips/riscv/m68k/parisc-only names of [`Arch::knows_anywhere`]) is an error,
+//!   unless [`Options::ignore_unknown_syscalls`] (runc's behaviour: it logs and skips).
+//!   i386 socketcall/ipc multiplexing is not expanded: a rule for `connect` covers the direct
+//!   i386 syscall, not `socketcall(SYS_CONNECT, …)`.
 //! * Not done here (runtime's job): runc's `-ENOSYS` stub for syscalls newer than the
-//!   profile, sending the listener fd to `listenerPath`, refusing NOTIFY on `write`.
+//!   profile, sending the listener fd to `listenerPath`, refusing NOTIFY on the syscalls the
+//!   runtime needs to hand the listener over (`write`, `sendmsg` in capsa).
 
 mod action;
 mod arch;

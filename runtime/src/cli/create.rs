@@ -44,6 +44,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         console_fd: None,
         opts: opts(a),
         systemd_cgroup: cli.systemd_cgroup,
+        rootless: cli.rootless(),
     })?;
     Ok(0)
 }

@@ -187,13 +187,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&sigs), None).ctx("block signals")?;
     }
     let (ours, theirs) = if own_tty {
-        let (x, y) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .ctx("socketpair")?;
+        let (x, y) = super::foreground::tty_socketpair()?;
         (Some(x), Some(y))
     } else {
         (None, None)

@@ -2,15 +2,20 @@
 
 mod create;
 mod delete;
+mod events;
 mod exec;
 mod features;
 mod foreground;
 mod kill;
 mod list;
+mod pause;
+mod ps;
+mod resume;
 mod run;
 mod spec;
 mod start;
 mod state;
+mod update;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -73,16 +78,16 @@ pub enum Command {
     Features,
     /// Run a process inside a running container.
     Exec(exec::Args),
-    /// Not implemented yet.
-    Pause(Later),
-    /// Not implemented yet.
-    Resume(Later),
-    /// Not implemented yet.
-    Ps(Later),
-    /// Not implemented yet.
-    Events(Later),
-    /// Not implemented yet.
-    Update(Later),
+    /// Suspend every process of the container (cgroup freezer).
+    Pause(pause::Args),
+    /// Resume a paused container.
+    Resume(resume::Args),
+    /// List the container's processes.
+    Ps(ps::Args),
+    /// Print resource usage and OOM events as JSON.
+    Events(events::Args),
+    /// Change resource limits of a container.
+    Update(update::Args),
     /// Not supported on this host (CRIU does not work here).
     Checkpoint(Later),
     /// Not supported on this host (CRIU does not work here).
@@ -103,6 +108,7 @@ pub fn normalize_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
         "root", "log", "log-format", "debug", "systemd-cgroup", "rootless", "criu", "bundle", "console-socket",
         "pid-file", "no-pivot", "no-new-keyring", "preserve-fds", "detach", "keep", "no-subreaper", "force", "all",
         "format", "quiet", "version", "help",
+        "stats", "interval", "resources", // events, update
     ];
     args.enumerate()
         .map(|(i, a)| {
@@ -119,6 +125,27 @@ pub fn normalize_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
             a
         })
         .collect()
+}
+
+impl Cli {
+    /// `--rootless auto` means: rootless when not run as root.
+    pub fn rootless(&self) -> bool {
+        match self.rootless.as_str() {
+            "true" => true,
+            "false" => false,
+            _ => !nix::unistd::geteuid().is_root(),
+        }
+    }
+
+    /// The default root of an unprivileged user is $XDG_RUNTIME_DIR/capsa (as runc's).
+    pub fn fix_root(&mut self) {
+        if self.root == std::path::Path::new("/run/capsa") && !nix::unistd::geteuid().is_root() {
+            self.root = match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
+                Some(d) => PathBuf::from(d).join("capsa"),
+                None => PathBuf::from(format!("/tmp/capsa-{}", nix::unistd::geteuid())),
+            };
+        }
+    }
 }
 
 pub fn dispatch(cli: &Cli) -> Result<i32> {
@@ -147,11 +174,11 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::List(a) => list::run(cli, a),
         Command::Features => features::run(),
         Command::Exec(a) => exec::run(cli, a),
-        Command::Pause(_) => not_yet("pause"),
-        Command::Resume(_) => not_yet("resume"),
-        Command::Ps(_) => not_yet("ps"),
-        Command::Events(_) => not_yet("events"),
-        Command::Update(_) => not_yet("update"),
+        Command::Pause(a) => pause::run(cli, a),
+        Command::Resume(a) => resume::run(cli, a),
+        Command::Ps(a) => ps::run(cli, a),
+        Command::Events(a) => events::run(cli, a),
+        Command::Update(a) => update::run(cli, a),
         Command::Checkpoint(_) => Err(capsa::Error::new("checkpoint: not supported: CRIU does not work on this host")),
         Command::Restore(_) => Err(capsa::Error::new("restore: not supported: CRIU does not work on this host")),
     }
@@ -162,10 +189,6 @@ pub fn out(s: &str) {
     use std::io::Write;
     let mut o = std::io::stdout().lock();
     let _ = o.write_all(s.as_bytes()).and_then(|_| o.flush());
-}
-
-fn not_yet(name: &str) -> Result<i32> {
-    Err(capsa::Error::new(format!("{name}: not implemented yet in this version of capsa")))
 }
 
 /// Before opening anything, make sure fds 3..3+n exist, so none of our own fds lands in

@@ -69,13 +69,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&sigs), None).ctx("block signals")?;
     }
     let (console_ours, console_theirs) = if own_tty {
-        let (x, y) = nix::sys::socket::socketpair(
-            nix::sys::socket::AddressFamily::Unix,
-            nix::sys::socket::SockType::Stream,
-            None,
-            nix::sys::socket::SockFlag::SOCK_CLOEXEC,
-        )
-        .ctx("socketpair")?;
+        let (x, y) = super::foreground::tty_socketpair()?;
         (Some(x), Some(y))
     } else {
         (None, None)
@@ -97,6 +91,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
             id: a.id.clone(),
         }),
         systemd_cgroup: cli.systemd_cgroup,
+        rootless: cli.rootless(),
     })?;
     let master = match &console_ours {
         Some(s) => match capsa::tty::recv_fd(s.as_fd()) {

@@ -29,6 +29,8 @@ pub struct CreateArgs<'a> {
     pub console_fd: Option<OwnedFd>,
     pub opts: CreateOpts,
     pub systemd_cgroup: bool,
+    /// `--rootless`: no cgroups (not delegated here), ids mapped by an unprivileged parent.
+    pub rootless: bool,
 }
 
 /// Undoes a half-done create when dropped, unless disarmed.
@@ -96,12 +98,41 @@ pub fn create(a: CreateArgs) -> Result<State> {
     let _lock = Lock::acquire(&dir)?;
 
     let linux = spec.linux().as_ref().ok_or_else(|| Error::new("linux: missing"))?;
-    let cg = Cgroup::create(linux, a.id, a.systemd_cgroup)?;
-    let view = cg.view()?;
-    let cgroup_paths = cg.paths();
-    cleanup.cgroup = Some(cg);
+    let (view, cgroup_paths) = if a.rootless {
+        // runc's rule: without cgroup delegation a rootless container has no cgroup, and
+        // limits it asks for cannot be honoured.
+        if crate::cgroup::asks_for_limits(linux) {
+            bail!("linux.resources: a rootless container cannot set resource limits (cgroups are not delegated to this user)");
+        }
+        (crate::rootfs::CgroupView::default(), Vec::new())
+    } else {
+        let cg = Cgroup::create(linux, a.id, a.systemd_cgroup)?;
+        let view = cg.view()?;
+        let paths = cg.paths();
+        cleanup.cgroup = Some(cg);
+        (view, paths)
+    };
+    // A first state, pid 0 ("creating"): if this process is killed half-way, `delete`
+    // still finds the cgroups to remove.
+    let mut state = State {
+        id: a.id.to_string(),
+        pid: 0,
+        pid_start: 0,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: crate::timefmt::rfc3339_nano(std::time::SystemTime::now()),
+        annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
+        cgroup_paths,
+        own_pid_ns: false,
+        rootless: a.rootless,
+        hooks: spec.hooks().clone(),
+        process: spec.process().clone(),
+        seccomp: linux.seccomp().clone(),
+    };
+    save_state(&dir, &state)?;
 
     let mut plan = InitPlan::build(spec, &bundle.dir, &bundle.rootfs, &a.opts, view)?;
+    plan.process.rootless = a.rootless;
     if !a.opts.no_new_keyring {
         plan.new_keyring = Some(format!("_ses.{}", a.id));
     }
@@ -138,21 +169,10 @@ pub fn create(a: CreateArgs) -> Result<State> {
             let init = drive_children(&plan, &parent, stage1, &mut cleanup, &hooks).map_err(|e| e.context("create"))?;
             let pid_start = super::proc_stat(init.as_raw()).map(|(_, t)| t).ok_or_else(|| Error::new("container init exited during create"))?;
             let own_pid_ns = plan.ns.unshare.contains(nix::sched::CloneFlags::CLONE_NEWPID);
-            let state = State {
-                id: a.id.to_string(),
-                pid: init.as_raw(),
-                pid_start,
-                bundle: bundle.dir.clone(),
-                rootfs: bundle.rootfs.clone(),
-                created: crate::timefmt::rfc3339_nano(std::time::SystemTime::now()),
-                annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
-                cgroup_paths,
-                own_pid_ns,
-                rootless: false,
-                hooks: spec.hooks().clone(),
-                process: spec.process().clone(),
-                seccomp: linux.seccomp().clone(),
-            };
+            state.pid = init.as_raw();
+            state.pid_start = pid_start;
+            state.own_pid_ns = own_pid_ns;
+            state.created = crate::timefmt::rfc3339_nano(std::time::SystemTime::now());
             save_state(&dir, &state)?;
             if let Some(p) = a.pid_file {
                 write_pid_file(p, init.as_raw())?;
@@ -171,9 +191,28 @@ struct HookCtx<'a> {
     bundle: &'a Path,
 }
 
+impl HookCtx<'_> {
+    /// The OCI state hooks and the seccomp agent get while the container is created.
+    fn creating_state(&self, pid: Pid) -> String {
+        let annotations = self.spec.annotations().clone().unwrap_or_default().into_iter().collect();
+        crate::hooks::HookState {
+            oci_version: crate::config::OCI_VERSION,
+            id: self.id,
+            status: "creating",
+            pid: Some(pid.as_raw()),
+            bundle: self.bundle,
+            annotations: &annotations,
+        }
+        .json()
+    }
+}
+
 fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cleanup, hooks: &HookCtx) -> Result<Pid> {
     if let Some(cg) = &cleanup.cgroup {
         cg.add_task(stage1.as_raw())?;
+    }
+    if cleanup.cgroup.is_none() && !plan.ns.new_user && !nix::unistd::geteuid().is_root() {
+        bail!("linux.namespaces: a rootless container needs a new user namespace (see `capsa spec --rootless`)");
     }
     chan.send(&Msg::Go)?;
     let mut init = None;
@@ -189,19 +228,11 @@ fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cl
                 cleanup.init = Some(pid);
                 waitpid(stage1, None).ctx("wait for stage 1")?;
                 cleanup.stage1 = None;
+                crate::netdev::move_into(&plan.net_devices, pid.as_raw())?;
             }
             Some(Msg::Hooks) => {
                 let pid = init.ok_or_else(|| Error::new("sync: Hooks before InitPid"))?;
-                let annotations = hooks.spec.annotations().clone().unwrap_or_default().into_iter().collect();
-                let state = crate::hooks::HookState {
-                    oci_version: crate::config::OCI_VERSION,
-                    id: hooks.id,
-                    status: "creating",
-                    pid: Some(pid.as_raw()),
-                    bundle: hooks.bundle,
-                    annotations: &annotations,
-                }
-                .json();
+                let state = hooks.creating_state(pid);
                 use crate::process::plan::hooks_of;
                 // prestart is deprecated but still honoured, before createRuntime.
                 crate::hooks::run("prestart", &hooks_of(hooks.spec, |h| h.prestart()), &state)?;
@@ -213,16 +244,7 @@ fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cl
                 let fd = crate::tty::recv_fd(chan.as_fd())?;
                 let listener = plan.seccomp.as_ref().and_then(|s| s.listener.as_ref());
                 let listener = listener.ok_or_else(|| Error::new("sync: NotifyFd without a listener"))?;
-                let annotations = hooks.spec.annotations().clone().unwrap_or_default().into_iter().collect();
-                let state = crate::hooks::HookState {
-                    oci_version: crate::config::OCI_VERSION,
-                    id: hooks.id,
-                    status: "creating",
-                    pid: Some(pid.as_raw()),
-                    bundle: hooks.bundle,
-                    annotations: &annotations,
-                }
-                .json();
+                let state = hooks.creating_state(pid);
                 crate::seccomp::send_to_agent(listener, std::os::fd::AsFd::as_fd(&fd), pid.as_raw(), &state)?;
             }
             Some(Msg::Ready) => return init.ok_or_else(|| Error::new("sync: Ready before InitPid")),

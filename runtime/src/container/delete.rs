@@ -22,7 +22,9 @@ pub fn delete(root: &Path, id: &str, force: bool) -> Result<Vec<String>> {
             }
             stop(&c)?;
         }
-        Status::Creating => bail!("cannot delete container {id} while it is being created"),
+        // We hold the lock, so the create that wrote this state is gone (killed half-way):
+        // whatever it left in the cgroup is killed by destroy.
+        Status::Creating => {}
     }
     destroy(&c)
 }
@@ -43,8 +45,9 @@ fn stop(c: &Container) -> Result<()> {
 }
 
 fn destroy(c: &Container) -> Result<Vec<String>> {
-    if !c.state.own_pid_ns {
-        // Without its own pid namespace the container's other processes outlive init.
+    if !c.state.own_pid_ns || c.state.pid == 0 {
+        // Without its own pid namespace the container's other processes outlive init; after
+        // a killed create, its orphaned children are still in the cgroup.
         let _ = crate::cgroup::kill_all_paths(&c.state.cgroup_paths, libc::SIGKILL);
     }
     crate::cgroup::destroy_paths(&c.state.cgroup_paths).ctx("remove cgroup")?;

@@ -95,17 +95,28 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
     crate::scheduling::check_lsm(p)?;
 
     // The lock is held only to read a consistent state: execs run in parallel.
-    let (state, join, joins_user) = {
+    let (state, join, joins_user, paused) = {
         let c = Container::load(a.root, a.id)?;
-        match c.status() {
+        let status = c.status();
+        match status {
             Status::Stopped => bail!("cannot exec in a stopped container"),
             Status::Paused if !a.ignore_paused => bail!("cannot exec in a paused container (use --ignore-paused)"),
             _ => {}
         }
         let (join, joins_user) = namespaces_of(c.state.pid)?;
-        (c.state.clone(), join, joins_user)
+        (c.state.clone(), join, joins_user, status == Status::Paused)
     };
-    let cgroup_dirs = sub_cgroup_dirs(&state.cgroup_paths, a.sub_cgroup)?;
+    let mut cgroup_dirs = sub_cgroup_dirs(&state.cgroup_paths, a.sub_cgroup)?;
+    let mut late_cgroup = Vec::new();
+    if paused {
+        for dir in cgroup_dirs.drain(..) {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(dir.join("cgroup.procs"))
+                .with_ctx(|| format!("open {}/cgroup.procs", dir.display()))?;
+            late_cgroup.push(OwnedFd::from(f));
+        }
+    }
 
     let mut process = ProcessPlan::from_spec(p)?;
     if process.oom_score_adj.is_some() {
@@ -129,6 +140,7 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
         console_socket,
         preserve_fds: a.preserve_fds,
         seccomp,
+        late_cgroup,
     };
 
     let (parent, child) = Channel::pair()?;
@@ -171,6 +183,8 @@ fn drive(
     loop {
         match chan.recv()? {
             Some(Msg::InitPid(p)) => pid = Some(p),
+            // Paused container: the process is set up and freezes as it joins the cgroup.
+            Some(Msg::Ready) => return pid.ok_or_else(|| Error::new("sync: Ready before InitPid")),
             Some(Msg::NotifyFd) => {
                 let fd = crate::tty::recv_fd(chan.as_fd())?;
                 let (Some(l), Some(p)) = (listener, pid) else { bail!("sync: unexpected seccomp listener fd") };

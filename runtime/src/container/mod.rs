@@ -6,11 +6,15 @@
 
 mod create;
 mod delete;
+pub mod events;
 mod exec;
 mod kill;
 pub mod lock;
+mod pause;
+pub mod ps;
 mod start;
 pub mod state;
+pub mod update;
 
 use std::path::{Path, PathBuf};
 
@@ -18,8 +22,10 @@ pub use create::{create, CreateArgs};
 pub use delete::delete;
 pub use exec::{container_process, exec, ExecArgs};
 pub use kill::{kill, parse_signal};
+pub use pause::{pause, resume};
 pub use start::start;
 pub use state::{State, Status};
+pub use update::update;
 
 use crate::error::{Context, Error, Result};
 use lock::Lock;
@@ -53,6 +59,9 @@ impl Container {
     pub fn load(root: &Path, id: &str) -> Result<Container> {
         validate_id(id)?;
         let dir = root.join(id);
+        if !dir.is_dir() {
+            return Err(Error::not_exist(id));
+        }
         let lock = match Lock::acquire(&dir) {
             Ok(l) => l,
             Err(_) if !dir.exists() => return Err(Error::not_exist(id)),
@@ -67,9 +76,16 @@ impl Container {
         Ok(Container { state, dir, _lock: lock })
     }
 
-    /// Reads a container's state without locking (for `list`).
+    /// Reads a container's state without locking (for `state` and `list`: state.json is
+    /// replaced atomically, and a hook run by `create` may ask for the state while create
+    /// holds the lock).
     pub fn peek(root: &Path, id: &str) -> Result<State> {
-        let b = std::fs::read(root.join(id).join(STATE_FILE)).ctx("read state")?;
+        validate_id(id)?;
+        let b = match std::fs::read(root.join(id).join(STATE_FILE)) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Error::not_exist(id)),
+            Err(e) => return Err(Error::from(e).context(format!("read state of {id}"))),
+        };
         serde_json::from_slice(&b).map_err(|e| Error::new(format!("state of {id}: {e}")))
     }
 
@@ -90,17 +106,22 @@ pub fn save_state(dir: &Path, state: &State) -> Result<()> {
     Ok(())
 }
 
-/// Status as runc derives it: init dead → stopped; exec.fifo present → created;
-/// frozen cgroup → paused; else running.
+/// Status as runc derives it: init dead → stopped; frozen cgroup → paused; exec.fifo
+/// present → created; else running.
 pub fn status_of(state: &State, dir: &Path) -> Status {
+    if state.pid == 0 {
+        // Written by create before init exists (so a killed create can be deleted).
+        return Status::Creating;
+    }
     if !process_alive(state.pid, state.pid_start) {
         return Status::Stopped;
     }
-    if dir.join(EXEC_FIFO).exists() {
-        return Status::Created;
-    }
+    // The freezer first: a created container can be paused too (runc allows it).
     if crate::cgroup::is_frozen(&state.cgroup_paths) {
         return Status::Paused;
+    }
+    if dir.join(EXEC_FIFO).exists() {
+        return Status::Created;
     }
     Status::Running
 }

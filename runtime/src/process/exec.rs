@@ -3,17 +3,17 @@
 //!
 //! The protocol is the create table of [`super::sync`] without the init steps:
 //! `Go` → (`InitPid(pid)`) → end-of-file once the command exec'd (the sync socket is
-//! close-on-exec), or `Error(msg)` if anything failed.
+//! close-on-exec), or `Error(msg)` if anything failed. In a paused container the process
+//! sends `Ready` before it joins the frozen cgroup and freezes until `resume`.
 
 use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 
 use nix::sched::setns;
-use nix::unistd::{fork, setresgid, setresuid, ForkResult, Gid, Uid};
 
 use super::init::{
-    close_fds_on_exec, exit_now, fail, find_executable, load_seccomp, reset_signals, switch_user, verify_cwd,
-    with_home,
+    become_userns_root, close_fds_on_exec, exit_now, fail, find_executable, fork_and_report, load_seccomp,
+    reset_signals, switch_user, verify_cwd, with_home,
 };
 use super::plan::ProcessPlan;
 use super::sync::{Channel, Msg};
@@ -37,6 +37,10 @@ pub struct ExecPlan {
     pub preserve_fds: i32,
     /// The container's `linux.seccomp`, compiled.
     pub seccomp: Option<crate::seccomp::SeccompPlan>,
+    /// `cgroup.procs` files the process writes itself into as its last step, when the
+    /// container is paused (`--ignore-paused`): joining a frozen cgroup earlier would
+    /// freeze the setup half-way.
+    pub late_cgroup: Vec<OwnedFd>,
 }
 
 /// Stage 1 of exec: joins the namespaces, forks the command's process, exits.
@@ -57,20 +61,9 @@ fn stage1_inner(plan: &ExecPlan, chan: &Channel) -> Result<()> {
         setns(j.fd.as_fd(), j.flag).with_ctx(|| format!("join {}", j.path.display()))?;
     }
     if plan.joins_user {
-        setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).ctx("user namespace: setresgid(0)")?;
-        setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).ctx("user namespace: setresuid(0)")?;
+        become_userns_root()?;
     }
-    // SAFETY: this process is single-threaded (a fork of single-threaded capsa).
-    match unsafe { fork() }.ctx("fork")? {
-        ForkResult::Child => {
-            let e = match run(plan, chan) {
-                Ok(never) => match never {},
-                Err(e) => e,
-            };
-            fail(chan, e)
-        }
-        ForkResult::Parent { child } => chan.send(&Msg::InitPid(child.as_raw())),
-    }
+    fork_and_report(chan, || run(plan, chan))
 }
 
 /// In the container's namespaces (and, after setns of the mount namespace, its root).
@@ -111,6 +104,13 @@ fn run(plan: &ExecPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     reset_signals();
     if let Some(cpus) = &p.sched.affinity_final {
         crate::scheduling::SchedPlan::set_affinity("process.execCPUAffinity.final", cpus)?;
+    }
+    if !plan.late_cgroup.is_empty() {
+        // Joining a frozen cgroup freezes us on the spot: say we are done first.
+        chan.send(&Msg::Ready)?;
+        for f in &plan.late_cgroup {
+            nix::unistd::write(f, b"0").ctx("join the paused container's cgroup")?;
+        }
     }
     if let Some(sc) = plan.seccomp.as_ref().filter(|_| p.no_new_privileges) {
         load_seccomp(sc, chan)?;

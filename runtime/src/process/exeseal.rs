@@ -56,43 +56,19 @@ pub fn is_sealed() -> bool {
     false
 }
 
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const MOUNT_ATTR_RDONLY: u64 = 1;
-
 fn readonly_clone() -> Result<OwnedFd> {
     let path = c"/proc/self/exe";
     // SAFETY: open_tree reads a NUL-terminated path; on success returns a new fd we own.
     let fd = unsafe {
-        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint)
+        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), crate::rootfs::idmap::OPEN_TREE_CLONE | libc::O_CLOEXEC as u32)
     };
     if fd < 0 {
         return Err(Error::from(std::io::Error::last_os_error()).context("open_tree"));
     }
     // SAFETY: fd is a freshly returned, valid file descriptor owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
-    // SAFETY: mount_setattr reads `attr` (size given) and an empty path with AT_EMPTY_PATH.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r != 0 {
-        return Err(Error::from(std::io::Error::last_os_error()).context("mount_setattr"));
-    }
+    use crate::rootfs::idmap::{setattr, MOUNT_ATTR_RDONLY};
+    setattr(fd.as_raw_fd(), "", libc::AT_EMPTY_PATH as u32, MOUNT_ATTR_RDONLY, 0, None).ctx("mount_setattr")?;
     Ok(fd)
 }
 

@@ -47,18 +47,22 @@ fn stage1_inner(plan: &InitPlan, chan: &Channel) -> Result<()> {
         chan.expect(&Msg::IdsMapped)?;
     }
     if plan.ns.new_user || plan.ns.joins_user {
-        // Become root of the user namespace (needs container uid/gid 0 to be mapped).
-        setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).ctx("user namespace: setresgid(0)")?;
-        setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).ctx("user namespace: setresuid(0)")?;
+        become_userns_root()?;
     }
     unshare(plan.ns.unshare).with_ctx(|| format!("linux.namespaces: unshare {:?}", plan.ns.unshare))?;
     if let Some(offsets) = &plan.ns.time_offsets {
         std::fs::write("/proc/self/timens_offsets", offsets).ctx("linux.timeOffsets")?;
     }
+    fork_and_report(chan, || init(plan, chan))
+}
+
+/// Forks; the child runs `child` (which only returns on failure, reported to the parent),
+/// this process reports the child's pid.
+pub(super) fn fork_and_report(chan: &Channel, child: impl FnOnce() -> Result<std::convert::Infallible>) -> Result<()> {
     // SAFETY: this process is single-threaded (a fork of single-threaded capsa).
-    match unsafe { fork() }.ctx("fork init")? {
+    match unsafe { fork() }.ctx("fork")? {
         ForkResult::Child => {
-            let e = match init(plan, chan) {
+            let e = match child() {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -66,6 +70,13 @@ fn stage1_inner(plan: &InitPlan, chan: &Channel) -> Result<()> {
         }
         ForkResult::Parent { child } => chan.send(&Msg::InitPid(child.as_raw())),
     }
+}
+
+/// Root of the user namespace just joined or created (container uid/gid 0 must be mapped).
+pub(super) fn become_userns_root() -> Result<()> {
+    setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).ctx("user namespace: setresgid(0)")?;
+    setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).ctx("user namespace: setresuid(0)")?;
+    Ok(())
 }
 
 /// Init: becomes the container. On success it execs and never returns.
@@ -230,7 +241,10 @@ pub(super) fn switch_user(p: &ProcessPlan) -> Result<()> {
     // SAFETY: prctl with integer arguments only.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
     let groups: Vec<Gid> = p.additional_gids.iter().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).ctx("process.user.additionalGids: setgroups")?;
+    // A rootless container's user namespace denies setgroups; only extra groups need it.
+    if !(p.rootless && groups.is_empty()) {
+        nix::unistd::setgroups(&groups).ctx("process.user.additionalGids: setgroups")?;
+    }
     let g = Gid::from_raw(p.gid);
     setresgid(g, g, g).with_ctx(|| format!("process.user.gid {}", p.gid))?;
     let u = Uid::from_raw(p.uid);

@@ -37,6 +37,8 @@ pub struct ProcessPlan {
     pub console_size: Option<(u16, u16)>,
     /// ioPriority, scheduler, execCPUAffinity (and, for init, linux.personality).
     pub sched: crate::scheduling::SchedPlan,
+    /// Started by an unprivileged user: setgroups is denied in its user namespace.
+    pub rootless: bool,
 }
 
 /// Flags from the command line that shape the container.
@@ -64,6 +66,8 @@ pub struct InitPlan {
     pub start_container_hooks: Vec<oci_spec::runtime::Hook>,
     pub wants_hooks: bool,
     pub seccomp: Option<crate::seccomp::SeccompPlan>,
+    /// `linux.netDevices`, moved by the parent once init's network namespace exists.
+    pub net_devices: crate::netdev::Moves,
 }
 
 fn cstring(field: &str, s: &str) -> Result<CString> {
@@ -124,6 +128,7 @@ impl ProcessPlan {
             terminal: p.terminal().unwrap_or(false),
             console_size: p.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16)),
             sched: crate::scheduling::SchedPlan::from_spec(p, None)?,
+            rootless: false,
         })
     }
 }
@@ -232,6 +237,10 @@ impl InitPlan {
         let mut rootfs_plan = rootfs_plan;
         rootfs_plan.cgroup.namespaced = uses_cgroupns;
 
+        let net_devices = crate::netdev::plan(
+            &linux.net_devices().clone().unwrap_or_default(),
+            ns.unshare.contains(CloneFlags::CLONE_NEWNET),
+        )?;
         let mut process = ProcessPlan::from_spec(process)?;
         process.sched.personality = crate::scheduling::SchedPlan::from_spec(&Default::default(), Some(linux))?.personality;
         if process.terminal && process.console_size.is_some_and(|(h, w)| h == 0 && w == 0) {
@@ -250,6 +259,7 @@ impl InitPlan {
             create_container_hooks: hooks_of(spec, |h| h.create_container()),
             start_container_hooks: hooks_of(spec, |h| h.start_container()),
             seccomp: linux.seccomp().as_ref().map(crate::seccomp::plan).transpose()?,
+            net_devices,
             wants_hooks: !hooks_of(spec, |h| h.prestart()).is_empty()
                 || !hooks_of(spec, |h| h.create_runtime()).is_empty()
                 || !hooks_of(spec, |h| h.create_container()).is_empty(),

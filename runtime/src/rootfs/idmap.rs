@@ -24,7 +24,7 @@ pub const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
 pub const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
 pub const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
 
-const OPEN_TREE_CLONE: u32 = 1;
+pub(crate) const OPEN_TREE_CLONE: u32 = 1;
 const AT_RECURSIVE: u32 = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: u32 = 0x4;
 const MOVE_MOUNT_T_EMPTY_PATH: u32 = 0x40;
@@ -42,7 +42,7 @@ fn cstr(p: &str) -> Result<std::ffi::CString> {
 }
 
 /// mount_setattr on `dirfd`/`path`.
-fn setattr(dirfd: i32, path: &str, flags: u32, set: u64, clr: u64, userns: Option<i32>) -> Result<()> {
+pub(crate) fn setattr(dirfd: i32, path: &str, flags: u32, set: u64, clr: u64, userns: Option<i32>) -> Result<()> {
     let attr = MountAttr { attr_set: set, attr_clr: clr, propagation: 0, userns_fd: userns.unwrap_or(0) as u64 };
     let c = cstr(path)?;
     // SAFETY: mount_setattr reads a NUL-terminated path and `attr` of the size given.

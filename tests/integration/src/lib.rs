@@ -1388,3 +1388,34 @@ impl PtyReader {
         })
     }
 }
+
+/// The directory holding `sysprobe` (src/bin/sysprobe.rs) built as a static-pie, so it runs on
+/// the busybox rootfs: bind-mount it into a container and run `/DIR/sysprobe`. Built once per
+/// test process (and only when the source is newer) with plain `rustc -C
+/// target-feature=+crt-static`, not cargo: no second cargo build runs while `cargo test` holds
+/// the target dir, and the helper has no dependencies. A file lock serialises test processes.
+pub fn sysprobe_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = target_dir().join("capsa-integration/sysprobe");
+        fs::create_dir_all(&dir).expect("create sysprobe dir");
+        let lock = fs::File::create(target_dir().join("capsa-integration/sysprobe.lock")).expect("create sysprobe.lock");
+        // SAFETY: flock on a valid, owned fd; the lock is released when `lock` is dropped.
+        let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+        assert_eq!(rc, 0, "flock sysprobe.lock: {}", std::io::Error::last_os_error());
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/bin/sysprobe.rs");
+        let bin = dir.join("sysprobe");
+        let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
+        if mtime(&bin).is_none() || mtime(&bin) < mtime(&src) {
+            let tmp = dir.join("sysprobe.tmp");
+            let rustc = std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+            let mut cmd = Command::new(rustc);
+            cmd.args(["--edition", "2021", "-O", "-C", "target-feature=+crt-static", "-o"]).arg(&tmp).arg(&src);
+            let out = run_host_cmd(cmd, Duration::from_secs(120));
+            assert!(out.success(), "building sysprobe failed:\n{out}");
+            fs::rename(&tmp, &bin).expect("install sysprobe");
+        }
+        drop(lock);
+        dir
+    })
+}

@@ -146,3 +146,40 @@ fn idmap_refused_where_unsupported() {
     assert!(out.stderr.contains("mounts["), "{out}");
     c.assert_clean();
 }
+
+/// linux.netDevices moves a host interface into the container's network namespace under
+/// its new name; a missing device or a shared network namespace is refused.
+#[test]
+fn net_devices_moved_and_renamed() {
+    if !is_capsa() {
+        return; // runc 1.1 has no netDevices.
+    }
+    let host = format!("cnd{}", std::process::id() % 100_000);
+    let ip = |args: &[&str]| {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(args);
+        run_host_cmd(cmd, CMD_TIMEOUT)
+    };
+    // This kernel has no dummy driver: one end of a veth pair (the other end is destroyed
+    // with it when the container's network namespace goes).
+    ip(&["link", "add", &host, "type", "veth", "peer", "name", &format!("{host}p")]).ok();
+    let mut c = Container::shared("netdev");
+    c.set("/linux/netDevices", json!({ host.clone(): {"name": "eth7"} }));
+    c.sh("ip -o link show | cut -d: -f2 | cut -d@ -f1 | tr -d ' ' | sort | tr '\\n' ' '");
+    let out = c.run(&[]);
+    let gone = wait_until(POLL_TIMEOUT, || !ip(&["link", "show", &host]).success());
+    if !gone {
+        ip(&["link", "del", &host]);
+    }
+    let out = out.ok();
+    assert_eq!(out.stdout.trim(), "eth7 lo", "{out}");
+    assert!(gone, "the device left the host");
+
+    let mut c = Container::shared("netdev-missing");
+    c.set("/linux/netDevices", json!({"capsa-nonexistent0": {}}));
+    c.args(&["true"]);
+    c.write_config();
+    let out = c.create_cmd(&[]).run().fails_cleanly();
+    assert!(out.stderr.contains("linux.netDevices"), "{out}");
+    c.assert_clean();
+}

@@ -80,7 +80,6 @@ fn exec_flags() {
 /// What containerd's shim does: exec --process FILE --detach --pid-file P; then the exec'd process
 /// is visible in `ps` and is killed with the container.
 #[test]
-#[ignore = "uses `capsa ps` (issue 4), not implemented yet"]
 fn exec_process_json_detach_pid_file() {
     let c = running("exec-detach");
     let proc_json = c.dir.join("process.json");
@@ -298,4 +297,22 @@ fn exec_tty_foreground_without_socket() {
     let out = c.rt(["exec", "-t", &c.id, "sh", "-c", "tty; exit 5"]);
     assert_eq!(out.code, Some(5), "{out}");
     assert!(out.stdout.trim().starts_with("/dev/pts/"), "{out}");
+}
+
+/// exec into a paused container fails clearly unless --ignore-paused.
+#[test]
+fn exec_paused_needs_ignore_paused() {
+    let c = running("exec-paused");
+    c.rt(["pause", &c.id]).ok();
+    let out = c.rt(["exec", &c.id, "true"]);
+    assert_ne!(out.code, Some(0), "{out}");
+    assert!(out.stderr.contains("paused"), "{out}");
+    let pid_file = c.dir.join("paused.pid");
+    c.rt(["exec", "--ignore-paused", "--detach", "--pid-file", pid_file.to_str().unwrap(), &c.id, "sleep", "30"]).ok();
+    let pid: i32 = read(&pid_file).trim().parse().unwrap();
+    // It joined the frozen cgroup: it exists but is frozen until resume.
+    assert!(pid_alive(pid));
+    c.rt(["resume", &c.id]).ok();
+    c.kill("KILL").ok();
+    wait_pid_dead(pid);
 }

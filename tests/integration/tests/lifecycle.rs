@@ -343,3 +343,33 @@ fn concurrent_create_same_id() {
         c.assert_clean();
     }
 }
+
+/// A `create` killed half-way (here while a prestart hook runs) leaves a container that
+/// `delete --force` removes completely: state dir, cgroups and the orphaned init.
+#[test]
+fn killed_create_is_cleaned_up_by_delete() {
+    if !is_capsa() {
+        return; // runc 1.1 leaves the cgroups of a killed create behind.
+    }
+    let mut c = Container::shared("killed-create");
+    c.args(&["sleep", "100"]);
+    c.set("/hooks/prestart", json!([{"path": "/bin/sh", "args": ["sh", "-c", "sleep 30"]}]));
+    c.write_config();
+    let running = c.create_cmd(&[]).spawn();
+    let pid = running.pid();
+    poll(POLL_TIMEOUT, "create reaches the hook", || {
+        (!processes_for("sleep 30").is_empty() || all_pids().iter().any(|p| proc_cmdline(*p) == "sleep 30")).then_some(())
+    });
+    // SAFETY: kill with a pid we spawned.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = running.wait_or_kill();
+    assert_eq!(c.status(), "creating");
+    c.delete_force().ok();
+    for p in all_pids() {
+        if proc_cmdline(p) == "sleep 30" {
+            // SAFETY: kill of the hook process the killed create left behind.
+            unsafe { libc::kill(p, libc::SIGKILL) };
+        }
+    }
+    c.assert_clean();
+}
