@@ -30,11 +30,23 @@ pub struct Args {
 }
 
 pub fn opts(a: &Args) -> CreateOpts {
-    CreateOpts { no_pivot: a.no_pivot, no_new_keyring: a.no_new_keyring, preserve_fds: a.preserve_fds as i32 }
+    CreateOpts {
+        no_pivot: a.no_pivot,
+        no_new_keyring: a.no_new_keyring,
+        preserve_fds: a.preserve_fds as i32,
+        listen_fds: listen_fds(),
+    }
+}
+
+/// systemd socket activation: LISTEN_FDS=N when LISTEN_PID is this process (as runc reads it).
+pub fn listen_fds() -> i32 {
+    let n = std::env::var("LISTEN_FDS").ok().and_then(|v| v.parse::<i32>().ok()).unwrap_or(0);
+    let for_us = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
+    if for_us { n.clamp(0, 1024) } else { 0 }
 }
 
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
-    super::reserve_preserved_fds(a.preserve_fds);
+    super::reserve_preserved_fds(a.preserve_fds + listen_fds() as u32);
     container::create(CreateArgs {
         root: &cli.root,
         id: &a.id,

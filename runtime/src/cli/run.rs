@@ -56,7 +56,7 @@ fn wants_terminal(bundle: &std::path::Path) -> bool {
 }
 
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
-    super::reserve_preserved_fds(a.preserve_fds);
+    super::reserve_preserved_fds(a.preserve_fds + super::create::listen_fds() as u32);
     let terminal = wants_terminal(&a.bundle);
     let own_tty = terminal && a.console_socket.is_none() && !a.detach;
     if !a.no_subreaper && !a.detach {

@@ -47,6 +47,9 @@ pub struct CreateOpts {
     pub no_pivot: bool,
     pub no_new_keyring: bool,
     pub preserve_fds: i32,
+    /// Socket-activation fds (`LISTEN_FDS` in capsa's environment), passed first as
+    /// fds 3.. with LISTEN_FDS/LISTEN_PID=1 in the container's environment, as runc does.
+    pub listen_fds: i32,
 }
 
 pub struct InitPlan {
@@ -242,6 +245,13 @@ impl InitPlan {
             ns.unshare.contains(CloneFlags::CLONE_NEWNET),
         )?;
         let mut process = ProcessPlan::from_spec(process)?;
+        if opts.listen_fds > 0 {
+            for kv in [format!("LISTEN_FDS={}", opts.listen_fds), "LISTEN_PID=1".to_string()] {
+                let key = kv.split('=').next().unwrap_or_default().to_string();
+                process.env.retain(|e| !e.to_bytes().starts_with(format!("{key}=").as_bytes()));
+                process.env.push(cstring("LISTEN_FDS", &kv)?);
+            }
+        }
         process.sched.personality = crate::scheduling::SchedPlan::from_spec(&Default::default(), Some(linux))?.personality;
         if process.terminal && process.console_size.is_some_and(|(h, w)| h == 0 && w == 0) {
             bail!("process.consoleSize: height and width are 0");
@@ -254,7 +264,7 @@ impl InitPlan {
             process,
             console_socket: None,
             fifo: None,
-            preserve_fds: opts.preserve_fds,
+            preserve_fds: opts.listen_fds + opts.preserve_fds,
             new_keyring: None,
             create_container_hooks: hooks_of(spec, |h| h.create_container()),
             start_container_hooks: hooks_of(spec, |h| h.start_container()),

@@ -183,3 +183,112 @@ fn net_devices_moved_and_renamed() {
     assert!(out.stderr.contains("linux.netDevices"), "{out}");
     c.assert_clean();
 }
+
+/// Socket activation: with LISTEN_FDS=1 in capsa's environment, fd 3 reaches the container
+/// and its environment says LISTEN_FDS=1, LISTEN_PID=1 (as runc does).
+#[test]
+fn listen_fds_passed_with_env() {
+    let mut c = Container::shared("listen-fds");
+    let data = c.dir.join("listen.txt");
+    std::fs::write(&data, "activated\n").unwrap();
+    c.sh("cat <&3; echo $LISTEN_FDS $LISTEN_PID");
+    c.write_config();
+    // LISTEN_PID must name the runtime's own pid: a shell sets it and execs the runtime.
+    let script = format!(
+        "LISTEN_PID=$$ LISTEN_FDS=1 exec {} --root {} run --bundle {} {}",
+        runtime_bin().display(),
+        c.root.display(),
+        c.bundle.display(),
+        c.id
+    );
+    let out = Cmd::new("sh", &c.dir).args(["-c", &script]).pass_fd(std::fs::File::open(&data).unwrap(), 3).run().ok();
+    assert_eq!(out.stdout, "activated\n1 1\n", "{out}");
+    // Without LISTEN_PID naming us, LISTEN_FDS is not ours: nothing is passed.
+    let out = c.run_cmd(&[]).env("LISTEN_FDS", "1").pass_fd(std::fs::File::open(&data).unwrap(), 3).run();
+    assert!(!out.stdout.contains("activated"), "{out}");
+}
+
+/// The session keyring: a new one named _ses.<id> unless --no-new-keyring.
+#[test]
+fn session_keyring() {
+    if !is_capsa() {
+        return; // runc too, but its keyring name check would need the same unmasked /proc/keys.
+    }
+    // /proc/keys is masked by the default config: unmask it. Root there sees every key, so
+    // look for this container's own name.
+    let unmasked = |c: &mut Container| {
+        let masked: Vec<Value> =
+            c.config["linux"]["maskedPaths"].as_array().unwrap().iter().filter(|p| *p != "/proc/keys").cloned().collect();
+        c.set("/linux/maskedPaths", json!(masked));
+    };
+    let mut c = Container::shared("keyring");
+    unmasked(&mut c);
+    c.sh(&format!("grep -c '_ses.{}:' /proc/keys || true", c.id));
+    assert_eq!(c.run(&[]).ok().stdout.trim(), "1");
+    let mut d = Container::shared("no-keyring");
+    unmasked(&mut d);
+    d.sh(&format!("grep -c '_ses.{}:' /proc/keys || true", d.id));
+    assert_eq!(d.run(&["--no-new-keyring"]).ok().stdout.trim(), "0");
+}
+
+/// A hook that is not absolute or not executable: clear error naming the hook, nothing left.
+#[test]
+fn bad_hooks_are_refused() {
+    if !is_capsa() {
+        return;
+    }
+    for (hook, field) in [
+        (json!({"path": "bin/true"}), "hooks.prestart[0].path"),
+        (json!({"path": "/etc/passwd"}), "hooks.prestart[0]"),
+        (json!({"path": "/nonexistent/hook"}), "hooks.prestart[0]"),
+    ] {
+        let mut c = Container::shared("bad-hook");
+        c.set("/hooks/prestart", json!([hook]));
+        c.args(&["true"]);
+        c.write_config();
+        let out = c.create_cmd(&[]).run().fails_cleanly();
+        assert!(out.stderr.contains(field), "names {field}: {out}");
+        c.assert_clean();
+    }
+}
+
+/// An unknown mount option (not a flag, so filesystem data the kernel rejects) and a
+/// personality domain that does not exist are refused, naming the field.
+#[test]
+fn bad_mount_option_and_personality() {
+    let mut c = Container::shared("bad-mount-opt");
+    c.add_mount(json!({"destination": "/x", "type": "tmpfs", "source": "tmpfs", "options": ["nosuchoption=1"]}));
+    c.args(&["true"]);
+    c.write_config();
+    let out = c.create_cmd(&[]).run();
+    assert_eq!(out.code, Some(1), "{out}");
+    if is_capsa() {
+        assert!(out.stderr.contains("mounts["), "{out}");
+    }
+    c.assert_clean();
+    if is_capsa() {
+        let mut c = Container::shared("bad-personality");
+        c.set("/linux/personality", json!({"domain": "LINUX64"}));
+        c.args(&["true"]);
+        c.write_config();
+        let out = c.create_cmd(&[]).run().fails_cleanly();
+        assert!(out.stderr.contains("linux.personality"), "{out}");
+        c.assert_clean();
+    }
+}
+
+/// An overlay mount from lowerdir/upperdir/workdir options: the container sees the lower
+/// files and its writes land in the upper directory on the host.
+#[test]
+fn overlay_mount() {
+    let mut c = Container::shared("overlay");
+    let (lower, upper, work) = (c.host_dir("lower"), c.host_dir("upper"), c.host_dir("work"));
+    std::fs::write(lower.join("from-lower"), "L\n").unwrap();
+    let data = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+    c.add_mount(json!({"destination": "/ov", "type": "overlay", "source": "overlay", "options": [data]}));
+    c.sh("cat /ov/from-lower; echo U > /ov/new; ls /ov | tr '\\n' ' '");
+    let out = c.run(&[]).ok();
+    assert_eq!(out.stdout, "L\nfrom-lower new ", "{out}");
+    assert_eq!(std::fs::read_to_string(upper.join("new")).unwrap(), "U\n");
+    assert!(!lower.join("new").exists());
+}
