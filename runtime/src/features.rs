@@ -33,8 +33,9 @@ pub fn features() -> Value {
             // the kernel has the rdma controller; no systemd driver.
             "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": true},
             "seccomp": capsa_seccomp::features(),
-            "apparmor": {"enabled": false},
-            "selinux": {"enabled": false},
+            // Applied at exec where the host runs the LSM, refused clearly where it does not.
+            "apparmor": {"enabled": true},
+            "selinux": {"enabled": true},
             "intelRdt": {"enabled": false},
             "mountExtensions": {"idmap": {"enabled": true}}
         },

@@ -105,6 +105,7 @@ fn run(plan: &ExecPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     if let Some(cpus) = &p.sched.affinity_final {
         crate::scheduling::SchedPlan::set_affinity("process.execCPUAffinity.final", cpus)?;
     }
+    crate::scheduling::lsm_on_exec(p.apparmor_profile.as_deref(), p.selinux_label.as_deref())?;
     if !plan.late_cgroup.is_empty() {
         // Joining a frozen cgroup freezes us on the spot: say we are done first.
         chan.send(&Msg::Ready)?;

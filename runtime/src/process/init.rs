@@ -147,6 +147,7 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     if let Some(cpus) = &p.sched.affinity_final {
         crate::scheduling::SchedPlan::set_affinity("process.execCPUAffinity.final", cpus)?;
     }
+    crate::scheduling::lsm_on_exec(p.apparmor_profile.as_deref(), p.selinux_label.as_deref())?;
     if let Some(sc) = plan.seccomp.as_ref().filter(|_| p.no_new_privileges) {
         load_seccomp(sc, chan)?;
     }

@@ -39,6 +39,8 @@ pub struct ProcessPlan {
     pub sched: crate::scheduling::SchedPlan,
     /// Started by an unprivileged user: setgroups is denied in its user namespace.
     pub rootless: bool,
+    pub apparmor_profile: Option<String>,
+    pub selinux_label: Option<String>,
 }
 
 /// Flags from the command line that shape the container.
@@ -132,6 +134,8 @@ impl ProcessPlan {
             console_size: p.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16)),
             sched: crate::scheduling::SchedPlan::from_spec(p, None)?,
             rootless: false,
+            apparmor_profile: p.apparmor_profile().clone(),
+            selinux_label: p.selinux_label().clone(),
         })
     }
 }
