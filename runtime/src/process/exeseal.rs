@@ -14,7 +14,7 @@
 //!
 //! The check for "already sealed" is cheap (one statvfs), so a second re-exec never happens.
 
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
@@ -95,7 +95,7 @@ fn reexec(fd: OwnedFd) -> Result<()> {
         .collect::<Result<_>>()?;
     let mut env: Vec<CString> = std::env::vars_os()
         .filter_map(|(k, v)| {
-            let mut kv = OsString::from(k);
+            let mut kv = k;
             kv.push("=");
             kv.push(v);
             CString::new(kv.as_bytes()).ok()
