@@ -11,10 +11,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 use nix::sched::setns;
 
-use super::init::{
-    become_userns_root, close_fds_on_exec, exit_now, fail, find_executable, fork_and_report, load_seccomp,
-    reset_signals, switch_user, verify_cwd, with_home,
-};
+use super::init::{become_process, become_userns_root, exit_now, fail, fork_and_report, load_seccomp};
 use super::plan::ProcessPlan;
 use super::sync::{Channel, Msg};
 use crate::error::{Context, Error, Result};
@@ -80,32 +77,7 @@ fn run(plan: &ExecPlan, chan: &Channel) -> Result<std::convert::Infallible> {
         let sock = plan.console_socket.as_ref().ok_or_else(|| Error::new("process.terminal: no console socket"))?;
         crate::tty::setup_console(sock.as_fd(), p.console_size, false)?;
     }
-    crate::rlimits::apply(&p.rlimits)?;
-    p.sched.apply()?;
-    if let Some(sc) = plan.seccomp.as_ref().filter(|_| !p.no_new_privileges) {
-        load_seccomp(sc, chan)?;
-    }
-    if p.no_new_privileges {
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(Error::from(std::io::Error::last_os_error()).context("process.noNewPrivileges"));
-        }
-    }
-    let early_cwd = nix::unistd::chdir(&p.cwd).is_ok();
-    switch_user(&p)?;
-    if !early_cwd {
-        nix::unistd::chdir(&p.cwd).with_ctx(|| format!("process.cwd {:?}", p.cwd))?;
-    }
-    verify_cwd(&p.cwd)?;
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask.unwrap_or(0o022)));
-    let exe = find_executable(&p.args[0], &p.path_var)?;
-    let env = with_home(&p.env, p.uid);
-    close_fds_on_exec(plan.preserve_fds)?;
-    reset_signals();
-    if let Some(cpus) = &p.sched.affinity_final {
-        crate::scheduling::SchedPlan::set_affinity("process.execCPUAffinity.final", cpus)?;
-    }
-    crate::scheduling::lsm_on_exec(p.apparmor_profile.as_deref(), p.selinux_label.as_deref())?;
+    let (exe, env) = become_process(&p, plan.seccomp.as_ref(), chan, plan.preserve_fds)?;
     if !plan.late_cgroup.is_empty() {
         // Joining a frozen cgroup freezes us on the spot: say we are done first.
         chan.send(&Msg::Ready)?;

@@ -118,36 +118,7 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     }
     crate::rootfs::finalize(&plan.rootfs)?;
 
-    crate::rlimits::apply(&p.rlimits)?;
-    p.sched.apply()?;
-    if let Some(sc) = plan.seccomp.as_ref().filter(|_| !p.no_new_privileges) {
-        // Without no_new_privs loading needs CAP_SYS_ADMIN, which the user switch drops.
-        load_seccomp(sc, chan)?;
-    }
-    if p.no_new_privileges {
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(Error::from(std::io::Error::last_os_error()).context("process.noNewPrivileges"));
-        }
-    }
-    // Try the cwd as root first (it may be unreadable to the user), again after the
-    // user switch if that failed, as runc does.
-    let early_cwd = nix::unistd::chdir(&p.cwd).is_ok();
-    switch_user(p)?;
-    if !early_cwd {
-        nix::unistd::chdir(&p.cwd).with_ctx(|| format!("process.cwd {:?}", p.cwd))?;
-    }
-    verify_cwd(&p.cwd)?;
-    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask.unwrap_or(0o022)));
-
-    let exe = find_executable(&p.args[0], &p.path_var)?;
-    let env = with_home(&p.env, p.uid);
-    close_fds_on_exec(plan.preserve_fds)?;
-    reset_signals();
-    if let Some(cpus) = &p.sched.affinity_final {
-        crate::scheduling::SchedPlan::set_affinity("process.execCPUAffinity.final", cpus)?;
-    }
-    crate::scheduling::lsm_on_exec(p.apparmor_profile.as_deref(), p.selinux_label.as_deref())?;
+    let (exe, env) = become_process(p, plan.seccomp.as_ref(), chan, plan.preserve_fds)?;
     if let Some(sc) = plan.seccomp.as_ref().filter(|_| p.no_new_privileges) {
         load_seccomp(sc, chan)?;
     }
@@ -199,6 +170,48 @@ pub(super) fn with_home(env: &[CString], uid: u32) -> Vec<CString> {
         out.push(c);
     }
     out
+}
+
+/// What init and exec share, from rlimits to the step before a late seccomp load: the
+/// process's scheduling, privileges, user, cwd, fds and signals. Returns the executable
+/// and the environment to execve.
+pub(super) fn become_process(
+    p: &ProcessPlan,
+    seccomp: Option<&crate::seccomp::SeccompPlan>,
+    chan: &Channel,
+    preserve_fds: i32,
+) -> Result<(CString, Vec<CString>)> {
+    crate::rlimits::apply(&p.rlimits)?;
+    p.sched.apply()?;
+    if let Some(sc) = seccomp.filter(|_| !p.no_new_privileges) {
+        // Without no_new_privs loading needs CAP_SYS_ADMIN, which the user switch drops.
+        load_seccomp(sc, chan)?;
+    }
+    if p.no_new_privileges {
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(Error::from(std::io::Error::last_os_error()).context("process.noNewPrivileges"));
+        }
+    }
+    // Try the cwd as root first (it may be unreadable to the user), again after the
+    // user switch if that failed, as runc does.
+    let early_cwd = nix::unistd::chdir(&p.cwd).is_ok();
+    switch_user(p)?;
+    if !early_cwd {
+        nix::unistd::chdir(&p.cwd).with_ctx(|| format!("process.cwd {:?}", p.cwd))?;
+    }
+    verify_cwd(&p.cwd)?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask.unwrap_or(0o022)));
+
+    let exe = find_executable(&p.args[0], &p.path_var)?;
+    let env = with_home(&p.env, p.uid);
+    close_fds_on_exec(preserve_fds)?;
+    reset_signals();
+    if let Some(cpus) = &p.sched.affinity_final {
+        crate::scheduling::SchedPlan::set_affinity("process.execCPUAffinity.final", cpus)?;
+    }
+    crate::scheduling::lsm_on_exec(p.apparmor_profile.as_deref(), p.selinux_label.as_deref())?;
+    Ok((exe, env))
 }
 
 /// Loads the filter; a NOTIFY listener fd goes to the parent, which hands it to the agent.

@@ -103,11 +103,11 @@ fn idmapped_bind_mount() {
     std::fs::write(data.join("f"), "x").unwrap();
     assert_eq!(std::fs::metadata(data.join("f")).unwrap().uid(), 0);
     c.add_mount(json!({
-        "destination": "/idm", "type": "bind", "source": data.to_str(), "options": ["rbind", "idmap"],
+        "destination": "/mnt", "type": "bind", "source": data.to_str(), "options": ["rbind", "idmap"],
         "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
         "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]
     }));
-    c.sh("stat -c '%u %g' /idm/f");
+    c.sh("stat -c '%u %g' /mnt/f");
     let out = c.run(&[]).ok();
     assert_eq!(out.stdout.trim(), "1000 1000", "{out}");
     // On the host, nothing changed.
@@ -120,10 +120,10 @@ fn idmapped_bind_mount() {
     u.set("/linux/uidMappings", maps.clone());
     u.set("/linux/gidMappings", maps.clone());
     u.add_mount(json!({
-        "destination": "/idm", "type": "bind", "source": data.to_str(), "options": ["rbind", "ridmap"],
+        "destination": "/mnt", "type": "bind", "source": data.to_str(), "options": ["rbind", "ridmap"],
         "uidMappings": maps, "gidMappings": [{"containerID": 0, "hostID": 100000, "size": 65536}]
     }));
-    u.sh("stat -c '%u %g' /idm/f; id -u");
+    u.sh("stat -c '%u %g' /mnt/f; id -u");
     let out = u.run(&[]).ok();
     assert_eq!(out.stdout, "0 0\n0\n", "{out}");
 }
@@ -136,7 +136,7 @@ fn idmap_refused_where_unsupported() {
     }
     let mut c = Container::shared("idmap-bad");
     c.add_mount(json!({
-        "destination": "/hostproc", "type": "bind", "source": "/proc/sys", "options": ["bind", "idmap"],
+        "destination": "/mnt", "type": "bind", "source": "/proc/sys", "options": ["bind", "idmap"],
         "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
         "gidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}]
     }));
@@ -257,7 +257,7 @@ fn bad_hooks_are_refused() {
 #[test]
 fn bad_mount_option_and_personality() {
     let mut c = Container::shared("bad-mount-opt");
-    c.add_mount(json!({"destination": "/x", "type": "tmpfs", "source": "tmpfs", "options": ["nosuchoption=1"]}));
+    c.add_mount(json!({"destination": "/mnt", "type": "tmpfs", "source": "tmpfs", "options": ["nosuchoption=1"]}));
     c.args(&["true"]);
     c.write_config();
     let out = c.create_cmd(&[]).run();
@@ -285,8 +285,8 @@ fn overlay_mount() {
     let (lower, upper, work) = (c.host_dir("lower"), c.host_dir("upper"), c.host_dir("work"));
     std::fs::write(lower.join("from-lower"), "L\n").unwrap();
     let data = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
-    c.add_mount(json!({"destination": "/ov", "type": "overlay", "source": "overlay", "options": [data]}));
-    c.sh("cat /ov/from-lower; echo U > /ov/new; ls /ov | tr '\\n' ' '");
+    c.add_mount(json!({"destination": "/mnt", "type": "overlay", "source": "overlay", "options": [data]}));
+    c.sh("cat /mnt/from-lower; echo U > /mnt/new; ls /mnt | tr '\\n' ' '");
     let out = c.run(&[]).ok();
     assert_eq!(out.stdout, "L\nfrom-lower new ", "{out}");
     assert_eq!(std::fs::read_to_string(upper.join("new")).unwrap(), "U\n");
