@@ -229,6 +229,7 @@ fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cl
                 waitpid(stage1, None).ctx("wait for stage 1")?;
                 cleanup.stage1 = None;
                 crate::netdev::move_into(&plan.net_devices, pid.as_raw())?;
+                chan.send(&Msg::Go)?;
             }
             Some(Msg::Hooks) => {
                 let pid = init.ok_or_else(|| Error::new("sync: Hooks before InitPid"))?;

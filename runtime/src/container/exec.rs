@@ -182,7 +182,10 @@ fn drive(
     let mut pid = None;
     loop {
         match chan.recv()? {
-            Some(Msg::InitPid(p)) => pid = Some(p),
+            Some(Msg::InitPid(p)) => {
+                pid = Some(p);
+                chan.send(&Msg::Go)?;
+            }
             // Paused container: the process is set up and freezes as it joins the cgroup.
             Some(Msg::Ready) => return pid.ok_or_else(|| Error::new("sync: Ready before InitPid")),
             Some(Msg::NotifyFd) => {

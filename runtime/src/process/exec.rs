@@ -2,7 +2,7 @@
 //! the process that execs the user's command inside them.
 //!
 //! The protocol is the create table of [`super::sync`] without the init steps:
-//! `Go` → (`InitPid(pid)`) → end-of-file once the command exec'd (the sync socket is
+//! `Go` → `InitPid(pid)` → `Go` (to the command's process) → end-of-file once the command exec'd (the sync socket is
 //! close-on-exec), or `Error(msg)` if anything failed. In a paused container the process
 //! sends `Ready` before it joins the frozen cgroup and freezes until `resume`.
 

@@ -56,13 +56,15 @@ fn stage1_inner(plan: &InitPlan, chan: &Channel) -> Result<()> {
     fork_and_report(chan, || init(plan, chan))
 }
 
-/// Forks; the child runs `child` (which only returns on failure, reported to the parent),
-/// this process reports the child's pid.
+/// Forks; the child waits for the parent's `Go`, then runs `child` (which only returns on
+/// failure, reported to the parent); this process reports the child's pid.
 pub(super) fn fork_and_report(chan: &Channel, child: impl FnOnce() -> Result<std::convert::Infallible>) -> Result<()> {
     // SAFETY: this process is single-threaded (a fork of single-threaded capsa).
     match unsafe { fork() }.ctx("fork")? {
         ForkResult::Child => {
-            let e = match child() {
+            // Wait until the parent has our pid: otherwise our first message could reach
+            // it before stage 1's InitPid.
+            let e = match chan.expect(&Msg::Go).and_then(|()| child()) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };

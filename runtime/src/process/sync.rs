@@ -10,6 +10,7 @@
 //! | 2    | stage 1 → parent | `MapIds`         | (new user namespace only) write stage 1's uid/gid maps   |
 //! | 3    | parent → stage 1 | `IdsMapped`      | the maps are written                                     |
 //! | 4    | stage 1 → parent | `InitPid(pid)`   | init is forked (host pid); stage 1 exits                 |
+//! | 4'   | parent → init    | `Go`             | init may start (nothing it sends can overtake InitPid)   |
 //! | 4a   | init → parent    | `Hooks`          | (only with hooks) mounts done: run prestart, createRuntime |
 //! | 4b   | parent → init    | `HooksDone(s)`   | they ran; `s` is the state JSON for createContainer/start  |
 //! | 4c   | init → parent    | `NotifyFd` + fd  | (SCMP_ACT_NOTIFY only) the seccomp listener fd follows    |

@@ -1,0 +1,172 @@
+#!/bin/sh
+# bench-shim.sh: containerd-shim-capsa-v2 against the Go containerd-shim-runc-v2 of the Debian
+# containerd package, in one run, on the same busybox image and the same runtime binaries:
+#   1. `ctr run --rm IMAGE ID /bin/true`, RUNS times per combination: median wall time;
+#   2. RSS of the shim per sleeping container (one shim each, SLEEPERS of them): median VmRSS;
+#   3. CONCURRENT containers started at once (`ctr run -d`): wall time until all are started.
+# Combinations: {Go shim, capsa shim} x {runc, capsa}. Each shim runs under its own private
+# containerd (own socket, root, state): the capsa shim's PATH has it as containerd-shim-runc-v2,
+# so both are driven identically (`--runtime io.containerd.runc.v2 --runc-binary BIN`).
+# The Go shim keeps its sockets in /run/containerd/s and runc state in /run/containerd/runc/NS
+# (hard-wired); this script removes what it created there.
+#
+# Usage (root): hack/bench-shim.sh [RUNS (default 20)] [SLEEPERS (default 10)] [CONCURRENT (default 100)]
+# The capsa shim is built here (release, static-pie like capsa); capsa by hack/build.sh.
+set -eu
+cd "$(dirname "$0")/.."
+RUNS=${1:-20}
+SLEEPERS=${2:-10}
+CONCURRENT=${3:-100}
+[ "$(id -u)" = 0 ] || { echo "bench-shim.sh: run as root" >&2; exit 1; }
+for c in containerd ctr umoci containerd-shim-runc-v2 runc; do
+	command -v "$c" >/dev/null || { echo "bench-shim.sh: $c missing (hack/deps.sh)" >&2; exit 1; }
+done
+[ -x target/release/capsa ] || hack/build.sh
+cargo rustc --release --locked -q -p containerd-shim-capsa-v2 --bin containerd-shim-capsa-v2 -- -C target-feature=+crt-static
+SHIM="$PWD/target/release/containerd-shim-capsa-v2"
+CAPSA="$PWD/target/release/capsa"
+RUNC=$(command -v runc)
+
+W=$(mktemp -d /tmp/capsa-bench-shim.XXXXXX)
+RUN_CD_EXISTED=0; [ -e /run/containerd ] && RUN_CD_EXISTED=1
+NS=bench$$
+PIDS=""
+cleanup() {
+	for sock in "$W"/go/c.sock "$W"/rs/c.sock; do
+		[ -S "$sock" ] || continue
+		for t in $(ctr -a "$sock" -n "$NS" task ls -q 2>/dev/null); do
+			ctr -a "$sock" -n "$NS" task kill -s KILL "$t" >/dev/null 2>&1 || true
+		done
+		sleep 0.3
+		for t in $(ctr -a "$sock" -n "$NS" task ls -q 2>/dev/null); do
+			ctr -a "$sock" -n "$NS" task rm -f "$t" >/dev/null 2>&1 || true
+		done
+		for c in $(ctr -a "$sock" -n "$NS" c ls -q 2>/dev/null); do
+			ctr -a "$sock" -n "$NS" c rm "$c" >/dev/null 2>&1 || true
+		done
+	done
+	for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+	for p in $PIDS; do while kill -0 "$p" 2>/dev/null; do sleep 0.05; done; done
+	grep " $W/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do umount -l "$m" || true; done
+	for d in /sys/fs/cgroup/*/"$NS" /sys/fs/cgroup/unified/"$NS"; do [ -d "$d" ] && rmdir "$d" 2>/dev/null || true; done
+	rmdir "/run/containerd/runc/$NS" 2>/dev/null || true
+	if [ $RUN_CD_EXISTED = 0 ]; then # created by the Go shim: remove it again (if empty)
+		rmdir /run/containerd/runc /run/containerd/s /run/containerd 2>/dev/null || true
+	fi
+	rm -rf "$W"
+}
+trap cleanup EXIT INT TERM
+
+# Image: busybox from /bin/busybox as an OCI layout, imported into both containerds.
+mkdir -p "$W/rootfs/bin" "$W/rootfs/proc" "$W/rootfs/sys" "$W/rootfs/dev" "$W/rootfs/tmp"
+cp /bin/busybox "$W/rootfs/bin/"
+for a in sh true sleep; do ln -s busybox "$W/rootfs/bin/$a"; done
+umoci init --layout "$W/oci" && umoci new --image "$W/oci:latest"
+umoci insert --rootless --image "$W/oci:latest" "$W/rootfs" / >/dev/null
+umoci config --image "$W/oci:latest" --config.cmd /bin/sh --config.env PATH=/bin
+tar -C "$W/oci" -cf "$W/img.tar" .
+IMG=docker.io/library/busybox-bench:latest
+
+start_containerd() { # $1 = name, $2 = PATH
+	d="$W/$1"; mkdir -p "$d/fifo"
+	cat > "$d/config.toml" <<-EOF
+	version = 2
+	root = "$d/root"
+	state = "$d/state"
+	disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
+	[grpc]
+	  address = "$d/c.sock"
+	[ttrpc]
+	  address = "$d/c.sock.ttrpc"
+	[plugins."io.containerd.internal.v1.opt"]
+	  path = "$d/opt"
+	EOF
+	PATH="$2" containerd --config "$d/config.toml" >"$d/containerd.log" 2>&1 &
+	PIDS="$PIDS $!"
+	i=0
+	until ctr -a "$d/c.sock" version >/dev/null 2>&1; do
+		i=$((i + 1)); [ $i -lt 200 ] || { echo "containerd $1 did not start" >&2; exit 1; }
+		sleep 0.05
+	done
+	ctr -a "$d/c.sock" -n "$NS" images import --base-name docker.io/library/busybox-bench "$W/img.tar" >/dev/null
+}
+
+mkdir -p "$W/rsbin"
+ln -s "$SHIM" "$W/rsbin/containerd-shim-runc-v2"
+ln -s "$SHIM" "$W/rsbin/containerd-shim-capsa-v2"
+SYS_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+start_containerd go "$SYS_PATH"
+start_containerd rs "$W/rsbin:$SYS_PATH"
+
+ms() { echo "$1" | awk '{printf "%.1f", $1 / 1e6}'; }
+median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+# run_rm SHIM RT: median ns of `ctr run --rm ... /bin/true`
+run_rm() {
+	sock="$W/$1/c.sock"; bin=$RUNC; [ "$2" = capsa ] && bin=$CAPSA
+	ctr -a "$sock" -n "$NS" run --rm --fifo-dir "$W/$1/fifo" --runtime io.containerd.runc.v2 --runc-binary "$bin" "$IMG" warm-$1-$2 /bin/true >/dev/null
+	i=0
+	while [ $i -lt "$RUNS" ]; do
+		t0=$(date +%s%N)
+		ctr -a "$sock" -n "$NS" run --rm --fifo-dir "$W/$1/fifo" --runtime io.containerd.runc.v2 --runc-binary "$bin" "$IMG" rm-$1-$2-$i /bin/true >/dev/null
+		t1=$(date +%s%N)
+		echo $((t1 - t0))
+		i=$((i + 1))
+	done | median
+}
+
+# shim_rss SHIM RT: median VmRSS (kB) of the shims of SLEEPERS sleeping containers
+shim_rss() {
+	sock="$W/$1/c.sock"; bin=$RUNC; [ "$2" = capsa ] && bin=$CAPSA
+	i=0
+	while [ $i -lt "$SLEEPERS" ]; do
+		ctr -a "$sock" -n "$NS" run -d --fifo-dir "$W/$1/fifo" --runtime io.containerd.runc.v2 --runc-binary "$bin" "$IMG" s-$1-$2-$i sleep 1000 >/dev/null
+		i=$((i + 1))
+	done
+	sleep 1
+	for p in $(pgrep -f "containerd-shim-[a-z]*-v2 -namespace $NS .*-address $sock"); do
+		awk '/^VmRSS:/ {print $2}' "/proc/$p/status"
+	done | median
+	for t in $(ctr -a "$sock" -n "$NS" task ls -q); do ctr -a "$sock" -n "$NS" task kill -s KILL "$t" 2>/dev/null; done
+	sleep 0.5
+	for t in $(ctr -a "$sock" -n "$NS" task ls -q); do ctr -a "$sock" -n "$NS" task rm "$t" >/dev/null 2>&1; done
+	for c in $(ctr -a "$sock" -n "$NS" c ls -q); do ctr -a "$sock" -n "$NS" c rm "$c"; done
+}
+
+# concurrent SHIM RT: ns until CONCURRENT `ctr run -d` all returned
+concurrent() {
+	sock="$W/$1/c.sock"; bin=$RUNC; [ "$2" = capsa ] && bin=$CAPSA
+	t0=$(date +%s%N)
+	i=0
+	while [ $i -lt "$CONCURRENT" ]; do
+		ctr -a "$sock" -n "$NS" run -d --fifo-dir "$W/$1/fifo" --runtime io.containerd.runc.v2 --runc-binary "$bin" "$IMG" c-$1-$2-$i sleep 1000 >/dev/null &
+		i=$((i + 1))
+	done
+	wait
+	t1=$(date +%s%N)
+	n=$(ctr -a "$sock" -n "$NS" task ls | grep -c RUNNING || true)
+	echo "$((t1 - t0)) $n"
+	for t in $(ctr -a "$sock" -n "$NS" task ls -q); do ctr -a "$sock" -n "$NS" task kill -s KILL "$t" 2>/dev/null; done
+	sleep 1
+	for t in $(ctr -a "$sock" -n "$NS" task ls -q); do ctr -a "$sock" -n "$NS" task rm "$t" >/dev/null 2>&1; done
+	for c in $(ctr -a "$sock" -n "$NS" c ls -q); do ctr -a "$sock" -n "$NS" c rm "$c"; done
+}
+
+echo "containerd $(containerd --version | awk '{print $3}'), runc $($RUNC --version | awk 'NR==1 {print $3}'), $(nproc) cores; runs=$RUNS sleepers=$SLEEPERS concurrent=$CONCURRENT"
+printf '%-24s %14s %14s %22s\n' "shim + runtime" "run --rm (ms)" "shim RSS (MB)" "$CONCURRENT concurrent (ms)"
+for rt in runc capsa; do
+	for s in go rs; do
+		t=$(run_rm $s $rt)
+		r=$(shim_rss $s $rt)
+		set -- $(concurrent $s $rt)
+		name="Go runc-v2"; [ $s = rs ] && name="capsa-v2"
+		printf '%-24s %14s %14s %16s (%s up)\n' "$name + $rt" "$(ms "$t")" "$(echo "$r" | awk '{printf "%.2f", $1/1024}')" "$(ms "$1")" "$2"
+		eval "T_${s}_$rt=$t R_${s}_$rt=$r C_${s}_$rt=$1"
+	done
+done
+echo "ratios capsa-v2 / Go shim:"
+for rt in runc capsa; do
+	eval "tg=\$T_go_$rt tr=\$T_rs_$rt rg=\$R_go_$rt rr=\$R_rs_$rt cg=\$C_go_$rt cr=\$C_rs_$rt"
+	echo "  on $rt: run --rm $(echo "$tr $tg" | awk '{printf "%.2f", $1/$2}')x, RSS $(echo "$rr $rg" | awk '{printf "%.2f", $1/$2}')x, $CONCURRENT concurrent $(echo "$cr $cg" | awk '{printf "%.2f", $1/$2}')x"
+done
+echo "capsa-v2 + capsa / Go runc-v2 + runc: run --rm $(echo "$T_rs_capsa $T_go_runc" | awk '{printf "%.2f", $1/$2}')x, RSS $(echo "$R_rs_capsa $R_go_runc" | awk '{printf "%.2f", $1/$2}')x"
