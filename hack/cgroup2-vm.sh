@@ -153,6 +153,6 @@ if ! grep -aq "^VM-DONE" "$log"; then
 	echo "cgroup2-vm: the VM did not finish (timeout or crash); see $log" >&2
 	exit 1
 fi
-if grep -a "^VM-RESULT" "$log" | grep -vq " 0\$"; then
+if grep -a "^VM-RESULT" "$log" | tr -d '\r' | grep -vq " 0\$"; then
 	exit 1
 fi
