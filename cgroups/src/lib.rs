@@ -253,6 +253,22 @@ where
     }
 }
 
+/// Whether the cgroup at `paths` (as from [`Manager::paths`]) is frozen, looking only at
+/// those directories: the v1 freezer's `freezer.state` if one of them has it, else the
+/// cgroup2 `cgroup.freeze`, as the managers freeze. Unlike [`manager_from_paths`] it reads no
+/// mountinfo: `state`, `start` and `kill` ask this on every call.
+pub fn is_frozen_at<P: AsRef<Path>>(paths: &[P]) -> bool {
+    let dirs = || paths.iter().map(|p| p.as_ref());
+    let freezer = match dirs().find(|d| d.join("freezer.state").exists()) {
+        Some(d) => fs::Freezer::V1(d.to_path_buf()),
+        None => match dirs().find(|d| d.join("cgroup.freeze").exists()) {
+            Some(d) => fs::Freezer::V2(d.to_path_buf()),
+            None => return false,
+        },
+    };
+    freezer.is_frozen().unwrap_or(false)
+}
+
 /// Whether `cgroups_path` is a systemd-driver `slice:prefix:name` path (which this crate
 /// rejects with [`Error::SystemdDriver`]).
 pub fn is_systemd_path(cgroups_path: &str) -> bool {

@@ -210,7 +210,7 @@ fn from_paths(paths: &[PathBuf]) -> Option<Box<dyn Manager>> {
 }
 
 pub fn is_frozen(paths: &[PathBuf]) -> bool {
-    from_paths(paths).is_some_and(|m| m.is_frozen().unwrap_or(false))
+    capsa_cgroups::is_frozen_at(paths)
 }
 
 pub fn kill_all_paths(paths: &[PathBuf], sig: i32) -> Result<()> {

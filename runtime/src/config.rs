@@ -76,7 +76,6 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     }
 
     crate::scheduling::check_lsm(process)?;
-    crate::scheduling::SchedPlan::from_spec(process, spec.linux().as_ref())?;
 
     let Some(linux) = spec.linux() else { bail!("linux: missing (capsa runs Linux containers)") };
     if linux.intel_rdt().is_some() {
@@ -129,14 +128,6 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     }
     if spec.domainname().as_deref().is_some_and(|h| !h.is_empty()) && !seen.contains(&LinuxNamespaceType::Uts) {
         bail!("domainname: cannot set without a private UTS namespace");
-    }
-    if let Some(sc) = linux.seccomp() {
-        let plan = crate::seccomp::plan(sc)?;
-        if let Some((path, _)) = &plan.listener {
-            if path.as_os_str().is_empty() {
-                bail!("linux.seccomp.listenerPath: required when a rule uses SCMP_ACT_NOTIFY");
-            }
-        }
     }
     if let Some(limit) = linux.resources().as_ref().and_then(|r| r.memory().as_ref()).and_then(|m| m.limit()) {
         if limit > 0 && limit < 4096 {

@@ -62,7 +62,7 @@ pub fn parse_cpu_list(field: &str, s: &str) -> Result<Vec<usize>> {
 }
 
 impl SchedPlan {
-    pub fn from_spec(p: &oci_spec::runtime::Process, linux: Option<&oci_spec::runtime::Linux>) -> Result<SchedPlan> {
+    pub fn from_spec(p: &oci_spec::runtime::Process) -> Result<SchedPlan> {
         let mut plan = SchedPlan::default();
         if let Some(io) = p.io_priority() {
             let class = match io.class() {
@@ -127,17 +127,20 @@ impl SchedPlan {
                 plan.affinity_final = Some(parse_cpu_list("process.execCPUAffinity.final", f)?);
             }
         }
-        if let Some(per) = linux.and_then(|l| l.personality().as_ref()) {
-            use oci_spec::runtime::LinuxPersonalityDomain as D;
-            if per.flags().as_ref().is_some_and(|f| !f.is_empty()) {
-                bail!("linux.personality.flags: no flags are supported (runc supports none either)");
-            }
-            plan.personality = Some(match per.domain() {
-                D::PerLinux => 0x0000,
-                D::PerLinux32 => 0x0008,
-            });
-        }
         Ok(plan)
+    }
+
+    /// `linux.personality` as the persona for personality(2).
+    pub fn personality(linux: &oci_spec::runtime::Linux) -> Result<Option<libc::c_ulong>> {
+        let Some(per) = linux.personality() else { return Ok(None) };
+        use oci_spec::runtime::LinuxPersonalityDomain as D;
+        if per.flags().as_ref().is_some_and(|f| !f.is_empty()) {
+            bail!("linux.personality.flags: no flags are supported (runc supports none either)");
+        }
+        Ok(Some(match per.domain() {
+            D::PerLinux => 0x0000,
+            D::PerLinux32 => 0x0008,
+        }))
     }
 
     /// Applies the CPU affinity in `cpus` to the calling process.
@@ -245,7 +248,7 @@ mod tests {
                 "scheduler":{"policy":"SCHED_BATCH","nice":5},"execCPUAffinity":{"initial":"0","final":"0-1"}}"#,
         )
         .unwrap();
-        let plan = SchedPlan::from_spec(&p, None).unwrap();
+        let plan = SchedPlan::from_spec(&p).unwrap();
         assert_eq!(plan.ioprio, Some((3 << 13) | 7));
         assert_eq!(plan.scheduler.map(|s| (s.policy, s.nice)), Some((3, 5)));
         assert_eq!(plan.affinity_final, Some(vec![0, 1]));

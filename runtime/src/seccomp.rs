@@ -46,6 +46,7 @@ pub fn plan(seccomp: &oci_spec::runtime::LinuxSeccomp) -> Result<SeccompPlan> {
     }
     let program = Program::compile(&profile).map_err(|e| Error::new(e.to_string()))?;
     let listener = if program.needs_listener() {
+        // The crate refuses NOTIFY rules without a listenerPath.
         let path = profile.listener_path.clone().unwrap_or_default();
         Some((PathBuf::from(path), profile.listener_metadata.clone().unwrap_or_default()))
     } else {

@@ -12,6 +12,13 @@ use nix::sys::stat::Mode;
 
 use crate::error::{Context, Error, Result};
 
+/// A socketpair whose first end receives the pty master when capsa itself holds the
+/// terminal (`run`/`exec` with a tty and no --console-socket).
+pub fn socketpair() -> Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).ctx("socketpair")
+}
+
 /// Sends `fd` over the unix socket `sock`, with `name` as the data bytes.
 pub fn send_fd(sock: BorrowedFd<'_>, name: &str, fd: BorrowedFd<'_>) -> Result<()> {
     let fds = [fd.as_raw_fd()];

@@ -29,13 +29,8 @@ pub struct Args {
     pub id: String,
 }
 
-pub fn opts(a: &Args) -> CreateOpts {
-    CreateOpts {
-        no_pivot: a.no_pivot,
-        no_new_keyring: a.no_new_keyring,
-        preserve_fds: a.preserve_fds as i32,
-        listen_fds: listen_fds(),
-    }
+pub fn opts(no_pivot: bool, no_new_keyring: bool, preserve_fds: u32) -> CreateOpts {
+    CreateOpts { no_pivot, no_new_keyring, preserve_fds: preserve_fds as i32, listen_fds: listen_fds() }
 }
 
 /// systemd socket activation: LISTEN_FDS=N when LISTEN_PID is this process (as runc reads it).
@@ -53,8 +48,8 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         bundle: &a.bundle,
         pid_file: a.pid_file.as_deref(),
         console_socket: a.console_socket.as_deref(),
-        console_fd: None,
-        opts: opts(a),
+        hold_tty: false,
+        opts: opts(a.no_pivot, a.no_new_keyring, a.preserve_fds),
         systemd_cgroup: cli.systemd_cgroup,
         rootless: cli.rootless(),
     })?;

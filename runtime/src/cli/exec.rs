@@ -187,7 +187,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&sigs), None).ctx("block signals")?;
     }
     let (ours, theirs) = if own_tty {
-        let (x, y) = super::foreground::tty_socketpair()?;
+        let (x, y) = capsa::tty::socketpair()?;
         (Some(x), Some(y))
     } else {
         (None, None)

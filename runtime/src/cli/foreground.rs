@@ -13,13 +13,6 @@ use nix::unistd::Pid;
 use capsa::error::Context;
 use capsa::Result;
 
-/// A socketpair whose first end receives the pty master when capsa holds the terminal
-/// itself (`run`/`exec` with a tty and no --console-socket).
-pub fn tty_socketpair() -> Result<(OwnedFd, OwnedFd)> {
-    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC).ctx("socketpair")
-}
-
 /// Signals capsa forwards to the container (everything a user or supervisor may send).
 pub fn forwarded() -> SigSet {
     let mut s = SigSet::empty();

@@ -38,27 +38,8 @@ pub struct Args {
     pub id: String,
 }
 
-/// Reads only `process.terminal` (the full parse happens in create).
-fn wants_terminal(bundle: &std::path::Path) -> bool {
-    #[derive(serde::Deserialize)]
-    struct P {
-        terminal: Option<bool>,
-    }
-    #[derive(serde::Deserialize)]
-    struct C {
-        process: Option<P>,
-    }
-    std::fs::read(bundle.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<C>(&b).ok())
-        .and_then(|c| c.process.and_then(|p| p.terminal))
-        .unwrap_or(false)
-}
-
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     super::reserve_preserved_fds(a.preserve_fds + super::create::listen_fds() as u32);
-    let terminal = wants_terminal(&a.bundle);
-    let own_tty = terminal && a.console_socket.is_none() && !a.detach;
     if !a.no_subreaper && !a.detach {
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
@@ -68,32 +49,20 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     if !a.detach {
         nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&sigs), None).ctx("block signals")?;
     }
-    let (console_ours, console_theirs) = if own_tty {
-        let (x, y) = super::foreground::tty_socketpair()?;
-        (Some(x), Some(y))
-    } else {
-        (None, None)
-    };
-    let state = container::create(CreateArgs {
+    let created = container::create(CreateArgs {
         root: &cli.root,
         id: &a.id,
         bundle: &a.bundle,
         pid_file: a.pid_file.as_deref(),
         console_socket: a.console_socket.as_deref(),
-        console_fd: console_theirs,
-        opts: super::create::opts(&super::create::Args {
-            bundle: a.bundle.clone(),
-            console_socket: None,
-            pid_file: None,
-            no_pivot: a.no_pivot,
-            no_new_keyring: a.no_new_keyring,
-            preserve_fds: a.preserve_fds,
-            id: a.id.clone(),
-        }),
+        // In the foreground capsa holds the terminal itself; detached, the caller must
+        // give a console socket (create says so).
+        hold_tty: !a.detach,
+        opts: super::create::opts(a.no_pivot, a.no_new_keyring, a.preserve_fds),
         systemd_cgroup: cli.systemd_cgroup,
         rootless: cli.rootless(),
     })?;
-    let master = match &console_ours {
+    let master = match &created.tty {
         Some(s) => match capsa::tty::recv_fd(s.as_fd()) {
             Ok(m) => Some(m),
             Err(e) => {
@@ -113,7 +82,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     if a.detach {
         return Ok(0);
     }
-    let code = super::foreground::wait(state.pid, &sigs, master)?;
+    let code = super::foreground::wait(created.state.pid, &sigs, master)?;
     if !a.keep {
         for w in container::delete(&cli.root, &a.id, true)? {
             crate::log::warn(&w);

@@ -25,8 +25,9 @@ pub struct CreateArgs<'a> {
     pub bundle: &'a Path,
     pub pid_file: Option<&'a Path>,
     pub console_socket: Option<&'a Path>,
-    /// An already connected console socket (capsa `run` in the foreground with a tty).
-    pub console_fd: Option<OwnedFd>,
+    /// With process.terminal and no console socket, receive the pty master ourselves
+    /// (`run` in the foreground): [`Created::tty`] is the socket it arrives on.
+    pub hold_tty: bool,
     pub opts: CreateOpts,
     pub systemd_cgroup: bool,
     /// `--rootless`: no cgroups (not delegated here), ids mapped by an unprivileged parent.
@@ -68,8 +69,16 @@ impl Drop for Cleanup {
     }
 }
 
-/// Creates container `id`; returns its state (also written to disk).
-pub fn create(a: CreateArgs) -> Result<State> {
+/// What `create` leaves to its caller.
+pub struct Created {
+    /// The container's state (also written to disk).
+    pub state: State,
+    /// With `hold_tty`: the socket the pty master arrives on (see [`crate::tty::recv_fd`]).
+    pub tty: Option<OwnedFd>,
+}
+
+/// Creates container `id`.
+pub fn create(a: CreateArgs) -> Result<Created> {
     validate_id(a.id)?;
     let bundle = crate::config::load(a.bundle)?;
     let spec = &bundle.spec;
@@ -78,7 +87,7 @@ pub fn create(a: CreateArgs) -> Result<State> {
         crate::process::exeseal::ensure_sealed()?;
     }
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
-    if terminal && a.console_socket.is_none() && a.console_fd.is_none() {
+    if terminal && a.console_socket.is_none() && !a.hold_tty {
         bail!("process.terminal is true: --console-socket is required to receive the pty master");
     }
     if !terminal && a.console_socket.is_some() {
@@ -143,15 +152,17 @@ pub fn create(a: CreateArgs) -> Result<State> {
     // Opened here, read-write (never blocks), and inherited by init: it reads one byte from
     // it to wait for `start`, whatever user and user namespace it has switched to by then.
     plan.fifo = Some(open(&fifo, OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()).ctx("open exec.fifo")?);
+    let mut tty = None;
     if terminal {
-        plan.console_socket = Some(match (a.console_fd, a.console_socket) {
-            (Some(fd), _) => fd,
-            (None, Some(path)) => {
-                let s = std::os::unix::net::UnixStream::connect(path)
-                    .with_ctx(|| format!("--console-socket {}", path.display()))?;
-                OwnedFd::from(s)
+        plan.console_socket = Some(match a.console_socket {
+            Some(path) => OwnedFd::from(
+                std::os::unix::net::UnixStream::connect(path).with_ctx(|| format!("--console-socket {}", path.display()))?,
+            ),
+            None => {
+                let (ours, theirs) = crate::tty::socketpair()?;
+                tty = Some(ours);
+                theirs
             }
-            (None, None) => bail!("process.terminal: no console socket"),
         });
     }
 
@@ -178,7 +189,7 @@ pub fn create(a: CreateArgs) -> Result<State> {
                 write_pid_file(p, init.as_raw())?;
             }
             cleanup.disarm();
-            Ok(state)
+            Ok(Created { state, tty })
         }
     }
 }

@@ -18,7 +18,7 @@ pub mod update;
 
 use std::path::{Path, PathBuf};
 
-pub use create::{create, CreateArgs};
+pub use create::{create, CreateArgs, Created};
 pub use delete::delete;
 pub use exec::{container_process, exec, ExecArgs};
 pub use kill::{kill, parse_signal};

@@ -88,7 +88,7 @@ fn run(plan: &ExecPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     if let Some(sc) = plan.seccomp.as_ref().filter(|_| p.no_new_privileges) {
         load_seccomp(sc, chan)?;
     }
-    let e = nix::unistd::execve(&exe, &p.args, &env).unwrap_err();
+    let Err(e) = nix::unistd::execve(&exe, &p.args, &env);
     Err(Error::from(e).context(format!("exec {:?}", p.args[0])))
 }
 

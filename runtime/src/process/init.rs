@@ -139,7 +139,7 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
             exit_now(1);
         }
     }
-    let e = nix::unistd::execve(&exe, &p.args, &env).unwrap_err();
+    let Err(e) = nix::unistd::execve(&exe, &p.args, &env);
     Err(Error::from(e).context(format!("exec {:?}", p.args[0])))
 }
 

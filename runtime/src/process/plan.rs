@@ -132,7 +132,7 @@ impl ProcessPlan {
             oom_score_adj: p.oom_score_adj(),
             terminal: p.terminal().unwrap_or(false),
             console_size: p.console_size().as_ref().map(|b| (b.height() as u16, b.width() as u16)),
-            sched: crate::scheduling::SchedPlan::from_spec(p, None)?,
+            sched: crate::scheduling::SchedPlan::from_spec(p)?,
             rootless: false,
             apparmor_profile: p.apparmor_profile().clone(),
             selinux_label: p.selinux_label().clone(),
@@ -256,7 +256,7 @@ impl InitPlan {
                 process.env.push(cstring("LISTEN_FDS", &kv)?);
             }
         }
-        process.sched.personality = crate::scheduling::SchedPlan::from_spec(&Default::default(), Some(linux))?.personality;
+        process.sched.personality = crate::scheduling::SchedPlan::personality(linux)?;
         if process.terminal && process.console_size.is_some_and(|(h, w)| h == 0 && w == 0) {
             bail!("process.consoleSize: height and width are 0");
         }
