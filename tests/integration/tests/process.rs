@@ -223,3 +223,27 @@ fn terminal_false_inherits_stdio() {
     assert_eq!(out.stdout, "line-from-stdin\nnot-a-tty\n");
     assert_eq!(out.stderr, "to-stderr\n");
 }
+
+/// `run` in the foreground with terminal: true and no --console-socket: capsa holds the pty
+/// and copies it to its own stdout; `run -d` without a console socket is refused.
+#[test]
+fn terminal_held_by_run_in_foreground() {
+    if !is_capsa() {
+        return; // runc opens /dev/tty here and needs the caller to have a terminal; capsa does not.
+    }
+    let mut c = Container::shared("terminal-fg");
+    c.set("/process/terminal", json!(true));
+    c.sh("tty; exit 4");
+    let out = c.run(&[]);
+    assert_eq!(out.code, Some(4), "{out}");
+    assert!(out.stdout.trim().starts_with("/dev/pts/"), "{out}");
+    {
+        let mut d = Container::shared("terminal-detach");
+        d.set("/process/terminal", json!(true));
+        d.args(&["true"]);
+        d.write_config();
+        let out = d.run_cmd(&["--detach"]).run().fails_cleanly();
+        assert!(out.stderr.contains("console-socket"), "{out}");
+        d.assert_clean();
+    }
+}
