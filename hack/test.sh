@@ -6,6 +6,10 @@ set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "test.sh: run as root (the tests run real containers)" >&2; exit 1; }
 hack/deps.sh
+# Gates: formatting (rustfmt.toml) and clippy with warnings as errors (the workspace lints,
+# unwrap_used among them; clippy.toml allows unwrap in tests only).
+cargo fmt --all --check
+cargo clippy --locked --workspace --all-targets -q -- -D warnings
 hack/build.sh
 export CAPSA_BIN="$PWD/target/release/capsa"
 rc=0

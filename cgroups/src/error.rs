@@ -62,21 +62,12 @@ pub enum Error {
 impl Error {
     /// Error for an I/O operation on `path`.
     pub(crate) fn io(op: &'static str, path: &Path, err: io::Error) -> Error {
-        Error::Io {
-            op,
-            path: path.to_path_buf(),
-            err,
-            note: None,
-        }
+        Error::Io { op, path: path.to_path_buf(), err, note: None }
     }
 
     /// Wraps `self` as the cause of a failed `linux.resources` field.
     pub(crate) fn field(self, field: &'static str, value: impl fmt::Display) -> Error {
-        Error::Resource {
-            field,
-            value: value.to_string(),
-            cause: Box::new(self),
-        }
+        Error::Resource { field, value: value.to_string(), cause: Box::new(self) }
     }
 
     /// Adds a note to an I/O error (no-op for other variants).
@@ -123,12 +114,8 @@ mod tests {
 
     #[test]
     fn resource_error_is_one_line_with_field_value_and_cause() {
-        let e = Error::io(
-            "write",
-            Path::new("/sys/fs/cgroup/memory/x/memory.limit_in_bytes"),
-            io::Error::from_raw_os_error(libc::EBUSY),
-        )
-        .field("linux.resources.memory.limit", 1024);
+        let e = Error::io("write", Path::new("/sys/fs/cgroup/memory/x/memory.limit_in_bytes"), io::Error::from_raw_os_error(libc::EBUSY))
+            .field("linux.resources.memory.limit", 1024);
         assert_eq!(
             e.to_string(),
             "linux.resources.memory.limit = 1024: write /sys/fs/cgroup/memory/x/memory.limit_in_bytes: Device or resource busy"
@@ -138,28 +125,15 @@ mod tests {
 
     #[test]
     fn note_is_appended_in_parentheses() {
-        let e = Error::io(
-            "write",
-            Path::new("/f"),
-            io::Error::from_raw_os_error(libc::EBUSY),
-        )
-        .with_note("current usage 5 bytes".into());
-        assert_eq!(
-            e.to_string(),
-            "write /f: Device or resource busy (current usage 5 bytes)"
-        );
+        let e = Error::io("write", Path::new("/f"), io::Error::from_raw_os_error(libc::EBUSY)).with_note("current usage 5 bytes".into());
+        assert_eq!(e.to_string(), "write /f: Device or resource busy (current usage 5 bytes)");
     }
 
     #[test]
     fn systemd_error_mentions_driver() {
-        let e = Error::SystemdDriver {
-            path: "system.slice:capsa:x".into(),
-        };
+        let e = Error::SystemdDriver { path: "system.slice:capsa:x".into() };
         let s = e.to_string();
-        assert!(
-            s.contains("linux.cgroupsPath \"system.slice:capsa:x\""),
-            "{s}"
-        );
+        assert!(s.contains("linux.cgroupsPath \"system.slice:capsa:x\""), "{s}");
         assert!(s.contains("systemd cgroup driver"), "{s}");
         assert!(s.contains("not supported on this host"), "{s}");
     }

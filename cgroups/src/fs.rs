@@ -19,39 +19,26 @@ const FREEZE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Reads a control file, trimmed of the trailing newline.
 pub(crate) fn read(path: &Path) -> Result<String> {
-    fs::read_to_string(path)
-        .map(|s| s.trim_end().to_string())
-        .map_err(|e| Error::io("read", path, e))
+    fs::read_to_string(path).map(|s| s.trim_end().to_string()).map_err(|e| Error::io("read", path, e))
 }
 
 /// Writes `value` to an existing control file in a single `write(2)` (cgroupfs parses each
 /// write on its own). Never creates the file.
 pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| Error::io("write", path, e))?;
-    f.write_all(value.as_bytes())
-        .map_err(|e| Error::io("write", path, e))
+    let mut f = fs::OpenOptions::new().write(true).open(path).map_err(|e| Error::io("write", path, e))?;
+    f.write_all(value.as_bytes()).map_err(|e| Error::io("write", path, e))
 }
 
 /// Parses a control file holding one integer.
 pub(crate) fn read_i128(path: &Path) -> Result<i128> {
     let s = read(path)?;
-    s.parse()
-        .map_err(|_| Error::Msg(format!("read {}: unexpected content {s:?}", path.display())))
+    s.parse().map_err(|_| Error::Msg(format!("read {}: unexpected content {s:?}", path.display())))
 }
 
 /// Creates `leaf` and any missing parents below `mount` (mode 0755), appending every
 /// directory it actually created to `created`, parents first. Existing directories are fine.
 pub(crate) fn mkdir_all(mount: &Path, leaf: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
-    let rel = leaf.strip_prefix(mount).map_err(|_| {
-        Error::Msg(format!(
-            "{} is not inside {}",
-            leaf.display(),
-            mount.display()
-        ))
-    })?;
+    let rel = leaf.strip_prefix(mount).map_err(|_| Error::Msg(format!("{} is not inside {}", leaf.display(), mount.display())))?;
     let mut dir = mount.to_path_buf();
     for part in rel.components() {
         dir.push(part);
@@ -83,15 +70,11 @@ pub(crate) fn remove_tree(dir: &Path) -> Result<()> {
         match fs::remove_dir(dir) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => {
-                sleep(Duration::from_millis(10))
-            }
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline => sleep(Duration::from_millis(10)),
             Err(e) => {
                 let err = Error::io("rmdir", dir, e);
                 return Err(match procs_in(dir) {
-                    Ok(p) if !p.is_empty() => {
-                        err.with_note(format!("cgroup still has processes {p:?}"))
-                    }
+                    Ok(p) if !p.is_empty() => err.with_note(format!("cgroup still has processes {p:?}")),
                     _ => err,
                 });
             }
@@ -108,10 +91,7 @@ pub(crate) fn rmdir_if_unused(dir: &Path) {
 /// Parses `cgroup.procs` text. Zeros (processes of another pid namespace) are dropped: a 0
 /// would make kill(2) signal our own process group.
 pub(crate) fn parse_procs(text: &str) -> Vec<i32> {
-    text.lines()
-        .filter_map(|l| l.trim().parse::<i32>().ok())
-        .filter(|p| *p > 0)
-        .collect()
+    text.lines().filter_map(|l| l.trim().parse::<i32>().ok()).filter(|p| *p > 0).collect()
 }
 
 /// Processes directly in `dir` (its `cgroup.procs`).
@@ -212,10 +192,7 @@ impl Freezer {
         if ok {
             Ok(())
         } else {
-            Err(Error::Msg(format!(
-                "thaw {}: not thawed after {FREEZE_TIMEOUT:?}",
-                self.dir().display()
-            )))
+            Err(Error::Msg(format!("thaw {}: not thawed after {FREEZE_TIMEOUT:?}", self.dir().display())))
         }
     }
 
@@ -258,12 +235,7 @@ fn wait_events_frozen(dir: &Path, want: bool, deadline: Instant) -> Result<bool>
 ///    signalling, signal every pid (ESRCH ignored), and thaw again. A cgroup that was already
 ///    frozen (a paused container) stays frozen unless the signal is SIGKILL, which needs the
 ///    tasks thawed to die.
-pub(crate) fn kill_all(
-    procs_dir: &Path,
-    kill_dir: Option<&Path>,
-    freezer: Option<&Freezer>,
-    sig: i32,
-) -> Result<()> {
+pub(crate) fn kill_all(procs_dir: &Path, kill_dir: Option<&Path>, freezer: Option<&Freezer>, sig: i32) -> Result<()> {
     if sig == libc::SIGKILL {
         if let Some(dir) = kill_dir {
             match write(&dir.join("cgroup.kill"), "1") {
@@ -273,9 +245,7 @@ pub(crate) fn kill_all(
             }
         }
     }
-    let was_frozen = freezer
-        .map(|f| f.is_frozen().unwrap_or(false))
-        .unwrap_or(false);
+    let was_frozen = freezer.map(|f| f.is_frozen().unwrap_or(false)).unwrap_or(false);
     // Freezing is an optimisation against fork races; signalling still works without it.
     let froze = !was_frozen && freezer.is_some_and(|f| f.freeze().is_ok());
     let result = procs_recursive(procs_dir).and_then(|pids| {

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::v2::V2Manager;
 use crate::{
-    detect, manager, manager_from_paths, BlockIo, Cpu, HugepageLimit, Manager, Memory, Mode, OomEvent, OomWatcher, Pids,
-    Resources, ThrottleDevice,
+    detect, manager, manager_from_paths, BlockIo, Cpu, HugepageLimit, Manager, Memory, Mode, OomEvent, OomWatcher, Pids, Resources,
+    ThrottleDevice,
 };
 
 /// `Some(mode)` when we can run host tests; prints why not otherwise.
@@ -31,10 +31,7 @@ fn host() -> Option<Mode> {
 }
 
 fn unique(tag: &str) -> String {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("capsa-test-{}-{tag}-{nanos}", std::process::id())
 }
 
@@ -48,19 +45,12 @@ struct Guard {
 
 impl Guard {
     fn new(mgr: Box<dyn Manager>) -> Guard {
-        Guard {
-            mgr,
-            children: Vec::new(),
-            extra: Vec::new(),
-        }
+        Guard { mgr, children: Vec::new(), extra: Vec::new() }
     }
 
     /// Spawns `sleep 30` and moves it into the cgroup.
     fn sleeper(&mut self) -> i32 {
-        let child = Command::new("sleep")
-            .arg("30")
-            .spawn()
-            .expect("spawn sleep");
+        let child = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
         let pid = child.id() as i32;
         self.children.push(child);
         self.mgr.add_task(pid).expect("add_task");
@@ -90,9 +80,7 @@ impl Drop for Guard {
 }
 
 fn read(p: &Path) -> String {
-    std::fs::read_to_string(p)
-        .map(|s| s.trim_end().to_string())
-        .unwrap_or_else(|e| format!("<{e}>"))
+    std::fs::read_to_string(p).map(|s| s.trim_end().to_string()).unwrap_or_else(|e| format!("<{e}>"))
 }
 
 /// Asserts `pid`'s /proc/PID/cgroup puts it in `paths` for every hierarchy.
@@ -104,21 +92,12 @@ fn assert_placed(pid: i32, paths: &BTreeMap<String, PathBuf>) {
             .filter_map(|l| {
                 let mut p = l.splitn(3, ':');
                 let (_, ctrls, path) = (p.next()?, p.next()?, p.next()?);
-                let hit = if key.is_empty() {
-                    ctrls.is_empty()
-                } else {
-                    ctrls.split(',').any(|c| c == key)
-                };
+                let hit = if key.is_empty() { ctrls.is_empty() } else { ctrls.split(',').any(|c| c == key) };
                 hit.then_some(path)
             })
             .collect();
         assert_eq!(rel.len(), 1, "{key}: {text}");
-        assert!(
-            dir.to_string_lossy().ends_with(rel[0]),
-            "{key}: {} vs {}",
-            dir.display(),
-            rel[0]
-        );
+        assert!(dir.to_string_lossy().ends_with(rel[0]), "{key}: {} vs {}", dir.display(), rel[0]);
     }
 }
 
@@ -138,54 +117,31 @@ fn create_place_limit_freeze_kill_destroy() {
     g.mgr.create().expect("create is idempotent");
     for (k, p) in &paths {
         assert!(p.is_dir(), "{k}: {}", p.display());
-        assert!(
-            p.ends_with(&id),
-            "{k}: absent cgroupsPath → <own>/<id>: {}",
-            p.display()
-        );
+        assert!(p.ends_with(&id), "{k}: absent cgroupsPath → <own>/<id>: {}", p.display());
     }
     if mode != Mode::Unified {
         // Every v1 hierarchy, including the named one, plus the hybrid cgroup2 directory.
-        assert!(
-            paths.contains_key("name=systemd") || !Path::new("/sys/fs/cgroup/systemd").exists()
-        );
+        assert!(paths.contains_key("name=systemd") || !Path::new("/sys/fs/cgroup/systemd").exists());
         assert_eq!(paths.contains_key(""), mode == Mode::Hybrid);
         let cpuset = &paths["cpuset"];
-        assert_eq!(
-            read(&cpuset.join("cpuset.cpus")),
-            read(&cpuset.parent().expect("parent").join("cpuset.cpus"))
-        );
+        assert_eq!(read(&cpuset.join("cpuset.cpus")), read(&cpuset.parent().expect("parent").join("cpuset.cpus")));
     }
 
     let pid = g.sleeper();
     assert_placed(pid, &paths);
     assert_eq!(g.mgr.pids().expect("pids"), vec![pid]);
 
-    let r = Resources {
-        memory: Memory {
-            limit: Some(64 << 20),
-            ..Default::default()
-        },
-        pids: Pids { limit: Some(10) },
-        ..Default::default()
-    };
+    let r =
+        Resources { memory: Memory { limit: Some(64 << 20), ..Default::default() }, pids: Pids { limit: Some(10) }, ..Default::default() };
     g.mgr.apply(&r).expect("apply");
     let (mem_file, pids_dir) = match mode {
         Mode::Unified => (paths[""].join("memory.max"), paths[""].clone()),
-        _ => (
-            paths["memory"].join("memory.limit_in_bytes"),
-            paths["pids"].clone(),
-        ),
+        _ => (paths["memory"].join("memory.limit_in_bytes"), paths["pids"].clone()),
     };
     assert_eq!(read(&mem_file), "67108864");
     assert_eq!(read(&pids_dir.join("pids.max")), "10");
     // pids <= 0 is unlimited.
-    g.mgr
-        .apply(&Resources {
-            pids: Pids { limit: Some(-1) },
-            ..Default::default()
-        })
-        .expect("apply");
+    g.mgr.apply(&Resources { pids: Pids { limit: Some(-1) }, ..Default::default() }).expect("apply");
     assert_eq!(read(&pids_dir.join("pids.max")), "max");
 
     g.mgr.freeze().expect("freeze");
@@ -210,8 +166,7 @@ fn create_place_limit_freeze_kill_destroy() {
 fn kill_all_with_sigterm_freezes_signals_and_thaws() {
     let Some(mode) = host() else { return };
     let id = unique("term");
-    let mut g =
-        Guard::new(manager(mode, Some(&format!("capsa-tests/{id}")), &id).expect("manager"));
+    let mut g = Guard::new(manager(mode, Some(&format!("capsa-tests/{id}")), &id).expect("manager"));
     let paths = g.mgr.paths();
     g.mgr.create().expect("create");
     let a = g.sleeper();
@@ -224,18 +179,12 @@ fn kill_all_with_sigterm_freezes_signals_and_thaws() {
     g.mgr.kill_all(libc::SIGTERM).expect("kill_all");
     assert_eq!(g.wait_signal(a), Some(libc::SIGTERM));
     assert_eq!(g.wait_signal(b), Some(libc::SIGTERM));
-    assert!(
-        !g.mgr.is_frozen().expect("is_frozen"),
-        "thawed after signalling"
-    );
+    assert!(!g.mgr.is_frozen().expect("is_frozen"), "thawed after signalling");
     g.mgr.destroy().expect("destroy");
     assert_gone(&paths);
     // Relative path: the parents ("<own cgroup>/capsa-tests") were created by this instance
     // and nothing else uses them, so they are gone too.
-    let parents: BTreeMap<String, PathBuf> = paths
-        .iter()
-        .map(|(k, p)| (k.clone(), p.parent().expect("parent").to_path_buf()))
-        .collect();
+    let parents: BTreeMap<String, PathBuf> = paths.iter().map(|(k, p)| (k.clone(), p.parent().expect("parent").to_path_buf())).collect();
     assert_gone(&parents);
 }
 
@@ -271,14 +220,8 @@ fn v1_apply_every_field_and_update_in_both_directions() {
         ..Default::default()
     };
     g.mgr.apply(&r).expect("apply");
-    assert_eq!(
-        read(&mem.join("memory.limit_in_bytes")),
-        (64u64 << 20).to_string()
-    );
-    assert_eq!(
-        read(&mem.join("memory.soft_limit_in_bytes")),
-        (32u64 << 20).to_string()
-    );
+    assert_eq!(read(&mem.join("memory.limit_in_bytes")), (64u64 << 20).to_string());
+    assert_eq!(read(&mem.join("memory.soft_limit_in_bytes")), (32u64 << 20).to_string());
     assert_eq!(read(&mem.join("memory.swappiness")), "10");
     assert_eq!(read(&cpu.join("cpu.shares")), "512");
     assert_eq!(read(&cpu.join("cpu.cfs_quota_us")), "50000");
@@ -286,110 +229,30 @@ fn v1_apply_every_field_and_update_in_both_directions() {
     assert_eq!(read(&cpuset.join("cpuset.cpus")), "0");
     assert_eq!(read(&cpuset.join("cpuset.mems")), "0");
     if memsw {
-        assert_eq!(
-            read(&mem.join("memory.memsw.limit_in_bytes")),
-            (128u64 << 20).to_string()
-        );
+        assert_eq!(read(&mem.join("memory.memsw.limit_in_bytes")), (128u64 << 20).to_string());
         // Raise both above the current memsw: memsw must be written first.
-        let up = Memory {
-            limit: Some(256 << 20),
-            swap: Some(512 << 20),
-            ..Default::default()
-        };
-        g.mgr
-            .apply(&Resources {
-                memory: up,
-                ..Default::default()
-            })
-            .expect("raise");
-        assert_eq!(
-            read(&mem.join("memory.limit_in_bytes")),
-            (256u64 << 20).to_string()
-        );
-        assert_eq!(
-            read(&mem.join("memory.memsw.limit_in_bytes")),
-            (512u64 << 20).to_string()
-        );
+        let up = Memory { limit: Some(256 << 20), swap: Some(512 << 20), ..Default::default() };
+        g.mgr.apply(&Resources { memory: up, ..Default::default() }).expect("raise");
+        assert_eq!(read(&mem.join("memory.limit_in_bytes")), (256u64 << 20).to_string());
+        assert_eq!(read(&mem.join("memory.memsw.limit_in_bytes")), (512u64 << 20).to_string());
         // Lower both below the current limit: the limit must be written first.
-        let down = Memory {
-            limit: Some(32 << 20),
-            swap: Some(32 << 20),
-            ..Default::default()
-        };
-        g.mgr
-            .apply(&Resources {
-                memory: down,
-                ..Default::default()
-            })
-            .expect("lower");
-        assert_eq!(
-            read(&mem.join("memory.limit_in_bytes")),
-            (32u64 << 20).to_string()
-        );
-        assert_eq!(
-            read(&mem.join("memory.memsw.limit_in_bytes")),
-            (32u64 << 20).to_string()
-        );
+        let down = Memory { limit: Some(32 << 20), swap: Some(32 << 20), ..Default::default() };
+        g.mgr.apply(&Resources { memory: down, ..Default::default() }).expect("lower");
+        assert_eq!(read(&mem.join("memory.limit_in_bytes")), (32u64 << 20).to_string());
+        assert_eq!(read(&mem.join("memory.memsw.limit_in_bytes")), (32u64 << 20).to_string());
         // Unlimited memory, swap not given: both unlimited.
-        let unlimited = Memory {
-            limit: Some(-1),
-            ..Default::default()
-        };
-        g.mgr
-            .apply(&Resources {
-                memory: unlimited,
-                ..Default::default()
-            })
-            .expect("unlimited");
-        assert_eq!(
-            read(&mem.join("memory.limit_in_bytes")),
-            read(&mem.join("memory.memsw.limit_in_bytes"))
-        );
+        let unlimited = Memory { limit: Some(-1), ..Default::default() };
+        g.mgr.apply(&Resources { memory: unlimited, ..Default::default() }).expect("unlimited");
+        assert_eq!(read(&mem.join("memory.limit_in_bytes")), read(&mem.join("memory.memsw.limit_in_bytes")));
     }
 
-    let err = |r: Resources| {
-        g.mgr
-            .apply(&r)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default()
-    };
-    let e = err(Resources {
-        cpu: Cpu {
-            shares: Some(1_000_000),
-            ..Default::default()
-        },
-        ..Default::default()
-    });
-    assert!(
-        e.starts_with("linux.resources.cpu.shares = 1000000: the kernel set "),
-        "{e}"
-    );
-    let e = err(Resources {
-        memory: Memory {
-            swappiness: Some(101),
-            ..Default::default()
-        },
-        ..Default::default()
-    });
-    assert_eq!(
-        e,
-        "linux.resources.memory.swappiness = 101: valid range is 0-100"
-    );
-    let e = err(Resources {
-        cpu: Cpu {
-            cpus: Some("7-9".into()),
-            ..Default::default()
-        },
-        ..Default::default()
-    });
-    assert!(
-        e.starts_with(&format!(
-            "linux.resources.cpu.cpus = \"7-9\": write {}",
-            cpuset.join("cpuset.cpus").display()
-        )),
-        "{e}"
-    );
+    let err = |r: Resources| g.mgr.apply(&r).err().map(|e| e.to_string()).unwrap_or_default();
+    let e = err(Resources { cpu: Cpu { shares: Some(1_000_000), ..Default::default() }, ..Default::default() });
+    assert!(e.starts_with("linux.resources.cpu.shares = 1000000: the kernel set "), "{e}");
+    let e = err(Resources { memory: Memory { swappiness: Some(101), ..Default::default() }, ..Default::default() });
+    assert_eq!(e, "linux.resources.memory.swappiness = 101: valid range is 0-100");
+    let e = err(Resources { cpu: Cpu { cpus: Some("7-9".into()), ..Default::default() }, ..Default::default() });
+    assert!(e.starts_with(&format!("linux.resources.cpu.cpus = \"7-9\": write {}", cpuset.join("cpuset.cpus").display())), "{e}");
     drop(g);
     assert_gone(&paths);
 }
@@ -401,27 +264,13 @@ fn nested_path_destroy_removes_only_created_dirs() {
     let cg_path = format!("/{top}/mid/leaf");
     let mut g = Guard::new(manager(mode, Some(&cg_path), "ignored").expect("manager"));
     let paths = g.mgr.paths();
-    let mids: BTreeMap<String, PathBuf> = paths
-        .iter()
-        .map(|(k, p)| (k.clone(), p.parent().expect("parent").to_path_buf()))
-        .collect();
-    let tops: BTreeMap<String, PathBuf> = mids
-        .iter()
-        .map(|(k, p)| (k.clone(), p.parent().expect("parent").to_path_buf()))
-        .collect();
+    let mids: BTreeMap<String, PathBuf> = paths.iter().map(|(k, p)| (k.clone(), p.parent().expect("parent").to_path_buf())).collect();
+    let tops: BTreeMap<String, PathBuf> = mids.iter().map(|(k, p)| (k.clone(), p.parent().expect("parent").to_path_buf())).collect();
     for (k, p) in &paths {
-        assert!(
-            p.ends_with(format!("{top}/mid/leaf")),
-            "{k}: absolute → hierarchy root: {}",
-            p.display()
-        );
+        assert!(p.ends_with(format!("{top}/mid/leaf")), "{k}: absolute → hierarchy root: {}", p.display());
     }
     // One hierarchy's top directory exists before: it is not ours and must survive.
-    let (pre_key, pre_dir) = tops
-        .iter()
-        .next()
-        .map(|(k, p)| (k.clone(), p.clone()))
-        .expect("a hierarchy");
+    let (pre_key, pre_dir) = tops.iter().next().map(|(k, p)| (k.clone(), p.clone())).expect("a hierarchy");
     std::fs::create_dir(&pre_dir).expect("mkdir pre-existing");
     g.extra.push(pre_dir.clone());
     for p in tops.values().chain(mids.values()) {
@@ -464,12 +313,8 @@ fn memory_limit_below_usage_names_field_and_cause() {
         eprintln!("note: v1-only test (on v2 a lower memory.max reclaims and OOM-kills instead)");
         return;
     }
-    if read(Path::new("/proc/swaps")).lines().count() > 1
-        || Command::new("perl").arg("-v").output().is_err()
-    {
-        eprintln!(
-            "note: skipping: needs no swap (else the kernel swaps instead of refusing) and perl"
-        );
+    if read(Path::new("/proc/swaps")).lines().count() > 1 || Command::new("perl").arg("-v").output().is_err() {
+        eprintln!("note: skipping: needs no swap (else the kernel swaps instead of refusing) and perl");
         return;
     }
     let id = unique("busy");
@@ -478,10 +323,7 @@ fn memory_limit_below_usage_names_field_and_cause() {
     g.mgr.create().expect("create");
     // The process allocates only after joining: v1 does not move charges with the task.
     let mut child = Command::new("sh")
-        .args([
-            "-c",
-            "read go; exec perl -e '$x = \"a\" x 50_000_000; sleep 30'",
-        ])
+        .args(["-c", "read go; exec perl -e '$x = \"a\" x 50_000_000; sleep 30'"])
         .stdin(Stdio::piped())
         .spawn()
         .expect("spawn");
@@ -495,19 +337,8 @@ fn memory_limit_below_usage_names_field_and_cause() {
     while read(&usage).parse::<u64>().unwrap_or(0) < 40_000_000 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let r = Resources {
-        memory: Memory {
-            limit: Some(4 << 20),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let e = g
-        .mgr
-        .apply(&r)
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let r = Resources { memory: Memory { limit: Some(4 << 20), ..Default::default() }, ..Default::default() };
+    let e = g.mgr.apply(&r).err().map(|e| e.to_string()).unwrap_or_default();
     let want = format!(
         "linux.resources.memory.limit = 4194304: write {}: Device or resource busy (current usage ",
         paths["memory"].join("memory.limit_in_bytes").display()
@@ -524,19 +355,13 @@ fn memory_limit_below_usage_names_field_and_cause() {
 fn v2_code_paths_in_the_hybrid_cgroup2_hierarchy() {
     let Some(mode) = host() else { return };
     if mode != Mode::Hybrid {
-        eprintln!(
-            "note: hybrid-only test (a pure v2 host runs the other tests through the v2 manager)"
-        );
+        eprintln!("note: hybrid-only test (a pure v2 host runs the other tests through the v2 manager)");
         return;
     }
     let mount = PathBuf::from(crate::HYBRID_UNIFIED);
     let dir = mount.join(unique("v2"));
     // No controllers to enable: do not touch the host's root cgroup.subtree_control.
-    let mut g = Guard::new(Box::new(V2Manager::with_controllers(
-        mount,
-        dir.clone(),
-        &[],
-    )));
+    let mut g = Guard::new(Box::new(V2Manager::with_controllers(mount, dir.clone(), &[])));
     g.mgr.create().expect("create");
     assert!(dir.is_dir());
     let a = g.sleeper();
@@ -548,10 +373,7 @@ fn v2_code_paths_in_the_hybrid_cgroup2_hierarchy() {
     assert!(read(&dir.join("cgroup.events")).contains("frozen 0"));
 
     // Only hugetlb exists here, so pids.max is missing: the error says why.
-    let e = g.mgr.apply(&Resources {
-        pids: Pids { limit: Some(10) },
-        ..Default::default()
-    });
+    let e = g.mgr.apply(&Resources { pids: Pids { limit: Some(10) }, ..Default::default() });
     let e = e.err().map(|e| e.to_string()).unwrap_or_default();
     assert_eq!(
         e,
@@ -561,14 +383,10 @@ fn v2_code_paths_in_the_hybrid_cgroup2_hierarchy() {
         )
     );
 
-    g.mgr
-        .kill_all(libc::SIGTERM)
-        .expect("kill_all TERM (freeze, signal, thaw)");
+    g.mgr.kill_all(libc::SIGTERM).expect("kill_all TERM (freeze, signal, thaw)");
     assert_eq!(g.wait_signal(a), Some(libc::SIGTERM));
     let b = g.sleeper();
-    g.mgr
-        .kill_all(libc::SIGKILL)
-        .expect("kill_all KILL (cgroup.kill)");
+    g.mgr.kill_all(libc::SIGKILL).expect("kill_all KILL (cgroup.kill)");
     assert_eq!(g.wait_signal(b), Some(libc::SIGKILL));
     g.mgr.destroy().expect("destroy");
     assert!(!dir.exists());
@@ -654,9 +472,9 @@ fn v1_more_fields_hybrid_hugetlb_and_unified() {
 
         // Hugepages and unified keys go to the cgroup2 side on a hybrid host with hugetlb there.
         let unified = paths.get("").cloned();
-        let v2_hugetlb = unified.as_ref().is_some_and(|_| {
-            read(Path::new("/sys/fs/cgroup/unified/cgroup.controllers")).split_whitespace().any(|c| c == "hugetlb")
-        });
+        let v2_hugetlb = unified
+            .as_ref()
+            .is_some_and(|_| read(Path::new("/sys/fs/cgroup/unified/cgroup.controllers")).split_whitespace().any(|c| c == "hugetlb"));
         let sizes = crate::hugepage_sizes();
         if v2_hugetlb && !paths.contains_key("hugetlb") && sizes.contains(&"2MB".to_string()) {
             let u = unified.clone().unwrap_or_default();
@@ -667,10 +485,7 @@ fn v1_more_fields_hybrid_hugetlb_and_unified() {
                 })
                 .expect("hugetlb");
             assert_eq!(read(&u.join("hugetlb.2MB.max")), (4u64 << 20).to_string());
-            let r = Resources {
-                unified: [("hugetlb.2MB.max".to_string(), "8388608".to_string())].into(),
-                ..Default::default()
-            };
+            let r = Resources { unified: [("hugetlb.2MB.max".to_string(), "8388608".to_string())].into(), ..Default::default() };
             g2.mgr.apply(&r).expect("unified");
             assert_eq!(read(&u.join("hugetlb.2MB.max")), "8388608");
             let st = g2.mgr.stats().expect("stats");
@@ -681,10 +496,8 @@ fn v1_more_fields_hybrid_hugetlb_and_unified() {
             assert!(e.starts_with("linux.resources.unified = {\"memory.high\": \"1\"}: the memory controller is not in this hybrid host's cgroup2 hierarchy"), "{e}");
         }
         // Unknown page size: refused before any write.
-        let e = g2.mgr.apply(&Resources {
-            hugepage_limits: vec![HugepageLimit { page_size: "3MB".into(), limit: 1 }],
-            ..Default::default()
-        });
+        let e =
+            g2.mgr.apply(&Resources { hugepage_limits: vec![HugepageLimit { page_size: "3MB".into(), limit: 1 }], ..Default::default() });
         let e = e.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.starts_with("linux.resources.hugepageLimits = [0] pageSize \"3MB\": not a hugepage size"), "{e}");
         drop(g2);
@@ -777,7 +590,11 @@ fn v2_device_program_enforces_rules() {
     g.mgr.create().expect("create");
     let rule = |allow, kind, major, minor, access: &str| crate::DeviceRule { allow, kind, major, minor, access: access.into() };
     let r = Resources {
-        devices: vec![rule(false, 'a', None, None, "rwm"), rule(true, 'c', Some(1), Some(3), "rwm"), rule(true, 'c', Some(1), Some(5), "r")],
+        devices: vec![
+            rule(false, 'a', None, None, "rwm"),
+            rule(true, 'c', Some(1), Some(3), "rwm"),
+            rule(true, 'c', Some(1), Some(5), "r"),
+        ],
         ..Default::default()
     };
     g.mgr.apply(&r).expect("attach device program");

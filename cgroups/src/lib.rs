@@ -51,13 +51,11 @@ use std::path::{Component, Path, PathBuf};
 
 pub use error::{Error, Result};
 pub use oom::{oom_kill_count, OomEvent, OomWatcher};
-pub use stats::{
-    BlkioEntry, BlkioStats, CpuStats, CpusetStats, HugetlbStats, MemoryEntry, MemoryStats, PidsStats, Stats,
-};
 pub use resources::{
-    blkio_weight_to_io_weight, hugepage_sizes, shares_to_weight, BlockIo, Cpu, DeviceRule, HugepageLimit,
-    Memory, Network, Pids, Rdma, Resources, ThrottleDevice, WeightDevice,
+    blkio_weight_to_io_weight, hugepage_sizes, shares_to_weight, BlockIo, Cpu, DeviceRule, HugepageLimit, Memory, Network, Pids, Rdma,
+    Resources, ThrottleDevice, WeightDevice,
 };
+pub use stats::{BlkioEntry, BlkioStats, CpuStats, CpusetStats, HugetlbStats, MemoryEntry, MemoryStats, PidsStats, Stats};
 
 /// Where cgroups are mounted, as far as this crate cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,32 +80,19 @@ pub fn detect() -> Result<Mode> {
     let fs_type = |p: &str| {
         nix::sys::statfs::statfs(p)
             .map(|s| s.filesystem_type())
-            .map_err(|e| {
-                Error::io(
-                    "statfs",
-                    Path::new(p),
-                    std::io::Error::from_raw_os_error(e as i32),
-                )
-            })
+            .map_err(|e| Error::io("statfs", Path::new(p), std::io::Error::from_raw_os_error(e as i32)))
     };
     let root = fs_type(CGROUP_ROOT)?;
     classify(root, fs_type(HYBRID_UNIFIED).ok())
 }
 
 /// The pure part of [`detect`].
-fn classify(
-    root: nix::sys::statfs::FsType,
-    unified: Option<nix::sys::statfs::FsType>,
-) -> Result<Mode> {
+fn classify(root: nix::sys::statfs::FsType, unified: Option<nix::sys::statfs::FsType>) -> Result<Mode> {
     use nix::sys::statfs::{CGROUP2_SUPER_MAGIC, TMPFS_MAGIC};
     if root == CGROUP2_SUPER_MAGIC {
         Ok(Mode::Unified)
     } else if root == TMPFS_MAGIC {
-        Ok(if unified == Some(CGROUP2_SUPER_MAGIC) {
-            Mode::Hybrid
-        } else {
-            Mode::Legacy
-        })
+        Ok(if unified == Some(CGROUP2_SUPER_MAGIC) { Mode::Hybrid } else { Mode::Legacy })
     } else {
         Err(Error::Msg(format!(
             "{CGROUP_ROOT} is neither cgroup2 nor a tmpfs of v1 hierarchies (filesystem type {:#x}): cgroups are not mounted",
@@ -184,16 +169,10 @@ pub trait Manager: fmt::Debug + Send + Sync {
 /// systemd `slice:prefix:name` paths give [`Error::SystemdDriver`].
 pub fn manager(mode: Mode, cgroups_path: Option<&str>, id: &str) -> Result<Box<dyn Manager>> {
     let inner = path::parse(cgroups_path, id)?;
-    let preferred_v2 = if mode == Mode::Unified {
-        CGROUP_ROOT
-    } else {
-        HYBRID_UNIFIED
-    };
+    let preferred_v2 = if mode == Mode::Unified { CGROUP_ROOT } else { HYBRID_UNIFIED };
     let layout = proc::Layout::load(Path::new(preferred_v2))?;
     Ok(match mode {
-        Mode::Legacy | Mode::Hybrid => {
-            Box::new(v1::V1Manager::new(&layout, &inner, mode == Mode::Hybrid)?)
-        }
+        Mode::Legacy | Mode::Hybrid => Box::new(v1::V1Manager::new(&layout, &inner, mode == Mode::Hybrid)?),
         Mode::Unified => Box::new(v2::V2Manager::new(&layout, &inner)?),
     })
 }
@@ -216,23 +195,14 @@ where
     for p in paths {
         let p = p.as_ref();
         let bad = |why: &str| Error::Msg(format!("cgroup path {}: {why}", p.display()));
-        if !p.is_absolute()
-            || p.components()
-                .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-        {
+        if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir | Component::CurDir)) {
             return Err(bad("must be absolute and clean"));
         }
-        let h = layout
-            .containing(p)
-            .ok_or_else(|| bad("not inside a mounted cgroup hierarchy"))?;
+        let h = layout.containing(p).ok_or_else(|| bad("not inside a mounted cgroup hierarchy"))?;
         if p == h.mount_point {
             return Err(bad("is a hierarchy root, not a container's cgroup"));
         }
-        let dir = v1::Dir {
-            controllers: h.controllers.clone(),
-            mount: h.mount_point.clone(),
-            path: p.to_path_buf(),
-        };
+        let dir = v1::Dir { controllers: h.controllers.clone(), mount: h.mount_point.clone(), path: p.to_path_buf() };
         if h.controllers.is_empty() {
             if v2_dir.as_ref().is_some_and(|d| d.path != dir.path) {
                 return Err(bad("a second cgroup2 directory"));
@@ -243,11 +213,7 @@ where
         }
     }
     match (v1_dirs.is_empty(), v2_dir) {
-        (true, Some(d)) => Ok(Box::new(v2::V2Manager::with_controllers(
-            d.mount,
-            d.path,
-            v2::CONTROLLERS,
-        ))),
+        (true, Some(d)) => Ok(Box::new(v2::V2Manager::with_controllers(d.mount, d.path, v2::CONTROLLERS))),
         (false, unified) => Ok(Box::new(v1::V1Manager::from_dirs(v1_dirs, unified))),
         (true, None) => Err(Error::Msg("no cgroup paths given".into())),
     }
@@ -282,19 +248,10 @@ mod tests {
 
     #[test]
     fn classify_modes() {
-        assert_eq!(
-            classify(CGROUP2_SUPER_MAGIC, None).ok(),
-            Some(Mode::Unified)
-        );
-        assert_eq!(
-            classify(TMPFS_MAGIC, Some(CGROUP2_SUPER_MAGIC)).ok(),
-            Some(Mode::Hybrid)
-        );
+        assert_eq!(classify(CGROUP2_SUPER_MAGIC, None).ok(), Some(Mode::Unified));
+        assert_eq!(classify(TMPFS_MAGIC, Some(CGROUP2_SUPER_MAGIC)).ok(), Some(Mode::Hybrid));
         assert_eq!(classify(TMPFS_MAGIC, None).ok(), Some(Mode::Legacy));
-        assert_eq!(
-            classify(TMPFS_MAGIC, Some(TMPFS_MAGIC)).ok(),
-            Some(Mode::Legacy)
-        );
+        assert_eq!(classify(TMPFS_MAGIC, Some(TMPFS_MAGIC)).ok(), Some(Mode::Legacy));
         assert!(classify(CGROUP_SUPER_MAGIC, None).is_err());
     }
 
@@ -313,12 +270,7 @@ mod tests {
 
     #[test]
     fn from_paths_rejects_paths_outside_cgroupfs() {
-        for p in [
-            "/tmp/x",
-            "relative",
-            "/sys/fs/cgroup/x/../y",
-            "/sys/fs/cgroup",
-        ] {
+        for p in ["/tmp/x", "relative", "/sys/fs/cgroup/x/../y", "/sys/fs/cgroup"] {
             assert!(manager_from_paths([p]).is_err(), "{p}");
         }
         assert!(manager_from_paths(Vec::<PathBuf>::new()).is_err());

@@ -49,22 +49,15 @@ fn clean(p: &str) -> Option<PathBuf> {
 
 /// Interprets `linux.cgroupsPath` (or its absence) for container `id`.
 pub(crate) fn parse(cgroups_path: Option<&str>, id: &str) -> Result<Inner> {
-    let bad = |path: &str, reason: &str| Error::CgroupsPath {
-        path: path.to_string(),
-        reason: reason.to_string(),
-    };
+    let bad = |path: &str, reason: &str| Error::CgroupsPath { path: path.to_string(), reason: reason.to_string() };
     match cgroups_path.filter(|p| !p.is_empty()) {
         None => {
             if id.is_empty() || id == "." || id == ".." || id.contains('/') || id.contains('\0') {
-                return Err(Error::Msg(format!(
-                    "container id {id:?} cannot name a cgroup (linux.cgroupsPath is not set)"
-                )));
+                return Err(Error::Msg(format!("container id {id:?} cannot name a cgroup (linux.cgroupsPath is not set)")));
             }
             Ok(Inner::Own(PathBuf::from(id)))
         }
-        Some(p) if is_systemd_path(p) => Err(Error::SystemdDriver {
-            path: p.to_string(),
-        }),
+        Some(p) if is_systemd_path(p) => Err(Error::SystemdDriver { path: p.to_string() }),
         Some(p) if p.contains('\0') => Err(bad(p, "contains a NUL byte")),
         Some(p) => {
             let absolute = p.starts_with('/');
@@ -81,18 +74,10 @@ pub(crate) fn parse(cgroups_path: Option<&str>, id: &str) -> Result<Inner> {
             if cleaned.as_os_str().is_empty() {
                 return Err(bad(
                     p,
-                    if absolute {
-                        "names the cgroup hierarchy root itself"
-                    } else {
-                        "names the runtime's own cgroup itself"
-                    },
+                    if absolute { "names the cgroup hierarchy root itself" } else { "names the runtime's own cgroup itself" },
                 ));
             }
-            Ok(if absolute {
-                Inner::Root(cleaned)
-            } else {
-                Inner::Own(cleaned)
-            })
+            Ok(if absolute { Inner::Root(cleaned) } else { Inner::Own(cleaned) })
         }
     }
 }
@@ -126,55 +111,28 @@ mod tests {
 
     #[test]
     fn absolute_is_relative_to_hierarchy_root() {
-        assert_eq!(
-            dir(Some("/a/b"), "id", "/mine").ok(),
-            Some("/sys/fs/cgroup/memory/a/b".into())
-        );
-        assert_eq!(
-            dir(Some("//a/./b/"), "id", "/mine").ok(),
-            Some("/sys/fs/cgroup/memory/a/b".into())
-        );
-        assert_eq!(
-            dir(Some("/a/x/../b"), "id", "/").ok(),
-            Some("/sys/fs/cgroup/memory/a/b".into())
-        );
+        assert_eq!(dir(Some("/a/b"), "id", "/mine").ok(), Some("/sys/fs/cgroup/memory/a/b".into()));
+        assert_eq!(dir(Some("//a/./b/"), "id", "/mine").ok(), Some("/sys/fs/cgroup/memory/a/b".into()));
+        assert_eq!(dir(Some("/a/x/../b"), "id", "/").ok(), Some("/sys/fs/cgroup/memory/a/b".into()));
     }
 
     #[test]
     fn relative_is_under_own_cgroup() {
-        assert_eq!(
-            dir(Some("a/b"), "id", "/process_api/h").ok(),
-            Some("/sys/fs/cgroup/memory/process_api/h/a/b".into())
-        );
-        assert_eq!(
-            dir(Some("./a"), "id", "/").ok(),
-            Some("/sys/fs/cgroup/memory/a".into())
-        );
+        assert_eq!(dir(Some("a/b"), "id", "/process_api/h").ok(), Some("/sys/fs/cgroup/memory/process_api/h/a/b".into()));
+        assert_eq!(dir(Some("./a"), "id", "/").ok(), Some("/sys/fs/cgroup/memory/a".into()));
     }
 
     #[test]
     fn absent_is_own_cgroup_slash_id() {
-        assert_eq!(
-            dir(None, "c1", "/process_api/h").ok(),
-            Some("/sys/fs/cgroup/memory/process_api/h/c1".into())
-        );
-        assert_eq!(
-            dir(Some(""), "c1", "/").ok(),
-            Some("/sys/fs/cgroup/memory/c1".into())
-        );
+        assert_eq!(dir(None, "c1", "/process_api/h").ok(), Some("/sys/fs/cgroup/memory/process_api/h/c1".into()));
+        assert_eq!(dir(Some(""), "c1", "/").ok(), Some("/sys/fs/cgroup/memory/c1".into()));
     }
 
     #[test]
     fn dotdot_escape_is_rejected_naming_the_field() {
         for p in ["/../etc", "/a/../../b", "../x", "a/../../x"] {
-            let e = parse(Some(p), "id")
-                .err()
-                .map(|e| e.to_string())
-                .unwrap_or_default();
-            assert!(
-                e.starts_with(&format!("linux.cgroupsPath {p:?}: ")),
-                "{p}: {e}"
-            );
+            let e = parse(Some(p), "id").err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.starts_with(&format!("linux.cgroupsPath {p:?}: ")), "{p}: {e}");
             assert!(e.contains("escapes"), "{e}");
         }
     }
@@ -182,24 +140,14 @@ mod tests {
     #[test]
     fn root_itself_is_rejected() {
         for p in ["/", "/a/..", ".", "a/.."] {
-            assert!(
-                matches!(parse(Some(p), "id"), Err(Error::CgroupsPath { .. })),
-                "{p}"
-            );
+            assert!(matches!(parse(Some(p), "id"), Err(Error::CgroupsPath { .. })), "{p}");
         }
     }
 
     #[test]
     fn systemd_paths_are_rejected() {
-        for p in [
-            "system.slice:capsa:abc",
-            ":capsa:abc",
-            "kubepods-pod1.slice:cri-containerd:x",
-        ] {
-            assert!(
-                matches!(parse(Some(p), "id"), Err(Error::SystemdDriver { .. })),
-                "{p}"
-            );
+        for p in ["system.slice:capsa:abc", ":capsa:abc", "kubepods-pod1.slice:cri-containerd:x"] {
+            assert!(matches!(parse(Some(p), "id"), Err(Error::SystemdDriver { .. })), "{p}");
         }
         // A cgroupfs path may contain ':' (kubelet's cgroupfs driver never makes these, but
         // runc accepts them as literal names).

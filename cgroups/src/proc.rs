@@ -38,13 +38,8 @@ fn unescape(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = (b[i + 1] - b'0') as u32 * 64
-                + (b[i + 2] - b'0') as u32 * 8
-                + (b[i + 3] - b'0') as u32;
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
             if let Ok(byte) = u8::try_from(v) {
                 out.push(byte);
                 i += 4;
@@ -95,11 +90,7 @@ pub(crate) fn parse_proc_cgroup(text: &str) -> Vec<ProcCgroup> {
             let path = parts.next()?;
             Some(ProcCgroup {
                 id,
-                controllers: controllers
-                    .split(',')
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_string)
-                    .collect(),
+                controllers: controllers.split(',').filter(|c| !c.is_empty()).map(str::to_string).collect(),
                 path: path.to_string(),
             })
         })
@@ -165,41 +156,31 @@ impl Layout {
     /// mounted in our mount namespace are left out. For cgroup2, a mount at
     /// `preferred_v2` wins over others.
     pub fn from_parts(mounts: &[Mount], procs: &[ProcCgroup], preferred_v2: &Path) -> Layout {
-        let pick =
-            |candidates: Vec<&Mount>, own: &str, preferred: Option<&Path>| -> Option<Mount> {
-                let fits = |m: &Mount| strip_root(own, &m.root).is_some();
-                let best = candidates
-                    .iter()
-                    .copied()
-                    .find(|m| fits(m) && preferred.is_some_and(|p| m.mount_point == p))
-                    .or_else(|| candidates.iter().copied().find(|m| fits(m)))
-                    .or_else(|| candidates.first().copied());
-                best.cloned()
-            };
+        let pick = |candidates: Vec<&Mount>, own: &str, preferred: Option<&Path>| -> Option<Mount> {
+            let fits = |m: &Mount| strip_root(own, &m.root).is_some();
+            let best = candidates
+                .iter()
+                .copied()
+                .find(|m| fits(m) && preferred.is_some_and(|p| m.mount_point == p))
+                .or_else(|| candidates.iter().copied().find(|m| fits(m)))
+                .or_else(|| candidates.first().copied());
+            best.cloned()
+        };
         let mut layout = Layout::default();
         for p in procs.iter().rev() {
             if p.id == 0 && p.controllers.is_empty() {
-                let candidates: Vec<&Mount> =
-                    mounts.iter().filter(|m| m.fstype == "cgroup2").collect();
+                let candidates: Vec<&Mount> = mounts.iter().filter(|m| m.fstype == "cgroup2").collect();
                 if let Some(m) = pick(candidates, &p.path, Some(preferred_v2)) {
-                    layout.v2 = Some(Hierarchy {
-                        controllers: Vec::new(),
-                        mount_point: m.mount_point,
-                        mount_root: m.root,
-                        own: p.path.clone(),
-                    });
+                    layout.v2 =
+                        Some(Hierarchy { controllers: Vec::new(), mount_point: m.mount_point, mount_root: m.root, own: p.path.clone() });
                 }
                 continue;
             }
             if p.controllers.is_empty() {
                 continue;
             }
-            let candidates: Vec<&Mount> = mounts
-                .iter()
-                .filter(|m| {
-                    m.fstype == "cgroup" && p.controllers.iter().all(|c| m.super_opts.contains(c))
-                })
-                .collect();
+            let candidates: Vec<&Mount> =
+                mounts.iter().filter(|m| m.fstype == "cgroup" && p.controllers.iter().all(|c| m.super_opts.contains(c))).collect();
             if let Some(m) = pick(candidates, &p.path, None) {
                 layout.v1.push(Hierarchy {
                     controllers: p.controllers.clone(),
@@ -216,20 +197,12 @@ impl Layout {
     pub fn load(preferred_v2: &Path) -> Result<Layout> {
         let mountinfo = read_proc("/proc/self/mountinfo")?;
         let cgroup = read_proc("/proc/self/cgroup")?;
-        Ok(Layout::from_parts(
-            &parse_mountinfo(&mountinfo),
-            &parse_proc_cgroup(&cgroup),
-            preferred_v2,
-        ))
+        Ok(Layout::from_parts(&parse_mountinfo(&mountinfo), &parse_proc_cgroup(&cgroup), preferred_v2))
     }
 
     /// The cgroup mount that contains `path` (longest mount point wins), and whether it is v2.
     pub fn containing(&self, path: &Path) -> Option<&Hierarchy> {
-        self.v1
-            .iter()
-            .chain(self.v2.iter())
-            .filter(|h| path.starts_with(&h.mount_point))
-            .max_by_key(|h| h.mount_point.as_os_str().len())
+        self.v1.iter().chain(self.v2.iter()).filter(|h| path.starts_with(&h.mount_point)).max_by_key(|h| h.mount_point.as_os_str().len())
     }
 }
 
@@ -299,8 +272,7 @@ mod tests {
 
     #[test]
     fn parses_optional_fields_and_escapes() {
-        let text =
-            "50 25 0:40 /a\\040b /mnt/my\\040cg rw shared:3 master:1 - cgroup cgroup rw,memory\n\
+        let text = "50 25 0:40 /a\\040b /mnt/my\\040cg rw shared:3 master:1 - cgroup cgroup rw,memory\n\
                     garbage line\n\
                     51 25 0:41 / /x rw - cgroup\n";
         let m = parse_mountinfo(text);
@@ -314,64 +286,23 @@ mod tests {
     fn parses_proc_cgroup_with_colons_in_path() {
         let p = parse_proc_cgroup("4:memory:/a:b/c\n0::/\nbad\n1:name=systemd:/x\n");
         assert_eq!(p.len(), 3);
-        assert_eq!(
-            p[0],
-            ProcCgroup {
-                id: 4,
-                controllers: vec!["memory".into()],
-                path: "/a:b/c".into()
-            }
-        );
-        assert_eq!(
-            p[1],
-            ProcCgroup {
-                id: 0,
-                controllers: vec![],
-                path: "/".into()
-            }
-        );
+        assert_eq!(p[0], ProcCgroup { id: 4, controllers: vec!["memory".into()], path: "/a:b/c".into() });
+        assert_eq!(p[1], ProcCgroup { id: 0, controllers: vec![], path: "/".into() });
         assert_eq!(p[2].controllers, vec!["name=systemd"]);
     }
 
     #[test]
     fn hybrid_layout_matches_every_hierarchy() {
-        let l = Layout::from_parts(
-            &parse_mountinfo(HYBRID_MOUNTINFO),
-            &parse_proc_cgroup(HYBRID_CGROUP),
-            Path::new("/sys/fs/cgroup/unified"),
-        );
+        let l =
+            Layout::from_parts(&parse_mountinfo(HYBRID_MOUNTINFO), &parse_proc_cgroup(HYBRID_CGROUP), Path::new("/sys/fs/cgroup/unified"));
         let names: Vec<String> = l.v1.iter().map(|h| h.controllers.join(",")).collect();
-        assert_eq!(
-            names,
-            [
-                "cpu",
-                "cpuacct",
-                "cpuset",
-                "memory",
-                "devices",
-                "freezer",
-                "blkio",
-                "pids",
-                "name=systemd"
-            ]
-        );
+        assert_eq!(names, ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "name=systemd"]);
         let mem = &l.v1[3];
-        assert_eq!(
-            mem.own_dir().ok(),
-            Some(PathBuf::from("/sys/fs/cgroup/memory/process_api/ac09"))
-        );
+        assert_eq!(mem.own_dir().ok(), Some(PathBuf::from("/sys/fs/cgroup/memory/process_api/ac09")));
         let v2 = l.v2.as_ref().map(|h| h.mount_point.clone());
         assert_eq!(v2, Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        assert_eq!(
-            l.containing(Path::new("/sys/fs/cgroup/unified/x"))
-                .map(|h| h.controllers.is_empty()),
-            Some(true)
-        );
-        assert_eq!(
-            l.containing(Path::new("/sys/fs/cgroup/cpuacct/x"))
-                .map(|h| h.controllers.clone()),
-            Some(vec!["cpuacct".to_string()])
-        );
+        assert_eq!(l.containing(Path::new("/sys/fs/cgroup/unified/x")).map(|h| h.controllers.is_empty()), Some(true));
+        assert_eq!(l.containing(Path::new("/sys/fs/cgroup/cpuacct/x")).map(|h| h.controllers.clone()), Some(vec!["cpuacct".to_string()]));
         assert!(l.containing(Path::new("/tmp/x")).is_none());
     }
 
@@ -388,26 +319,17 @@ mod tests {
         assert_eq!(systemd.mount_point, PathBuf::from("/sys/fs/cgroup/systemd"));
         let cpu = &l.v1[1];
         assert_eq!(cpu.controllers, vec!["cpu", "cpuacct"]);
-        assert_eq!(
-            cpu.own_dir().ok(),
-            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/user.slice"))
-        );
+        assert_eq!(cpu.own_dir().ok(), Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/user.slice")));
         assert_eq!(
             l.v2.as_ref().and_then(|h| h.own_dir().ok()),
-            Some(PathBuf::from(
-                "/sys/fs/cgroup/unified/user.slice/user-0.slice/session-1.scope"
-            ))
+            Some(PathBuf::from("/sys/fs/cgroup/unified/user.slice/user-0.slice/session-1.scope"))
         );
     }
 
     #[test]
     fn pure_v2_layout_and_namespaced_mount_root() {
         let mi = "30 23 0:26 /kubepods/pod1 /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n";
-        let l = Layout::from_parts(
-            &parse_mountinfo(mi),
-            &parse_proc_cgroup("0::/kubepods/pod1/ctr\n"),
-            Path::new("/sys/fs/cgroup"),
-        );
+        let l = Layout::from_parts(&parse_mountinfo(mi), &parse_proc_cgroup("0::/kubepods/pod1/ctr\n"), Path::new("/sys/fs/cgroup"));
         assert!(l.v1.is_empty());
         let v2 = l.v2.as_ref().map(|h| h.own_dir().ok());
         assert_eq!(v2, Some(Some(PathBuf::from("/sys/fs/cgroup/ctr"))));

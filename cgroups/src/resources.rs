@@ -259,10 +259,7 @@ pub fn hugepage_sizes() -> Vec<String> {
     let Ok(rd) = std::fs::read_dir("/sys/kernel/mm/hugepages") else {
         return Vec::new();
     };
-    let mut v: Vec<String> = rd
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(hugepage_dir_to_size))
-        .collect();
+    let mut v: Vec<String> = rd.flatten().filter_map(|e| e.file_name().to_str().and_then(hugepage_dir_to_size)).collect();
     v.sort();
     v
 }
@@ -437,9 +434,7 @@ pub(crate) fn v2_swap(swap: i64, limit: i64) -> Result<i64, String> {
         return Err(format!("invalid memory limit {limit}"));
     }
     if swap < limit {
-        return Err(format!(
-            "memory+swap must be >= linux.resources.memory.limit ({limit})"
-        ));
+        return Err(format!("memory+swap must be >= linux.resources.memory.limit ({limit})"));
     }
     Ok(swap - limit)
 }
@@ -461,11 +456,7 @@ pub(crate) fn cpu_max(quota: i64, period: u64) -> Option<String> {
     if quota == 0 && period == 0 {
         return None;
     }
-    let mut s = if quota > 0 {
-        quota.to_string()
-    } else {
-        "max".to_string()
-    };
+    let mut s = if quota > 0 { quota.to_string() } else { "max".to_string() };
     if period != 0 {
         s.push(' ');
         s.push_str(&period.to_string());
@@ -487,28 +478,11 @@ pub(crate) struct MemWrite {
 /// lowered first. Unlimited memory with swap not given also makes swap unlimited.
 /// `cur_limit` is the current `memory.limit_in_bytes`; `memsw` whether swap accounting exists
 /// (without it swap is silently not limited).
-pub(crate) fn v1_memory_writes(
-    limit: i64,
-    swap: i64,
-    cur_limit: i128,
-    memsw: bool,
-) -> Vec<MemWrite> {
+pub(crate) fn v1_memory_writes(limit: i64, swap: i64, cur_limit: i128, memsw: bool) -> Vec<MemWrite> {
     use field::{MEMORY_LIMIT, MEMORY_SWAP};
-    let swap = if limit == -1 && swap == 0 && memsw {
-        -1
-    } else {
-        swap
-    };
-    let l = (limit != 0).then_some(MemWrite {
-        field: MEMORY_LIMIT,
-        file: "memory.limit_in_bytes",
-        value: limit,
-    });
-    let s = (swap != 0 && memsw).then_some(MemWrite {
-        field: MEMORY_SWAP,
-        file: "memory.memsw.limit_in_bytes",
-        value: swap,
-    });
+    let swap = if limit == -1 && swap == 0 && memsw { -1 } else { swap };
+    let l = (limit != 0).then_some(MemWrite { field: MEMORY_LIMIT, file: "memory.limit_in_bytes", value: limit });
+    let s = (swap != 0 && memsw).then_some(MemWrite { field: MEMORY_SWAP, file: "memory.memsw.limit_in_bytes", value: swap });
     let swap_first = limit != 0 && swap != 0 && (swap == -1 || cur_limit < swap as i128);
     let order = if swap_first { [s, l] } else { [l, s] };
     order.into_iter().flatten().collect()
@@ -599,11 +573,7 @@ mod tests {
         assert_eq!(v2_swap_max(0, 100), Ok(None));
         assert_eq!(v2_swap_max(0, -1), Ok(Some("max".into())));
         assert_eq!(v2_swap_max(-1, 100), Ok(Some("max".into())));
-        assert_eq!(
-            v2_swap_max(100, 100),
-            Ok(Some("0".into())),
-            "swap == limit disables swap"
-        );
+        assert_eq!(v2_swap_max(100, 100), Ok(Some("0".into())), "swap == limit disables swap");
         assert_eq!(v2_swap_max(300, 100), Ok(Some("200".into())));
     }
 
@@ -634,55 +604,22 @@ mod tests {
     fn v1_memory_write_order() {
         const UNLIMITED: i128 = 9_223_372_036_854_771_712;
         // Raising both: memsw first.
-        assert_eq!(
-            files(&v1_memory_writes(300, 400, 100, true)),
-            [
-                ("memory.memsw.limit_in_bytes", 400),
-                ("memory.limit_in_bytes", 300)
-            ]
-        );
+        assert_eq!(files(&v1_memory_writes(300, 400, 100, true)), [("memory.memsw.limit_in_bytes", 400), ("memory.limit_in_bytes", 300)]);
         // Lowering both from unlimited: limit first.
         assert_eq!(
             files(&v1_memory_writes(64 << 20, 128 << 20, UNLIMITED, true)),
-            [
-                ("memory.limit_in_bytes", 64 << 20),
-                ("memory.memsw.limit_in_bytes", 128 << 20)
-            ]
+            [("memory.limit_in_bytes", 64 << 20), ("memory.memsw.limit_in_bytes", 128 << 20)]
         );
         // Unlimited swap: memsw first.
-        assert_eq!(
-            files(&v1_memory_writes(100, -1, 200, true)),
-            [
-                ("memory.memsw.limit_in_bytes", -1),
-                ("memory.limit_in_bytes", 100)
-            ]
-        );
+        assert_eq!(files(&v1_memory_writes(100, -1, 200, true)), [("memory.memsw.limit_in_bytes", -1), ("memory.limit_in_bytes", 100)]);
         // Unlimited memory, swap not given: swap follows, written first.
-        assert_eq!(
-            files(&v1_memory_writes(-1, 0, 100, true)),
-            [
-                ("memory.memsw.limit_in_bytes", -1),
-                ("memory.limit_in_bytes", -1)
-            ]
-        );
+        assert_eq!(files(&v1_memory_writes(-1, 0, 100, true)), [("memory.memsw.limit_in_bytes", -1), ("memory.limit_in_bytes", -1)]);
         // Only one of them.
-        assert_eq!(
-            files(&v1_memory_writes(100, 0, UNLIMITED, true)),
-            [("memory.limit_in_bytes", 100)]
-        );
-        assert_eq!(
-            files(&v1_memory_writes(0, 500, 100, true)),
-            [("memory.memsw.limit_in_bytes", 500)]
-        );
+        assert_eq!(files(&v1_memory_writes(100, 0, UNLIMITED, true)), [("memory.limit_in_bytes", 100)]);
+        assert_eq!(files(&v1_memory_writes(0, 500, 100, true)), [("memory.memsw.limit_in_bytes", 500)]);
         // No swap accounting: swap is skipped.
-        assert_eq!(
-            files(&v1_memory_writes(100, 200, 50, false)),
-            [("memory.limit_in_bytes", 100)]
-        );
-        assert_eq!(
-            files(&v1_memory_writes(-1, 0, 50, false)),
-            [("memory.limit_in_bytes", -1)]
-        );
+        assert_eq!(files(&v1_memory_writes(100, 200, 50, false)), [("memory.limit_in_bytes", 100)]);
+        assert_eq!(files(&v1_memory_writes(-1, 0, 50, false)), [("memory.limit_in_bytes", -1)]);
         assert!(v1_memory_writes(0, 0, 0, true).is_empty());
     }
 }

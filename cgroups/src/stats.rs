@@ -216,7 +216,11 @@ fn parse_usage_all(text: &str) -> (Vec<u64>, Vec<u64>) {
 fn clock_ticks() -> u64 {
     // SAFETY: sysconf only reads a configuration value.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
 }
 
 fn v1_memory_entry(dir: &Path, prefix: &str) -> Result<MemoryEntry> {

@@ -43,30 +43,16 @@ impl V1Manager {
     /// `hybrid`.
     pub(crate) fn new(layout: &Layout, inner: &Inner, hybrid: bool) -> Result<V1Manager> {
         if layout.v1.is_empty() {
-            return Err(Error::Msg(
-                "no cgroup v1 hierarchy is mounted (see /proc/self/mountinfo)".into(),
-            ));
+            return Err(Error::Msg("no cgroup v1 hierarchy is mounted (see /proc/self/mountinfo)".into()));
         }
         let dirs = layout
             .v1
             .iter()
-            .map(|h| {
-                Ok(Dir {
-                    controllers: h.controllers.clone(),
-                    mount: h.mount_point.clone(),
-                    path: inner.dir_in(h)?,
-                })
-            })
+            .map(|h| Ok(Dir { controllers: h.controllers.clone(), mount: h.mount_point.clone(), path: inner.dir_in(h)? }))
             .collect::<Result<Vec<_>>>()?;
         let unified = if hybrid {
-            let h = layout.v2.as_ref().ok_or_else(|| {
-                Error::Msg("hybrid cgroups: the cgroup2 hierarchy is not mounted".into())
-            })?;
-            Some(Dir {
-                controllers: Vec::new(),
-                mount: h.mount_point.clone(),
-                path: inner.dir_in(h)?,
-            })
+            let h = layout.v2.as_ref().ok_or_else(|| Error::Msg("hybrid cgroups: the cgroup2 hierarchy is not mounted".into()))?;
+            Some(Dir { controllers: Vec::new(), mount: h.mount_point.clone(), path: inner.dir_in(h)? })
         } else {
             None
         };
@@ -75,11 +61,7 @@ impl V1Manager {
 
     /// A manager over directories that already exist (from [`Manager::paths`]).
     pub(crate) fn from_dirs(dirs: Vec<Dir>, unified: Option<Dir>) -> V1Manager {
-        V1Manager {
-            dirs,
-            unified,
-            created: Mutex::new(Vec::new()),
-        }
+        V1Manager { dirs, unified, created: Mutex::new(Vec::new()) }
     }
 
     fn all(&self) -> impl Iterator<Item = &Dir> {
@@ -88,23 +70,12 @@ impl V1Manager {
 
     /// The container's directory in the hierarchy holding `controller`.
     fn dir(&self, controller: &str) -> Option<&Path> {
-        self.dirs
-            .iter()
-            .find(|d| d.controllers.iter().any(|c| c == controller))
-            .map(|d| d.path.as_path())
+        self.dirs.iter().find(|d| d.controllers.iter().any(|c| c == controller)).map(|d| d.path.as_path())
     }
 
     /// Like [`Self::dir`], but an error naming the OCI field when the controller is missing.
-    fn need(
-        &self,
-        controller: &str,
-        field: &'static str,
-        value: impl std::fmt::Display,
-    ) -> Result<&Path> {
-        self.dir(controller).ok_or_else(|| {
-            Error::Msg(format!("the {controller} cgroup controller is not mounted"))
-                .field(field, value)
-        })
+    fn need(&self, controller: &str, field: &'static str, value: impl std::fmt::Display) -> Result<&Path> {
+        self.dir(controller).ok_or_else(|| Error::Msg(format!("the {controller} cgroup controller is not mounted")).field(field, value))
     }
 
     /// The directory whose `cgroup.procs` lists the container's processes.
@@ -120,9 +91,7 @@ impl V1Manager {
         match (self.dir("freezer"), &self.unified) {
             (Some(d), _) => Ok(Freezer::V1(d.to_path_buf())),
             (None, Some(u)) => Ok(Freezer::V2(u.path.clone())),
-            (None, None) => Err(Error::Msg(
-                "the freezer cgroup controller is not mounted".into(),
-            )),
+            (None, None) => Err(Error::Msg("the freezer cgroup controller is not mounted".into())),
         }
     }
 
@@ -130,11 +99,7 @@ impl V1Manager {
         for d in self.all() {
             fs::mkdir_all(&d.mount, &d.path, created)?;
         }
-        if let Some(d) = self
-            .dirs
-            .iter()
-            .find(|d| d.controllers.iter().any(|c| c == "cpuset"))
-        {
+        if let Some(d) = self.dirs.iter().find(|d| d.controllers.iter().any(|c| c == "cpuset")) {
             fill_cpuset(&d.mount, &d.path)?;
         }
         Ok(())
@@ -157,10 +122,7 @@ impl V1Manager {
             return Ok(());
         }
         let Some(dir) = self.dir("memory") else {
-            return Err(Error::Msg(
-                "linux.resources.memory is set but the memory cgroup controller is not mounted"
-                    .into(),
-            ));
+            return Err(Error::Msg("linux.resources.memory is set but the memory cgroup controller is not mounted".into()));
         };
         if m.check_before_update == Some(true) && limit > 0 {
             check_usage(&dir.join("memory.usage_in_bytes"), limit)?;
@@ -178,8 +140,7 @@ impl V1Manager {
             }
         }
         if let Some(v) = nonzero(m.kernel_tcp) {
-            fs::write(&dir.join("memory.kmem.tcp.limit_in_bytes"), &v.to_string())
-                .map_err(|e| e.field(field::MEMORY_KERNEL_TCP, v))?;
+            fs::write(&dir.join("memory.kmem.tcp.limit_in_bytes"), &v.to_string()).map_err(|e| e.field(field::MEMORY_KERNEL_TCP, v))?;
         }
         if let Some(want) = m.use_hierarchy {
             let file = dir.join("memory.use_hierarchy");
@@ -188,20 +149,14 @@ impl V1Manager {
                 fs::write(&file, want_s).map_err(|e| e.field(field::MEMORY_USE_HIERARCHY, want))?;
             }
         }
-        let cur_limit = if limit != 0 && swap != 0 {
-            fs::read_i128(&dir.join("memory.limit_in_bytes"))?
-        } else {
-            0
-        };
+        let cur_limit = if limit != 0 && swap != 0 { fs::read_i128(&dir.join("memory.limit_in_bytes"))? } else { 0 };
         let memsw = dir.join("memory.memsw.limit_in_bytes").exists();
         for w in v1_memory_writes(limit, swap, cur_limit, memsw) {
             fs::write(&dir.join(w.file), &w.value.to_string()).map_err(|e| {
                 let e = if w.file == "memory.limit_in_bytes" && e.raw_os_error() == Some(libc::EBUSY) {
                     let usage = fs::read(&dir.join("memory.usage_in_bytes")).unwrap_or_default();
                     let peak = fs::read(&dir.join("memory.max_usage_in_bytes")).unwrap_or_default();
-                    e.with_note(format!(
-                        "current usage {usage} bytes, peak {peak} bytes: the kernel could not reclaim enough memory"
-                    ))
+                    e.with_note(format!("current usage {usage} bytes, peak {peak} bytes: the kernel could not reclaim enough memory"))
                 } else {
                     e
                 };
@@ -209,16 +164,13 @@ impl V1Manager {
             })?;
         }
         if let Some(v) = reservation {
-            fs::write(&dir.join("memory.soft_limit_in_bytes"), &v.to_string())
-                .map_err(|e| e.field(field::MEMORY_RESERVATION, v))?;
+            fs::write(&dir.join("memory.soft_limit_in_bytes"), &v.to_string()).map_err(|e| e.field(field::MEMORY_RESERVATION, v))?;
         }
         if m.disable_oom_killer == Some(true) {
-            fs::write(&dir.join("memory.oom_control"), "1")
-                .map_err(|e| e.field(field::MEMORY_DISABLE_OOM, true))?;
+            fs::write(&dir.join("memory.oom_control"), "1").map_err(|e| e.field(field::MEMORY_DISABLE_OOM, true))?;
         }
         if let Some(v) = m.swappiness {
-            fs::write(&dir.join("memory.swappiness"), &v.to_string())
-                .map_err(|e| e.field(field::MEMORY_SWAPPINESS, v))?;
+            fs::write(&dir.join("memory.swappiness"), &v.to_string()).map_err(|e| e.field(field::MEMORY_SWAPPINESS, v))?;
         }
         Ok(())
     }
@@ -228,23 +180,18 @@ impl V1Manager {
         if let Some(shares) = nonzero(c.shares) {
             let dir = self.need("cpu", field::CPU_SHARES, shares)?;
             let file = dir.join("cpu.shares");
-            fs::write(&file, &shares.to_string())
-                .map_err(|e| e.field(field::CPU_SHARES, shares))?;
+            fs::write(&file, &shares.to_string()).map_err(|e| e.field(field::CPU_SHARES, shares))?;
             // The kernel clamps out-of-range values silently; say so instead.
             let got = fs::read(&file).map_err(|e| e.field(field::CPU_SHARES, shares))?;
             if got != shares.to_string() {
-                return Err(Error::Msg(format!(
-                    "the kernel set {} to {got} (allowed range 2-262144)",
-                    file.display()
-                ))
-                .field(field::CPU_SHARES, shares));
+                return Err(Error::Msg(format!("the kernel set {} to {got} (allowed range 2-262144)", file.display()))
+                    .field(field::CPU_SHARES, shares));
             }
         }
         // Realtime budget: period first, so a runtime that fits the new period is accepted.
         if let Some(p) = nonzero(c.realtime_period) {
             let dir = self.need("cpu", field::CPU_RT_PERIOD, p)?;
-            fs::write(&dir.join("cpu.rt_period_us"), &p.to_string())
-                .map_err(|e| e.field(field::CPU_RT_PERIOD, p))?;
+            fs::write(&dir.join("cpu.rt_period_us"), &p.to_string()).map_err(|e| e.field(field::CPU_RT_PERIOD, p))?;
         }
         if let Some(rt) = nonzero(c.realtime_runtime) {
             let dir = self.need("cpu", field::CPU_RT_RUNTIME, rt)?;
@@ -287,15 +234,12 @@ impl V1Manager {
         if let Some(p) = period {
             match fs::write(&period_file, &p.to_string()) {
                 Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && quota.is_some() => {
-                    retry_period = Some(p)
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) && quota.is_some() => retry_period = Some(p),
                 Err(e) => return Err(e.field(field::CPU_PERIOD, p)),
             }
         }
         if let Some(q) = quota {
-            fs::write(&dir.join("cpu.cfs_quota_us"), &q.to_string())
-                .map_err(|e| e.field(field::CPU_QUOTA, q))?;
+            fs::write(&dir.join("cpu.cfs_quota_us"), &q.to_string()).map_err(|e| e.field(field::CPU_QUOTA, q))?;
         }
         if let Some(p) = retry_period {
             fs::write(&period_file, &p.to_string()).map_err(|e| e.field(field::CPU_PERIOD, p))?;
@@ -327,8 +271,7 @@ impl V1Manager {
             }
         };
         if let Some(w) = nonzero(b.weight) {
-            fs::write(&dir.join(weight_file), &w.to_string())
-                .map_err(|e| missing(e, "weight").field(field::BLKIO_WEIGHT, w))?;
+            fs::write(&dir.join(weight_file), &w.to_string()).map_err(|e| missing(e, "weight").field(field::BLKIO_WEIGHT, w))?;
         }
         if let Some(w) = nonzero(b.leaf_weight) {
             fs::write(&dir.join("blkio.leaf_weight"), &w.to_string())
@@ -380,8 +323,10 @@ impl V1Manager {
         }
         match self.unified_with("hugetlb") {
             Some(v2) => v2.apply_hugetlb(r),
-            None => Err(Error::Msg("the hugetlb cgroup controller is not available (neither a v1 hierarchy nor in the cgroup2 hierarchy)".into())
-                .field(field::HUGEPAGE_LIMITS, format!("[0] {}", r.hugepage_limits[0].page_size))),
+            None => Err(Error::Msg(
+                "the hugetlb cgroup controller is not available (neither a v1 hierarchy nor in the cgroup2 hierarchy)".into(),
+            )
+            .field(field::HUGEPAGE_LIMITS, format!("[0] {}", r.hugepage_limits[0].page_size))),
         }
     }
 
@@ -390,14 +335,12 @@ impl V1Manager {
         let n = &r.network;
         if let Some(id) = n.class_id {
             let dir = self.need("net_cls", field::NETWORK_CLASS_ID, id)?;
-            fs::write(&dir.join("net_cls.classid"), &id.to_string())
-                .map_err(|e| e.field(field::NETWORK_CLASS_ID, id))?;
+            fs::write(&dir.join("net_cls.classid"), &id.to_string()).map_err(|e| e.field(field::NETWORK_CLASS_ID, id))?;
         }
         for (i, (name, prio)) in n.priorities.iter().enumerate() {
             let line = format!("{name} {prio}");
             let dir = self.need("net_prio", field::NETWORK_PRIORITIES, format!("[{i}] {line:?}"))?;
-            fs::write(&dir.join("net_prio.ifpriomap"), &line)
-                .map_err(|e| e.field(field::NETWORK_PRIORITIES, format!("[{i}] {line:?}")))?;
+            fs::write(&dir.join("net_prio.ifpriomap"), &line).map_err(|e| e.field(field::NETWORK_PRIORITIES, format!("[{i}] {line:?}")))?;
         }
         Ok(())
     }
@@ -427,7 +370,9 @@ impl V1Manager {
             let value = format!("{{{k:?}: {v:?}}}");
             let Some(v2) = self.unified_with(controller) else {
                 let why = if self.unified.is_some() {
-                    format!("the {controller} controller is not in this hybrid host's cgroup2 hierarchy (it is a cgroup v1 controller here)")
+                    format!(
+                        "the {controller} controller is not in this hybrid host's cgroup2 hierarchy (it is a cgroup v1 controller here)"
+                    )
                 } else {
                     "cgroup v2 keys cannot be set on a cgroup v1 host".to_string()
                 };
@@ -469,10 +414,9 @@ impl V1Manager {
     }
 
     fn apply_cpuset(&self, r: &Resources) -> Result<()> {
-        for (field, file, value) in [
-            (field::CPU_CPUS, "cpuset.cpus", nonempty(&r.cpu.cpus)),
-            (field::CPU_MEMS, "cpuset.mems", nonempty(&r.cpu.mems)),
-        ] {
+        for (field, file, value) in
+            [(field::CPU_CPUS, "cpuset.cpus", nonempty(&r.cpu.cpus)), (field::CPU_MEMS, "cpuset.mems", nonempty(&r.cpu.mems))]
+        {
             if let Some(v) = value {
                 let dir = self.need("cpuset", field, format!("{v:?}"))?;
                 fs::write(&dir.join(file), v).map_err(|e| e.field(field, format!("{v:?}")))?;
@@ -486,10 +430,9 @@ impl V1Manager {
 pub(crate) fn check_usage(usage_file: &Path, limit: i64) -> Result<()> {
     let usage = fs::read_i128(usage_file).map_err(|e| e.field(field::MEMORY_LIMIT, limit))?;
     if i128::from(limit) < usage {
-        return Err(Error::Msg(format!(
-            "below the current usage of {usage} bytes (checkBeforeUpdate is set)"
-        ))
-        .field(field::MEMORY_LIMIT, limit));
+        return Err(
+            Error::Msg(format!("below the current usage of {usage} bytes (checkBeforeUpdate is set)")).field(field::MEMORY_LIMIT, limit)
+        );
     }
     Ok(())
 }
@@ -526,10 +469,7 @@ impl Manager for V1Manager {
             }
             return result;
         }
-        self.created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(created);
+        self.created.lock().unwrap_or_else(|e| e.into_inner()).extend(created);
         Ok(())
     }
 
@@ -545,8 +485,7 @@ impl Manager for V1Manager {
         self.apply_memory(r)?;
         if let Some(limit) = nonzero(r.pids.limit) {
             let dir = self.need("pids", field::PIDS_LIMIT, limit)?;
-            fs::write(&dir.join("pids.max"), &pids_max(limit))
-                .map_err(|e| e.field(field::PIDS_LIMIT, limit))?;
+            fs::write(&dir.join("pids.max"), &pids_max(limit)).map_err(|e| e.field(field::PIDS_LIMIT, limit))?;
         }
         self.apply_cpu(r)?;
         self.apply_cpuset(r)?;
@@ -665,19 +604,10 @@ mod tests {
         let m = parse(Some("/a/b"), "c1").and_then(|i| V1Manager::new(&layout(), &i, false));
         let Ok(m) = m else { panic!("{m:?}") };
         assert!(!m.paths().contains_key(""));
-        assert_eq!(
-            m.paths().get("memory"),
-            Some(&PathBuf::from("/sys/fs/cgroup/memory/a/b"))
-        );
-        let r = Resources {
-            pids: crate::Pids { limit: Some(10) },
-            ..Default::default()
-        };
+        assert_eq!(m.paths().get("memory"), Some(&PathBuf::from("/sys/fs/cgroup/memory/a/b")));
+        let r = Resources { pids: crate::Pids { limit: Some(10) }, ..Default::default() };
         let e = m.apply(&r).err().map(|e| e.to_string()).unwrap_or_default();
-        assert_eq!(
-            e,
-            "linux.resources.pids.limit = 10: the pids cgroup controller is not mounted"
-        );
+        assert_eq!(e, "linux.resources.pids.limit = 10: the pids cgroup controller is not mounted");
         // Nothing requested: nothing to do, even without the controllers.
         assert!(m.apply(&Resources::default()).is_ok());
     }

@@ -11,15 +11,12 @@ use crate::fs::{self, Freezer};
 use crate::path::Inner;
 use crate::proc::Layout;
 use crate::resources::{
-    blkio_weight_to_io_weight, cpu_max, field, nonempty, nonzero, pids_max, rdma_line,
-    shares_to_weight, v2_bytes, v2_swap_max, Resources,
+    blkio_weight_to_io_weight, cpu_max, field, nonempty, nonzero, pids_max, rdma_line, shares_to_weight, v2_bytes, v2_swap_max, Resources,
 };
 use crate::Manager;
 
 /// Controllers `create` enables down to the container's cgroup, when the kernel offers them.
-pub(crate) const CONTROLLERS: &[&str] = &[
-    "cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc",
-];
+pub(crate) const CONTROLLERS: &[&str] = &["cpuset", "cpu", "io", "memory", "hugetlb", "pids", "rdma", "misc"];
 
 /// Manager for a cgroup2 hierarchy.
 #[derive(Debug)]
@@ -35,28 +32,13 @@ pub(crate) struct V2Manager {
 impl V2Manager {
     /// Resolves `inner` in the cgroup2 hierarchy of `layout`.
     pub(crate) fn new(layout: &Layout, inner: &Inner) -> Result<V2Manager> {
-        let h = layout.v2.as_ref().ok_or_else(|| {
-            Error::Msg("the cgroup2 hierarchy is not mounted (see /proc/self/mountinfo)".into())
-        })?;
-        Ok(V2Manager::with_controllers(
-            h.mount_point.clone(),
-            inner.dir_in(h)?,
-            CONTROLLERS,
-        ))
+        let h = layout.v2.as_ref().ok_or_else(|| Error::Msg("the cgroup2 hierarchy is not mounted (see /proc/self/mountinfo)".into()))?;
+        Ok(V2Manager::with_controllers(h.mount_point.clone(), inner.dir_in(h)?, CONTROLLERS))
     }
 
     /// A manager for `path` below the cgroup2 mount `mount`, enabling `enable` in ancestors.
-    pub(crate) fn with_controllers(
-        mount: PathBuf,
-        path: PathBuf,
-        enable: &'static [&'static str],
-    ) -> V2Manager {
-        V2Manager {
-            mount,
-            path,
-            enable,
-            created: Mutex::new(Vec::new()),
-        }
+    pub(crate) fn with_controllers(mount: PathBuf, path: PathBuf, enable: &'static [&'static str]) -> V2Manager {
+        V2Manager { mount, path, enable, created: Mutex::new(Vec::new()) }
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -68,9 +50,7 @@ impl V2Manager {
     fn write(&self, controller: &str, name: &str, value: &str) -> Result<()> {
         fs::write(&self.file(name), value).map_err(|e| {
             if e.is_not_found() && self.path.is_dir() {
-                e.with_note(format!(
-                    "the {controller} controller is not enabled in the parent's cgroup.subtree_control"
-                ))
+                e.with_note(format!("the {controller} controller is not enabled in the parent's cgroup.subtree_control"))
             } else {
                 e
             }
@@ -88,11 +68,7 @@ impl V2Manager {
         let enabled = fs::read(&dir.join("cgroup.subtree_control")).unwrap_or_default();
         let available: Vec<&str> = available.split_whitespace().collect();
         let enabled: Vec<&str> = enabled.split_whitespace().collect();
-        for c in self
-            .enable
-            .iter()
-            .filter(|c| available.contains(c) && !enabled.contains(c))
-        {
+        for c in self.enable.iter().filter(|c| available.contains(c) && !enabled.contains(c)) {
             let _ = fs::write(&dir.join("cgroup.subtree_control"), &format!("+{c}"));
         }
     }
@@ -122,9 +98,7 @@ impl V2Manager {
         for part in rel.components() {
             let available = fs::read(&dir.join("cgroup.controllers")).unwrap_or_default();
             let enabled = fs::read(&dir.join("cgroup.subtree_control")).unwrap_or_default();
-            if available.split_whitespace().any(|c| c == controller)
-                && !enabled.split_whitespace().any(|c| c == controller)
-            {
+            if available.split_whitespace().any(|c| c == controller) && !enabled.split_whitespace().any(|c| c == controller) {
                 let _ = fs::write(&dir.join("cgroup.subtree_control"), &format!("+{controller}"));
             }
             dir.push(part);
@@ -165,34 +139,28 @@ impl V2Manager {
             if let Ok(cur) = fs::read(&self.file("memory.max")) {
                 limit = if cur == "max" { -1 } else { cur.parse().unwrap_or(0) };
             }
-            let swap_max = v2_swap_max(swap, limit)
-                .map_err(|msg| Error::Msg(msg).field(field::MEMORY_SWAP, swap))?;
+            let swap_max = v2_swap_max(swap, limit).map_err(|msg| Error::Msg(msg).field(field::MEMORY_SWAP, swap))?;
             if let Some(s) = swap_max {
-                self.write("memory", "memory.swap.max", &s)
-                    .map_err(|e| e.field(field::MEMORY_SWAP, swap))?;
+                self.write("memory", "memory.swap.max", &s).map_err(|e| e.field(field::MEMORY_SWAP, swap))?;
             }
             limit = 0;
         } else if limit != 0 || swap != 0 {
-            let swap_max = v2_swap_max(swap, limit)
-                .map_err(|msg| Error::Msg(msg).field(field::MEMORY_SWAP, swap))?;
+            let swap_max = v2_swap_max(swap, limit).map_err(|msg| Error::Msg(msg).field(field::MEMORY_SWAP, swap))?;
             if let Some(s) = swap_max {
                 match self.write("memory", "memory.swap.max", &s) {
                     Ok(()) => {}
                     // No swap accounting: "unlimited" and "none" are both already true.
-                    Err(e)
-                        if e.is_not_found() && (s == "max" || s == "0") && self.path.is_dir() => {}
+                    Err(e) if e.is_not_found() && (s == "max" || s == "0") && self.path.is_dir() => {}
                     Err(e) => return Err(e.field(field::MEMORY_SWAP, swap)),
                 }
             }
         }
         if let Some(v) = v2_bytes(limit) {
-            self.write("memory", "memory.max", &v)
-                .map_err(|e| e.field(field::MEMORY_LIMIT, limit))?;
+            self.write("memory", "memory.max", &v).map_err(|e| e.field(field::MEMORY_LIMIT, limit))?;
         }
         if let Some(v) = nonzero(m.reservation) {
             if let Some(s) = v2_bytes(v) {
-                self.write("memory", "memory.low", &s)
-                    .map_err(|e| e.field(field::MEMORY_RESERVATION, v))?;
+                self.write("memory", "memory.low", &s).map_err(|e| e.field(field::MEMORY_RESERVATION, v))?;
             }
         }
         // swappiness, disableOOMKiller, kernel, kernelTCP and useHierarchy have no v2
@@ -209,12 +177,10 @@ impl V2Manager {
             return Err(Error::Msg("cgroup v2 has no realtime group scheduling".into()).field(field::CPU_RT_PERIOD, p));
         }
         if let Some(shares) = nonzero(c.shares) {
-            self.write("cpu", "cpu.weight", &shares_to_weight(shares).to_string())
-                .map_err(|e| e.field(field::CPU_SHARES, shares))?;
+            self.write("cpu", "cpu.weight", &shares_to_weight(shares).to_string()).map_err(|e| e.field(field::CPU_SHARES, shares))?;
         }
         if let Some(idle) = c.idle {
-            self.write("cpu", "cpu.idle", &idle.to_string())
-                .map_err(|e| e.field(field::CPU_IDLE, idle))?;
+            self.write("cpu", "cpu.idle", &idle.to_string()).map_err(|e| e.field(field::CPU_IDLE, idle))?;
         }
         let quota = nonzero(c.quota).unwrap_or(0);
         let period = nonzero(c.period).unwrap_or(0);
@@ -228,25 +194,15 @@ impl V2Manager {
             }
         }
         if let Some(v) = cpu_max(quota, period) {
-            let (f, val) = if quota != 0 {
-                (field::CPU_QUOTA, quota.to_string())
-            } else {
-                (field::CPU_PERIOD, period.to_string())
-            };
-            self.write("cpu", "cpu.max", &v)
-                .map_err(|e| e.field(f, val))?;
+            let (f, val) = if quota != 0 { (field::CPU_QUOTA, quota.to_string()) } else { (field::CPU_PERIOD, period.to_string()) };
+            self.write("cpu", "cpu.max", &v).map_err(|e| e.field(f, val))?;
         }
         if let Some(b) = retry_burst {
-            self.write("cpu", "cpu.max.burst", &b.to_string())
-                .map_err(|e| e.field(field::CPU_BURST, b))?;
+            self.write("cpu", "cpu.max.burst", &b.to_string()).map_err(|e| e.field(field::CPU_BURST, b))?;
         }
-        for (f, file, value) in [
-            (field::CPU_CPUS, "cpuset.cpus", nonempty(&c.cpus)),
-            (field::CPU_MEMS, "cpuset.mems", nonempty(&c.mems)),
-        ] {
+        for (f, file, value) in [(field::CPU_CPUS, "cpuset.cpus", nonempty(&c.cpus)), (field::CPU_MEMS, "cpuset.mems", nonempty(&c.mems))] {
             if let Some(v) = value {
-                self.write("cpuset", file, v)
-                    .map_err(|e| e.field(f, format!("{v:?}")))?;
+                self.write("cpuset", file, v).map_err(|e| e.field(f, format!("{v:?}")))?;
             }
         }
         Ok(())
@@ -278,19 +234,18 @@ impl V2Manager {
                     return Err(Error::Msg("per-device weights need the BFQ I/O scheduler (io.bfq.weight is missing)".into())
                         .field(field::BLKIO_WEIGHT_DEVICE, format!("[{i}] {line:?}")));
                 }
-                self.write("io", "io.bfq.weight", &line)
-                    .map_err(|e| e.field(field::BLKIO_WEIGHT_DEVICE, format!("[{i}] {line:?}")))?;
+                self.write("io", "io.bfq.weight", &line).map_err(|e| e.field(field::BLKIO_WEIGHT_DEVICE, format!("[{i}] {line:?}")))?;
             }
             if let Some(w) = nonzero(wd.leaf_weight) {
-                return Err(Error::Msg("cgroup v2 has no leaf weight".into())
-                    .field(field::BLKIO_WEIGHT_DEVICE, format!("[{i}] leafWeight {w}")));
+                return Err(
+                    Error::Msg("cgroup v2 has no leaf weight".into()).field(field::BLKIO_WEIGHT_DEVICE, format!("[{i}] leafWeight {w}"))
+                );
             }
         }
         for (f, _, key, list) in b.throttles() {
             for (i, t) in list.iter().enumerate() {
                 let line = t.v2_line(key);
-                self.write("io", "io.max", &line)
-                    .map_err(|e| e.field(f, format!("[{i}] {line:?}")))?;
+                self.write("io", "io.max", &line).map_err(|e| e.field(f, format!("[{i}] {line:?}")))?;
             }
         }
         Ok(())
@@ -306,8 +261,7 @@ impl V2Manager {
                 .map_err(|e| e.field(field::HUGEPAGE_LIMITS, shown.clone()))?;
             let rsvd = format!("hugetlb.{}.rsvd.max", h.page_size);
             if self.file(&rsvd).exists() {
-                self.write("hugetlb", &rsvd, &v)
-                    .map_err(|e| e.field(field::HUGEPAGE_LIMITS, shown))?;
+                self.write("hugetlb", &rsvd, &v).map_err(|e| e.field(field::HUGEPAGE_LIMITS, shown))?;
             }
         }
         Ok(())
@@ -316,8 +270,7 @@ impl V2Manager {
     fn apply_rdma(&self, r: &Resources) -> Result<()> {
         for (dev, lim) in &r.rdma {
             if let Some(line) = rdma_line(dev, lim) {
-                self.write("rdma", "rdma.max", &line)
-                    .map_err(|e| e.field(field::RDMA, format!("{{{dev:?}: {line:?}}}")))?;
+                self.write("rdma", "rdma.max", &line).map_err(|e| e.field(field::RDMA, format!("{{{dev:?}: {line:?}}}")))?;
             }
         }
         Ok(())
@@ -338,10 +291,7 @@ impl Manager for V2Manager {
             }
             return result;
         }
-        self.created
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(created);
+        self.created.lock().unwrap_or_else(|e| e.into_inner()).extend(created);
         Ok(())
     }
 
@@ -353,8 +303,7 @@ impl Manager for V2Manager {
         r.validate()?;
         self.apply_memory(r)?;
         if let Some(limit) = nonzero(r.pids.limit) {
-            self.write("pids", "pids.max", &pids_max(limit))
-                .map_err(|e| e.field(field::PIDS_LIMIT, limit))?;
+            self.write("pids", "pids.max", &pids_max(limit)).map_err(|e| e.field(field::PIDS_LIMIT, limit))?;
         }
         self.apply_cpu(r)?;
         self.apply_io(r)?;
@@ -367,8 +316,7 @@ impl Manager for V2Manager {
         }
         // Device rules: an eBPF program of type BPF_PROG_TYPE_CGROUP_DEVICE (see devices.rs).
         if !r.devices.is_empty() {
-            crate::devices::attach(&self.path, &r.devices)
-                .map_err(|e| e.field(field::DEVICES, format!("{} rules", r.devices.len())))?;
+            crate::devices::attach(&self.path, &r.devices).map_err(|e| e.field(field::DEVICES, format!("{} rules", r.devices.len())))?;
         }
         Ok(())
     }

@@ -53,10 +53,7 @@ fn mask(field: &str, set: Option<&oci_spec::runtime::Capabilities>, last_cap: u3
 }
 
 pub fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(40)
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
 }
 
 impl CapPlan {
@@ -94,16 +91,8 @@ impl CapPlan {
         let lo = |m: u64| m as u32;
         let hi = |m: u64| (m >> 32) as u32;
         let data = [
-            CapData {
-                effective: lo(self.effective),
-                permitted: lo(self.permitted),
-                inheritable: lo(self.inheritable),
-            },
-            CapData {
-                effective: hi(self.effective),
-                permitted: hi(self.permitted),
-                inheritable: hi(self.inheritable),
-            },
+            CapData { effective: lo(self.effective), permitted: lo(self.permitted), inheritable: lo(self.inheritable) },
+            CapData { effective: hi(self.effective), permitted: hi(self.permitted), inheritable: hi(self.inheritable) },
         ];
         // SAFETY: header and a two-element data array of the v3 layout, both live for the call.
         let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const _, data.as_ptr()) };

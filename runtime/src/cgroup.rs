@@ -127,11 +127,7 @@ pub fn resources_from(res: &oci_spec::runtime::LinuxResources) -> Resources {
     }
     if let Some(b) = res.block_io() {
         let throttle = |v: &Option<Vec<oci_spec::runtime::LinuxThrottleDevice>>| -> Vec<ThrottleDevice> {
-            v.as_deref()
-                .unwrap_or_default()
-                .iter()
-                .map(|t| ThrottleDevice { major: t.major(), minor: t.minor(), rate: t.rate() })
-                .collect()
+            v.as_deref().unwrap_or_default().iter().map(|t| ThrottleDevice { major: t.major(), minor: t.minor(), rate: t.rate() }).collect()
         };
         r.block_io.weight = b.weight();
         r.block_io.leaf_weight = b.leaf_weight();
@@ -241,7 +237,6 @@ pub fn pids(paths: &[PathBuf]) -> Result<Vec<i32>> {
         None => Ok(Vec::new()),
     }
 }
-
 
 /// A manager over the container's recorded cgroup directories; an error when it has none.
 fn manager_of(paths: &[PathBuf]) -> Result<Box<dyn Manager>> {

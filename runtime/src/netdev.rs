@@ -75,7 +75,13 @@ pub fn move_into(moves: &Moves, pid: i32) -> Result<()> {
     let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
     // SAFETY: setsockopt reads one timeval of the given size.
     unsafe {
-        libc::setsockopt(raw, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as u32)
+        libc::setsockopt(
+            raw,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
     };
     for (seq, (host, target)) in moves.iter().enumerate() {
         let mut body = Vec::new();

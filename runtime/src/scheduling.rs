@@ -222,8 +222,7 @@ pub fn lsm_on_exec(apparmor: Option<&str>, selinux: Option<&str>) -> Result<()> 
             .map_err(|e| Error::from(e).context(format!("process.apparmorProfile {profile:?}")))?;
     }
     if let Some(label) = selinux.filter(|s| !s.is_empty()) {
-        std::fs::write("/proc/self/attr/exec", label)
-            .map_err(|e| Error::from(e).context(format!("process.selinuxLabel {label:?}")))?;
+        std::fs::write("/proc/self/attr/exec", label).map_err(|e| Error::from(e).context(format!("process.selinuxLabel {label:?}")))?;
     }
     Ok(())
 }

@@ -34,8 +34,7 @@ const NOTIFY_FORBIDDEN: [&str; 2] = ["write", "sendmsg"];
 /// Compiles `linux.seccomp`; errors name the offending entry.
 pub fn plan(seccomp: &oci_spec::runtime::LinuxSeccomp) -> Result<SeccompPlan> {
     let json = serde_json::to_value(seccomp).map_err(|e| Error::new(format!("linux.seccomp: {e}")))?;
-    let profile: capsa_seccomp::Seccomp =
-        serde_json::from_value(json).map_err(|e| Error::new(format!("linux.seccomp: {e}")))?;
+    let profile: capsa_seccomp::Seccomp = serde_json::from_value(json).map_err(|e| Error::new(format!("linux.seccomp: {e}")))?;
     for (i, rule) in profile.syscalls.iter().enumerate().filter(|(_, r)| r.action == "SCMP_ACT_NOTIFY") {
         if let Some((j, name)) = rule.names.iter().enumerate().find(|(_, n)| NOTIFY_FORBIDDEN.contains(&n.as_str())) {
             return Err(Error::new(format!(
@@ -74,8 +73,7 @@ struct SeccompState<'a> {
 /// Connects to `listenerPath` and sends the listener fd with the seccomp state.
 pub fn send_to_agent(listener: &(PathBuf, String), fd: BorrowedFd<'_>, pid: i32, container_state: &str) -> Result<()> {
     let (path, metadata) = listener;
-    let sock = std::os::unix::net::UnixStream::connect(path)
-        .with_ctx(|| format!("linux.seccomp.listenerPath {}", path.display()))?;
+    let sock = std::os::unix::net::UnixStream::connect(path).with_ctx(|| format!("linux.seccomp.listenerPath {}", path.display()))?;
     let state = SeccompState {
         oci_version: crate::config::OCI_VERSION,
         fds: ["seccompFd"],

@@ -34,8 +34,7 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
     let mut buf = [0u8; 4096];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
-        .ctx("receive pty master")?;
+    let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC).ctx("receive pty master")?;
     for c in msg.cmsgs().ctx("receive pty master")? {
         if let ControlMessageOwned::ScmRights(fds) = c {
             if let Some(&fd) = fds.first() {
@@ -50,8 +49,7 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
 /// In init, after pivot_root: the pty becomes the process's terminal.
 /// `bind_console`: also bind the pty on /dev/console (init does, `exec` does not).
 pub fn setup_console(console_socket: BorrowedFd<'_>, size: Option<(u16, u16)>, bind_console: bool) -> Result<()> {
-    let master_fd = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
-        .ctx("terminal: open /dev/ptmx")?;
+    let master_fd = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty()).ctx("terminal: open /dev/ptmx")?;
     let master = master_fd;
     // A devpts instance mounted with ptmxmode needs no grantpt; unlock the slave.
     let unlock: libc::c_int = 0;

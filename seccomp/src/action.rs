@@ -93,15 +93,8 @@ pub enum Op {
 
 impl Op {
     /// The OCI names this crate accepts.
-    pub const NAMES: [&'static str; 7] = [
-        "SCMP_CMP_NE",
-        "SCMP_CMP_LT",
-        "SCMP_CMP_LE",
-        "SCMP_CMP_EQ",
-        "SCMP_CMP_GE",
-        "SCMP_CMP_GT",
-        "SCMP_CMP_MASKED_EQ",
-    ];
+    pub const NAMES: [&'static str; 7] =
+        ["SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"];
 
     pub fn from_oci(name: &str) -> Option<Op> {
         Some(match name {

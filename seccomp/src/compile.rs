@@ -55,13 +55,10 @@ impl Program {
     }
 
     pub fn compile_with(profile: &Seccomp, options: &Options) -> Result<Program, Error> {
-        let native = options
-            .native
-            .or_else(Arch::native)
-            .ok_or(Error::UnsupportedHost(std::env::consts::ARCH))?
-            .family()[0];
+        let native = options.native.or_else(Arch::native).ok_or(Error::UnsupportedHost(std::env::consts::ARCH))?.family()[0];
 
-        let default = action(&profile.default_action, profile.default_errno_ret, "linux.seccomp.defaultAction", "linux.seccomp.defaultErrnoRet")?;
+        let default =
+            action(&profile.default_action, profile.default_errno_ret, "linux.seccomp.defaultAction", "linux.seccomp.defaultErrnoRet")?;
         if default == Action::Notify {
             return Err(Error::NotifyDefault);
         }
@@ -84,9 +81,7 @@ impl Program {
                 }
                 Some(_) => {}
                 None if Arch::is_foreign_oci_name(name) => {}
-                None => {
-                    return Err(Error::UnknownArch { field: format!("linux.seccomp.architectures[{i}]"), value: name.clone() })
-                }
+                None => return Err(Error::UnknownArch { field: format!("linux.seccomp.architectures[{i}]"), value: name.clone() }),
             }
         }
 
@@ -212,9 +207,7 @@ impl Program {
 fn action(name: &str, errno_ret: Option<u32>, field: &str, errno_field: &str) -> Result<Action, Error> {
     let uses_errno = matches!(name, "SCMP_ACT_ERRNO" | "SCMP_ACT_TRACE");
     let errno = match errno_ret {
-        Some(value) if uses_errno => {
-            Some(u16::try_from(value).map_err(|_| Error::ErrnoRange { field: errno_field.to_string(), value })?)
-        }
+        Some(value) if uses_errno => Some(u16::try_from(value).map_err(|_| Error::ErrnoRange { field: errno_field.to_string(), value })?),
         _ => None,
     };
     Action::from_oci(name, errno).ok_or_else(|| Error::UnknownAction { field: field.to_string(), value: name.to_string() })

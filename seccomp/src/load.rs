@@ -133,10 +133,8 @@ pub struct Features {
 
 /// Describes the supported actions, operators, archs and flags, probing the kernel.
 pub fn features() -> Features {
-    let kernel_actions = Action::NAMES
-        .into_iter()
-        .filter(|name| Action::from_oci(name, None).is_some_and(|a| action_available(base_ret(a))))
-        .collect();
+    let kernel_actions =
+        Action::NAMES.into_iter().filter(|name| Action::from_oci(name, None).is_some_and(|a| action_available(base_ret(a)))).collect();
     let supported_flags = FilterFlags::KNOWN
         .iter()
         .filter(|(_, flag)| {

@@ -1963,4 +1963,3 @@ pub(crate) static ARM: &[(&str, u32)] = &[
     ("write", 4),
     ("writev", 146),
 ];
-

@@ -374,7 +374,10 @@ fn names_unknown_on_one_arch_are_skipped_there() {
 #[test]
 fn names_unknown_on_every_arch_are_an_error_unless_ignored() {
     let p = archs(
-        profile("SCMP_ACT_ERRNO", vec![rule(&["read"], "SCMP_ACT_ALLOW"), rule(&["write", "socketcall", "no_such_call"], "SCMP_ACT_ALLOW")]),
+        profile(
+            "SCMP_ACT_ERRNO",
+            vec![rule(&["read"], "SCMP_ACT_ALLOW"), rule(&["write", "socketcall", "no_such_call"], "SCMP_ACT_ALLOW")],
+        ),
         &["SCMP_ARCH_X86"],
     );
     let err = compile_for(&p, Arch::X86_64).expect_err("unknown name");
@@ -399,8 +402,22 @@ fn names_of_other_arches_are_skipped() {
     let p = profile("SCMP_ACT_ALLOW", vec![errno_rule(&["socketcall", "recv", "send"], 5, vec![])]);
     let prog = x86(&p);
     assert_eq!(call_nr(&prog, Arch::X86_64, 102), ALLOW);
-    let names = ["recv", "send", "sync_file_range2", "swapcontext", "arm_fadvise64_64", "arm_sync_file_range", "breakpoint",
-        "cacheflush", "set_tls", "s390_pci_mmio_read", "s390_pci_mmio_write", "s390_runtime_instr", "riscv_flush_icache", "mkdir"];
+    let names = [
+        "recv",
+        "send",
+        "sync_file_range2",
+        "swapcontext",
+        "arm_fadvise64_64",
+        "arm_sync_file_range",
+        "breakpoint",
+        "cacheflush",
+        "set_tls",
+        "s390_pci_mmio_read",
+        "s390_pci_mmio_write",
+        "s390_runtime_instr",
+        "riscv_flush_icache",
+        "mkdir",
+    ];
     let p = archs(profile("SCMP_ACT_ALLOW", vec![errno_rule(&names, 5, vec![])]), &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]);
     let prog = x86(&p);
     assert_eq!(call(&prog, Arch::X86_64, "mkdir", a0(0)), errno(5));
@@ -457,7 +474,11 @@ fn precedence_between_rules() {
     // An unconditional rule beats conditional ones, wherever it is.
     let prog = x86(&profile(
         "SCMP_ACT_ERRNO",
-        vec![errno_rule(&["kill"], 3, vec![arg(1, "SCMP_CMP_EQ", 9, 0)]), rule(&["kill"], "SCMP_ACT_ALLOW"), errno_rule(&["kill"], 4, vec![])],
+        vec![
+            errno_rule(&["kill"], 3, vec![arg(1, "SCMP_CMP_EQ", 9, 0)]),
+            rule(&["kill"], "SCMP_ACT_ALLOW"),
+            errno_rule(&["kill"], 4, vec![]),
+        ],
     ));
     assert_eq!(call(&prog, Arch::X86_64, "kill", [0, 9, 0, 0, 0, 0]), ALLOW);
     assert_eq!(call(&prog, Arch::X86_64, "kill", [0, 1, 0, 0, 0, 0]), ALLOW);
@@ -520,12 +541,60 @@ fn programs_over_4096_instructions_are_an_error() {
 
 /// A docker-like default profile: ERRNO by default, ~350 allowed names, a few conditions.
 pub(crate) fn docker_like() -> Seccomp {
-    let skip = ["acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module", "finit_module",
-        "get_kernel_syms", "get_mempolicy", "init_module", "ioperm", "iopl", "kcmp", "kexec_file_load", "kexec_load",
-        "keyctl", "lookup_dcookie", "mbind", "mount", "move_pages", "name_to_handle_at", "nfsservctl", "open_by_handle_at",
-        "perf_event_open", "personality", "pivot_root", "process_vm_readv", "process_vm_writev", "ptrace", "query_module",
-        "quotactl", "reboot", "request_key", "set_mempolicy", "setns", "settimeofday", "stime", "swapon", "swapoff",
-        "sysfs", "_sysctl", "umount", "umount2", "unshare", "uselib", "userfaultfd", "ustat", "vm86", "vm86old", "clone", "clone3"];
+    let skip = [
+        "acct",
+        "add_key",
+        "bpf",
+        "clock_adjtime",
+        "clock_settime",
+        "create_module",
+        "delete_module",
+        "finit_module",
+        "get_kernel_syms",
+        "get_mempolicy",
+        "init_module",
+        "ioperm",
+        "iopl",
+        "kcmp",
+        "kexec_file_load",
+        "kexec_load",
+        "keyctl",
+        "lookup_dcookie",
+        "mbind",
+        "mount",
+        "move_pages",
+        "name_to_handle_at",
+        "nfsservctl",
+        "open_by_handle_at",
+        "perf_event_open",
+        "personality",
+        "pivot_root",
+        "process_vm_readv",
+        "process_vm_writev",
+        "ptrace",
+        "query_module",
+        "quotactl",
+        "reboot",
+        "request_key",
+        "set_mempolicy",
+        "setns",
+        "settimeofday",
+        "stime",
+        "swapon",
+        "swapoff",
+        "sysfs",
+        "_sysctl",
+        "umount",
+        "umount2",
+        "unshare",
+        "uselib",
+        "userfaultfd",
+        "ustat",
+        "vm86",
+        "vm86old",
+        "clone",
+        "clone3",
+    ];
     let mut names: Vec<&str> = crate::syscalls::X86_64.iter().map(|(n, _)| *n).filter(|n| !skip.contains(n)).collect();
     names.extend(["_llseek", "_newselect", "socketcall", "ugetrlimit", "waitpid", "sigreturn", "ipc"]);
     let mut syscalls = vec![rule(&names, "SCMP_ACT_ALLOW")];

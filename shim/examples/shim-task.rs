@@ -7,9 +7,9 @@
 use std::io::Read;
 
 use containerd_shim_protos::api::{StatsRequest, UpdateTaskRequest};
+use containerd_shim_protos::{Client, TaskClient};
 use protobuf::well_known_types::any::Any;
 use ttrpc::context;
-use containerd_shim_protos::{Client, TaskClient};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -28,9 +28,7 @@ pub struct Cgroups {
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 pub fn is_unified() -> bool {
-    nix::sys::statfs::statfs("/sys/fs/cgroup")
-        .map(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC)
-        .unwrap_or(false)
+    nix::sys::statfs::statfs("/sys/fs/cgroup").map(|s| s.filesystem_type().0 == CGROUP2_SUPER_MAGIC).unwrap_or(false)
 }
 
 /// cgroup mounts: (superblock options or "" for cgroup2, mount point, root inside the hierarchy).
@@ -72,9 +70,7 @@ impl Cgroups {
             }
             for ctrl in ctrls.split(',') {
                 let name = ctrl.trim_start_matches("name=");
-                if let Some((_, mp, root, _)) =
-                    mounts.iter().find(|m| !m.3 && m.0.split(',').any(|o| o == ctrl))
-                {
+                if let Some((_, mp, root, _)) = mounts.iter().find(|m| !m.3 && m.0.split(',').any(|o| o == ctrl)) {
                     cg.v1.insert(name.to_string(), join_under(mp, root, path));
                 }
             }
@@ -252,7 +248,11 @@ fn join_under(mountpoint: &Path, root: &str, path: &str) -> PathBuf {
 fn clock_ticks() -> u64 {
     // SAFETY: sysconf has no preconditions.
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 { t as u64 } else { 100 }
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
 }
 
 fn read_u64(p: &Path) -> Option<u64> {

@@ -273,11 +273,8 @@ pub struct ConsoleSocket {
 
 impl ConsoleSocket {
     pub fn new() -> io::Result<ConsoleSocket> {
-        let path = std::env::temp_dir().join(format!(
-            "capsa-shim-pty-{}-{}.sock",
-            std::process::id(),
-            SOCKET_SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
+        let path =
+            std::env::temp_dir().join(format!("capsa-shim-pty-{}-{}.sock", std::process::id(), SOCKET_SEQ.fetch_add(1, Ordering::Relaxed)));
         let _ = std::fs::remove_file(&path);
         let listener = UnixListener::bind(&path)?;
         listener.set_nonblocking(true)?;
@@ -301,13 +298,9 @@ impl ConsoleSocket {
         let mut buf = [0u8; 4096];
         let mut iov = [io::IoSliceMut::new(&mut buf)];
         let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
-        let msg = nix::sys::socket::recvmsg::<()>(
-            conn.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(io::Error::from)?;
+        let msg =
+            nix::sys::socket::recvmsg::<()>(conn.as_raw_fd(), &mut iov, Some(&mut space), nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC)
+                .map_err(io::Error::from)?;
         for c in msg.cmsgs().map_err(io::Error::from)? {
             if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
                 let mut it = fds.into_iter();
@@ -332,14 +325,7 @@ impl Drop for ConsoleSocket {
 }
 
 /// Set up stdio for a process about to be created by the runtime.
-pub fn prepare(
-    p: &StdioPaths,
-    uid: u32,
-    gid: u32,
-    reaper: &Arc<Reaper>,
-    id: &str,
-    namespace: &str,
-) -> io::Result<Prepared> {
+pub fn prepare(p: &StdioPaths, uid: u32, gid: u32, reaper: &Arc<Reaper>, id: &str, namespace: &str) -> io::Result<Prepared> {
     let mut prep = Prepared {
         stdin: Stdio::null(),
         stdout: Stdio::null(),
@@ -404,7 +390,11 @@ fn open_target(t: &Target, uid: u32, gid: u32, prep: &mut Prepared) -> io::Resul
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
-            let f = OpenOptions::new().append(true).create(true).custom_flags(libc::O_CLOEXEC).open(path)
+            let f = OpenOptions::new()
+                .append(true)
+                .create(true)
+                .custom_flags(libc::O_CLOEXEC)
+                .open(path)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             Ok(Some(f))
         }
@@ -465,7 +455,9 @@ fn start_log_binary(
     // containerd-shim-runc-v2.
     let mut fds = [nix::poll::PollFd::new(ready_r.as_fd(), nix::poll::PollFlags::POLLIN)];
     match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(10_000u16)) {
-        Ok(0) => return Err(io::Error::new(io::ErrorKind::TimedOut, format!("logging binary {path}: not ready after 10s (fd 5 not closed)"))),
+        Ok(0) => {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, format!("logging binary {path}: not ready after 10s (fd 5 not closed)")))
+        }
         Ok(_) => {
             let mut b = [0u8; 1];
             let _ = ready_r.read(&mut b);

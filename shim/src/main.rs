@@ -25,11 +25,11 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use protobuf::Message;
 use containerd_shim::protos::shim::event::Envelope;
 use containerd_shim::protos::shim::events::ForwardRequest;
 use containerd_shim::protos::shim_sync::EventsClient;
 use containerd_shim::{api, ExitSignal, Flags};
+use protobuf::Message;
 use sha2::{Digest, Sha256};
 
 use crate::runtime::{Runtime, RuntimeOpts};
@@ -169,8 +169,7 @@ fn start(flags: &Flags) -> Result<(), String> {
         if let Ok(any) = protobuf::well_known_types::any::Any::parse_from_bytes(&data) {
             if let Ok(Some(opts)) = service::parse_options(Some(&any)) {
                 if !opts.shim_cgroup.is_empty() {
-                    cgroup::add_pid(&opts.shim_cgroup, child.id())
-                        .map_err(|e| format!("shim cgroup {}: {e}", opts.shim_cgroup))?;
+                    cgroup::add_pid(&opts.shim_cgroup, child.id()).map_err(|e| format!("shim cgroup {}: {e}", opts.shim_cgroup))?;
                 }
             }
         }
@@ -184,11 +183,8 @@ fn start(flags: &Flags) -> Result<(), String> {
 }
 
 fn delete(flags: &Flags) -> Result<(), String> {
-    let bundle = if flags.bundle.is_empty() {
-        std::env::current_dir().map_err(|e| format!("cwd: {e}"))?
-    } else {
-        PathBuf::from(&flags.bundle)
-    };
+    let bundle =
+        if flags.bundle.is_empty() { std::env::current_dir().map_err(|e| format!("cwd: {e}"))? } else { PathBuf::from(&flags.bundle) };
     let opts = RuntimeOpts::load(&bundle).unwrap_or_else(|| RuntimeOpts {
         binary_name: service::DEFAULT_BINARY.to_string(),
         root: service::default_root(&flags.address, &flags.namespace),
@@ -216,11 +212,7 @@ fn delete(flags: &Flags) -> Result<(), String> {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     ts.seconds = d.as_secs() as i64;
     ts.nanos = d.subsec_nanos() as i32;
-    let resp = api::DeleteResponse {
-        exit_status: 128 + libc::SIGKILL as u32,
-        exited_at: Some(ts).into(),
-        ..Default::default()
-    };
+    let resp = api::DeleteResponse { exit_status: 128 + libc::SIGKILL as u32, exited_at: Some(ts).into(), ..Default::default() };
     let bytes = resp.write_to_bytes().map_err(|e| format!("encode: {e}"))?;
     std::io::stdout().write_all(&bytes).map_err(|e| format!("stdout: {e}"))?;
     Ok(())
@@ -240,10 +232,8 @@ fn publisher(rx: std::sync::mpsc::Receiver<Event>, ttrpc_address: String, namesp
         let req = ForwardRequest { envelope: Some(env).into(), ..Default::default() };
         for attempt in 0..50 {
             if client.is_none() {
-                client = containerd_shim::util::connect(&ttrpc_address)
-                    .ok()
-                    .and_then(|fd| ttrpc::Client::new(fd).ok())
-                    .map(EventsClient::new);
+                client =
+                    containerd_shim::util::connect(&ttrpc_address).ok().and_then(|fd| ttrpc::Client::new(fd).ok()).map(EventsClient::new);
             }
             if let Some(c) = &client {
                 match c.forward(ttrpc::context::with_timeout(5_000_000_000), &req) {
@@ -274,9 +264,8 @@ fn serve(flags: &Flags) -> Result<(), String> {
     reaper.start().map_err(|e| format!("reaper: {e}"))?;
     // containerd ends a shim with SIGTERM only after Shutdown; the default action is right.
     let listener_fd = if flags.socket.is_empty() {
-        let is_socket = std::fs::metadata("/proc/self/fd/3")
-            .map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
-            .unwrap_or(false);
+        let is_socket =
+            std::fs::metadata("/proc/self/fd/3").map(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type())).unwrap_or(false);
         // SAFETY: fd 3 is open (its /proc link resolved to a socket) and stays open while borrowed.
         let listening = is_socket
             && nix::sys::socket::getsockopt(&unsafe { std::os::fd::BorrowedFd::borrow_raw(3) }, nix::sys::socket::sockopt::AcceptConn)

@@ -7,22 +7,22 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use containerd_shim::api::{
-    CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse,
-    DeleteRequest, DeleteResponse, Empty, ExecProcessRequest, KillRequest, Options, PauseRequest, PidsRequest,
-    PidsResponse, ResizePtyRequest, ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest,
-    StateResponse, StatsRequest, StatsResponse, UpdateTaskRequest, WaitRequest, WaitResponse,
+    CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
+    DeleteResponse, Empty, ExecProcessRequest, KillRequest, Options, PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest,
+    ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse,
+    UpdateTaskRequest, WaitRequest, WaitResponse,
 };
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed, TaskStart,
 };
+use containerd_shim::protos::shim::oci::{CheckpointOptions, ProcessDetails};
+use containerd_shim::protos::topics::*;
+use containerd_shim::protos::types::task::{ProcessInfo, Status};
+use containerd_shim::ExitSignal;
 use protobuf::well_known_types::any::Any;
 use protobuf::well_known_types::timestamp::Timestamp;
 use protobuf::{Message, MessageDyn};
-use containerd_shim::protos::shim::oci::{CheckpointOptions, ProcessDetails};
-use containerd_shim::protos::topics::*;
 use ttrpc::{self, Code, TtrpcContext};
-use containerd_shim::protos::types::task::{ProcessInfo, Status};
-use containerd_shim::ExitSignal;
 
 use crate::cgroup::Cgroups;
 use crate::io::{self as pio, ProcIo, StdioPaths};
@@ -160,8 +160,7 @@ fn has_own_pid_ns(bundle: &Path) -> bool {
         .and_then(|n| n.as_array())
         .map(|ns| {
             ns.iter().any(|n| {
-                n.get("type").and_then(|t| t.as_str()) == Some("pid")
-                    && n.get("path").and_then(|p| p.as_str()).unwrap_or("").is_empty()
+                n.get("type").and_then(|t| t.as_str()) == Some("pid") && n.get("path").and_then(|p| p.as_str()).unwrap_or("").is_empty()
             })
         })
         .unwrap_or(false)
@@ -210,8 +209,7 @@ fn mount_one(fstype: &str, source: &str, options: &[String], target: &Path) -> R
     }
     let fstype = if fstype.is_empty() || flags.contains(MsFlags::MS_BIND) { None } else { Some(fstype) };
     let first = if flags.contains(MsFlags::MS_BIND) { flags - MsFlags::MS_RDONLY } else { flags };
-    nix::mount::mount(Some(source), target, fstype, first, (!data.is_empty()).then_some(data.as_str()))
-        .map_err(|e| e.to_string())?;
+    nix::mount::mount(Some(source), target, fstype, first, (!data.is_empty()).then_some(data.as_str())).map_err(|e| e.to_string())?;
     if flags.contains(MsFlags::MS_BIND) && flags.contains(MsFlags::MS_RDONLY) {
         // A bind mount becomes read-only only by a remount.
         nix::mount::mount(None::<&str>, target, None::<&str>, flags | MsFlags::MS_REMOUNT, None::<&str>).map_err(|e| e.to_string())?;
@@ -231,13 +229,7 @@ pub fn parse_options(any: Option<&Any>) -> Result<Option<Options>, String> {
 }
 
 impl Service {
-    pub fn new(
-        namespace: &str,
-        address: &str,
-        reaper: Arc<Reaper>,
-        events: Sender<Event>,
-        exit: Arc<ExitSignal>,
-    ) -> Arc<Service> {
+    pub fn new(namespace: &str, address: &str, reaper: Arc<Reaper>, events: Sender<Event>, exit: Arc<ExitSignal>) -> Arc<Service> {
         let (tx, rx) = std::sync::mpsc::channel::<ExitMsg>();
         let s = Arc::new(Service {
             namespace: namespace.to_string(),
@@ -270,21 +262,14 @@ impl Service {
     }
 
     fn get(&self, id: &str) -> ttrpc::Result<Arc<Container>> {
-        lock(&self.containers)
-            .get(id)
-            .cloned()
-            .ok_or_else(|| err(Code::NOT_FOUND, format!("container {id}: not found")))
+        lock(&self.containers).get(id).cloned().ok_or_else(|| err(Code::NOT_FOUND, format!("container {id}: not found")))
     }
 
     fn process(&self, c: &Container, exec_id: &str) -> ttrpc::Result<Arc<Proc>> {
         if exec_id.is_empty() {
             return Ok(Arc::clone(&c.init));
         }
-        lock(&c.st)
-            .execs
-            .get(exec_id)
-            .cloned()
-            .ok_or_else(|| err(Code::NOT_FOUND, format!("exec {exec_id} of {}: not found", c.id)))
+        lock(&c.st).execs.get(exec_id).cloned().ok_or_else(|| err(Code::NOT_FOUND, format!("exec {exec_id} of {}: not found", c.id)))
     }
 
     fn exit_callback(&self, id: &str, exec_id: &str) -> impl FnOnce(i32) + Send + 'static {
@@ -414,12 +399,7 @@ impl Service {
             }
             e
         };
-        let stdio = StdioPaths {
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            terminal: req.terminal,
-        };
+        let stdio = StdioPaths { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal };
         let mut prep = pio::prepare(&stdio, ropts.io_uid, ropts.io_gid, &self.reaper, &req.id, &self.namespace)
             .map_err(|e| fail(internal(format!("stdio: {e}"))))?;
         let pid_file = bundle.join("init.pid");
@@ -722,11 +702,7 @@ impl containerd_shim::Task for Service {
                 }
             }
         };
-        let execs: HashMap<i32, String> = lock(&c.st)
-            .execs
-            .values()
-            .map(|p| (lock(&p.st).pid, p.exec_id.clone()))
-            .collect();
+        let execs: HashMap<i32, String> = lock(&c.st).execs.values().map(|p| (lock(&p.st).pid, p.exec_id.clone())).collect();
         let mut processes = Vec::new();
         for pid in pids {
             let mut pi = ProcessInfo { pid: pid as u32, ..Default::default() };
@@ -772,17 +748,15 @@ impl containerd_shim::Task for Service {
         log::debug!("checkpoint {}", req.id);
         let c = self.get(&req.id)?;
         let mut criu = std::process::Command::new("criu");
-        let criu_ok = criu
-            .arg("check")
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
+        let criu_ok =
+            criu.arg("check").stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
         let criu_ok = self.reaper.spawn(criu_ok).ok().and_then(|(_, rx)| rx.recv().ok()) == Some(0);
         if !criu_ok {
             return Err(err(Code::UNIMPLEMENTED, "checkpoint: not supported on this host (`criu check` fails or criu is not installed)"));
         }
         let opts = match req.options.as_ref() {
-            Some(a) if !a.value.is_empty() => CheckpointOptions::parse_from_bytes(&a.value).map_err(|e| err(Code::INVALID_ARGUMENT, format!("checkpoint options: {e}")))?,
+            Some(a) if !a.value.is_empty() => CheckpointOptions::parse_from_bytes(&a.value)
+                .map_err(|e| err(Code::INVALID_ARGUMENT, format!("checkpoint options: {e}")))?,
             _ => CheckpointOptions::new(),
         };
         let mut args = vec!["checkpoint", "--image-path", &req.path];
@@ -817,8 +791,7 @@ impl containerd_shim::Task for Service {
             return Err(err(Code::NOT_FOUND, format!("exec {}: process already finished", req.exec_id)));
         }
         // The pid is still ours (not reaped: its exit would have marked it stopped under this lock).
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), sig)
-            .map_err(|e| internal(format!("kill exec {}: {e}", req.exec_id)))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), sig).map_err(|e| internal(format!("kill exec {}: {e}", req.exec_id)))?;
         Ok(Empty::new())
     }
 
@@ -837,7 +810,8 @@ impl containerd_shim::Task for Service {
             if st.execs.contains_key(&req.exec_id) {
                 return Err(err(Code::ALREADY_EXISTS, format!("exec {}: already exists", req.exec_id)));
             }
-            let stdio = StdioPaths { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal };
+            let stdio =
+                StdioPaths { stdin: req.stdin.clone(), stdout: req.stdout.clone(), stderr: req.stderr.clone(), terminal: req.terminal };
             st.execs.insert(req.exec_id.clone(), Arc::new(Proc::new(&req.exec_id, stdio, spec)));
         }
         self.publish(
@@ -902,12 +876,7 @@ impl containerd_shim::Task for Service {
     fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> ttrpc::Result<ConnectResponse> {
         log::debug!("connect {}", req.id);
         let task_pid = self.get(&req.id).map(|c| lock(&c.init.st).pid as u32).unwrap_or(0);
-        Ok(ConnectResponse {
-            shim_pid: std::process::id(),
-            task_pid,
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            ..Default::default()
-        })
+        Ok(ConnectResponse { shim_pid: std::process::id(), task_pid, version: env!("CARGO_PKG_VERSION").to_string(), ..Default::default() })
     }
 
     fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> ttrpc::Result<Empty> {

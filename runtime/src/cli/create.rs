@@ -37,7 +37,11 @@ pub fn opts(no_pivot: bool, no_new_keyring: bool, preserve_fds: u32) -> CreateOp
 pub fn listen_fds() -> i32 {
     let n = std::env::var("LISTEN_FDS").ok().and_then(|v| v.parse::<i32>().ok()).unwrap_or(0);
     let for_us = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok()) == Some(std::process::id());
-    if for_us { n.clamp(0, 1024) } else { 0 }
+    if for_us {
+        n.clamp(0, 1024)
+    } else {
+        0
+    }
 }
 
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {

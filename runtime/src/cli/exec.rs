@@ -130,7 +130,11 @@ fn inline_process(cli: &Cli, a: &Args) -> Result<(oci_spec::runtime::Process, Op
     if !a.cap.is_empty() {
         let mut caps = p.capabilities().clone().unwrap_or_default();
         for name in &a.cap {
-            let full = if name.to_ascii_uppercase().starts_with("CAP_") { name.to_ascii_uppercase() } else { format!("CAP_{}", name.to_ascii_uppercase()) };
+            let full = if name.to_ascii_uppercase().starts_with("CAP_") {
+                name.to_ascii_uppercase()
+            } else {
+                format!("CAP_{}", name.to_ascii_uppercase())
+            };
             let cap: oci_spec::runtime::Capability = serde_json::from_value(serde_json::Value::String(full.clone()))
                 .map_err(|_| capsa::Error::new(format!("--cap {name:?}: unknown capability")))?;
             let with = |set: &Option<oci_spec::runtime::Capabilities>| {

@@ -18,8 +18,14 @@ pub fn forwarded() -> SigSet {
     let mut s = SigSet::empty();
     for sig in Signal::iterator() {
         match sig {
-            Signal::SIGKILL | Signal::SIGSTOP | Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE
-            | Signal::SIGTRAP | Signal::SIGSYS => {}
+            Signal::SIGKILL
+            | Signal::SIGSTOP
+            | Signal::SIGSEGV
+            | Signal::SIGBUS
+            | Signal::SIGILL
+            | Signal::SIGFPE
+            | Signal::SIGTRAP
+            | Signal::SIGSYS => {}
             s2 => s.add(s2),
         }
     }

@@ -47,7 +47,8 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     }
     if a.format == "json" {
         let v: Vec<_> = rows.iter().map(|(s, st, o)| s.oci(*st, o.clone())).collect();
-        let out = if v.is_empty() { "null".to_string() } else { serde_json::to_string(&v).map_err(|e| capsa::Error::new(e.to_string()))? };
+        let out =
+            if v.is_empty() { "null".to_string() } else { serde_json::to_string(&v).map_err(|e| capsa::Error::new(e.to_string()))? };
         super::out(&format!("{out}\n"));
         return Ok(0);
     }

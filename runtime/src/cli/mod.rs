@@ -105,10 +105,31 @@ pub struct Later {
 /// into double-dash ones so callers written for runc work unchanged.
 pub fn normalize_args(args: impl Iterator<Item = OsString>) -> Vec<OsString> {
     const LONG: &[&str] = &[
-        "root", "log", "log-format", "debug", "systemd-cgroup", "rootless", "criu", "bundle", "console-socket",
-        "pid-file", "no-pivot", "no-new-keyring", "preserve-fds", "detach", "keep", "no-subreaper", "force", "all",
-        "format", "quiet", "version", "help",
-        "stats", "interval", "resources", // events, update
+        "root",
+        "log",
+        "log-format",
+        "debug",
+        "systemd-cgroup",
+        "rootless",
+        "criu",
+        "bundle",
+        "console-socket",
+        "pid-file",
+        "no-pivot",
+        "no-new-keyring",
+        "preserve-fds",
+        "detach",
+        "keep",
+        "no-subreaper",
+        "force",
+        "all",
+        "format",
+        "quiet",
+        "version",
+        "help",
+        "stats",
+        "interval",
+        "resources", // events, update
     ];
     args.enumerate()
         .map(|(i, a)| {

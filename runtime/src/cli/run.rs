@@ -90,4 +90,3 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     }
     Ok(code)
 }
-

@@ -155,9 +155,9 @@ pub fn create(a: CreateArgs) -> Result<Created> {
     let mut tty = None;
     if terminal {
         plan.console_socket = Some(match a.console_socket {
-            Some(path) => OwnedFd::from(
-                std::os::unix::net::UnixStream::connect(path).with_ctx(|| format!("--console-socket {}", path.display()))?,
-            ),
+            Some(path) => {
+                OwnedFd::from(std::os::unix::net::UnixStream::connect(path).with_ctx(|| format!("--console-socket {}", path.display()))?)
+            }
             None => {
                 let (ours, theirs) = crate::tty::socketpair()?;
                 tty = Some(ours);
@@ -178,7 +178,8 @@ pub fn create(a: CreateArgs) -> Result<Created> {
             cleanup.stage1 = Some(stage1);
             let hooks = HookCtx { spec, id: a.id, bundle: &bundle.dir };
             let init = drive_children(&plan, &parent, stage1, &mut cleanup, &hooks).map_err(|e| e.context("create"))?;
-            let pid_start = super::proc_stat(init.as_raw()).map(|(_, t)| t).ok_or_else(|| Error::new("container init exited during create"))?;
+            let pid_start =
+                super::proc_stat(init.as_raw()).map(|(_, t)| t).ok_or_else(|| Error::new("container init exited during create"))?;
             let own_pid_ns = plan.ns.unshare.contains(nix::sched::CloneFlags::CLONE_NEWPID);
             state.pid = init.as_raw();
             state.pid_start = pid_start;
@@ -272,9 +273,9 @@ fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cl
 fn died_during_setup(init: Option<Pid>) -> Error {
     use nix::sys::wait::WaitStatus;
     match init.map(|p| waitpid(p, None)) {
-        Some(Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _))) => Error::new(
-            "container init was killed (SIGKILL) during setup: out of memory? check linux.resources.memory.limit",
-        ),
+        Some(Ok(WaitStatus::Signaled(_, Signal::SIGKILL, _))) => {
+            Error::new("container init was killed (SIGKILL) during setup: out of memory? check linux.resources.memory.limit")
+        }
         Some(Ok(WaitStatus::Signaled(_, sig, _))) => Error::new(format!("container init was killed by {sig} during setup")),
         Some(Ok(WaitStatus::Exited(_, code))) => Error::new(format!("container init exited with {code} during setup")),
         _ => Error::new("container init exited before it was ready"),
@@ -295,7 +296,8 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 /// re-exec from a sealed binary (about 1.4 ms here) is only paid when the container joins
 /// an existing pid namespace or shares the host's.
 fn has_fresh_pid_ns(spec: &oci_spec::runtime::Spec) -> bool {
-    spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|ns| {
-        ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none())
-    })
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none()))
 }

@@ -125,9 +125,9 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
     }
     let console_socket = match (a.console_fd, a.console_socket) {
         (Some(fd), _) if terminal => Some(fd),
-        (None, Some(path)) if terminal => Some(OwnedFd::from(
-            std::os::unix::net::UnixStream::connect(path).with_ctx(|| format!("--console-socket {}", path.display()))?,
-        )),
+        (None, Some(path)) if terminal => {
+            Some(OwnedFd::from(std::os::unix::net::UnixStream::connect(path).with_ctx(|| format!("--console-socket {}", path.display()))?))
+        }
         (_, Some(_)) => bail!("--console-socket given but process.terminal is false"),
         _ => None,
     };
@@ -167,16 +167,9 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
     }
 }
 
-fn drive(
-    chan: &Channel,
-    stage1: Pid,
-    cgroup_dirs: &[PathBuf],
-    listener: Option<&(PathBuf, String)>,
-    state: &super::State,
-) -> Result<i32> {
+fn drive(chan: &Channel, stage1: Pid, cgroup_dirs: &[PathBuf], listener: Option<&(PathBuf, String)>, state: &super::State) -> Result<i32> {
     for dir in cgroup_dirs {
-        std::fs::write(dir.join("cgroup.procs"), stage1.as_raw().to_string())
-            .with_ctx(|| format!("join cgroup {}", dir.display()))?;
+        std::fs::write(dir.join("cgroup.procs"), stage1.as_raw().to_string()).with_ctx(|| format!("join cgroup {}", dir.display()))?;
     }
     chan.send(&Msg::Go)?;
     let mut pid = None;
@@ -224,9 +217,10 @@ fn sub_cgroup_dirs(paths: &[PathBuf], sub: Option<&str>) -> Result<Vec<PathBuf>>
     let mut out = Vec::new();
     for p in paths {
         let matches = controller.is_none_or(|c| {
-            p.strip_prefix("/sys/fs/cgroup").ok().and_then(|r| r.iter().next()).is_some_and(|h| {
-                h.to_str().is_some_and(|h| h.split(',').any(|x| x == c || x == format!("name={c}")))
-            })
+            p.strip_prefix("/sys/fs/cgroup")
+                .ok()
+                .and_then(|r| r.iter().next())
+                .is_some_and(|h| h.to_str().is_some_and(|h| h.split(',').any(|x| x == c || x == format!("name={c}"))))
         });
         if matches {
             let d = p.join(rel);

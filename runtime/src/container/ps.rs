@@ -29,10 +29,7 @@ pub fn table(pids: &[i32], ps_args: &[String]) -> Result<String> {
 pub fn filter(output: &str, pids: &[i32]) -> Result<String> {
     let mut lines = output.lines();
     let header = lines.next().unwrap_or_default();
-    let idx = header
-        .split_whitespace()
-        .position(|f| f == "PID")
-        .ok_or_else(|| Error::new("couldn't find PID field in ps output"))?;
+    let idx = header.split_whitespace().position(|f| f == "PID").ok_or_else(|| Error::new("couldn't find PID field in ps output"))?;
     let mut s = format!("{header}\n");
     for line in lines.filter(|l| !l.is_empty()) {
         let field = line.split_whitespace().nth(idx).unwrap_or_default();

@@ -41,7 +41,11 @@ pub fn start(root: &Path, id: &str) -> Result<Vec<String>> {
         let mut n: libc::c_int = 0;
         // SAFETY: FIONREAD writes one int.
         let r = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&fifo), libc::FIONREAD, &mut n) };
-        if r == 0 { n } else { 0 }
+        if r == 0 {
+            n
+        } else {
+            0
+        }
     };
     loop {
         let mut fds = [PollFd::new(fifo.as_fd(), PollFlags::empty()), PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];

@@ -78,7 +78,10 @@ impl State {
         .json()
     }
 
-    pub fn hook_list(&self, f: impl Fn(&oci_spec::runtime::Hooks) -> &Option<Vec<oci_spec::runtime::Hook>>) -> Vec<oci_spec::runtime::Hook> {
+    pub fn hook_list(
+        &self,
+        f: impl Fn(&oci_spec::runtime::Hooks) -> &Option<Vec<oci_spec::runtime::Hook>>,
+    ) -> Vec<oci_spec::runtime::Hook> {
         self.hooks.as_ref().and_then(|h| f(h).clone()).unwrap_or_default()
     }
 }

@@ -116,8 +116,7 @@ fn resolve_user(u: &NamedUser, p: &mut ProcessPlan) -> Result<()> {
         };
     }
     let name = entry[0];
-    let mut extra: Vec<u32> =
-        groups.iter().filter(|f| f[3].split(',').any(|m| m == name)).filter_map(|f| f[2].parse().ok()).collect();
+    let mut extra: Vec<u32> = groups.iter().filter(|f| f[3].split(',').any(|m| m == name)).filter_map(|f| f[2].parse().ok()).collect();
     extra.extend(p.additional_gids.iter().copied());
     extra.sort_unstable();
     extra.dedup();

@@ -73,11 +73,9 @@ fn readonly_clone() -> Result<OwnedFd> {
 }
 
 fn sealed_memfd_copy() -> Result<OwnedFd> {
-    let mfd = nix::sys::memfd::memfd_create(
-        c"capsa",
-        nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .ctx("memfd_create")?;
+    let mfd =
+        nix::sys::memfd::memfd_create(c"capsa", nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING)
+            .ctx("memfd_create")?;
     let mut src = std::fs::File::open("/proc/self/exe").ctx("open /proc/self/exe")?;
     let mut dst = std::fs::File::from(mfd);
     std::io::copy(&mut src, &mut dst).ctx("copy")?;
@@ -90,9 +88,8 @@ fn sealed_memfd_copy() -> Result<OwnedFd> {
 }
 
 fn reexec(fd: OwnedFd) -> Result<()> {
-    let args: Vec<CString> = std::env::args_os()
-        .map(|a| CString::new(a.as_bytes()).map_err(|_| Error::new("argument contains NUL")))
-        .collect::<Result<_>>()?;
+    let args: Vec<CString> =
+        std::env::args_os().map(|a| CString::new(a.as_bytes()).map_err(|_| Error::new("argument contains NUL"))).collect::<Result<_>>()?;
     let mut env: Vec<CString> = std::env::vars_os()
         .filter_map(|(k, v)| {
             let mut kv = k;
@@ -108,8 +105,6 @@ fn reexec(fd: OwnedFd) -> Result<()> {
     envp.push(std::ptr::null());
     // SAFETY: argv/envp are NUL-terminated arrays of pointers into CStrings alive here;
     // execveat only returns on failure.
-    unsafe {
-        libc::syscall(libc::SYS_execveat, fd.as_raw_fd(), c"".as_ptr(), argv.as_ptr(), envp.as_ptr(), libc::AT_EMPTY_PATH)
-    };
+    unsafe { libc::syscall(libc::SYS_execveat, fd.as_raw_fd(), c"".as_ptr(), argv.as_ptr(), envp.as_ptr(), libc::AT_EMPTY_PATH) };
     Err(Error::from(std::io::Error::last_os_error()).context("CVE-2019-5736 protection: re-exec capsa"))
 }

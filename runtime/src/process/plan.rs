@@ -98,18 +98,9 @@ pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 impl ProcessPlan {
     pub fn from_spec(p: &oci_spec::runtime::Process) -> Result<ProcessPlan> {
         let args = p.args().iter().flatten().map(|a| cstring("process.args", a)).collect::<Result<Vec<_>>>()?;
-        let env = dedup_env(p.env().as_deref().unwrap_or_default())
-            .iter()
-            .map(|e| cstring("process.env", e))
-            .collect::<Result<Vec<_>>>()?;
-        let path_var = p
-            .env()
-            .iter()
-            .flatten()
-            .filter_map(|e| e.strip_prefix("PATH="))
-            .next_back()
-            .unwrap_or(DEFAULT_PATH)
-            .to_string();
+        let env =
+            dedup_env(p.env().as_deref().unwrap_or_default()).iter().map(|e| cstring("process.env", e)).collect::<Result<Vec<_>>>()?;
+        let path_var = p.env().iter().flatten().filter_map(|e| e.strip_prefix("PATH=")).next_back().unwrap_or(DEFAULT_PATH).to_string();
         // runc: no capabilities object means every set is empty.
         let caps = Some(match p.capabilities() {
             Some(c) => CapPlan::from_spec(c)?,
@@ -142,7 +133,8 @@ impl ProcessPlan {
 
 /// The namespace a sysctl key belongs to, for runc's check that it is not the host's.
 fn sysctl_namespace(key: &str) -> Option<CloneFlags> {
-    const IPC: [&str; 7] = ["kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni"];
+    const IPC: [&str; 7] =
+        ["kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax", "kernel.shmmni"];
     if IPC.contains(&key) || key == "kernel.shm_rmid_forced" || key.starts_with("fs.mqueue.") {
         Some(CloneFlags::CLONE_NEWIPC)
     } else if key.starts_with("net.") {
@@ -157,7 +149,13 @@ fn sysctl_namespace(key: &str) -> Option<CloneFlags> {
 impl InitPlan {
     /// Builds the plan for a new container. `cgroup` describes the container's cgroups
     /// for `type: cgroup` mounts.
-    pub fn build(spec: &Spec, bundle: &std::path::Path, rootfs: &std::path::Path, opts: &CreateOpts, cgroup: CgroupView) -> Result<InitPlan> {
+    pub fn build(
+        spec: &Spec,
+        bundle: &std::path::Path,
+        rootfs: &std::path::Path,
+        opts: &CreateOpts,
+        cgroup: CgroupView,
+    ) -> Result<InitPlan> {
         let Some(linux) = spec.linux() else { bail!("linux: missing") };
         let Some(process) = spec.process() else { bail!("process: missing") };
         let ns = NsPlan::from_spec(linux)?;
@@ -244,10 +242,8 @@ impl InitPlan {
         let mut rootfs_plan = rootfs_plan;
         rootfs_plan.cgroup.namespaced = uses_cgroupns;
 
-        let net_devices = crate::netdev::plan(
-            &linux.net_devices().clone().unwrap_or_default(),
-            ns.unshare.contains(CloneFlags::CLONE_NEWNET),
-        )?;
+        let net_devices =
+            crate::netdev::plan(&linux.net_devices().clone().unwrap_or_default(), ns.unshare.contains(CloneFlags::CLONE_NEWNET))?;
         let mut process = ProcessPlan::from_spec(process)?;
         if opts.listen_fds > 0 {
             for kv in [format!("LISTEN_FDS={}", opts.listen_fds), "LISTEN_PID=1".to_string()] {

@@ -88,8 +88,7 @@ pub struct Channel {
 impl Channel {
     /// Returns (parent end, child end), both close-on-exec.
     pub fn pair() -> Result<(Channel, Channel)> {
-        let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
-            .ctx("socketpair")?;
+        let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).ctx("socketpair")?;
         Ok((Channel { fd: a }, Channel { fd: b }))
     }
 
@@ -111,11 +110,7 @@ impl Channel {
         loop {
             match recv(self.fd.as_raw_fd(), &mut buf, MsgFlags::empty()) {
                 Ok(0) => return Ok(None),
-                Ok(n) => {
-                    return Msg::decode(&buf[..n])
-                        .map(Some)
-                        .ok_or_else(|| Error::new("sync: malformed message"))
-                }
+                Ok(n) => return Msg::decode(&buf[..n]).map(Some).ok_or_else(|| Error::new("sync: malformed message")),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(Error::from(e).context("sync: recv")),
             }
@@ -140,7 +135,17 @@ mod tests {
     #[test]
     fn round_trip() {
         let (a, b) = Channel::pair().unwrap();
-        for m in [Msg::Go, Msg::MapIds, Msg::IdsMapped, Msg::InitPid(4242), Msg::Ready, Msg::Error("boom".into()), Msg::Hooks, Msg::HooksDone("{}".into()), Msg::NotifyFd] {
+        for m in [
+            Msg::Go,
+            Msg::MapIds,
+            Msg::IdsMapped,
+            Msg::InitPid(4242),
+            Msg::Ready,
+            Msg::Error("boom".into()),
+            Msg::Hooks,
+            Msg::HooksDone("{}".into()),
+            Msg::NotifyFd,
+        ] {
             a.send(&m).unwrap();
             assert_eq!(b.recv().unwrap(), Some(m));
         }

@@ -76,8 +76,7 @@ pub fn create(rootfs: &Path, d: &DevicePlan, bind: bool) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(crate::error::Error::from(e).context(format!("replace {}", d.path.display()))),
     }
-    mknod(&dest, d.kind, Mode::from_bits_truncate(d.mode), makedev(d.major, d.minor))
-        .with_ctx(|| format!("mknod {}", d.path.display()))?;
+    mknod(&dest, d.kind, Mode::from_bits_truncate(d.mode), makedev(d.major, d.minor)).with_ctx(|| format!("mknod {}", d.path.display()))?;
     chown(&dest, Some(Uid::from_raw(d.uid)), Some(Gid::from_raw(d.gid))).with_ctx(|| format!("chown {}", d.path.display()))?;
     Ok(())
 }

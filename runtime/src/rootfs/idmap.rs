@@ -112,9 +112,8 @@ pub fn idmapped_tree(source: &Path, rbind: bool, ridmap: bool, userns: BorrowedF
     // SAFETY: fd was just returned by the kernel and nobody else owns it.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let at = libc::AT_EMPTY_PATH as u32 | if ridmap { AT_RECURSIVE } else { 0 };
-    setattr(tree.as_raw_fd(), "", at, MOUNT_ATTR_IDMAP | set, 0, Some(userns.as_raw_fd())).map_err(|e| {
-        e.context(format!("idmap {} (does its filesystem support idmapped mounts?)", source.display()))
-    })?;
+    setattr(tree.as_raw_fd(), "", at, MOUNT_ATTR_IDMAP | set, 0, Some(userns.as_raw_fd()))
+        .map_err(|e| e.context(format!("idmap {} (does its filesystem support idmapped mounts?)", source.display())))?;
     Ok(tree)
 }
 

@@ -92,11 +92,7 @@ pub fn prepare(p: &RootfsPlan) -> Result<()> {
         .with_ctx(|| format!("bind rootfs {}", p.rootfs.display()))?;
 
     for (i, m) in p.mounts.iter().enumerate() {
-        let r = if m.fstype.as_deref() == Some("cgroup") {
-            mount_cgroup(p, m)
-        } else {
-            mounts::mount_one(&p.rootfs, &p.bundle, m)
-        };
+        let r = if m.fstype.as_deref() == Some("cgroup") { mount_cgroup(p, m) } else { mounts::mount_one(&p.rootfs, &p.bundle, m) };
         r.with_ctx(|| format!("mounts[{i}] {}", m.destination.display()))?;
     }
 
@@ -178,10 +174,7 @@ fn mask_path(path: &Path) -> Result<()> {
 /// pivot_root refuses a new root whose parent mount is shared.
 fn make_parent_mount_private(rootfs: &Path) -> Result<()> {
     let mounts = mountinfo::read()?;
-    let parent = mounts
-        .iter()
-        .filter(|m| rootfs.starts_with(&m.mount_point))
-        .max_by_key(|m| m.mount_point.as_os_str().len());
+    let parent = mounts.iter().filter(|m| rootfs.starts_with(&m.mount_point)).max_by_key(|m| m.mount_point.as_os_str().len());
     if let Some(m) = parent {
         if m.optional.iter().any(|o| o.starts_with("shared:")) {
             mount(None::<&str>, &m.mount_point, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
@@ -202,8 +195,14 @@ fn mount_cgroup(p: &RootfsPlan, m: &MountPlan) -> Result<()> {
         return mount_hierarchy(&p.rootfs, &dest, view.namespaced, h, flags);
     }
     let fd = path::open_inside(&p.rootfs, &dest)?;
-    mount(Some("tmpfs"), format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(), Some("tmpfs"), flags & !MsFlags::MS_RDONLY, Some("mode=755"))
-        .ctx("mount tmpfs")?;
+    mount(
+        Some("tmpfs"),
+        format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
+        Some("tmpfs"),
+        flags & !MsFlags::MS_RDONLY,
+        Some("mode=755"),
+    )
+    .ctx("mount tmpfs")?;
     for h in &view.hierarchies {
         let sub = dest.join(&h.name);
         path::mkdir_all(&sub, 0o755)?;
@@ -219,8 +218,14 @@ fn mount_cgroup(p: &RootfsPlan, m: &MountPlan) -> Result<()> {
     }
     if flags.contains(MsFlags::MS_RDONLY) {
         let fd = path::open_inside(&p.rootfs, &dest)?;
-        mount(None::<&str>, format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(), None::<&str>, MsFlags::MS_REMOUNT | flags, Some("mode=755"))
-            .ctx("remount cgroup tmpfs read-only")?;
+        mount(
+            None::<&str>,
+            format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
+            None::<&str>,
+            MsFlags::MS_REMOUNT | flags,
+            Some("mode=755"),
+        )
+        .ctx("remount cgroup tmpfs read-only")?;
     }
     Ok(())
 }

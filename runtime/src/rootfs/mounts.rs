@@ -308,10 +308,9 @@ mod tests {
         let p = MountPlan::from_spec(&m);
         assert_eq!(p.flags, MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME);
         assert_eq!(p.data, "mode=755,size=65536k");
-        let m: oci_spec::runtime::Mount = serde_json::from_str(
-            r#"{"destination":"/x","type":"none","source":"/tmp","options":["rbind","ro","rw","nosuid","rprivate"]}"#,
-        )
-        .unwrap();
+        let m: oci_spec::runtime::Mount =
+            serde_json::from_str(r#"{"destination":"/x","type":"none","source":"/tmp","options":["rbind","ro","rw","nosuid","rprivate"]}"#)
+                .unwrap();
         let p = MountPlan::from_spec(&m);
         assert!(p.is_bind());
         assert_eq!(p.flags, MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_NOSUID);

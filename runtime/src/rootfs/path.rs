@@ -59,10 +59,9 @@ pub fn secure_join(root: &Path, path: &Path) -> Result<PathBuf> {
 /// through the kernel's own view of the fd, that it still lies inside `root`. Mounting on
 /// `/proc/self/fd/N` of that fd closes the race where a path is swapped for a symlink.
 pub fn open_inside(root: &Path, full: &Path) -> Result<OwnedFd> {
-    let fd = open(full, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
-        .with_ctx(|| format!("open {}", full.display()))?;
-    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
-        .with_ctx(|| format!("resolve {}", full.display()))?;
+    let fd =
+        open(full, OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).with_ctx(|| format!("open {}", full.display()))?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).with_ctx(|| format!("resolve {}", full.display()))?;
     if !real.starts_with(root) {
         bail!("{}: resolves to {} outside the rootfs", full.display(), real.display());
     }
@@ -72,11 +71,7 @@ pub fn open_inside(root: &Path, full: &Path) -> Result<OwnedFd> {
 /// `mkdir -p` of `full` (a path inside `root` from [`secure_join`]).
 pub fn mkdir_all(full: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(full)
-        .with_ctx(|| format!("mkdir {}", full.display()))
+    std::fs::DirBuilder::new().recursive(true).mode(mode).create(full).with_ctx(|| format!("mkdir {}", full.display()))
 }
 
 /// Creates an empty file at `full` (for bind-mounting a file on it) if nothing is there.

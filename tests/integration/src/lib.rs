@@ -231,8 +231,7 @@ impl Output {
     /// stdout parsed as JSON.
     #[track_caller]
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
     }
 }
 
@@ -377,10 +376,7 @@ impl Cmd {
             }
         }
         let start = Instant::now();
-        let child = self
-            .cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn `{}`: {e}", self.display));
+        let child = self.cmd.spawn().unwrap_or_else(|e| panic!("spawn `{}`: {e}", self.display));
         Running { child, display: self.display, stdout_path, stderr_path, start, timeout: self.timeout }
     }
 
@@ -635,19 +631,14 @@ pub fn cgroup_hierarchies() -> &'static [(PathBuf, String)] {
         let mut out = vec![];
         for m in parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()) {
             let path = match m.fstype.as_str() {
-                "cgroup2" => own
-                    .lines()
-                    .find_map(|l| l.strip_prefix("0::"))
-                    .unwrap_or("/")
-                    .to_string(),
+                "cgroup2" => own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").to_string(),
                 "cgroup" => {
                     let opts: BTreeSet<&str> = m.super_options.split(',').collect();
                     own.lines()
                         .find_map(|l| {
                             let mut it = l.splitn(3, ':');
                             let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
-                            (!ctrls.is_empty() && ctrls.split(',').all(|c| opts.contains(c)))
-                                .then(|| path.to_string())
+                            (!ctrls.is_empty() && ctrls.split(',').all(|c| opts.contains(c))).then(|| path.to_string())
                         })
                         .unwrap_or_else(|| "/".into())
                 }
@@ -912,22 +903,14 @@ impl Container {
         // runs the binary) exists.
         runtime_bin();
         let n = ID_SEQ.fetch_add(1, Ordering::Relaxed);
-        let name: String = name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .take(40)
-            .collect();
+        let name: String = name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(40).collect();
         // pid + sequence make the id unique; the '-' after the counter keeps one id from being a
         // substring of another ("...-1-x" never occurs inside "...-11-x").
         let id = format!("cit{}-{n}-{name}", std::process::id());
         let dir = PathBuf::from(format!("/tmp/capsa-it-{id}"));
         // Only a dead test process with the same pid could have left it; never rm through mounts.
         let prefix = format!("{}/", dir.display());
-        assert!(
-            !host_mount_points().iter().any(|m| m.starts_with(&prefix)),
-            "stale mounts under {}: unmount them first",
-            dir.display()
-        );
+        assert!(!host_mount_points().iter().any(|m| m.starts_with(&prefix)), "stale mounts under {}: unmount them first", dir.display());
         remove_dir_one_fs(&dir);
         fs::create_dir_all(&dir).expect("create test dir");
         let root = dir.join("root");
@@ -938,16 +921,7 @@ impl Container {
         }
         let mut config = base_config().clone();
         set_ptr(&mut config, "/process/args", json!(["true"]));
-        Container {
-            id,
-            rootfs: bundle.join("rootfs"),
-            dir,
-            root,
-            bundle,
-            out,
-            config,
-            skip_leftover_check: false,
-        }
+        Container { id, rootfs: bundle.join("rootfs"), dir, root, bundle, out, config, skip_leftover_check: false }
     }
 
     // ---- config editing -----------------------------------------------------------------
@@ -985,11 +959,7 @@ impl Container {
         if let Some(p) = path {
             ns["path"] = json!(p);
         }
-        let list = self
-            .config
-            .pointer_mut("/linux/namespaces")
-            .and_then(Value::as_array_mut)
-            .expect("linux.namespaces");
+        let list = self.config.pointer_mut("/linux/namespaces").and_then(Value::as_array_mut).expect("linux.namespaces");
         list.retain(|n| n["type"] != typ);
         list.push(ns);
         self
@@ -1021,11 +991,7 @@ impl Container {
 
     /// `runtime --root ROOT ARGS...`, in the bundle dir.
     pub fn cmd<S: Into<OsString>>(&self, args: impl IntoIterator<Item = S>) -> Cmd {
-        Cmd::new(runtime_bin(), &self.out)
-            .current_dir(&self.bundle)
-            .arg("--root")
-            .arg(&self.root)
-            .args(args)
+        Cmd::new(runtime_bin(), &self.out).current_dir(&self.bundle).arg("--root").arg(&self.root).args(args)
     }
 
     /// Run a runtime command to completion.
@@ -1170,9 +1136,7 @@ impl Container {
         let rootfs = self.rootfs.to_string_lossy().to_string();
         host_mount_points()
             .into_iter()
-            .filter(|m| {
-                m == &dir || m.starts_with(&format!("{dir}/")) || m == &rootfs || m.starts_with(&format!("{rootfs}/"))
-            })
+            .filter(|m| m == &dir || m.starts_with(&format!("{dir}/")) || m == &rootfs || m.starts_with(&format!("{rootfs}/")))
             .collect()
     }
 
@@ -1331,16 +1295,14 @@ impl ConsoleSocket {
     pub fn recv_master(&self, timeout: Duration) -> std::os::fd::OwnedFd {
         use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
         use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-        let (stream, _) = poll(timeout, "the runtime to connect to the console socket", || {
-            self.listener.accept().ok()
-        });
+        let (stream, _) = poll(timeout, "the runtime to connect to the console socket", || self.listener.accept().ok());
         stream.set_nonblocking(false).expect("blocking");
         stream.set_read_timeout(Some(timeout)).expect("rcvtimeo");
         let mut buf = [0u8; 4096];
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
         let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
-        let msg = recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-            .expect("recvmsg on console socket");
+        let msg =
+            recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC).expect("recvmsg on console socket");
         let mut fds = vec![];
         for c in msg.cmsgs().expect("cmsgs") {
             if let ControlMessageOwned::ScmRights(v) = c {

@@ -101,10 +101,7 @@ fn missing_config() {
 #[test]
 fn missing_bundle_dir() {
     let c = Container::shared("bad-nobundle");
-    let out = c
-        .cmd(["create", "--bundle", c.dir.join("nope").to_str().unwrap(), &c.id])
-        .run()
-        .fails_cleanly();
+    let out = c.cmd(["create", "--bundle", c.dir.join("nope").to_str().unwrap(), &c.id]).run().fails_cleanly();
     assert!(out.stderr.contains("nope"), "{out}");
     c.assert_clean();
 }
@@ -166,10 +163,7 @@ fn invalid_id() {
     let c = Container::shared("bad-id");
     c.write_config();
     for id in ["../escape", "a/b", ".."] {
-        let out = c
-            .cmd(["create", "--bundle", c.bundle.to_str().unwrap(), id])
-            .run()
-            .fails_cleanly();
+        let out = c.cmd(["create", "--bundle", c.bundle.to_str().unwrap(), id]).run().fails_cleanly();
         assert!(!c.dir.join("escape").exists(), "{out}");
     }
     c.assert_clean();

@@ -98,8 +98,10 @@ fn pids_limit_enforced() {
     // The shell itself may give up (exit 2) when fork fails; what matters is that it failed.
     c.sh("for i in 1 2 3 4 5 6; do sleep 5 & done 2>&1; echo done");
     let out = c.run(&[]);
-    assert!(out.stdout.contains("can't fork") || out.stdout.contains("Resource temporarily unavailable"),
-            "forks past pids.limit must fail: {out}");
+    assert!(
+        out.stdout.contains("can't fork") || out.stdout.contains("Resource temporarily unavailable"),
+        "forks past pids.limit must fail: {out}"
+    );
 }
 
 /// A memory limit below what the init already uses cannot be applied: create fails cleanly and
@@ -169,7 +171,8 @@ fn a_disk() -> Option<(u32, u32)> {
 
 /// [`a_disk`] with its name in /sys/block.
 fn a_disk_named() -> Option<(String, (u32, u32))> {
-    let mut names: Vec<String> = std::fs::read_dir("/sys/block").ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir("/sys/block").ok()?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     // A real disk; else a RAM disk (the cgroup v2 VM has only brd's ram0).
     let real = names.iter().find(|n| !n.starts_with("loop") && !n.starts_with("ram") && !n.starts_with("zram"));
@@ -344,10 +347,18 @@ fn blkio_weight_applied_or_refused_by_name() {
         let pid = c.pid();
         let got = if unified() {
             let d = dir_of(pid, "io");
-            if d.join("io.bfq.weight").exists() { read(d.join("io.bfq.weight")) } else { read(d.join("io.weight")) }
+            if d.join("io.bfq.weight").exists() {
+                read(d.join("io.bfq.weight"))
+            } else {
+                read(d.join("io.weight"))
+            }
         } else {
             let d = dir_of(pid, "blkio");
-            if d.join("blkio.weight").exists() { read(d.join("blkio.weight")) } else { read(d.join("blkio.bfq.weight")) }
+            if d.join("blkio.weight").exists() {
+                read(d.join("blkio.weight"))
+            } else {
+                read(d.join("blkio.bfq.weight"))
+            }
         };
         // v1/BFQ keep 300; v2 io.weight gets runc's conversion 1 + (300 - 10) * 9999 / 990 = 2930.
         assert!(got.contains("300") || got.contains("2930"), "{got}");
@@ -366,8 +377,23 @@ fn update_flags_and_resources_file() {
     c.create_start();
     let pid = c.pid();
     let mut args = vec![
-        "update", "--memory", "48m", "--memory-reservation", "16m", "--cpu-share", "256", "--cpu-quota", "20000",
-        "--cpu-period", "50000", "--cpuset-cpus", "0", "--cpuset-mems", "0", "--pids-limit", "30",
+        "update",
+        "--memory",
+        "48m",
+        "--memory-reservation",
+        "16m",
+        "--cpu-share",
+        "256",
+        "--cpu-quota",
+        "20000",
+        "--cpu-period",
+        "50000",
+        "--cpuset-cpus",
+        "0",
+        "--cpuset-mems",
+        "0",
+        "--pids-limit",
+        "30",
     ];
     if is_capsa() {
         args.extend(["--cpu-burst", "5000"]); // runc 1.2
@@ -491,8 +517,16 @@ fn denied_device_cannot_be_opened() {
 fn refused_resources_name_the_field_and_leave_nothing() {
     let mut cases: Vec<(&str, Value, &str)> = vec![
         ("/linux/resources/cpu", json!({"quota": 500, "period": 100000}), "linux.resources.cpu.quota = 500"),
-        ("/linux/resources/hugepageLimits", json!([{"pageSize": "3MB", "limit": 1}]), "linux.resources.hugepageLimits = [0] pageSize \"3MB\""),
-        ("/linux/resources/devices", json!([{"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwx"}]), "linux.resources.devices = [0]"),
+        (
+            "/linux/resources/hugepageLimits",
+            json!([{"pageSize": "3MB", "limit": 1}]),
+            "linux.resources.hugepageLimits = [0] pageSize \"3MB\"",
+        ),
+        (
+            "/linux/resources/devices",
+            json!([{"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwx"}]),
+            "linux.resources.devices = [0]",
+        ),
         ("/linux/resources/unified", json!({"nosuch.file": "1"}), "linux.resources.unified = {\"nosuch.file\": \"1\"}"),
         ("/linux/resources/unified", json!({"../escape": "1"}), "linux.resources.unified = {\"../escape\": \"1\"}"),
     ];

@@ -14,9 +14,7 @@ const RUNC_SPEC: &str = r#"{"ociVersion":"1.0.2-dev","process":{"terminal":true,
 const RUNC_SPEC_ROOTLESS: &str = r#"{"ociVersion":"1.0.2-dev","process":{"terminal":true,"user":{"uid":0,"gid":0},"args":["sh"],"env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","TERM=xterm"],"cwd":"/","capabilities":{"bounding":["CAP_AUDIT_WRITE","CAP_KILL","CAP_NET_BIND_SERVICE"],"effective":["CAP_AUDIT_WRITE","CAP_KILL","CAP_NET_BIND_SERVICE"],"permitted":["CAP_AUDIT_WRITE","CAP_KILL","CAP_NET_BIND_SERVICE"],"ambient":["CAP_AUDIT_WRITE","CAP_KILL","CAP_NET_BIND_SERVICE"]},"rlimits":[{"type":"RLIMIT_NOFILE","hard":1024,"soft":1024}],"noNewPrivileges":true},"root":{"path":"rootfs","readonly":true},"hostname":"runc","mounts":[{"destination":"/proc","type":"proc","source":"proc"},{"destination":"/dev","type":"tmpfs","source":"tmpfs","options":["nosuid","strictatime","mode=755","size=65536k"]},{"destination":"/dev/pts","type":"devpts","source":"devpts","options":["nosuid","noexec","newinstance","ptmxmode=0666","mode=0620"]},{"destination":"/dev/shm","type":"tmpfs","source":"shm","options":["nosuid","noexec","nodev","mode=1777","size=65536k"]},{"destination":"/dev/mqueue","type":"mqueue","source":"mqueue","options":["nosuid","noexec","nodev"]},{"destination":"/sys","type":"none","source":"/sys","options":["rbind","nosuid","noexec","nodev","ro"]},{"destination":"/sys/fs/cgroup","type":"cgroup","source":"cgroup","options":["nosuid","noexec","nodev","relatime","ro"]}],"linux":{"uidMappings":[{"containerID":0,"hostID":0,"size":1}],"gidMappings":[{"containerID":0,"hostID":0,"size":1}],"namespaces":[{"type":"pid"},{"type":"ipc"},{"type":"uts"},{"type":"mount"},{"type":"user"}],"maskedPaths":["/proc/acpi","/proc/asound","/proc/kcore","/proc/keys","/proc/latency_stats","/proc/timer_list","/proc/timer_stats","/proc/sched_debug","/sys/firmware","/proc/scsi"],"readonlyPaths":["/proc/bus","/proc/fs","/proc/irq","/proc/sys","/proc/sysrq-trigger"]}}"#;
 
 fn strings(v: &Value) -> BTreeSet<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
-        .unwrap_or_default()
+    v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
 /// Compare a generated spec with runc's: identical except what legitimately varies between
@@ -35,9 +33,7 @@ fn assert_spec_like(actual: &Value, expected: &str) {
         assert!(got.is_superset(&want), "linux.{key}: missing {:?}", want.difference(&got));
         a["linux"][key] = expected["linux"][key].clone();
     }
-    let types = |v: &Value| -> BTreeSet<String> {
-        v.as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap().to_string()).collect()
-    };
+    let types = |v: &Value| -> BTreeSet<String> { v.as_array().unwrap().iter().map(|n| n["type"].as_str().unwrap().to_string()).collect() };
     let got = types(&a["linux"]["namespaces"]);
     let want = types(&expected["linux"]["namespaces"]);
     assert!(got.is_superset(&want), "namespaces: missing {:?}", want.difference(&got));
@@ -117,8 +113,24 @@ fn features_json() {
         assert!(hooks.contains(h), "hooks lacks {h}");
     }
     let opts = strings(&v["mountOptions"]);
-    for o in ["bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec", "private", "rprivate", "shared",
-              "rshared", "slave", "rslave", "relatime", "strictatime", "remount"] {
+    for o in [
+        "bind",
+        "rbind",
+        "ro",
+        "rw",
+        "nosuid",
+        "nodev",
+        "noexec",
+        "private",
+        "rprivate",
+        "shared",
+        "rshared",
+        "slave",
+        "rslave",
+        "relatime",
+        "strictatime",
+        "remount",
+    ] {
         assert!(opts.contains(o), "mountOptions lacks {o}");
     }
     let linux = &v["linux"];
@@ -164,10 +176,7 @@ fn log_json_on_failing_create() {
     c.write_config();
     let log = c.dir.join("log.json");
     let b = c.bundle.to_str().unwrap();
-    let out = c
-        .cmd(["--log", log.to_str().unwrap(), "--log-format", "json", "create", "--bundle", b, &c.id])
-        .run()
-        .fails_cleanly();
+    let out = c.cmd(["--log", log.to_str().unwrap(), "--log-format", "json", "create", "--bundle", b, &c.id]).run().fails_cleanly();
     let text = read(&log);
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty(), "log file is empty; stderr: {out}");
@@ -193,9 +202,7 @@ fn log_appends() {
     let c = Container::shared("log-append");
     let log = c.dir.join("log.json");
     fs::write(&log, "{\"level\":\"info\",\"msg\":\"earlier\",\"time\":\"2020-01-01T00:00:00Z\"}\n").unwrap();
-    c.cmd(["--log", log.to_str().unwrap(), "--log-format", "json", "state", "no-such-container"])
-        .run()
-        .fails_cleanly();
+    c.cmd(["--log", log.to_str().unwrap(), "--log-format", "json", "state", "no-such-container"]).run().fails_cleanly();
     let text = read(&log);
     assert!(text.starts_with("{\"level\":\"info\",\"msg\":\"earlier\""), "{text}");
     let last: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
@@ -206,13 +213,9 @@ fn log_appends() {
 #[test]
 fn global_flags_accepted() {
     let c = Container::shared("global-flags");
-    for flags in [
-        vec!["--debug"],
-        vec!["--log-format", "text"],
-        vec!["--systemd-cgroup"],
-        vec!["--rootless", "false"],
-        vec!["--rootless", "auto"],
-    ] {
+    for flags in
+        [vec!["--debug"], vec!["--log-format", "text"], vec!["--systemd-cgroup"], vec!["--rootless", "false"], vec!["--rootless", "auto"]]
+    {
         let mut args: Vec<&str> = flags.clone();
         args.push("list");
         c.rt(args).ok();

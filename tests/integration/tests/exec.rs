@@ -22,8 +22,13 @@ fn exec_joins_the_container() {
     let c = running("exec-join");
     let init = c.pid().to_string();
     let out = c
-        .rt(["exec", &c.id, "sh", "-c",
-             "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; for n in pid mnt net ipc uts; do readlink /proc/self/ns/$n; done"])
+        .rt([
+            "exec",
+            &c.id,
+            "sh",
+            "-c",
+            "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; for n in pid mnt net ipc uts; do readlink /proc/self/ns/$n; done",
+        ])
         .ok();
     let l: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(l[0], "exec-host", "{out}");
@@ -53,9 +58,8 @@ fn exec_inherits_container_process_settings() {
     c.create_start();
     let init = c.pid();
     poll(POLL_TIMEOUT, "init exec'd", || (proc_cmdline(init) == "sleep 100").then_some(()));
-    let out = c
-        .rt(["exec", &c.id, "sh", "-c", "pwd; echo $FROM_CONFIG; grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/$$/status; ulimit -n"])
-        .ok();
+    let out =
+        c.rt(["exec", &c.id, "sh", "-c", "pwd; echo $FROM_CONFIG; grep -E '^(CapBnd|CapEff|NoNewPrivs)' /proc/$$/status; ulimit -n"]).ok();
     let l: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(l[0], "/home", "{out}");
     assert_eq!(l[1], "1", "{out}");
@@ -70,10 +74,8 @@ fn exec_inherits_container_process_settings() {
 #[test]
 fn exec_flags() {
     let c = running("exec-flags");
-    let out = c
-        .rt(["exec", "--user", "1000:10", "--env", "FOO=bar", "--cwd", "/tmp", &c.id,
-             "sh", "-c", "id -u; id -g; echo $FOO; pwd"])
-        .ok();
+    let out =
+        c.rt(["exec", "--user", "1000:10", "--env", "FOO=bar", "--cwd", "/tmp", &c.id, "sh", "-c", "id -u; id -g; echo $FOO; pwd"]).ok();
     assert_eq!(out.stdout, "1000\n10\nbar\n/tmp\n");
 }
 
@@ -93,10 +95,7 @@ fn exec_process_json_detach_pid_file() {
     )
     .unwrap();
     let pid_file = c.dir.join("exec.pid");
-    let out = c
-        .rt(["exec", "--process", proc_json.to_str().unwrap(), "--detach", "--pid-file",
-             pid_file.to_str().unwrap(), &c.id])
-        .ok();
+    let out = c.rt(["exec", "--process", proc_json.to_str().unwrap(), "--detach", "--pid-file", pid_file.to_str().unwrap(), &c.id]).ok();
     assert_eq!(out.stdout, "", "{out}");
     let pid: i32 = read(&pid_file).trim().parse().expect("pid file holds a pid");
     assert!(pid_alive(pid));
@@ -119,9 +118,16 @@ fn exec_no_leaked_fds_and_cwd() {
     assert!(fds.is_subset(&[0, 1, 2, 3].into()), "exec'd process has extra fds: {fds:?}");
     for fd in 3..=10 {
         let cwd = format!("/proc/self/fd/{fd}");
-        let out = c.rt(["exec", "--cwd", &cwd, &c.id, "sh", "-c",
-                        "a=$(stat -c %d:%i /); cd ../../../../../../../..; b=$(stat -c %d:%i .); \
-                         [ \"$a\" = \"$b\" ] && echo inside || echo ESCAPED"]);
+        let out = c.rt([
+            "exec",
+            "--cwd",
+            &cwd,
+            &c.id,
+            "sh",
+            "-c",
+            "a=$(stat -c %d:%i /); cd ../../../../../../../..; b=$(stat -c %d:%i .); \
+                         [ \"$a\" = \"$b\" ] && echo inside || echo ESCAPED",
+        ]);
         if out.success() {
             assert_eq!(out.stdout, "inside\n", "exec --cwd {cwd} escaped:\n{out}");
         } else {
@@ -171,11 +177,7 @@ fn preserve_fds() {
     fs::write(&data, "through-fd-3\n").unwrap();
     c.sh("cat <&3; ls /proc/self/fd");
     c.write_config();
-    let out = c
-        .run_cmd(&["--preserve-fds", "1"])
-        .pass_fd(fs::File::open(&data).unwrap(), 3)
-        .run()
-        .ok();
+    let out = c.run_cmd(&["--preserve-fds", "1"]).pass_fd(fs::File::open(&data).unwrap(), 3).run().ok();
     let mut l = out.stdout.lines();
     assert_eq!(l.next(), Some("through-fd-3"), "{out}");
     let fds: BTreeSet<u32> = l.flat_map(|x| x.split_whitespace()).map(|s| s.parse().unwrap()).collect();
@@ -197,9 +199,20 @@ fn exec_tty_console_socket() {
     let sock = ConsoleSocket::bind(&c.dir.join("exec-console.sock"));
     let sock_path = sock.path.to_str().unwrap().to_string();
     let pid_file = c.dir.join("tty.pid");
-    c.rt(["exec", "--tty", "--detach", "--console-socket", &sock_path, "--pid-file", pid_file.to_str().unwrap(),
-          &c.id, "sh", "-c", "tty; [ -t 0 ] && [ -t 1 ] && echo all-tty; echo done"])
-        .ok();
+    c.rt([
+        "exec",
+        "--tty",
+        "--detach",
+        "--console-socket",
+        &sock_path,
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        &c.id,
+        "sh",
+        "-c",
+        "tty; [ -t 0 ] && [ -t 1 ] && echo all-tty; echo done",
+    ])
+    .ok();
     let master = sock.recv_master(Duration::from_secs(10));
     let pty = PtyReader::spawn(master);
     let text = pty.wait_for("done");
@@ -225,9 +238,7 @@ fn exec_detach_cgroup_and_parallel() {
         assert_eq!(ns_link(&pid.to_string(), ns), ns_link(&init.to_string(), ns), "{ns}");
     }
     // Eight execs at once, each with its own exit code.
-    let runs: Vec<_> = (0..8)
-        .map(|i| (i, c.cmd(["exec", c.id.as_str(), "sh", "-c", &format!("echo {i}; exit {i}")]).spawn()))
-        .collect();
+    let runs: Vec<_> = (0..8).map(|i| (i, c.cmd(["exec", c.id.as_str(), "sh", "-c", &format!("echo {i}; exit {i}")]).spawn())).collect();
     for (i, r) in runs {
         let out = r.wait();
         assert_eq!(out.code, Some(i), "{out}");

@@ -24,14 +24,17 @@ fn hooks_order_state_and_namespaces() {
     // startContainer runs inside the container (after pivot_root): it logs through a bind mount.
     c.add_mount(json!({"destination": "/hooklog", "type": "bind", "source": logdir.to_str(),
                        "options": ["rbind", "rw"]}));
-    c.set("/hooks", json!({
-        "prestart": [hook("prestart", host_log)],
-        "createRuntime": [hook("createRuntime", host_log)],
-        "createContainer": [hook("createContainer", host_log)],
-        "startContainer": [hook("startContainer", "/hooklog/log")],
-        "poststart": [hook("poststart", host_log)],
-        "poststop": [hook("poststop", host_log)],
-    }));
+    c.set(
+        "/hooks",
+        json!({
+            "prestart": [hook("prestart", host_log)],
+            "createRuntime": [hook("createRuntime", host_log)],
+            "createContainer": [hook("createContainer", host_log)],
+            "startContainer": [hook("startContainer", "/hooklog/log")],
+            "poststart": [hook("poststart", host_log)],
+            "poststop": [hook("poststop", host_log)],
+        }),
+    );
     c.sh("echo main >> /hooklog/log");
     c.run(&[]).ok();
     let log = read(logdir.join("log"));

@@ -79,10 +79,8 @@ fn create_start_kill_delete() {
 fn kill_signal_forms() {
     let mut c = Container::shared("kill-forms");
     // pid 1 of a pid namespace only receives signals it has handlers for: trap them and report.
-    c.sh(
-        "trap 'echo got-USR1' USR1; trap 'echo got-HUP' HUP; trap 'echo got-USR2' USR2; \
-         trap 'echo got-TERM; exit 0' TERM; echo ready; while :; do sleep 0.05; done",
-    );
+    c.sh("trap 'echo got-USR1' USR1; trap 'echo got-HUP' HUP; trap 'echo got-USR2' USR2; \
+         trap 'echo got-TERM; exit 0' TERM; echo ready; while :; do sleep 0.05; done");
     let out = c.create_start();
     wait_file_contains(&out.stdout_path, "ready");
     c.kill("USR1").ok();
@@ -197,10 +195,7 @@ fn state_json_fields() {
     d.args(&["sleep", "100"]);
     d.create(&[]).ok();
     let out = d.rt(["state", &d.id]).ok();
-    assert_eq!(
-        json_key_order(&out.stdout),
-        ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"]
-    );
+    assert_eq!(json_key_order(&out.stdout), ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"]);
 
     // A relative root.path is reported absolute, joined to the bundle.
     let mut e = Container::new("state-json-rel");
@@ -239,10 +234,7 @@ fn assert_rfc3339_nano(s: &str) {
         assert!((1..=9).contains(&n), "created {s:?}: fraction must have 1-9 digits");
         rest = &frac[n..];
     }
-    let tz_ok = rest == "Z"
-        || (rest.len() == 6
-            && (rest.starts_with('+') || rest.starts_with('-'))
-            && rest.as_bytes()[3] == b':');
+    let tz_ok = rest == "Z" || (rest.len() == 6 && (rest.starts_with('+') || rest.starts_with('-')) && rest.as_bytes()[3] == b':');
     assert!(tz_ok, "created {s:?}: bad zone {rest:?}");
 }
 
@@ -330,11 +322,7 @@ fn concurrent_create_same_id() {
         let a = c.create_cmd(&[]).spawn();
         let b = c.create_cmd(&[]).spawn();
         let (a, b) = (a.wait(), b.wait());
-        assert_eq!(
-            [a.success(), b.success()].iter().filter(|x| **x).count(),
-            1,
-            "exactly one create must succeed:\n{a}\n{b}"
-        );
+        assert_eq!([a.success(), b.success()].iter().filter(|x| **x).count(), 1, "exactly one create must succeed:\n{a}\n{b}");
         let loser = if a.success() { &b } else { &a };
         assert_eq!(loser.code, Some(1), "{loser}");
         assert_eq!(c.status(), "created");

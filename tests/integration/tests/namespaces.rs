@@ -10,10 +10,7 @@ const PRINT_NS: &str = "for n in cgroup ipc mnt net pid time user uts; do \
                         [ -e /proc/self/ns/$n ] && echo \"$n $(readlink /proc/self/ns/$n)\"; done";
 
 fn ns_map(out: &str) -> std::collections::BTreeMap<String, String> {
-    out.lines()
-        .filter_map(|l| l.split_once(' '))
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect()
+    out.lines().filter_map(|l| l.split_once(' ')).map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
 
 #[test]
@@ -127,10 +124,7 @@ fn mount_namespace_hides_container_mounts() {
     assert!(points.iter().any(|p| p == "/dev/pts"), "container has /dev/pts: {inside}");
     let rootfs = c.rootfs.to_string_lossy().to_string();
     let host = host_mount_points();
-    assert!(
-        !host.iter().any(|p| p.starts_with(&rootfs)),
-        "container mounts leaked to the host: {host:?}"
-    );
+    assert!(!host.iter().any(|p| p.starts_with(&rootfs)), "container mounts leaked to the host: {host:?}");
     assert_ne!(ns_link(&pid.to_string(), "mnt"), ns_link("self", "mnt"));
 }
 
@@ -170,8 +164,11 @@ fn time_namespace() {
     }
     let mut c = Container::shared("ns-time");
     c.namespace("time", None);
-    c.set("/linux/timeOffsets", json!({"boottime": {"secs": 86400, "nanosecs": 0},
-                                       "monotonic": {"secs": 86400, "nanosecs": 0}}));
+    c.set(
+        "/linux/timeOffsets",
+        json!({"boottime": {"secs": 86400, "nanosecs": 0},
+                                       "monotonic": {"secs": 86400, "nanosecs": 0}}),
+    );
     c.sh("cut -d' ' -f1 /proc/uptime; readlink /proc/self/ns/time");
     let out = c.run(&[]).ok();
     let mut l = out.stdout.lines();

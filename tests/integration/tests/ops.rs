@@ -23,7 +23,11 @@ fn dir_of(pid: i32, controller: &str) -> std::path::PathBuf {
 /// The kernel's view of the freezer: v1 freezer.state, v2 `frozen` of cgroup.events.
 fn frozen_state(dir: &std::path::Path) -> &'static str {
     if unified() {
-        if read(dir.join("cgroup.events")).lines().any(|l| l == "frozen 1") { "FROZEN" } else { "THAWED" }
+        if read(dir.join("cgroup.events")).lines().any(|l| l == "frozen 1") {
+            "FROZEN"
+        } else {
+            "THAWED"
+        }
     } else if read(dir.join("freezer.state")).trim() == "FROZEN" {
         "FROZEN"
     } else {

@@ -9,8 +9,7 @@ use std::time::Duration;
 #[test]
 fn args_env_cwd() {
     let mut c = Container::shared("args-env-cwd");
-    c.args(&["sh", "-c", "printf '%s|' \"$0\" \"$@\"; echo; pwd; tr '\\0' '\\n' < /proc/$$/environ | sort",
-             "zero", "a b", "", "c"]);
+    c.args(&["sh", "-c", "printf '%s|' \"$0\" \"$@\"; echo; pwd; tr '\\0' '\\n' < /proc/$$/environ | sort", "zero", "a b", "", "c"]);
     c.set("/process/env", json!(["PATH=/bin", "FOO=bar baz", "EMPTY=", "TERM=xterm"]));
     c.set("/process/cwd", json!("/home/alice"));
     let out = c.run(&[]).ok();
@@ -83,11 +82,7 @@ fn umask() {
 fn caps_status(c: &mut Container) -> std::collections::BTreeMap<String, String> {
     c.sh("grep -E '^(Cap|NoNewPrivs)' /proc/$$/status");
     let out = c.run(&[]).ok();
-    out.stdout
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
+    out.stdout.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
 }
 
 /// The five capability sets as the kernel shows them after exec. The config is consistent
@@ -162,11 +157,14 @@ fn no_new_privileges() {
 #[test]
 fn rlimits() {
     let mut c = Container::shared("rlimits");
-    c.set("/process/rlimits", json!([
-        {"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1000},
-        {"type": "RLIMIT_CORE", "soft": 0, "hard": 4096},
-        {"type": "RLIMIT_NPROC", "soft": 300, "hard": 400}
-    ]));
+    c.set(
+        "/process/rlimits",
+        json!([
+            {"type": "RLIMIT_NOFILE", "soft": 512, "hard": 1000},
+            {"type": "RLIMIT_CORE", "soft": 0, "hard": 4096},
+            {"type": "RLIMIT_NPROC", "soft": 300, "hard": 400}
+        ]),
+    );
     c.sh("ulimit -n; ulimit -Hn; grep -E '^Max (open files|core file size|processes)' /proc/$$/limits");
     let out = c.run(&[]).ok();
     let l: Vec<String> = out.stdout.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();

@@ -69,10 +69,8 @@ fn default_mounts_present() {
     match cg.fstype.as_str() {
         "cgroup2" => assert!(cg.has_opt("ro")),
         "tmpfs" => {
-            let subs: Vec<&MountInfo> = m
-                .values()
-                .filter(|x| x.mount_point.starts_with("/sys/fs/cgroup/") && x.fstype == "cgroup")
-                .collect();
+            let subs: Vec<&MountInfo> =
+                m.values().filter(|x| x.mount_point.starts_with("/sys/fs/cgroup/") && x.fstype == "cgroup").collect();
             assert!(!subs.is_empty(), "no cgroup hierarchies under /sys/fs/cgroup:\n{}", out.stdout);
             for s in subs {
                 assert!(s.has_opt("ro"), "cgroup mount not ro: {s:?}");
@@ -171,14 +169,17 @@ fn linux_devices_node_and_cgroup() {
     // 240 is a "local/experimental" char major with no driver: open() gives ENXIO when the cgroup
     // allows it and EPERM when the cgroup denies it.
     // The container's root has no CAP_DAC_OVERRIDE, so the nodes it opens are root's or 0666.
-    c.set("/linux/devices", json!([
-        {"path": "/dev/capsa-allowed", "type": "c", "major": 240, "minor": 11,
-         "fileMode": 0o666, "uid": 0, "gid": 0},
-        {"path": "/dev/capsa-denied", "type": "c", "major": 240, "minor": 12,
-         "fileMode": 0o600, "uid": 0, "gid": 0},
-        {"path": "/dev/sub/capsa-owned", "type": "c", "major": 240, "minor": 13,
-         "fileMode": 0o640, "uid": 1000, "gid": 10}
-    ]));
+    c.set(
+        "/linux/devices",
+        json!([
+            {"path": "/dev/capsa-allowed", "type": "c", "major": 240, "minor": 11,
+             "fileMode": 0o666, "uid": 0, "gid": 0},
+            {"path": "/dev/capsa-denied", "type": "c", "major": 240, "minor": 12,
+             "fileMode": 0o600, "uid": 0, "gid": 0},
+            {"path": "/dev/sub/capsa-owned", "type": "c", "major": 240, "minor": 13,
+             "fileMode": 0o640, "uid": 1000, "gid": 10}
+        ]),
+    );
     let rules = c.config.pointer_mut("/linux/resources/devices").unwrap().as_array_mut().unwrap();
     rules.push(json!({"allow": true, "type": "c", "major": 240, "minor": 11, "access": "rwm"}));
     c.sh("stat -c '%n %F %t %T %a %u %g' /dev/capsa-allowed /dev/capsa-denied /dev/sub/capsa-owned; \
@@ -204,10 +205,7 @@ fn masked_paths() {
         .into_iter()
         .filter(|p| std::path::Path::new(p).exists())
         .collect();
-    let dirs: Vec<&str> = ["/sys/firmware", "/proc/acpi", "/proc/scsi"]
-        .into_iter()
-        .filter(|p| std::path::Path::new(p).exists())
-        .collect();
+    let dirs: Vec<&str> = ["/sys/firmware", "/proc/acpi", "/proc/scsi"].into_iter().filter(|p| std::path::Path::new(p).exists()).collect();
     assert!(!files.is_empty() && !dirs.is_empty());
     let mut script = String::new();
     for f in files.iter().chain(["/etc/passwd"].iter()) {

@@ -76,18 +76,27 @@ fn docker_profile() -> Value {
 #[test]
 fn errno_rules_return_the_errno_asked_for() {
     for nnp in [true, false] {
-        let mut c = probe_container(&format!("sc-errno-{nnp}"), allow_with(json!([
-            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
-            {"names": ["symlink"], "action": "SCMP_ACT_ERRNO", "errnoRet": 28},
-            {"names": ["rmdir"], "action": "SCMP_ACT_ERRNO"},
-            {"names": ["link"], "action": "SCMP_ACT_ERRNO", "errnoRet": 4094}
-        ])));
+        let mut c = probe_container(
+            &format!("sc-errno-{nnp}"),
+            allow_with(json!([
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                {"names": ["symlink"], "action": "SCMP_ACT_ERRNO", "errnoRet": 28},
+                {"names": ["rmdir"], "action": "SCMP_ACT_ERRNO"},
+                {"names": ["link"], "action": "SCMP_ACT_ERRNO", "errnoRet": 4094}
+            ])),
+        );
         c.set("/process/noNewPrivileges", json!(nnp));
-        probe(&mut c, &format!(
-            "{SYS_MKDIR} s:/tmp/a 0o755 | {} -100 s:/tmp/a 0o755 | {} s:x s:/tmp/l | {} s:/tmp | {} s:/mnt/sysprobe s:/tmp/h \
+        probe(
+            &mut c,
+            &format!(
+                "{SYS_MKDIR} s:/tmp/a 0o755 | {} -100 s:/tmp/a 0o755 | {} s:x s:/tmp/l | {} s:/tmp | {} s:/mnt/sysprobe s:/tmp/h \
              | {SYS_ACCESS} s:/tmp/a 0 | {SYS_GETPID}",
-            libc::SYS_mkdirat, libc::SYS_symlink, libc::SYS_rmdir, libc::SYS_link
-        ));
+                libc::SYS_mkdirat,
+                libc::SYS_symlink,
+                libc::SYS_rmdir,
+                libc::SYS_link
+            ),
+        );
         let out = c.run(&[]).ok();
         assert_eq!(
             lines(&out),
@@ -100,9 +109,12 @@ fn errno_rules_return_the_errno_asked_for() {
 /// busybox's own tools see the errno: `mkdir` reports it, `touch` is unaffected.
 #[test]
 fn errno_rule_seen_by_busybox() {
-    let mut c = probe_container("sc-errno-bb", allow_with(json!([
-        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 122}
-    ])));
+    let mut c = probe_container(
+        "sc-errno-bb",
+        allow_with(json!([
+            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 122}
+        ])),
+    );
     c.sh("mkdir /tmp/d 2>&1; echo rc=$?; touch /tmp/f && echo touch-ok");
     let out = c.run(&[]).ok();
     assert_eq!(lines(&out), ["mkdir: can't create directory '/tmp/d': Disk quota exceeded", "rc=1", "touch-ok"], "{out}");
@@ -112,9 +124,12 @@ fn errno_rule_seen_by_busybox() {
 /// the call: `run` exits 128+31 and nothing after the call runs.
 #[test]
 fn kill_process_kills_the_container() {
-    let mut c = probe_container("sc-killproc", allow_with(json!([
-        {"names": ["mkdir"], "action": "SCMP_ACT_KILL_PROCESS"}
-    ])));
+    let mut c = probe_container(
+        "sc-killproc",
+        allow_with(json!([
+            {"names": ["mkdir"], "action": "SCMP_ACT_KILL_PROCESS"}
+        ])),
+    );
     probe(&mut c, &format!("{SYS_GETPID} | {SYS_MKDIR} s:/tmp/a 0o755 | {SYS_GETPID}"));
     let out = c.run(&[]).code_is(SIGSYS_EXIT);
     assert_eq!(lines(&out), ["1 0"], "{out}");
@@ -158,9 +173,12 @@ fn trap_sends_sigsys() {
 /// SCMP_ACT_TRACE with no tracer attached: the kernel fails the call with ENOSYS, not run.
 #[test]
 fn trace_without_a_tracer_is_enosys() {
-    let mut c = probe_container("sc-trace", allow_with(json!([
-        {"names": ["mkdir"], "action": "SCMP_ACT_TRACE", "errnoRet": 7}
-    ])));
+    let mut c = probe_container(
+        "sc-trace",
+        allow_with(json!([
+            {"names": ["mkdir"], "action": "SCMP_ACT_TRACE", "errnoRet": 7}
+        ])),
+    );
     probe(&mut c, &format!("{SYS_MKDIR} s:/tmp/a 0o755 | {SYS_ACCESS} s:/tmp/a 0 | {SYS_GETPID}"));
     let out = c.run(&[]).ok();
     assert_eq!(lines(&out), ["-1 38", "-1 2", "1 0"], "{out}");
@@ -174,11 +192,17 @@ fn default_errno_and_allow_rules() {
     let mut profile = docker_profile();
     profile["defaultErrnoRet"] = json!(71);
     let mut c = probe_container("sc-default", profile);
-    probe(&mut c, &format!(
-        "{SYS_MKDIR} s:/tmp/a 0o755 | {SYS_ACCESS} s:/tmp/a 0 | {unshare} 0 | {pers} 0xffffffff | {pers} 1 \
+    probe(
+        &mut c,
+        &format!(
+            "{SYS_MKDIR} s:/tmp/a 0o755 | {SYS_ACCESS} s:/tmp/a 0 | {unshare} 0 | {pers} 0xffffffff | {pers} 1 \
          | {socket} 40 1 0 | {socket} 1 1 0 | {clone3} 0 0 | {SYS_GETPID}",
-        unshare = libc::SYS_unshare, pers = libc::SYS_personality, socket = libc::SYS_socket, clone3 = libc::SYS_clone3
-    ));
+            unshare = libc::SYS_unshare,
+            pers = libc::SYS_personality,
+            socket = libc::SYS_socket,
+            clone3 = libc::SYS_clone3
+        ),
+    );
     let out = c.run(&[]).ok();
     assert_eq!(
         lines(&out),
@@ -259,10 +283,13 @@ fn filter_flag_log_audits_errno_actions() {
 /// umask never fails by itself, so "-1 77" can only come from the filter. Values above 32 bits
 /// check that both words of the 64-bit argument are compared.
 fn check_op(op: &str, value: u64, value_two: u64, cases: &[(u64, bool)]) {
-    let mut c = probe_container(&format!("sc-op-{}", op.trim_start_matches("SCMP_CMP_").to_lowercase()), allow_with(json!([
-        {"names": ["umask"], "action": "SCMP_ACT_ERRNO", "errnoRet": 77,
-         "args": [{"index": 0, "value": value, "valueTwo": value_two, "op": op}]}
-    ])));
+    let mut c = probe_container(
+        &format!("sc-op-{}", op.trim_start_matches("SCMP_CMP_").to_lowercase()),
+        allow_with(json!([
+            {"names": ["umask"], "action": "SCMP_ACT_ERRNO", "errnoRet": 77,
+             "args": [{"index": 0, "value": value, "valueTwo": value_two, "op": op}]}
+        ])),
+    );
     let script: Vec<String> = cases.iter().map(|(a, _)| format!("{} {a:#x}", libc::SYS_umask)).collect();
     probe(&mut c, &script.join(" | "));
     let out = c.run(&[]).ok();
@@ -310,9 +337,12 @@ fn op_ge() {
 #[test]
 fn op_masked_eq() {
     // (arg & 0x1_0000_0700) == 0x1_0000_0700: the mask spans both words.
-    check_op("SCMP_CMP_MASKED_EQ", 0x1_0000_0700, 0x1_0000_0700, &[
-        (0x1_0000_0700, true), (0x1_0000_0777, true), (0o700, false), (0x1_0000_0600, false), (0x3_0000_0700, true),
-    ]);
+    check_op(
+        "SCMP_CMP_MASKED_EQ",
+        0x1_0000_0700,
+        0x1_0000_0700,
+        &[(0x1_0000_0700, true), (0x1_0000_0777, true), (0o700, false), (0x1_0000_0600, false), (0x3_0000_0700, true)],
+    );
 }
 
 /// Several conditions of one rule must all hold (AND); several rules for one syscall are tried
@@ -320,14 +350,17 @@ fn op_masked_eq() {
 /// lseek on fd 99 (never open) fails with EBADF when allowed, so every other errno is a rule's.
 #[test]
 fn conditions_and_rules_combine() {
-    let mut c = probe_container("sc-andor", allow_with(json!([
-        {"names": ["lseek"], "action": "SCMP_ACT_ERRNO", "errnoRet": 61,
-         "args": [{"index": 1, "value": 5, "op": "SCMP_CMP_EQ"}, {"index": 2, "value": 1, "op": "SCMP_CMP_EQ"}]},
-        {"names": ["lseek"], "action": "SCMP_ACT_ERRNO", "errnoRet": 62, "args": [{"index": 1, "value": 7, "op": "SCMP_CMP_EQ"}]},
-        {"names": ["lseek"], "action": "SCMP_ACT_ERRNO", "errnoRet": 63, "args": [{"index": 2, "value": 2, "op": "SCMP_CMP_GT"}]},
-        {"names": ["dup"], "action": "SCMP_ACT_ERRNO", "errnoRet": 64,
-         "args": [{"index": 0, "value": 100, "op": "SCMP_CMP_EQ"}, {"index": 0, "value": 101, "op": "SCMP_CMP_EQ"}]}
-    ])));
+    let mut c = probe_container(
+        "sc-andor",
+        allow_with(json!([
+            {"names": ["lseek"], "action": "SCMP_ACT_ERRNO", "errnoRet": 61,
+             "args": [{"index": 1, "value": 5, "op": "SCMP_CMP_EQ"}, {"index": 2, "value": 1, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["lseek"], "action": "SCMP_ACT_ERRNO", "errnoRet": 62, "args": [{"index": 1, "value": 7, "op": "SCMP_CMP_EQ"}]},
+            {"names": ["lseek"], "action": "SCMP_ACT_ERRNO", "errnoRet": 63, "args": [{"index": 2, "value": 2, "op": "SCMP_CMP_GT"}]},
+            {"names": ["dup"], "action": "SCMP_ACT_ERRNO", "errnoRet": 64,
+             "args": [{"index": 0, "value": 100, "op": "SCMP_CMP_EQ"}, {"index": 0, "value": 101, "op": "SCMP_CMP_EQ"}]}
+        ])),
+    );
     let lseek = libc::SYS_lseek;
     let dup = libc::SYS_dup;
     let cases = [
@@ -363,18 +396,27 @@ fn i386_syscalls_use_their_own_table() {
         {"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 52},
         {"names": ["getppid"], "action": "SCMP_ACT_TRAP"}
     ]);
-    let mut c = probe_container("sc-i386", json!({"defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"], "syscalls": rules}));
-    probe(&mut c, &format!(
-        "{SYS_GETPID} | i386 {I386_GETPID} | {SYS_MKDIR} s:/tmp/a 0o755 | i386 {I386_MKDIR} s:/tmp/b 0o755 \
+    let mut c = probe_container(
+        "sc-i386",
+        json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"], "syscalls": rules}),
+    );
+    probe(
+        &mut c,
+        &format!(
+            "{SYS_GETPID} | i386 {I386_GETPID} | {SYS_MKDIR} s:/tmp/a 0o755 | i386 {I386_MKDIR} s:/tmp/b 0o755 \
          | i386 {I386_UMASK} 0o27 | i386 {I386_UMASK} 0o22 | {SYS_ACCESS} s:/tmp/b 0 | trap i386 {I386_GETPPID}"
-    ));
+        ),
+    );
     let out = c.run(&[]).ok();
     let trap = format!("sigsys code=1 nr={I386_GETPPID} errno=0 arch=0x40000003");
     assert_eq!(lines(&out), ["-1 51", "-1 51", "-1 52", "-1 52", "18 0", "23 0", "-1 2", trap.as_str()], "{out}");
 
-    let mut c = probe_container("sc-i386-no", json!({"defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64"], "syscalls": rules}));
+    let mut c = probe_container(
+        "sc-i386-no",
+        json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"], "syscalls": rules}),
+    );
     probe(&mut c, &format!("{SYS_ACCESS} s:/tmp 0 | i386 {I386_UMASK} 0o27 | {SYS_GETPID}"));
     let out = c.run(&[]).code_is(SIGSYS_EXIT);
     assert_eq!(lines(&out), ["0 0"], "{out}");
@@ -386,14 +428,20 @@ fn i386_syscalls_use_their_own_table() {
 #[test]
 fn x32_syscalls_use_their_own_table() {
     let rules = json!([{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO", "errnoRet": 52}]);
-    let mut c = probe_container("sc-x32", json!({"defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X32"], "syscalls": rules}));
+    let mut c = probe_container(
+        "sc-x32",
+        json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X32"], "syscalls": rules}),
+    );
     probe(&mut c, &format!("x32 {SYS_MKDIR} s:/tmp/a 0o755 | x32 {SYS_GETPID} | {SYS_MKDIR} s:/tmp/a 0o755"));
     let out = c.run(&[]).ok();
     assert_eq!(lines(&out), ["-1 52", "-1 38", "-1 52"], "{out}");
 
-    let mut c = probe_container("sc-x32-no", json!({"defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"], "syscalls": rules}));
+    let mut c = probe_container(
+        "sc-x32-no",
+        json!({"defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"], "syscalls": rules}),
+    );
     probe(&mut c, &format!("{SYS_GETPID} | x32 {SYS_GETPID} | {SYS_GETPID}"));
     let out = c.run(&[]).code_is(SIGSYS_EXIT);
     assert_eq!(lines(&out), ["1 0"], "{out}");
@@ -549,10 +597,13 @@ fn notify_reaches_our_agent() {
         let mut c = probe_container("sc-notify", json!({}));
         let agent = Agent::bind(&c);
         c.set("/linux/seccomp", notify_profile(&agent, flags.clone()));
-        probe(&mut c, &format!(
-            "{SYS_MKDIR} s:/tmp/a 0o755 | {SYS_MKDIR} s:/tmp/b 0o755 | {SYS_MKDIR} s:/tmp/c 0o700 \
+        probe(
+            &mut c,
+            &format!(
+                "{SYS_MKDIR} s:/tmp/a 0o755 | {SYS_MKDIR} s:/tmp/b 0o755 | {SYS_MKDIR} s:/tmp/c 0o700 \
              | {SYS_ACCESS} s:/tmp/b 0 | {SYS_ACCESS} s:/tmp/c 0"
-        ));
+            ),
+        );
         let created = c.create(&[]).ok();
         let pid = c.pid();
         let (state, fd) = agent.accept();
@@ -642,9 +693,12 @@ fn wait_killable_recv_flag() {
 #[test]
 fn exec_gets_the_filter() {
     for nnp in [true, false] {
-        let mut c = probe_container(&format!("sc-exec-{nnp}"), allow_with(json!([
-            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
-        ])));
+        let mut c = probe_container(
+            &format!("sc-exec-{nnp}"),
+            allow_with(json!([
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}
+            ])),
+        );
         c.set("/process/noNewPrivileges", json!(nnp));
         c.set("/process/user", json!({"uid": 1000, "gid": 1000}));
         c.args(&["sleep", "100"]);
@@ -652,7 +706,13 @@ fn exec_gets_the_filter() {
         let out = c.rt(["exec", &c.id, "/mnt/sysprobe", &SYS_MKDIR.to_string(), "s:/tmp/e", "0o755"]).ok();
         assert_eq!(out.stdout, "-1 13\n", "nnp={nnp}: {out}");
         let out = c
-            .rt(["exec", &c.id, "sh", "-c", "grep -E '^(NoNewPrivs|Seccomp|Seccomp_filters):' /proc/self/status; id -u; mkdir /tmp/e2 2>&1"])
+            .rt([
+                "exec",
+                &c.id,
+                "sh",
+                "-c",
+                "grep -E '^(NoNewPrivs|Seccomp|Seccomp_filters):' /proc/self/status; id -u; mkdir /tmp/e2 2>&1",
+            ])
             .code_is(1);
         let text = out.stdout.replace('\t', " ");
         let want = format!("NoNewPrivs: {}\nSeccomp: 2\nSeccomp_filters: 1\n1000\n", u8::from(nnp));
@@ -693,26 +753,45 @@ fn exec_with_notify_sends_a_new_listener() {
 #[test]
 fn bad_profiles_fail_cleanly() {
     let cases: Vec<(&str, Value, &[&str])> = vec![
-        ("unknown-action", allow_with(json!([{"names": ["mkdir"], "action": "SCMP_ACT_FOO"}])),
-         &["syscalls[0].action", "SCMP_ACT_FOO"]),
+        ("unknown-action", allow_with(json!([{"names": ["mkdir"], "action": "SCMP_ACT_FOO"}])), &["syscalls[0].action", "SCMP_ACT_FOO"]),
         ("unknown-default", json!({"defaultAction": "SCMP_ACT_NOPE"}), &["defaultAction", "SCMP_ACT_NOPE"]),
-        ("unknown-op", allow_with(json!([{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO",
-            "args": [{"index": 1, "value": 1, "op": "SCMP_CMP_FOO"}]}])), &["syscalls[0].args[0].op", "SCMP_CMP_FOO"]),
-        ("arg-index-6", allow_with(json!([{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO",
+        (
+            "unknown-op",
+            allow_with(json!([{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO",
+            "args": [{"index": 1, "value": 1, "op": "SCMP_CMP_FOO"}]}])),
+            &["syscalls[0].args[0].op", "SCMP_CMP_FOO"],
+        ),
+        (
+            "arg-index-6",
+            allow_with(json!([{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO",
             "args": [{"index": 0, "value": 1, "op": "SCMP_CMP_EQ"}, {"index": 6, "value": 1, "op": "SCMP_CMP_EQ"}]}])),
-         &["linux.seccomp.syscalls[0].args[1].index", "6"]),
-        ("no-such-syscall", allow_with(json!([{"names": ["mkdir", "no_such_syscall"], "action": "SCMP_ACT_ERRNO"}])),
-         &["linux.seccomp.syscalls[0].names[1]", "no_such_syscall"]),
-        ("notify-no-listener", allow_with(json!([{"names": ["getpid"], "action": "SCMP_ACT_ALLOW"},
-            {"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}])), &["linux.seccomp.syscalls[1].action", "listenerPath"]),
+            &["linux.seccomp.syscalls[0].args[1].index", "6"],
+        ),
+        (
+            "no-such-syscall",
+            allow_with(json!([{"names": ["mkdir", "no_such_syscall"], "action": "SCMP_ACT_ERRNO"}])),
+            &["linux.seccomp.syscalls[0].names[1]", "no_such_syscall"],
+        ),
+        (
+            "notify-no-listener",
+            allow_with(json!([{"names": ["getpid"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}])),
+            &["linux.seccomp.syscalls[1].action", "listenerPath"],
+        ),
         // init writes and sendmsg()s the listener fd after loading the filter: NOTIFY there
         // would hang `create` (runc refuses write too).
-        ("notify-write", json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/nonexistent/agent.sock",
+        (
+            "notify-write",
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/nonexistent/agent.sock",
             "syscalls": [{"names": ["getpid", "write"], "action": "SCMP_ACT_NOTIFY"}]}),
-         &["linux.seccomp.syscalls[0].names[1]", "write"]),
-        ("notify-sendmsg", json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/nonexistent/agent.sock",
+            &["linux.seccomp.syscalls[0].names[1]", "write"],
+        ),
+        (
+            "notify-sendmsg",
+            json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/nonexistent/agent.sock",
             "syscalls": [{"names": ["sendmsg"], "action": "SCMP_ACT_NOTIFY"}]}),
-         &["linux.seccomp.syscalls[0].names[0]", "sendmsg"]),
+            &["linux.seccomp.syscalls[0].names[0]", "sendmsg"],
+        ),
     ];
     for (name, profile, needles) in cases {
         if (name == "no-such-syscall" || name == "notify-sendmsg") && !is_capsa() {
@@ -740,8 +819,11 @@ fn bad_profiles_fail_cleanly() {
 fn notify_listener_path_unreachable_fails_cleanly() {
     let mut c = probe_container("sc-bad-listener", json!({}));
     let path = c.host_dir("agent").join("nobody-listens");
-    c.set("/linux/seccomp", json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
-        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}));
+    c.set(
+        "/linux/seccomp",
+        json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": path,
+        "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
+    );
     c.args(&["true"]);
     let out = c.create(&[]).fails_cleanly();
     assert!(out.err_msg().contains("nobody-listens"), "{out}");
@@ -756,8 +838,17 @@ fn features_lists_actions_operators_archs_flags() {
     let sc = &features["linux"]["seccomp"];
     assert_eq!(sc["enabled"], json!(true), "{sc}");
     let has = |k: &str, v: &str| sc[k].as_array().is_some_and(|a| a.contains(&json!(v)));
-    for a in ["SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP", "SCMP_ACT_ERRNO",
-        "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_NOTIFY"] {
+    for a in [
+        "SCMP_ACT_KILL",
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_KILL_THREAD",
+        "SCMP_ACT_TRAP",
+        "SCMP_ACT_ERRNO",
+        "SCMP_ACT_TRACE",
+        "SCMP_ACT_ALLOW",
+        "SCMP_ACT_LOG",
+        "SCMP_ACT_NOTIFY",
+    ] {
         assert!(has("actions", a), "{a}: {sc}");
     }
     for o in ["SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_MASKED_EQ"] {
@@ -801,7 +892,7 @@ impl Kmsg {
                 Ok(0) => break,
                 Ok(n) => all.push_str(&String::from_utf8_lossy(&buf[..n])),
                 Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue, // overwritten records
-                Err(_) => break,                                                // EAGAIN: no more
+                Err(_) => break,                                             // EAGAIN: no more
             }
         }
         all

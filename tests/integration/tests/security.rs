@@ -37,11 +37,7 @@ fn cve_2024_21626_no_leaked_fds() {
         })
         .collect();
     host_fds.sort();
-    let want = vec![
-        (0, "/dev/null".to_string()),
-        (1, out.stdout_path.display().to_string()),
-        (2, out.stderr_path.display().to_string()),
-    ];
+    let want = vec![(0, "/dev/null".to_string()), (1, out.stdout_path.display().to_string()), (2, out.stderr_path.display().to_string())];
     assert_eq!(host_fds, want);
     // The host reads the path relative to the container's root mount (another mount namespace).
     assert_eq!(fs::read_link(format!("/proc/{pid}/cwd")).unwrap(), Path::new("/home"));
@@ -166,14 +162,17 @@ exec sleep 100
 fn seccomp_errno_rule() {
     let mut c = Container::shared("seccomp");
     c.tmpfs("/tmp");
-    c.set("/linux/seccomp", json!({
-        "defaultAction": "SCMP_ACT_ALLOW",
-        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-        "syscalls": [
-            {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
-            {"names": ["symlink", "symlinkat"], "action": "SCMP_ACT_ERRNO"}
-        ]
-    }));
+    c.set(
+        "/linux/seccomp",
+        json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1},
+                {"names": ["symlink", "symlinkat"], "action": "SCMP_ACT_ERRNO"}
+            ]
+        }),
+    );
     c.sh("grep -E '^Seccomp:' /proc/$$/status; mkdir /tmp/d 2>&1; ln -s x /tmp/l 2>&1; \
           touch /tmp/f && echo touch-ok; true");
     let out = c.run(&[]).ok();

@@ -80,12 +80,7 @@ impl Rt {
 
     /// `ctr run` / `ctr create` flags selecting our shim and this runtime binary.
     fn run_flags(self) -> Vec<String> {
-        vec![
-            "--runtime".into(),
-            "io.containerd.runc.v2".into(),
-            "--runc-binary".into(),
-            self.bin().display().to_string(),
-        ]
+        vec!["--runtime".into(), "io.containerd.runc.v2".into(), "--runc-binary".into(), self.bin().display().to_string()]
     }
 
     /// True if the runtime has `cmd`; prints a note (the test then skips that part) if not.
@@ -176,10 +171,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         let mut cd = Containerd { dir, ns, child: None, out };
         cd.spawn_daemon();
         let tar = build_image(&cd.dir);
-        cd.ctr(&["images", "import", "--base-name", "docker.io/library/busybox-capsa"])
-            .arg(tar)
-            .run()
-            .ok();
+        cd.ctr(&["images", "import", "--base-name", "docker.io/library/busybox-capsa"]).arg(tar).run().ok();
         cd
     }
 
@@ -223,19 +215,12 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     /// `ctr run` with our shim on `rt`; fifos in the private fifo dir.
     fn run(&self, rt: Rt, flags: &[&str], id: &str, cmd: &[&str]) -> Cmd {
         let fifo = self.dir.join("fifo").display().to_string();
-        self.ctr(&["run", "--fifo-dir", &fifo])
-            .args(rt.run_flags())
-            .args(flags)
-            .args([IMAGE, id])
-            .args(cmd)
+        self.ctr(&["run", "--fifo-dir", &fifo]).args(rt.run_flags()).args(flags).args([IMAGE, id]).args(cmd)
     }
 
     fn exec(&self, flags: &[&str], id: &str, exec_id: &str, cmd: &[&str]) -> Cmd {
         let fifo = self.dir.join("fifo").display().to_string();
-        self.ctr(&["task", "exec", "--fifo-dir", &fifo, "--exec-id", exec_id])
-            .args(flags)
-            .arg(id)
-            .args(cmd)
+        self.ctr(&["task", "exec", "--fifo-dir", &fifo, "--exec-id", exec_id]).args(flags).arg(id).args(cmd)
     }
 
     /// `sh -c` a command line inside a pty (util-linux `script`), for ctr's `-t`; `script -e`
@@ -324,9 +309,7 @@ impl Events {
 
     /// Wait until a line has `topic` and all of `has`; return the lines so far.
     fn wait_for(&self, topic: &str, has: &[&str]) -> Vec<String> {
-        let ok = wait_until(POLL_TIMEOUT, || {
-            self.text().lines().any(|l| l.contains(topic) && has.iter().all(|h| l.contains(h)))
-        });
+        let ok = wait_until(POLL_TIMEOUT, || self.text().lines().any(|l| l.contains(topic) && has.iter().all(|h| l.contains(h))));
         assert!(ok, "no {topic} event with {has:?}:\n{}", self.text());
         self.text().lines().map(str::to_string).collect()
     }
@@ -397,10 +380,7 @@ impl Drop for Containerd {
         for d in cgroup_dirs_for(&self.ns).into_iter().rev() {
             let _ = fs::remove_dir(&d);
         }
-        let procs: Vec<String> = processes_for(&self.ns)
-            .into_iter()
-            .chain(processes_for(&self.dir.display().to_string()))
-            .collect();
+        let procs: Vec<String> = processes_for(&self.ns).into_iter().chain(processes_for(&self.dir.display().to_string())).collect();
         let keep = std::thread::panicking() && std::env::var_os("CAPSA_IT_KEEP").is_some();
         if !keep {
             let _ = fs::remove_dir_all(&self.dir);
@@ -428,11 +408,7 @@ fn run_rm_output_exit_code_and_stdin() {
         // stdin is copied in and its EOF reaches the container (cat exits).
         let input = cd.dir.join("input.txt");
         fs::write(&input, "line one\nline two\n").unwrap();
-        let out = cd
-            .run(rt, &["--rm"], &format!("{id}-in"), &["sh", "-c", "cat; echo eof-seen"])
-            .stdin(Stdin::File(input))
-            .run()
-            .ok();
+        let out = cd.run(rt, &["--rm"], &format!("{id}-in"), &["sh", "-c", "cat; echo eof-seen"]).stdin(Stdin::File(input)).run().ok();
         assert!(out.stdout.contains("line one\nline two\neof-seen"), "{rt:?}: stdin\n{out}");
         // The shim exits once its last task is deleted.
         assert!(wait_until(POLL_TIMEOUT, || cd.shims().is_empty()), "{rt:?}: shim still running: {:?}", cd.shims());
@@ -444,9 +420,7 @@ fn run_rm_output_exit_code_and_stdin() {
 fn capsa_runtime_name_uses_capsa_from_path() {
     let cd = Containerd::start();
     let fifo = cd.dir.join("fifo").display().to_string();
-    cd.ctr(&["run", "-d", "--fifo-dir", &fifo, "--runtime", "io.containerd.capsa.v2", IMAGE, "byname", "sleep", "100"])
-        .run()
-        .ok();
+    cd.ctr(&["run", "-d", "--fifo-dir", &fifo, "--runtime", "io.containerd.capsa.v2", IMAGE, "byname", "sleep", "100"]).run().ok();
     cd.wait_status("byname", "RUNNING");
     // No Options: the default binary `capsa` and root `<dir of containerd's socket>/runc/<ns>`.
     let opts: Value = serde_json::from_str(&fs::read_to_string(cd.bundle("byname").join("options.json")).unwrap()).unwrap();
@@ -621,9 +595,8 @@ fn oom_kill_is_reported() {
         let id = format!("oom-{rt:?}").to_lowercase();
         let ev = cd.events();
         // dd's 64 MiB buffer in a 16 MiB cgroup (no swap on this host).
-        let out = cd
-            .run(rt, &["--rm", "--memory-limit", "16777216"], &id, &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"])
-            .run();
+        let out =
+            cd.run(rt, &["--rm", "--memory-limit", "16777216"], &id, &["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"]).run();
         assert_eq!(out.code, Some(137), "{rt:?}\n{out}");
         let lines = ev.wait_for("/tasks/oom", &[&format!("\"container_id\":\"{id}\"")]);
         let oom = lines.iter().position(|l| l.contains("/tasks/oom")).unwrap();
@@ -751,8 +724,16 @@ fn stdio_log_uris() {
         let (o, e) = (cd.dir.join(format!("{id}.out")), cd.dir.join(format!("{id}.err")));
         let uri = format!("binary://{}?out={}&err={}", logger.display(), o.display(), e.display());
         cd.run(rt, &["--rm", "--log-uri", &uri], &id, &["sh", "-c", "echo via-binary; echo err-via-binary >&2"]).run().ok();
-        assert!(wait_until(POLL_TIMEOUT, || fs::read_to_string(&o).unwrap_or_default() == "via-binary\n"), "{rt:?}: {:?}", fs::read_to_string(&o));
-        assert!(wait_until(POLL_TIMEOUT, || fs::read_to_string(&e).unwrap_or_default() == "err-via-binary\n"), "{rt:?}: {:?}", fs::read_to_string(&e));
+        assert!(
+            wait_until(POLL_TIMEOUT, || fs::read_to_string(&o).unwrap_or_default() == "via-binary\n"),
+            "{rt:?}: {:?}",
+            fs::read_to_string(&o)
+        );
+        assert!(
+            wait_until(POLL_TIMEOUT, || fs::read_to_string(&e).unwrap_or_default() == "err-via-binary\n"),
+            "{rt:?}: {:?}",
+            fs::read_to_string(&e)
+        );
     }
 }
 
