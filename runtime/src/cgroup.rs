@@ -9,12 +9,6 @@ use capsa_cgroups::{DeviceRule, Manager, Resources};
 use crate::error::{Error, Result};
 use crate::rootfs::{mountinfo, CgroupHierarchy, CgroupView};
 
-impl From<capsa_cgroups::Error> for Error {
-    fn from(e: capsa_cgroups::Error) -> Self {
-        Error::new(e.to_string())
-    }
-}
-
 /// The container's cgroup while it is being created.
 pub struct Cgroup {
     mgr: Box<dyn Manager>,

@@ -43,7 +43,7 @@ pub fn plan(seccomp: &oci_spec::runtime::LinuxSeccomp) -> Result<SeccompPlan> {
             )));
         }
     }
-    let program = Program::compile(&profile).map_err(|e| Error::new(e.to_string()))?;
+    let program = Program::compile(&profile)?;
     let listener = if program.needs_listener() {
         // The crate refuses NOTIFY rules without a listenerPath.
         let path = profile.listener_path.clone().unwrap_or_default();

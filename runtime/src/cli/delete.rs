@@ -13,7 +13,7 @@ pub struct Args {
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     match capsa::container::delete(&cli.root, &a.id, a.force) {
         // runc: `delete --force` of a container that does not exist succeeds.
-        Err(e) if a.force && e.kind() == capsa::error::Kind::NotExist => Ok(0),
+        Err(e) if a.force && e.is_not_exist() => Ok(0),
         Err(e) => Err(e),
         Ok(warnings) => {
             for w in warnings {
