@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use capsa_cgroups::{DeviceRule, Manager, Resources};
 
 use crate::error::{Error, Result};
-use crate::rootfs::{mountinfo, CgroupHierarchy, CgroupView};
+use crate::rootfs::{CgroupHierarchy, CgroupView};
 
 /// The container's cgroup while it is being created.
 pub struct Cgroup {
@@ -57,7 +57,7 @@ impl Cgroup {
 
     /// What init mounts for a `type: cgroup` entry.
     pub fn view(&self) -> Result<CgroupView> {
-        let mounts = mountinfo::read()?;
+        let mounts = capsa_sys::mountinfo::read_self()?;
         let mut hierarchies = Vec::new();
         for p in self.paths() {
             let Some(m) = mounts

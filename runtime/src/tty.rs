@@ -4,12 +4,15 @@
 
 use std::io::IoSlice;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::Path;
 
-use nix::fcntl::{open, OFlag};
-use nix::mount::{mount, MsFlags};
+use capsa_sys::{Follow, Root};
+use nix::fcntl::OFlag;
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
-use nix::sys::stat::Mode;
+use nix::sys::stat::{fstat, makedev, SFlag};
+use nix::sys::statfs::{fstatfs, DEVPTS_SUPER_MAGIC};
 
+use crate::bail;
 use crate::error::{Context, Error, Result};
 
 /// A socketpair whose first end receives the pty master when capsa itself holds the
@@ -46,38 +49,68 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
     Err(Error::new("console socket: no file descriptor received"))
 }
 
+/// Opens the pty multiplexer of the container's devpts and checks it is one: the image
+/// controls `/dev` when it is not a fresh tmpfs, and `/dev/pts/ptmx` or `/dev/ptmx` could
+/// be a symlink or a bind of anything (CVE-2025-52565).
+fn open_ptmx(root: &Root) -> Result<OwnedFd> {
+    let flags = OFlag::O_RDWR | OFlag::O_NOCTTY;
+    let ptmx = makedev(5, 2);
+    let first = root.open_at(Path::new("/dev/pts/ptmx"), flags, Follow::Never);
+    let fd = match first {
+        Ok(fd) => {
+            if fstatfs(fd.as_fd()).ctx("terminal: statfs /dev/pts/ptmx")?.filesystem_type() != DEVPTS_SUPER_MAGIC {
+                bail!("terminal: /dev/pts/ptmx is not on a devpts filesystem");
+            }
+            fd
+        }
+        // A host /dev bound in has a ptmxmode=000 devpts: use the /dev/ptmx node.
+        Err(_) => root.open_at(Path::new("/dev/ptmx"), flags, Follow::Never).ctx("terminal: open /dev/pts/ptmx or /dev/ptmx")?,
+    };
+    let st = fstat(fd.as_fd()).ctx("terminal: stat ptmx")?;
+    if capsa_sys::root::kind(&st) != SFlag::S_IFCHR || st.st_rdev != ptmx {
+        bail!("terminal: the container's ptmx is not the pty multiplexer (char 5:2)");
+    }
+    Ok(fd)
+}
+
 /// In init, after pivot_root: the pty becomes the process's terminal.
 /// `bind_console`: also bind the pty on /dev/console (init does, `exec` does not).
 pub fn setup_console(console_socket: BorrowedFd<'_>, size: Option<(u16, u16)>, bind_console: bool) -> Result<()> {
-    let master_fd = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty()).ctx("terminal: open /dev/ptmx")?;
-    let master = master_fd;
+    let root = Root::open(Path::new("/")).ctx("terminal: open /")?;
+    let master = open_ptmx(&root)?;
     // A devpts instance mounted with ptmxmode needs no grantpt; unlock the slave.
     let unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK reads one int.
     if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
         return Err(Error::from(std::io::Error::last_os_error()).context("terminal: unlock pty"));
     }
-    let mut n: libc::c_uint = 0;
-    // SAFETY: TIOCGPTN writes one unsigned int into `n`.
-    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) } != 0 {
-        return Err(Error::from(std::io::Error::last_os_error()).context("terminal: TIOCGPTN"));
-    }
-    let slave_path = format!("/dev/pts/{n}");
     if let Some((h, w)) = size {
         let ws = libc::winsize { ws_row: h, ws_col: w, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: TIOCSWINSZ reads one winsize struct.
         unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
     }
-    let slave = open(slave_path.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
-        .with_ctx(|| format!("terminal: open {slave_path}"))?;
+    // The slave straight from the master, not by a /dev/pts/N path the image could fake.
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new fd we own.
+    let raw = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if raw < 0 {
+        return Err(Error::from(std::io::Error::last_os_error()).context("terminal: open the pty slave (TIOCGPTPEER)"));
+    }
+    // SAFETY: the kernel just returned this fd to us and nobody else owns it.
+    let slave = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
 
     // /dev/console is the terminal too (as in runc); ignore a rootfs without /dev.
-    if bind_console && std::path::Path::new("/dev").is_dir() {
-        if std::fs::symlink_metadata("/dev/console").is_err() {
-            let _ = std::fs::File::create("/dev/console");
+    if bind_console {
+        match root.open_path(Path::new("/dev"), Follow::Never) {
+            Ok(_) => {
+                let target = root
+                    .create_file(Path::new("/dev/console"), 0o666, Follow::Never)
+                    .ctx("terminal: /dev/console (must not be a symlink)")?;
+                let tree = capsa_sys::mount::clone_tree(slave.as_fd(), false).ctx("terminal: bind the pty")?;
+                capsa_sys::mount::attach(tree.as_fd(), target.as_fd()).ctx("terminal: bind /dev/console")?;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(Error::from(e).context("terminal: /dev (must not be a symlink)")),
         }
-        mount(Some(slave_path.as_str()), "/dev/console", None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .ctx("terminal: bind /dev/console")?;
     }
 
     send_fd(console_socket, "/dev/ptmx", master.as_fd())?;

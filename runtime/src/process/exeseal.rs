@@ -15,7 +15,7 @@
 //! The check for "already sealed" is cheap (one statvfs), so a second re-exec never happens.
 
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 
 use crate::error::{Context, Error, Result};
@@ -57,18 +57,9 @@ pub fn is_sealed() -> bool {
 }
 
 fn readonly_clone() -> Result<OwnedFd> {
-    let path = c"/proc/self/exe";
-    // SAFETY: open_tree reads a NUL-terminated path; on success returns a new fd we own.
-    let fd = unsafe {
-        libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), crate::rootfs::idmap::OPEN_TREE_CLONE | libc::O_CLOEXEC as u32)
-    };
-    if fd < 0 {
-        return Err(Error::from(std::io::Error::last_os_error()).context("open_tree"));
-    }
-    // SAFETY: fd is a freshly returned, valid file descriptor owned by nobody else.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    use crate::rootfs::idmap::{setattr, MOUNT_ATTR_RDONLY};
-    setattr(fd.as_raw_fd(), "", libc::AT_EMPTY_PATH as u32, MOUNT_ATTR_RDONLY, 0, None).ctx("mount_setattr")?;
+    use capsa_sys::mount;
+    let fd = mount::clone_tree_at("/proc/self/exe", false).ctx("open_tree")?;
+    mount::set_attr(fd.as_fd(), mount::Attr { set: mount::MOUNT_ATTR_RDONLY, ..Default::default() }).ctx("mount_setattr")?;
     Ok(fd)
 }
 

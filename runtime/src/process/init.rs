@@ -96,7 +96,7 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
     }
 
     nix::sys::stat::umask(nix::sys::stat::Mode::empty());
-    crate::rootfs::prepare(&plan.rootfs).ctx("rootfs")?;
+    let root = crate::rootfs::prepare(&plan.rootfs).ctx("rootfs")?;
     let mut hook_state = String::new();
     if plan.wants_hooks || !plan.start_container_hooks.is_empty() {
         chan.send(&Msg::Hooks)?;
@@ -107,7 +107,7 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
         };
         crate::hooks::run("createContainer", &plan.create_container_hooks, &hook_state)?;
     }
-    crate::rootfs::enter(&plan.rootfs).ctx("rootfs")?;
+    crate::rootfs::enter(&plan.rootfs, root).ctx("rootfs")?;
     if p.terminal {
         let sock = plan.console_socket.as_ref().ok_or_else(|| Error::new("process.terminal: no console socket"))?;
         crate::tty::setup_console(sock.as_fd(), p.console_size, true)?;

@@ -205,9 +205,11 @@ impl InitPlan {
         }
 
         let root_propagation = match linux.rootfs_propagation() {
-            Some(p) => crate::rootfs::propagation_flag(p)
-                .ok_or_else(|| crate::error::Error::new(format!("linux.rootfsPropagation {p:?}: unknown")))?,
-            None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+            Some(p) => Some(
+                crate::rootfs::propagation_flag(p)
+                    .ok_or_else(|| crate::error::Error::new(format!("linux.rootfsPropagation {p:?}: unknown")))?,
+            ),
+            None => None,
         };
 
         let mut sysctl = Vec::new();

@@ -1,14 +1,17 @@
 //! Device nodes in the container's /dev: runc's default set plus `linux.devices`.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, MsFlags};
-use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-use nix::unistd::{chown, Gid, Uid};
+use capsa_sys::{mount, Follow, Root};
+use nix::errno::Errno;
+use nix::fcntl::AtFlags;
+use nix::mount::MsFlags;
+use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
+use nix::unistd::{fchownat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
 
-use super::path::{create_file, mkdir_all, open_inside, secure_join};
-use crate::error::{Context, Result};
+use crate::bail;
+use crate::error::{Context, Error, Result};
 
 #[derive(Debug, Clone)]
 pub struct DevicePlan {
@@ -57,32 +60,39 @@ pub fn from_spec(d: &oci_spec::runtime::LinuxDevice) -> Result<DevicePlan> {
     })
 }
 
-/// Creates `d` inside `rootfs`: mknod, or a bind mount of the host's node when in a
-/// user namespace (mknod of devices is not allowed there).
-pub fn create(rootfs: &Path, d: &DevicePlan, bind: bool) -> Result<()> {
-    let dest = secure_join(rootfs, &d.path)?;
-    if let Some(parent) = dest.parent() {
-        mkdir_all(parent, 0o755)?;
-    }
+/// Creates `d` inside `root`: mknod, or a bind mount of the host's node when in a user
+/// namespace (mknod of devices is not allowed there). Every step works on the parent
+/// directory's fd, so a symlink swapped in cannot move the node elsewhere.
+pub fn create(root: &Root, d: &DevicePlan, bind: bool) -> Result<()> {
     if bind {
-        create_file(&dest)?;
-        let target = open_inside(rootfs, &dest)?;
-        mount(Some(&d.path), format!("/proc/self/fd/{}", target.as_raw_fd()).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        let target = root.create_file(&d.path, 0o755, Follow::InRoot).with_ctx(|| format!("create {}", root.display(&d.path)))?;
+        nix::mount::mount(Some(&d.path), mount::fd_path(target.as_fd()).as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
             .with_ctx(|| format!("bind device {}", d.path.display()))?;
         return Ok(());
     }
-    match std::fs::remove_file(&dest) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(crate::error::Error::from(e).context(format!("replace {}", d.path.display()))),
+    let (dir, name) = root.parent(&d.path, 0o755, Follow::InRoot).with_ctx(|| format!("parent of {}", root.display(&d.path)))?;
+    match unlinkat(&dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(Error::from(e).context(format!("replace {}", d.path.display()))),
     }
-    mknod(&dest, d.kind, Mode::from_bits_truncate(d.mode), makedev(d.major, d.minor)).with_ctx(|| format!("mknod {}", d.path.display()))?;
-    chown(&dest, Some(Uid::from_raw(d.uid)), Some(Gid::from_raw(d.gid))).with_ctx(|| format!("chown {}", d.path.display()))?;
+    mknodat(&dir, name.as_os_str(), d.kind, Mode::from_bits_truncate(d.mode), makedev(d.major, d.minor))
+        .with_ctx(|| format!("mknod {}", d.path.display()))?;
+    fchownat(&dir, name.as_os_str(), Some(Uid::from_raw(d.uid)), Some(Gid::from_raw(d.gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
+        .with_ctx(|| format!("chown {}", d.path.display()))?;
     Ok(())
 }
 
-/// /dev/fd, /dev/stdin, ... and /dev/ptmx, as runc makes them.
-pub fn create_symlinks(rootfs: &Path) -> Result<()> {
+/// A symlink `link -> target` inside `root`, unless something is already there.
+fn symlink_in(root: &Root, target: &str, link: &str) -> Result<()> {
+    let (dir, name) = root.parent(Path::new(link), 0o755, Follow::InRoot).with_ctx(|| format!("parent of {link}"))?;
+    match symlinkat(target, &dir, name.as_os_str()) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(e) => Err(Error::from(e).context(format!("symlink {link}"))),
+    }
+}
+
+/// /dev/fd, /dev/stdin, ... and /dev/core, as runc makes them.
+pub fn create_symlinks(root: &Root) -> Result<()> {
     let mut links = vec![
         ("/proc/self/fd", "/dev/fd"),
         ("/proc/self/fd/0", "/dev/stdin"),
@@ -93,23 +103,29 @@ pub fn create_symlinks(rootfs: &Path) -> Result<()> {
         links.push(("/proc/kcore", "/dev/core"));
     }
     for (target, link) in links {
-        let at = secure_join(rootfs, Path::new(link))?;
-        match std::os::unix::fs::symlink(target, &at) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(crate::error::Error::from(e).context(format!("symlink {link}"))),
-        }
+        symlink_in(root, target, link)?;
     }
     Ok(())
 }
 
 /// Points /dev/ptmx at the container's own devpts instance.
-pub fn setup_ptmx(rootfs: &Path) -> Result<()> {
-    let at = secure_join(rootfs, Path::new("/dev/ptmx"))?;
-    match std::fs::remove_file(&at) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(crate::error::Error::from(e).context("remove /dev/ptmx")),
+pub fn setup_ptmx(root: &Root) -> Result<()> {
+    let (dir, name) = root.parent(Path::new("/dev/ptmx"), 0o755, Follow::InRoot).ctx("parent of /dev/ptmx")?;
+    match unlinkat(&dir, name.as_os_str(), UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => {}
+        Err(e) => return Err(Error::from(e).context("remove /dev/ptmx")),
     }
-    std::os::unix::fs::symlink("pts/ptmx", &at).ctx("symlink /dev/ptmx")
+    symlinkat("pts/ptmx", &dir, name.as_os_str()).ctx("symlink /dev/ptmx")
+}
+
+/// Opens `path` inside `root` and checks it is the character device `major:minor` (a
+/// `/dev/null` that is a symlink to `/proc/keys`, or a bind of some other file, is refused:
+/// CVE-2025-31133). Returns an `O_PATH` fd on it.
+pub fn open_verified(root: &Root, path: &Path, major: u64, minor: u64) -> Result<OwnedFd> {
+    let fd = root.open_path(path, Follow::Never).with_ctx(|| format!("open {}", path.display()))?;
+    let st = nix::sys::stat::fstat(fd.as_fd()).with_ctx(|| format!("stat {}", path.display()))?;
+    if capsa_sys::root::kind(&st) != SFlag::S_IFCHR || st.st_rdev != makedev(major, minor) {
+        bail!("{}: not the character device {major}:{minor}", path.display());
+    }
+    Ok(fd)
 }

@@ -1,27 +1,31 @@
 //! The container's filesystem view, built by init inside its new mount namespace:
 //!
-//! 1. `/` becomes rslave (or `linux.rootfsPropagation`) so nothing leaks to the host;
-//! 2. the rootfs is bind-mounted on itself (pivot_root needs a mount point);
-//! 3. `mounts[]` in order, targets resolved inside the rootfs ([`path`]);
+//! 1. `/` becomes rslave (or takes `linux.rootfsPropagation`) so nothing leaks to the host;
+//! 2. the rootfs is bind-mounted on itself (pivot_root needs a mount point) and opened as a
+//!    [`Root`]: from here on every path is resolved inside it by the kernel, never joined;
+//! 3. `mounts[]` in order; special destinations (/proc, /sys, /dev/pts, ...) must be real
+//!    directories, and nothing but procfs may cover procfs;
 //! 4. /dev: default and `linux.devices` nodes, /dev/ptmx and the /dev/fd symlinks;
-//! 5. pivot_root (or MS_MOVE + chroot with `--no-pivot`);
-//! 6. then, in container paths: sysctl, readonlyPaths, maskedPaths, read-only root.
+//! 5. pivot_root (or MS_MOVE + chroot with `--no-pivot`); the old root is made rslave and
+//!    detached; then the rootfs propagation is applied to the new `/`;
+//! 6. then, inside the container: sysctls through a private procfs handle, readonlyPaths
+//!    and maskedPaths on fds (a masked file gets a verified /dev/null), read-only root.
 
 pub mod devices;
 pub mod idmap;
-pub mod mountinfo;
 pub mod mounts;
-pub mod path;
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use capsa_sys::{mount as sysmount, Follow, Root};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::unistd::{chdir, chroot, pivot_root};
+use nix::unistd::{chdir, chroot, fchdir, pivot_root};
 
 use self::devices::DevicePlan;
 use self::mounts::MountPlan;
-use crate::error::{Context, Result};
+use crate::bail;
+use crate::error::{Context, Error, Result};
 
 /// One cgroup hierarchy to show at the container's `cgroup` mount.
 #[derive(Debug, Clone)]
@@ -52,7 +56,8 @@ pub struct CgroupView {
 pub struct RootfsPlan {
     pub rootfs: PathBuf,
     pub bundle: PathBuf,
-    pub root_propagation: MsFlags,
+    /// `linux.rootfsPropagation`, if given (the default is rslave).
+    pub root_propagation: Option<MsFlags>,
     pub readonly: bool,
     pub no_pivot: bool,
     pub mounts: Vec<MountPlan>,
@@ -84,99 +89,150 @@ pub fn propagation_flag(s: &str) -> Option<MsFlags> {
     })
 }
 
-/// Steps 1–5: runs in init, in its own mount namespace, before pivot_root.
-pub fn prepare(p: &RootfsPlan) -> Result<()> {
-    mount(None::<&str>, "/", None::<&str>, p.root_propagation, None::<&str>).ctx("make / private to the container")?;
+/// What `/` of the new mount namespace becomes before anything is mounted: the rootfs
+/// propagation itself, except that an unbindable `/` could not be bind-mounted on itself
+/// (that one is applied after pivot_root, on the container's `/` only).
+fn initial_propagation(p: &RootfsPlan) -> MsFlags {
+    match p.root_propagation {
+        Some(f) if !f.contains(MsFlags::MS_UNBINDABLE) => f,
+        _ => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+    }
+}
+
+/// Steps 1–4: runs in init, in its own mount namespace, before pivot_root. Returns the
+/// rootfs as a [`Root`].
+pub fn prepare(p: &RootfsPlan) -> Result<Root> {
+    mount(None::<&str>, "/", None::<&str>, initial_propagation(p), None::<&str>).ctx("set propagation of /")?;
     make_parent_mount_private(&p.rootfs)?;
     mount(Some(&p.rootfs), &p.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .with_ctx(|| format!("bind rootfs {}", p.rootfs.display()))?;
+    let root = Root::open(&p.rootfs).with_ctx(|| format!("open rootfs {}", p.rootfs.display()))?;
 
     for (i, m) in p.mounts.iter().enumerate() {
-        let r = if m.fstype.as_deref() == Some("cgroup") { mount_cgroup(p, m) } else { mounts::mount_one(&p.rootfs, &p.bundle, m) };
+        let r = if m.fstype.as_deref() == Some("cgroup") { mount_cgroup(p, &root, m) } else { mounts::mount_one(&root, &p.bundle, m) };
         r.with_ctx(|| format!("mounts[{i}] {}", m.destination.display()))?;
     }
 
-    let cwd = path::secure_join(&p.rootfs, &p.cwd)?;
-    if std::fs::symlink_metadata(&cwd).is_err() {
-        path::mkdir_all(&cwd, 0o755).with_ctx(|| format!("process.cwd {}", p.cwd.display()))?;
+    match root.open_path(&p.cwd, Follow::InRoot) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            root.mkdir_all(&p.cwd, 0o755, Follow::InRoot).with_ctx(|| format!("process.cwd {}", p.cwd.display()))?;
+        }
+        Err(e) => return Err(Error::from(e).context(format!("process.cwd {}", p.cwd.display()))),
     }
     if p.setup_dev {
         for d in &p.devices {
-            devices::create(&p.rootfs, d, p.bind_devices).with_ctx(|| format!("linux.devices {}", d.path.display()))?;
+            devices::create(&root, d, p.bind_devices).with_ctx(|| format!("linux.devices {}", d.path.display()))?;
         }
-        devices::setup_ptmx(&p.rootfs)?;
-        devices::create_symlinks(&p.rootfs)?;
+        devices::setup_ptmx(&root)?;
+        devices::create_symlinks(&root)?;
     }
-    Ok(())
+    Ok(root)
 }
 
-/// Step 5.
-pub fn enter(p: &RootfsPlan) -> Result<()> {
-    chdir(&p.rootfs).with_ctx(|| format!("chdir {}", p.rootfs.display()))?;
+/// Step 5. `root` is the rootfs from [`prepare`].
+pub fn enter(p: &RootfsPlan, root: Root) -> Result<()> {
     if p.no_pivot {
+        fchdir(root.as_fd()).with_ctx(|| format!("chdir {}", p.rootfs.display()))?;
+        drop(root);
         mount(Some(&p.rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).ctx("move rootfs to /")?;
         chroot(".").ctx("chroot")?;
     } else {
+        let old_root = nix::fcntl::open(
+            "/",
+            nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ctx("open old root")?;
+        fchdir(root.as_fd()).with_ctx(|| format!("chdir {}", p.rootfs.display()))?;
+        drop(root);
         pivot_root(".", ".").ctx("pivot_root")?;
-        // The old root is stacked under the new one; detach it without the unmount
-        // propagating to the host.
+        // The old root is stacked on the new one, and our cwd still names it: make it
+        // rslave there (not on the new root, whose propagation is the container's), so
+        // detaching it does not propagate to the host.
+        fchdir(old_root.as_fd()).ctx("chdir old root")?;
+        drop(old_root);
         mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>).ctx("make old root rslave")?;
         umount2(".", MntFlags::MNT_DETACH).ctx("detach old root")?;
     }
     chdir("/").ctx("chdir /")?;
+    if let Some(f) = p.root_propagation {
+        mount(None::<&str>, "/", None::<&str>, f, None::<&str>).ctx("linux.rootfsPropagation")?;
+    }
     Ok(())
 }
 
-/// Step 6, in container paths after [`enter`].
+/// Step 6, inside the container after [`enter`]: nothing here follows a symlink or names
+/// a path through `/proc/self/fd`.
 pub fn finalize(p: &RootfsPlan) -> Result<()> {
-    for (k, v) in &p.sysctl {
-        let file = PathBuf::from("/proc/sys").join(k.replace('.', "/"));
-        std::fs::write(&file, v).with_ctx(|| format!("linux.sysctl {k:?} = {v:?}"))?;
+    let root = Root::open(Path::new("/")).ctx("open /")?;
+    if !p.sysctl.is_empty() {
+        let proc = capsa_sys::procfs::ProcFs::new().ctx("linux.sysctl: open procfs")?;
+        for (k, v) in &p.sysctl {
+            let file = format!("sys/{}", k.replace('.', "/"));
+            proc.write(&file, v.as_bytes()).with_ctx(|| format!("linux.sysctl {k:?} = {v:?}"))?;
+        }
     }
     for path in &p.readonly_paths {
-        readonly_path(path).with_ctx(|| format!("linux.readonlyPaths {}", path.display()))?;
+        readonly_path(&root, path).with_ctx(|| format!("linux.readonlyPaths {}", path.display()))?;
     }
-    for path in &p.masked_paths {
-        mask_path(path).with_ctx(|| format!("linux.maskedPaths {}", path.display()))?;
+    if !p.masked_paths.is_empty() {
+        // Opened (and verified) on first use: a container without files to mask may have
+        // no /dev/null at all.
+        let mut null: Option<OwnedFd> = None;
+        for path in &p.masked_paths {
+            mask_path(&root, path, &mut null).with_ctx(|| format!("linux.maskedPaths {}", path.display()))?;
+        }
     }
     if p.readonly {
-        mounts::remount_bind("/", MsFlags::MS_RDONLY).ctx("root.readonly: remount / read-only")?;
+        let (set, clear) = mounts::attr_change(MsFlags::MS_RDONLY);
+        sysmount::set_attr(root.as_fd(), sysmount::Attr { set, clear, propagation: 0, recursive: false })
+            .ctx("root.readonly: make / read-only")?;
     }
     Ok(())
 }
 
-fn readonly_path(path: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-        Ok(_) => {}
+/// The target of a masked or read-only path: `None` when it does not exist (nothing to
+/// hide). Symlinks are refused, not followed: `/proc/x -> /elsewhere` would hide the wrong
+/// thing and leave the real one open.
+fn open_target(root: &Root, path: &Path) -> Result<Option<OwnedFd>> {
+    match root.open_path(path, Follow::Never) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!("a component of the path is a symlink: refusing to follow it"),
+        Err(e) => Err(e.into()),
     }
-    mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).ctx("bind")?;
-    let p = path.to_str().ok_or_else(|| crate::error::Error::new("path is not UTF-8"))?;
-    mounts::remount_bind(p, MsFlags::MS_RDONLY | MsFlags::MS_REC).ctx("remount read-only")
 }
 
-fn mask_path(path: &Path) -> Result<()> {
-    match std::fs::metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e.into()),
-        Ok(m) if m.is_dir() => {
-            mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>).ctx("mount tmpfs")?;
-            Ok(())
+fn readonly_path(root: &Root, path: &Path) -> Result<()> {
+    let Some(target) = open_target(root, path)? else { return Ok(()) };
+    let tree = sysmount::clone_tree(target.as_fd(), true).ctx("bind")?;
+    let (set, clear) = mounts::attr_change(MsFlags::MS_RDONLY);
+    sysmount::set_attr(tree.as_fd(), sysmount::Attr { set, clear, propagation: 0, recursive: true }).ctx("make read-only")?;
+    sysmount::attach(tree.as_fd(), target.as_fd()).ctx("attach")
+}
+
+fn mask_path(root: &Root, path: &Path, null: &mut Option<OwnedFd>) -> Result<()> {
+    let Some(target) = open_target(root, path)? else { return Ok(()) };
+    let st = nix::sys::stat::fstat(target.as_fd()).ctx("stat")?;
+    let tree = if capsa_sys::root::kind(&st) == nix::sys::stat::SFlag::S_IFDIR {
+        sysmount::new_fs("tmpfs", &[], sysmount::MOUNT_ATTR_RDONLY).ctx("mount tmpfs")?
+    } else {
+        if null.is_none() {
+            *null = Some(devices::open_verified(root, Path::new("/dev/null"), 1, 3).ctx("cannot mask files")?);
         }
-        Ok(_) => {
-            mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>).ctx("bind /dev/null")?;
-            Ok(())
-        }
-    }
+        let Some(n) = null.as_ref() else { bail!("no /dev/null") };
+        sysmount::clone_tree(n.as_fd(), false).ctx("bind /dev/null")?
+    };
+    sysmount::attach(tree.as_fd(), target.as_fd()).ctx("attach")
 }
 
 /// pivot_root refuses a new root whose parent mount is shared.
 fn make_parent_mount_private(rootfs: &Path) -> Result<()> {
-    let mounts = mountinfo::read()?;
+    let mounts = capsa_sys::mountinfo::read_self().ctx("read /proc/self/mountinfo")?;
     let parent = mounts.iter().filter(|m| rootfs.starts_with(&m.mount_point)).max_by_key(|m| m.mount_point.as_os_str().len());
     if let Some(m) = parent {
-        if m.optional.iter().any(|o| o.starts_with("shared:")) {
+        if m.shared() {
             mount(None::<&str>, &m.mount_point, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
                 .with_ctx(|| format!("make {} private", m.mount_point.display()))?;
         }
@@ -184,66 +240,60 @@ fn make_parent_mount_private(rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-/// `type: cgroup`: the container's own cgroups at the destination.
-fn mount_cgroup(p: &RootfsPlan, m: &MountPlan) -> Result<()> {
-    let dest = path::secure_join(&p.rootfs, &m.destination)?;
-    path::mkdir_all(&dest, 0o755)?;
+/// `type: cgroup`: the container's own cgroups at the destination (a real directory).
+fn mount_cgroup(p: &RootfsPlan, root: &Root, m: &MountPlan) -> Result<()> {
+    let nodir = |e: std::io::Error| -> Error {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            Error::new(format!("{}: a component is a symlink; cgroup must be mounted on a real directory", root.display(&m.destination)))
+        } else {
+            Error::from(e).context(format!("destination {}", root.display(&m.destination)))
+        }
+    };
+    let dest = root.mkdir_all(&m.destination, 0o755, Follow::Never).map_err(nodir)?;
     let view = &p.cgroup;
     let flags = m.flags & !MsFlags::MS_BIND;
     if view.unified {
         let Some(h) = view.hierarchies.first() else { return Ok(()) };
-        return mount_hierarchy(&p.rootfs, &dest, view.namespaced, h, flags);
+        return mount_hierarchy(root, &m.destination, dest, view.namespaced, h, flags);
     }
-    let fd = path::open_inside(&p.rootfs, &dest)?;
-    mount(
-        Some("tmpfs"),
-        format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
-        Some("tmpfs"),
-        flags & !MsFlags::MS_RDONLY,
-        Some("mode=755"),
-    )
-    .ctx("mount tmpfs")?;
+    mount(Some("tmpfs"), sysmount::fd_path(dest.as_fd()).as_str(), Some("tmpfs"), flags & !MsFlags::MS_RDONLY, Some("mode=755"))
+        .ctx("mount tmpfs")?;
     for h in &view.hierarchies {
-        let sub = dest.join(&h.name);
-        path::mkdir_all(&sub, 0o755)?;
-        mount_hierarchy(&p.rootfs, &sub, view.namespaced, h, flags).with_ctx(|| format!("cgroup {}", h.name))?;
+        let sub = m.destination.join(&h.name);
+        let fd = root.mkdir_all(&sub, 0o755, Follow::Never).map_err(nodir)?;
+        mount_hierarchy(root, &sub, fd, view.namespaced, h, flags).with_ctx(|| format!("cgroup {}", h.name))?;
         if h.name.contains(',') {
             for part in h.name.split(',') {
-                let link = dest.join(part);
-                if !link.exists() {
-                    std::os::unix::fs::symlink(&h.name, &link).with_ctx(|| format!("symlink {}", link.display()))?;
+                let (dir, name) = root.parent(&m.destination.join(part), 0o755, Follow::Never).map_err(nodir)?;
+                match nix::unistd::symlinkat(h.name.as_str(), &dir, name.as_os_str()) {
+                    Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                    Err(e) => return Err(Error::from(e).context(format!("symlink {part}"))),
                 }
             }
         }
     }
     if flags.contains(MsFlags::MS_RDONLY) {
-        let fd = path::open_inside(&p.rootfs, &dest)?;
-        mount(
-            None::<&str>,
-            format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str(),
-            None::<&str>,
-            MsFlags::MS_REMOUNT | flags,
-            Some("mode=755"),
-        )
-        .ctx("remount cgroup tmpfs read-only")?;
+        let top = root.open_path(&m.destination, Follow::Never).map_err(nodir)?;
+        let (set, clear) = mounts::attr_change(MsFlags::MS_RDONLY);
+        sysmount::set_attr(top.as_fd(), sysmount::Attr { set, clear, propagation: 0, recursive: false })
+            .ctx("make the cgroup tmpfs read-only")?;
     }
     Ok(())
 }
 
-/// Mounts one hierarchy at `at` (a path inside `rootfs`): afresh in a cgroup namespace,
-/// else as a bind of the container's host directory, remounted with `flags`.
-fn mount_hierarchy(rootfs: &Path, at: &Path, namespaced: bool, h: &CgroupHierarchy, flags: MsFlags) -> Result<()> {
-    let fd = path::open_inside(rootfs, at)?;
-    let target = format!("/proc/self/fd/{}", fd.as_raw_fd());
+/// Mounts one hierarchy on `at` (`path` inside the root): afresh in a cgroup namespace,
+/// else as a bind of the container's host directory, with `flags` applied after.
+fn mount_hierarchy(root: &Root, path: &Path, at: OwnedFd, namespaced: bool, h: &CgroupHierarchy, flags: MsFlags) -> Result<()> {
+    let target = sysmount::fd_path(at.as_fd());
     if namespaced {
         let data = (!h.data.is_empty()).then_some(h.data.as_str());
         mount(Some(h.fstype.as_str()), target.as_str(), Some(h.fstype.as_str()), flags, data)?;
     } else {
         mount(Some(&h.host_dir), target.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
-        // Reopen: the old fd names the directory under the new mount.
-        let fd = path::open_inside(rootfs, at)?;
-        let target = format!("/proc/self/fd/{}", fd.as_raw_fd());
-        mounts::remount_bind(&target, flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC))?;
+        let top = root.open_path(path, Follow::Never)?;
+        let per_mount = flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+        let (set, clear) = mounts::attr_change(per_mount);
+        sysmount::set_attr(top.as_fd(), sysmount::Attr { set, clear, propagation: 0, recursive: false })?;
     }
     Ok(())
 }

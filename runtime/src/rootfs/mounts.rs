@@ -1,13 +1,14 @@
 //! `mounts[]` of config.json: option parsing (pure, unit-tested) and performing one mount
 //! inside the rootfs.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::mount::{mount, MsFlags};
+use capsa_sys::{mount, Follow, Root};
+use nix::mount::MsFlags;
 
-use super::path::{create_file, mkdir_all, open_inside, secure_join};
-use crate::error::{Context, Result};
+use crate::bail;
+use crate::error::{Context, Error, Result};
 
 /// What one entry of `options` means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +82,7 @@ pub fn parse_option(o: &str) -> Option<MountOpt> {
 
 /// `rro`, `rnosuid`, `rnoatime`, ...: the recursive (mount_setattr) forms.
 fn recursive_option(o: &str) -> Option<MountOpt> {
-    use super::idmap::*;
+    use capsa_sys::mount::*;
     let (set, clr) = match o.strip_prefix('r')? {
         "ro" => (MOUNT_ATTR_RDONLY, 0),
         "rw" => (0, MOUNT_ATTR_RDONLY),
@@ -167,6 +168,168 @@ impl MountPlan {
     }
 }
 
+/// Destinations and filesystem types the kernel or the runtime give special meaning: they
+/// must be mounted on real directories, checked on the path exactly as config.json writes
+/// it, with no symlink anywhere on the way (runc: "must be mounted on ordinary directory").
+/// A `/proc -> /dev/p` symlink in the image would otherwise land procfs where masking and
+/// read-only paths never find it.
+const SPECIAL_TYPES: [&str; 6] = ["proc", "sysfs", "mqueue", "devpts", "cgroup", "cgroup2"];
+const SPECIAL_DESTINATIONS: [&str; 7] = ["/proc", "/sys", "/dev", "/dev/pts", "/dev/shm", "/dev/mqueue", "/sys/fs/cgroup"];
+
+impl MountPlan {
+    /// True when the destination must be a real directory (see [`SPECIAL_TYPES`]).
+    pub fn is_special(&self) -> bool {
+        self.fstype.as_deref().is_some_and(|t| SPECIAL_TYPES.contains(&t))
+            || SPECIAL_DESTINATIONS.iter().any(|d| clean(&self.destination) == Path::new(d))
+    }
+
+    /// How symlinks in the destination are treated.
+    pub fn follow(&self) -> Follow {
+        if self.is_special() {
+            Follow::Never
+        } else {
+            Follow::InRoot
+        }
+    }
+}
+
+/// `/a//b/./c/` → `/a/b/c` (no `..` resolution: that is the resolver's job).
+fn clean(p: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for c in p.components() {
+        if let std::path::Component::Normal(s) = c {
+            out.push(s);
+        } else if c == std::path::Component::ParentDir {
+            out.push("..");
+        }
+    }
+    out
+}
+
+/// The files of /proc that may be covered by a bind mount (lxcfs and similar), as runc
+/// allows; nothing else in procfs may be mounted over.
+const PROC_BIND_ALLOWED: [&str; 9] = [
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+];
+
+/// Opens (creating it if missing) the destination of `m` inside `root`.
+fn destination(root: &Root, m: &MountPlan, source: Option<&Path>) -> Result<OwnedFd> {
+    let follow = m.follow();
+    let what = |e: std::io::Error| -> Error {
+        if e.raw_os_error() == Some(libc::ELOOP) && follow == Follow::Never {
+            Error::new(format!(
+                "{}: a component is a symlink; {} must be mounted on a real directory",
+                root.display(&m.destination),
+                m.fstype.as_deref().unwrap_or("this destination")
+            ))
+        } else {
+            Error::from(e).context(format!("destination {}", root.display(&m.destination)))
+        }
+    };
+    let is_file_bind = m.is_bind()
+        && match source {
+            Some(src) => !std::fs::metadata(src).with_ctx(|| format!("source {}", src.display()))?.is_dir(),
+            None => false,
+        };
+    let fd = if is_file_bind { root.create_file(&m.destination, 0o755, follow) } else { root.mkdir_all(&m.destination, 0o755, follow) }
+        .map_err(what)?;
+    // Mounting over procfs is how the runtime's own writes get redirected
+    // (CVE-2019-19921, CVE-2025-52881): only a new procfs, or a bind on one of a few files
+    // named as such in config.json.
+    if capsa_sys::procfs::is_procfs(fd.as_fd()).map_err(what)? && m.fstype.as_deref() != Some("proc") {
+        let written = clean(&m.destination);
+        if !(m.is_bind() && PROC_BIND_ALLOWED.iter().any(|a| written == Path::new(a))) {
+            bail!(
+                "{}: resolves into procfs; only a proc mount or a bind on {} may go there",
+                root.display(&m.destination),
+                PROC_BIND_ALLOWED.join(", ")
+            );
+        }
+    }
+    Ok(fd)
+}
+
+/// Mounts `m` inside `root` (before pivot_root, while `/proc` is still the host's, so the
+/// target can be named as `/proc/self/fd/N` of an fd opened inside the root). `bundle` is
+/// the directory relative bind sources are resolved against.
+pub fn mount_one(root: &Root, bundle: &Path, m: &MountPlan) -> Result<()> {
+    let source = m.source.as_ref().map(|s| if m.is_bind() && s.is_relative() { bundle.join(s) } else { s.clone() });
+    if m.is_bind() && source.is_none() {
+        bail!("bind mount without source");
+    }
+    let target = destination(root, m, source.as_deref())?;
+    let target_path = mount::fd_path(target.as_fd());
+
+    if let Some(tree) = &m.idmapped_tree {
+        mount::attach(tree.as_fd(), target.as_fd()).with_ctx(|| format!("attach idmapped mount on {}", m.destination.display()))?;
+    } else if m.is_bind() {
+        let first = m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
+        nix::mount::mount(source.as_deref(), target_path.as_str(), None::<&str>, first, None::<&str>)
+            .with_ctx(|| format!("bind {} on {}", source.as_deref().unwrap_or(Path::new("")).display(), m.destination.display()))?;
+        if m.flags.intersects(BIND_REMOUNT_FLAGS) {
+            set_flags(root, m, m.flags & BIND_REMOUNT_FLAGS)?;
+        }
+    } else {
+        let data = (!m.data.is_empty()).then_some(m.data.as_str());
+        let r = nix::mount::mount(source.as_deref(), target_path.as_str(), m.fstype.as_deref(), m.flags, data);
+        if let Err(e) = r {
+            // sysfs cannot be mounted in a user namespace without its own network
+            // namespace; runc falls back to a recursive bind of the host's /sys.
+            if m.fstype.as_deref() == Some("sysfs") && matches!(e, nix::errno::Errno::EPERM) {
+                nix::mount::mount(Some("/sys"), target_path.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                    .with_ctx(|| format!("mount sysfs on {}", m.destination.display()))?;
+                set_flags(root, m, m.flags & BIND_REMOUNT_FLAGS)?;
+            } else {
+                return Err(Error::from(e).context(format!(
+                    "mount {} ({}) on {}",
+                    source.as_deref().unwrap_or(Path::new("none")).display(),
+                    m.fstype.as_deref().unwrap_or(""),
+                    m.destination.display()
+                )));
+            }
+        }
+    }
+    if m.rec_set != 0 || m.rec_clr != 0 {
+        let top = mounted(root, m)?;
+        mount::set_attr(top.as_fd(), mount::Attr { set: m.rec_set, clear: m.rec_clr, propagation: 0, recursive: true })
+            .with_ctx(|| format!("recursive mount options on {}", m.destination.display()))?;
+    }
+    if !m.propagation.is_empty() {
+        let top = mounted(root, m)?;
+        for p in &m.propagation {
+            let recursive = p.contains(MsFlags::MS_REC);
+            let prop = (*p & !MsFlags::MS_REC).bits();
+            mount::set_attr(top.as_fd(), mount::Attr { set: 0, clear: 0, propagation: prop, recursive })
+                .with_ctx(|| format!("set propagation of {}", m.destination.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// The root of what was just mounted at `m`'s destination (looked up again: the fd opened
+/// before the mount names the directory underneath it).
+fn mounted(root: &Root, m: &MountPlan) -> Result<OwnedFd> {
+    root.open_path(&m.destination, m.follow()).with_ctx(|| format!("reopen {}", m.destination.display()))
+}
+
+/// The per-mount flags of a bind (`ro`, `nosuid`, ...) set on the mount just made at `m`'s
+/// destination, with mount_setattr on its fd: flags already set (including those the
+/// kernel locks in a user namespace) stay as they are.
+fn set_flags(root: &Root, m: &MountPlan, flags: MsFlags) -> Result<()> {
+    let top = mounted(root, m)?;
+    let (set, clear) = attr_change(flags);
+    mount::set_attr(top.as_fd(), mount::Attr { set, clear, propagation: 0, recursive: false })
+        .with_ctx(|| format!("remount {} with {:?}", m.destination.display(), flags))
+}
+
 /// The flags a bind mount must be remounted with to take effect.
 const BIND_REMOUNT_FLAGS: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_NOSUID)
@@ -177,81 +340,12 @@ const BIND_REMOUNT_FLAGS: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_RELATIME)
     .union(MsFlags::MS_STRICTATIME);
 
-/// Mounts `m` inside `rootfs` (before pivot_root). `bundle` is the directory relative
-/// bind sources are resolved against.
-pub fn mount_one(rootfs: &Path, bundle: &Path, m: &MountPlan) -> Result<()> {
-    let dest = secure_join(rootfs, &m.destination)?;
-    let source = m.source.as_ref().map(|s| if m.is_bind() && s.is_relative() { bundle.join(s) } else { s.clone() });
-    if m.is_bind() {
-        let src = source.as_ref().ok_or_else(|| crate::error::Error::new("bind mount without source"))?;
-        let meta = std::fs::metadata(src).with_ctx(|| format!("source {}", src.display()))?;
-        if meta.is_dir() {
-            mkdir_all(&dest, 0o755)?;
-        } else {
-            create_file(&dest)?;
-        }
-    } else {
-        mkdir_all(&dest, 0o755)?;
-    }
-    let target = open_inside(rootfs, &dest)?;
-    let target_path = format!("/proc/self/fd/{}", target.as_raw_fd());
-
-    if let Some(tree) = &m.idmapped_tree {
-        super::idmap::attach(std::os::fd::AsFd::as_fd(tree.as_ref()), std::os::fd::AsFd::as_fd(&target))
-            .with_ctx(|| format!("attach idmapped mount on {}", m.destination.display()))?;
-    } else if m.is_bind() {
-        let first = m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
-        mount(source.as_deref(), target_path.as_str(), None::<&str>, first, None::<&str>)
-            .with_ctx(|| format!("bind {} on {}", source.as_deref().unwrap_or(Path::new("")).display(), m.destination.display()))?;
-        if m.flags.intersects(BIND_REMOUNT_FLAGS) {
-            // Reopen: the fd now refers to the mount point below the new mount.
-            let target = open_inside(rootfs, &dest)?;
-            let target_path = format!("/proc/self/fd/{}", target.as_raw_fd());
-            remount_bind(&target_path, m.flags & BIND_REMOUNT_FLAGS)
-                .with_ctx(|| format!("remount {} with {:?}", m.destination.display(), m.flags & BIND_REMOUNT_FLAGS))?;
-        }
-    } else {
-        let data = (!m.data.is_empty()).then_some(m.data.as_str());
-        let r = mount(source.as_deref(), target_path.as_str(), m.fstype.as_deref(), m.flags, data);
-        if let Err(e) = r {
-            // sysfs cannot be mounted in a user namespace without its own network
-            // namespace; runc falls back to a recursive bind of the host's /sys.
-            if m.fstype.as_deref() == Some("sysfs") && matches!(e, nix::errno::Errno::EPERM) {
-                mount(Some("/sys"), target_path.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                    .with_ctx(|| format!("mount sysfs on {}", m.destination.display()))?;
-                let target = open_inside(rootfs, &dest)?;
-                remount_bind(&format!("/proc/self/fd/{}", target.as_raw_fd()), m.flags & BIND_REMOUNT_FLAGS)
-                    .with_ctx(|| format!("remount {}", m.destination.display()))?;
-            } else {
-                return Err(crate::error::Error::from(e).context(format!(
-                    "mount {} ({}) on {}",
-                    source.as_deref().unwrap_or(Path::new("none")).display(),
-                    m.fstype.as_deref().unwrap_or(""),
-                    m.destination.display()
-                )));
-            }
-        }
-    }
-    if m.rec_set != 0 || m.rec_clr != 0 {
-        let target = open_inside(rootfs, &dest)?;
-        super::idmap::set_recursive(&format!("/proc/self/fd/{}", target.as_raw_fd()), m.rec_set, m.rec_clr)
-            .with_ctx(|| format!("recursive mount options on {}", m.destination.display()))?;
-    }
-    if !m.propagation.is_empty() {
-        let target = open_inside(rootfs, &dest)?;
-        let target_path = format!("/proc/self/fd/{}", target.as_raw_fd());
-        for p in &m.propagation {
-            mount(None::<&str>, target_path.as_str(), None::<&str>, *p, None::<&str>)
-                .with_ctx(|| format!("set propagation of {}", m.destination.display()))?;
-        }
-    }
-    Ok(())
-}
-
-/// The per-mount flags of `flags` as MOUNT_ATTR bits (for trees made with open_tree).
-pub fn attr_bits(flags: MsFlags) -> u64 {
-    use super::idmap::*;
-    let mut a = 0;
+/// `MS_*` per-mount flags as `MOUNT_ATTR_*` bits to set and to clear (the atime mode is one
+/// field: setting it clears the others).
+pub fn attr_change(flags: MsFlags) -> (u64, u64) {
+    use mount::*;
+    let mut set = 0;
+    let mut clear = 0;
     for (f, b) in [
         (MsFlags::MS_RDONLY, MOUNT_ATTR_RDONLY),
         (MsFlags::MS_NOSUID, MOUNT_ATTR_NOSUID),
@@ -260,39 +354,24 @@ pub fn attr_bits(flags: MsFlags) -> u64 {
         (MsFlags::MS_NODIRATIME, MOUNT_ATTR_NODIRATIME),
     ] {
         if flags.contains(f) {
-            a |= b;
+            set |= b;
         }
     }
-    a
-}
-
-/// Remounts a bind mount with `flags`, keeping the flags the kernel locks on it (a
-/// remount that drops e.g. nosuid inherited from a locked mount fails with EPERM).
-pub fn remount_bind(target: &str, flags: MsFlags) -> Result<()> {
-    let locked = locked_flags(target);
-    mount(None::<&str>, target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | locked, None::<&str>)?;
-    Ok(())
-}
-
-/// The per-mount flags currently set on the mount at `path` (statvfs).
-fn locked_flags(path: &str) -> MsFlags {
-    use nix::sys::statvfs::{statvfs, FsFlags};
-    let Ok(s) = statvfs(path) else { return MsFlags::empty() };
-    let f = s.flags();
-    let mut out = MsFlags::empty();
-    for (a, b) in [
-        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-    ] {
-        if f.contains(a) {
-            out |= b;
-        }
+    if flags.contains(MsFlags::MS_NOATIME) {
+        set |= MOUNT_ATTR_NOATIME;
+        clear |= MOUNT_ATTR_ATIME;
+    } else if flags.contains(MsFlags::MS_STRICTATIME) {
+        set |= MOUNT_ATTR_STRICTATIME;
+        clear |= MOUNT_ATTR_ATIME;
+    } else if flags.contains(MsFlags::MS_RELATIME) {
+        clear |= MOUNT_ATTR_ATIME;
     }
-    out
+    (set, clear)
+}
+
+/// The per-mount flags of `flags` as MOUNT_ATTR bits (for trees made with open_tree).
+pub fn attr_bits(flags: MsFlags) -> u64 {
+    attr_change(flags).0
 }
 
 #[cfg(test)]
