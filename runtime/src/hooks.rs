@@ -73,7 +73,8 @@ fn run_one(h: &Hook, state: &str) -> Result<()> {
         // A hook that does not read its stdin must not make us fail.
         let _ = stdin.write_all(state.as_bytes());
     }
-    let deadline = h.timeout().filter(|t| *t > 0).map(|t| Instant::now() + Duration::from_secs(t as u64));
+    // A timeout too large to add to the clock (i64::MAX seconds) is no timeout at all.
+    let deadline = h.timeout().filter(|t| *t > 0).and_then(|t| Instant::now().checked_add(Duration::from_secs(t as u64)));
     let mut out = Vec::new();
     let mut err = Vec::new();
     let mut stdout = child.stdout.take();

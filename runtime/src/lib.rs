@@ -27,5 +27,6 @@ pub mod seccomp;
 pub mod spec;
 pub mod timefmt;
 pub mod tty;
+pub mod user;
 
 pub use error::{Error, Result};

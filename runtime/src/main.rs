@@ -7,6 +7,15 @@ mod log;
 use clap::Parser;
 
 fn main() {
+    // Commands that fork into a container restart from a sealed copy of this binary before
+    // anything else (CVE-2019-5736; see capsa::process::exeseal). A container named like a
+    // command only costs a needless re-exec.
+    if std::env::args_os().skip(1).any(|a| a == "create" || a == "run" || a == "exec") {
+        if let Err(e) = capsa::process::exeseal::ensure_sealed() {
+            eprintln!("capsa: {e}");
+            std::process::exit(1);
+        }
+    }
     let args = cli::normalize_args(std::env::args_os());
     let mut parsed = match cli::Cli::try_parse_from(args) {
         Ok(c) => c,

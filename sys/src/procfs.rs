@@ -116,6 +116,31 @@ impl ProcFs {
     }
 }
 
+/// Opens the file an `O_PATH` fd names for real I/O (`flags`), through this process's own
+/// `/proc/PID/fd/N` in a private procfs instance: the same inode, whatever has been renamed
+/// or mounted since, and nothing the container can cover. The instance is made on first
+/// use and kept for the life of the process (made again after a fork).
+pub fn reopen(fd: BorrowedFd<'_>, flags: OFlag) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    use std::sync::Mutex;
+    static CACHE: Mutex<Option<(u32, ProcFs)>> = Mutex::new(None);
+    let pid = std::process::id();
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.as_ref().is_none_or(|(p, _)| *p != pid) {
+        *cache = Some((pid, ProcFs::new()?));
+    }
+    let Some((_, proc)) = cache.as_ref() else { return Err(other("no procfs")) };
+    // `PID/fd` are directories of a procfs nobody else can mount on; the last component is
+    // the magic link to our own fd, which must be followed (so no openat2 restrictions).
+    nix::fcntl::openat(
+        proc.fd.as_fd(),
+        format!("{pid}/fd/{}", fd.as_raw_fd()).as_str(),
+        flags | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(errno)
+}
+
 impl AsFd for ProcFs {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
@@ -136,6 +161,16 @@ mod tests {
         assert!(p.open("self/status", OFlag::O_RDONLY).is_err());
         assert!(p.open("../etc/passwd", OFlag::O_RDONLY).is_err());
         assert!(p.open("/sys/kernel/ostype", OFlag::O_RDONLY).is_ok());
+    }
+
+    #[test]
+    fn reopen_gives_the_same_file() {
+        let dir = std::env::temp_dir().join(format!("capsa-sys-reopen-{}", std::process::id()));
+        std::fs::write(&dir, "content").unwrap();
+        let p = nix::fcntl::open(&dir, OFlag::O_PATH, nix::sys::stat::Mode::empty()).unwrap();
+        let f = reopen(p.as_fd(), OFlag::O_RDONLY).unwrap();
+        assert_eq!(std::io::read_to_string(std::fs::File::from(f)).unwrap(), "content");
+        std::fs::remove_file(&dir).unwrap();
     }
 
     #[test]

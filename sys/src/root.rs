@@ -180,11 +180,19 @@ impl Root {
     }
 
     /// Reads a regular file inside the root (symlinks resolved inside it), refusing
-    /// anything else (a FIFO would block, `/dev/zero` would never end) and anything longer
-    /// than `limit` bytes.
+    /// anything else and anything longer than `limit` bytes. It is looked at through an
+    /// `O_PATH` handle first and only opened for reading once it is known to be a regular
+    /// file: opening a FIFO would block, a device could have side effects, `/dev/zero` would
+    /// never end.
     pub fn read_file(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-        let fd = self.open_at(path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_NOCTTY, Follow::InRoot)?;
-        read_regular(fd, limit).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", self.display(path))))
+        let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", self.display(path)));
+        let fd = self.open_path(path, Follow::InRoot)?;
+        let st = fstat(fd.as_fd()).map_err(errno)?;
+        if kind(&st) != SFlag::S_IFREG {
+            return Err(with_path(other("not a regular file")));
+        }
+        let file = crate::procfs::reopen(fd.as_fd(), OFlag::O_RDONLY | OFlag::O_NOCTTY)?;
+        read_regular(file, limit).map_err(with_path)
     }
 
     /// The lookup itself, by our own walk: `create` makes missing directories with that
@@ -220,11 +228,13 @@ impl Root {
             let st = fstat(fd.as_fd()).map_err(errno)?;
             match kind(&st) {
                 SFlag::S_IFLNK => {
-                    if follow == Follow::Never {
-                        return Err(errno(Errno::ELOOP));
-                    }
                     if last && follow == Follow::NotLast {
                         return Ok(fd);
+                    }
+                    // procfs links (`/proc/self/fd/N`, `/proc/1/root`) are magic: their text
+                    // names something outside the root, never to be read as a path in it.
+                    if follow == Follow::Never || crate::procfs::is_procfs(cur)? {
+                        return Err(errno(Errno::ELOOP));
                     }
                     links += 1;
                     if links > MAX_LINKS {
@@ -373,6 +383,20 @@ mod tests {
         assert_eq!(target(&dir), root.join("outside/x"));
         assert_eq!(name, "y");
         assert!(r.parent(Path::new("/"), 0o755, Follow::InRoot).is_err());
+    }
+
+    #[test]
+    fn procfs_magic_links_are_never_read_as_paths() {
+        let (d, _r, _root) = setup("magic");
+        let host = Root::open(Path::new("/")).unwrap();
+        let dir = nix::fcntl::open(&d.0, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        let link = format!("/proc/self/fd/{}/made", dir.as_raw_fd());
+        let before: Vec<_> = std::fs::read_dir(&d.0).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(host.mkdir_all(Path::new(&link), 0o755, Follow::InRoot).unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(host.open_path(Path::new(&link), Follow::InRoot).unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        let after: Vec<_> = std::fs::read_dir(&d.0).unwrap().flatten().map(|e| e.file_name()).collect();
+        assert_eq!(before, after);
+        assert!(!Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join("made").exists());
     }
 
     #[test]

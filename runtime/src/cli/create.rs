@@ -30,7 +30,7 @@ pub struct Args {
 }
 
 pub fn opts(no_pivot: bool, no_new_keyring: bool, preserve_fds: u32) -> CreateOpts {
-    CreateOpts { no_pivot, no_new_keyring, preserve_fds: preserve_fds as i32, listen_fds: listen_fds() }
+    CreateOpts { no_pivot, no_new_keyring, preserve_fds: i32::try_from(preserve_fds).unwrap_or(i32::MAX), listen_fds: listen_fds() }
 }
 
 /// systemd socket activation: LISTEN_FDS=N when LISTEN_PID is this process (as runc reads it).
@@ -45,7 +45,6 @@ pub fn listen_fds() -> i32 {
 }
 
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
-    super::reserve_preserved_fds(a.preserve_fds + listen_fds() as u32);
     container::create(CreateArgs {
         root: &cli.root,
         id: &a.id,

@@ -160,9 +160,6 @@ fn inline_process(cli: &Cli, a: &Args) -> Result<(oci_spec::runtime::Process, Op
 }
 
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
-    super::reserve_preserved_fds(a.preserve_fds);
-    // The process joins a pid namespace with the container's processes (CVE-2019-5736).
-    capsa::process::exeseal::ensure_sealed()?;
     let (mut process, named_user) = match &a.process {
         Some(f) => {
             if !a.command.is_empty() {
@@ -204,7 +201,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         console_socket: a.console_socket.as_deref(),
         console_fd: theirs,
         pid_file: a.pid_file.as_deref(),
-        preserve_fds: a.preserve_fds as i32,
+        preserve_fds: i32::try_from(a.preserve_fds).unwrap_or(i32::MAX),
         ignore_paused: a.ignore_paused,
         sub_cgroup: a.cgroup.as_deref(),
     })?;

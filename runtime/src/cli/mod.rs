@@ -211,23 +211,3 @@ pub fn out(s: &str) {
     let mut o = std::io::stdout().lock();
     let _ = o.write_all(s.as_bytes()).and_then(|_| o.flush());
 }
-
-/// Before opening anything, make sure fds 3..3+n exist, so none of our own fds lands in
-/// the range handed to the container with --preserve-fds.
-pub fn reserve_preserved_fds(n: u32) {
-    for fd in 3..3 + n as i32 {
-        // SAFETY: F_GETFD only queries flags of an fd number.
-        if unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
-            if let Ok(f) = std::fs::File::open("/dev/null") {
-                let raw = std::os::fd::IntoRawFd::into_raw_fd(f);
-                if raw != fd {
-                    // SAFETY: dup2 onto a free fd number, then close our temporary fd.
-                    unsafe {
-                        libc::dup2(raw, fd);
-                        libc::close(raw);
-                    }
-                }
-            }
-        }
-    }
-}

@@ -39,7 +39,6 @@ pub struct Args {
 }
 
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
-    super::reserve_preserved_fds(a.preserve_fds + super::create::listen_fds() as u32);
     if !a.no_subreaper && !a.detach {
         // SAFETY: prctl with integer arguments only.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };

@@ -8,7 +8,7 @@ use nix::fcntl::{open, OFlag};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 
 use super::lock::Lock;
 use super::state::State;
@@ -82,10 +82,9 @@ pub fn create(a: CreateArgs) -> Result<Created> {
     validate_id(a.id)?;
     let bundle = crate::config::load(a.bundle)?;
     let spec = &bundle.spec;
-    if !has_fresh_pid_ns(spec) {
-        // Nothing exists yet, so re-executing (which restarts this command) is safe.
-        crate::process::exeseal::ensure_sealed()?;
-    }
+    crate::process::exeseal::require_sealed()?;
+    crate::process::fds::reserve_preserved(a.opts.preserve_fds.saturating_add(a.opts.listen_fds))?;
+    let _subreaper = crate::process::fds::Subreaper::set();
     let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
     if terminal && a.console_socket.is_none() && !a.hold_tty {
         bail!("process.terminal is true: --console-socket is required to receive the pty master");
@@ -167,8 +166,7 @@ pub fn create(a: CreateArgs) -> Result<Created> {
     }
 
     let (parent, child) = Channel::pair()?;
-    // SAFETY: capsa is single-threaded, so the child may run any code until it execs.
-    match unsafe { fork() }.ctx("fork")? {
+    match crate::process::fds::fork()? {
         ForkResult::Child => {
             drop(parent);
             crate::process::init::stage1(&plan, &child)
@@ -289,15 +287,4 @@ pub fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     std::fs::write(&tmp, pid.to_string()).with_ctx(|| format!("--pid-file {}", path.display()))?;
     std::fs::rename(&tmp, &path).with_ctx(|| format!("--pid-file {}", path.display()))?;
     Ok(())
-}
-
-/// CVE-2019-5736 needs a container process that can reach our init through /proc/PID/exe
-/// while it still runs capsa. In a new pid namespace init is alone until it execs, so the
-/// re-exec from a sealed binary (about 1.4 ms here) is only paid when the container joins
-/// an existing pid namespace or shares the host's.
-fn has_fresh_pid_ns(spec: &oci_spec::runtime::Spec) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| ns.iter().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none()))
 }

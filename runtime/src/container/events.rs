@@ -234,7 +234,8 @@ pub fn watch(root: &Path, id: &str, interval: Duration, emit: &mut dyn FnMut(&Ev
     }
     let paths = live_paths(root, id)?;
     let mut oom = crate::cgroup::oom_watcher(&paths)?;
-    let mut next = Instant::now() + interval;
+    let too_long = || Error::new(format!("--interval {interval:?}: too long"));
+    let mut next = Instant::now().checked_add(interval).ok_or_else(too_long)?;
     loop {
         let left = next.saturating_duration_since(Instant::now());
         match oom.wait(Some(left))? {
@@ -247,7 +248,7 @@ pub fn watch(root: &Path, id: &str, interval: Duration, emit: &mut dyn FnMut(&Ev
             capsa_cgroups::OomEvent::Timeout => {}
         }
         if Instant::now() >= next {
-            next += interval;
+            next = next.checked_add(interval).ok_or_else(too_long)?;
             match crate::cgroup::stats_paths(&paths) {
                 Ok(s) => emit(&Event { typ: "stats", id: id.to_string(), data: Some(convert(&s)) }),
                 Err(e) => warn(&e.to_string()),

@@ -8,7 +8,7 @@ use nix::fcntl::{open, OFlag};
 use nix::sched::CloneFlags;
 use nix::sys::stat::Mode;
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::{ForkResult, Pid};
 
 use super::{Container, Status};
 use crate::bail;
@@ -81,6 +81,9 @@ fn namespaces_of(pid: i32) -> Result<(Vec<Join>, bool)> {
 
 /// Starts the process; returns its host pid once it has exec'd.
 pub fn exec(a: ExecArgs) -> Result<i32> {
+    // The process joins the container's pid namespace (CVE-2019-5736).
+    crate::process::exeseal::require_sealed()?;
+    crate::process::fds::reserve_preserved(a.preserve_fds)?;
     let p = &a.process;
     if !p.cwd().is_absolute() {
         bail!("process.cwd {:?}: must be an absolute path", p.cwd());
@@ -100,6 +103,9 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
         let status = c.status();
         match status {
             Status::Stopped => bail!("cannot exec in a stopped container"),
+            // pid 0: nothing to join yet; /proc/0/ns/* would be "no namespace" and the
+            // process would run in the host's.
+            Status::Creating => bail!("cannot exec in a container that is still being created"),
             Status::Paused if !a.ignore_paused => bail!("cannot exec in a paused container (use --ignore-paused)"),
             _ => {}
         }
@@ -144,8 +150,7 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
     };
 
     let (parent, child) = Channel::pair()?;
-    // SAFETY: capsa is single-threaded, so the child may run any code until it execs.
-    match unsafe { fork() }.ctx("fork")? {
+    match crate::process::fds::fork()? {
         ForkResult::Child => {
             drop(parent);
             crate::process::exec::stage1(&plan, &child)

@@ -24,14 +24,14 @@ pub fn parse_signal(s: &str) -> Result<i32> {
     // RTMIN+n / RTMAX-n
     if let Some(rest) = name.strip_prefix("RTMIN") {
         let off: i32 = if rest.is_empty() { 0 } else { rest.strip_prefix('+').and_then(|r| r.parse().ok()).unwrap_or(-1) };
-        if off >= 0 && libc::SIGRTMIN() + off <= libc::SIGRTMAX() {
-            return Ok(libc::SIGRTMIN() + off);
+        if let Some(sig) = (off >= 0).then(|| libc::SIGRTMIN().checked_add(off)).flatten().filter(|s| *s <= libc::SIGRTMAX()) {
+            return Ok(sig);
         }
     }
     if let Some(rest) = name.strip_prefix("RTMAX") {
         let off: i32 = if rest.is_empty() { 0 } else { rest.strip_prefix('-').and_then(|r| r.parse().ok()).unwrap_or(-1) };
-        if off >= 0 && libc::SIGRTMAX() - off >= libc::SIGRTMIN() {
-            return Ok(libc::SIGRTMAX() - off);
+        if let Some(sig) = (off >= 0).then(|| libc::SIGRTMAX().checked_sub(off)).flatten().filter(|s| *s >= libc::SIGRTMIN()) {
+            return Ok(sig);
         }
     }
     bail!("unknown signal {s:?}")
@@ -80,5 +80,8 @@ mod tests {
         assert!(parse_signal("FOO").is_err());
         assert!(parse_signal("0").is_err());
         assert!(parse_signal("100").is_err());
+        assert!(parse_signal("RTMIN+2147483647").is_err());
+        assert!(parse_signal("RTMAX-2147483647").is_err());
+        assert!(parse_signal("RTMIN+99999999999").is_err());
     }
 }

@@ -40,8 +40,21 @@ pub struct ExecPlan {
     pub late_cgroup: Vec<OwnedFd>,
 }
 
+impl ExecPlan {
+    /// The fds the children need; everything else is closed right after fork.
+    fn fds(&self, chan: &Channel) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let mut v = vec![chan.as_fd().as_raw_fd()];
+        v.extend(self.join.iter().map(|j| j.fd.as_raw_fd()));
+        v.extend(self.console_socket.iter().map(|f| f.as_raw_fd()));
+        v.extend(self.late_cgroup.iter().map(|f| f.as_raw_fd()));
+        v
+    }
+}
+
 /// Stage 1 of exec: joins the namespaces, forks the command's process, exits.
 pub fn stage1(plan: &ExecPlan, chan: &Channel) -> ! {
+    super::fds::keep_only(&plan.fds(chan), plan.preserve_fds);
     match stage1_inner(plan, chan) {
         Ok(()) => exit_now(0),
         Err(e) => fail(chan, e),
@@ -93,41 +106,38 @@ fn run(plan: &ExecPlan, chan: &Channel) -> Result<std::convert::Infallible> {
 }
 
 /// `--user name[:group]` through the container's /etc/passwd and /etc/group; a named user
-/// also gets the groups /etc/group lists it in.
+/// also gets the groups /etc/group lists it in. The files are the image's: read inside the
+/// container's root, bounded, regular files only, and ids above 4294967294 refused (see
+/// [`crate::user`]).
 fn resolve_user(u: &NamedUser, p: &mut ProcessPlan) -> Result<()> {
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let group = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    let root = capsa_sys::Root::open(std::path::Path::new("/")).ctx("open /")?;
+    let passwd = crate::user::parse_passwd(&crate::user::read_db(&root, "/etc/passwd")?.unwrap_or_default());
+    let groups = crate::user::parse_group(&crate::user::read_db(&root, "/etc/group")?.unwrap_or_default());
     let entry = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 3 && (f[0] == u.user || f[2] == u.user))
+        .iter()
+        .find(|e| e.name == u.user || e.uid.to_string() == u.user)
         .ok_or_else(|| Error::new(format!("--user {:?}: no such user in the container's /etc/passwd", u.user)))?;
-    let uid: u32 = entry[2].parse().map_err(|_| Error::new(format!("/etc/passwd: bad uid for {}", u.user)))?;
-    let mut gid: u32 = entry[3].parse().map_err(|_| Error::new(format!("/etc/passwd: bad gid for {}", u.user)))?;
-    let groups: Vec<Vec<&str>> = group.lines().map(|l| l.split(':').collect()).filter(|f: &Vec<&str>| f.len() > 3).collect();
+    let mut gid = entry.gid;
     if let Some(g) = &u.group {
         gid = match g.parse::<u32>() {
-            Ok(n) => n,
+            Ok(n) => crate::user::check_id("--user group", n)?,
             Err(_) => groups
                 .iter()
-                .find(|f| f[0] == g)
-                .and_then(|f| f[2].parse().ok())
+                .find(|e| &e.name == g)
+                .map(|e| e.gid)
                 .ok_or_else(|| Error::new(format!("--user {:?}: no such group {g:?} in the container's /etc/group", u.user)))?,
         };
     }
-    let name = entry[0];
-    let mut extra: Vec<u32> = groups.iter().filter(|f| f[3].split(',').any(|m| m == name)).filter_map(|f| f[2].parse().ok()).collect();
+    let mut extra: Vec<u32> = groups.iter().filter(|e| e.members.contains(&entry.name)).map(|e| e.gid).collect();
     extra.extend(p.additional_gids.iter().copied());
     extra.sort_unstable();
     extra.dedup();
-    p.uid = uid;
+    p.uid = entry.uid;
     p.gid = gid;
     p.additional_gids = extra;
-    if let Some(home) = entry.get(5).filter(|h| !h.is_empty()) {
-        if !p.env.iter().any(|e| e.as_bytes().starts_with(b"HOME=")) {
-            if let Ok(c) = CString::new(format!("HOME={home}")) {
-                p.env.push(c);
-            }
+    if !entry.home.is_empty() && !p.env.iter().any(|e| e.as_bytes().starts_with(b"HOME=")) {
+        if let Ok(c) = CString::new(format!("HOME={}", entry.home)) {
+            p.env.push(c);
         }
     }
     Ok(())

@@ -1,9 +1,12 @@
 //! CVE-2019-5736: a process inside a container must never be able to write the capsa
 //! binary through /proc/PID/exe of a capsa process that entered the container.
 //!
-//! Before `create` forks anything for a container that shares a pid namespace with other
-//! processes (see `has_fresh_pid_ns` in container/create.rs), capsa re-executes itself from
-//! a source that cannot be written, in order of preference:
+//! Every process that forks a container's init or an exec'd process must run from a source
+//! that cannot be written, whatever the namespaces: a fresh pid namespace does not keep init
+//! alone (`capsa exec` into a created container and startContainer hooks reach `/proc/1/exe`
+//! while init is still capsa). [`ensure_sealed`], called first thing by a program (the
+//! `capsa` CLI does it before parsing its arguments), re-executes it from, in order of
+//! preference:
 //!
 //! 1. a read-only, detached bind mount of its own binary (`open_tree(OPEN_TREE_CLONE)` +
 //!    `mount_setattr(MOUNT_ATTR_RDONLY)` + `execveat`): no copy; a write through the
@@ -23,7 +26,20 @@ use crate::error::{Context, Error, Result};
 /// Set in the environment of the re-executed capsa, so a failure to seal cannot loop.
 const MARKER: &str = "_CAPSA_SEALED";
 
-/// Returns when /proc/self/exe is safe; otherwise re-execs and does not return.
+/// The library's guard before it forks into a container: a process that is not sealed is
+/// refused (re-executing it here would restart whatever its caller had already done).
+pub fn require_sealed() -> Result<()> {
+    if is_sealed() {
+        return Ok(());
+    }
+    Err(Error::new(
+        "CVE-2019-5736 protection: this process runs from a writable binary; \
+         call capsa::process::exeseal::ensure_sealed() at the start of main before starting containers",
+    ))
+}
+
+/// Returns when /proc/self/exe is safe; otherwise re-execs and does not return. Call it
+/// before doing anything else: the program starts over.
 pub fn ensure_sealed() -> Result<()> {
     if is_sealed() {
         std::env::remove_var(MARKER);

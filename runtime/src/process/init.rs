@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::signal::{sigprocmask, SigSet, SigmaskHow};
-use nix::unistd::{fork, setresgid, setresuid, ForkResult, Gid, Uid};
+use nix::unistd::{setresgid, setresuid, ForkResult, Gid, Uid};
 
 use super::plan::{InitPlan, ProcessPlan};
 use super::sync::{Channel, Msg};
@@ -30,6 +30,7 @@ pub(super) fn fail(chan: &Channel, e: Error) -> ! {
 
 /// Stage 1: joins and creates namespaces, forks init, reports init's pid, exits.
 pub fn stage1(plan: &InitPlan, chan: &Channel) -> ! {
+    super::fds::keep_only(&plan.fds(chan), plan.preserve_fds);
     match stage1_inner(plan, chan) {
         Ok(()) => exit_now(0),
         Err(e) => fail(chan, e),
@@ -59,9 +60,14 @@ fn stage1_inner(plan: &InitPlan, chan: &Channel) -> Result<()> {
 /// Forks; the child waits for the parent's `Go`, then runs `child` (which only returns on
 /// failure, reported to the parent); this process reports the child's pid.
 pub(super) fn fork_and_report(chan: &Channel, child: impl FnOnce() -> Result<std::convert::Infallible>) -> Result<()> {
-    // SAFETY: this process is single-threaded (a fork of single-threaded capsa).
-    match unsafe { fork() }.ctx("fork")? {
+    // SAFETY: this process is a child of single-threaded capsa (the library checked its
+    // thread count before the first fork; /proc/self may not even be ours here).
+    match unsafe { nix::unistd::fork() }.ctx("fork")? {
         ForkResult::Child => {
+            // Until it execs, this process is capsa inside the container: processes there
+            // (an exec, a hook) must not reach its memory or fds through /proc/PID.
+            // SAFETY: prctl with integer arguments only.
+            unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
             // Wait until the parent has our pid: otherwise our first message could reach
             // it before stage 1's InitPid.
             let e = match chan.expect(&Msg::Go).and_then(|()| child()) {
@@ -155,23 +161,25 @@ fn with_own_pid(state: &str) -> String {
 }
 
 /// runc sets HOME from the container's /etc/passwd (or `/`) when the config does not.
-pub(super) fn with_home(env: &[CString], uid: u32) -> Vec<CString> {
+/// The container's /etc/passwd is read inside its root, bounded and only if it is a
+/// regular file (see [`crate::user`]).
+pub(super) fn with_home(env: &[CString], uid: u32) -> Result<Vec<CString>> {
     if env.iter().any(|e| e.as_bytes().starts_with(b"HOME=")) {
-        return env.to_vec();
+        return Ok(env.to_vec());
     }
-    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    let home = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.len() > 5 && f[2].parse() == Ok(uid))
-        .map(|f| f[5].to_string())
+    let root = capsa_sys::Root::open(Path::new("/")).ctx("open /")?;
+    let passwd = crate::user::read_db(&root, "/etc/passwd")?.unwrap_or_default();
+    let home = crate::user::parse_passwd(&passwd)
+        .into_iter()
+        .find(|e| e.uid == uid)
+        .map(|e| e.home)
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "/".to_string());
     let mut out = env.to_vec();
     if let Ok(c) = CString::new(format!("HOME={home}")) {
         out.push(c);
     }
-    out
+    Ok(out)
 }
 
 /// What init and exec share, from rlimits to the step before a late seccomp load: the
@@ -206,7 +214,7 @@ pub(super) fn become_process(
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(p.umask.unwrap_or(0o022)));
 
     let exe = find_executable(&p.args[0], &p.path_var)?;
-    let env = with_home(&p.env, p.uid);
+    let env = with_home(&p.env, p.uid)?;
     close_fds_on_exec(preserve_fds)?;
     reset_signals();
     if let Some(cpus) = &p.sched.affinity_final {

@@ -75,6 +75,19 @@ pub struct InitPlan {
     pub net_devices: crate::netdev::Moves,
 }
 
+impl InitPlan {
+    /// The fds stage 1 and init need; everything else is closed right after fork.
+    pub(crate) fn fds(&self, chan: &super::sync::Channel) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        let mut v = vec![chan.as_fd().as_raw_fd()];
+        v.extend(self.ns.join.iter().map(|j| j.fd.as_raw_fd()));
+        v.extend(self.console_socket.iter().map(|f| f.as_raw_fd()));
+        v.extend(self.fifo.iter().map(|f| f.as_raw_fd()));
+        v.extend(self.rootfs.mounts.iter().filter_map(|m| m.idmapped_tree.as_ref()).map(|t| t.as_raw_fd()));
+        v
+    }
+}
+
 fn cstring(field: &str, s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| crate::error::Error::new(format!("{field} {s:?}: contains a NUL byte")))
 }
@@ -113,9 +126,14 @@ impl ProcessPlan {
             env,
             path_var,
             cwd: p.cwd().clone(),
-            uid: u.uid(),
-            gid: u.gid(),
-            additional_gids: u.additional_gids().clone().unwrap_or_default(),
+            uid: crate::user::check_id("process.user.uid", u.uid())?,
+            gid: crate::user::check_id("process.user.gid", u.gid())?,
+            additional_gids: u
+                .additional_gids()
+                .iter()
+                .flatten()
+                .map(|g| crate::user::check_id("process.user.additionalGids", *g))
+                .collect::<Result<Vec<_>>>()?,
             umask: u.umask(),
             caps,
             no_new_privileges: p.no_new_privileges().unwrap_or(false),
@@ -128,6 +146,23 @@ impl ProcessPlan {
             apparmor_profile: p.apparmor_profile().clone(),
             selinux_label: p.selinux_label().clone(),
         })
+    }
+}
+
+/// True when the namespace `j` joins is the one capsa itself runs in (the host's, for the
+/// `capsa` CLI): a sysctl written there would change the host.
+fn is_own_namespace(j: &crate::namespaces::Join) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let name = match j.flag {
+        f if f == CloneFlags::CLONE_NEWNET => "net",
+        f if f == CloneFlags::CLONE_NEWIPC => "ipc",
+        f if f == CloneFlags::CLONE_NEWUTS => "uts",
+        _ => return false,
+    };
+    let Ok(ours) = std::fs::metadata(format!("/proc/self/ns/{name}")) else { return true };
+    match nix::sys::stat::fstat(std::os::fd::AsFd::as_fd(&j.fd)) {
+        Ok(st) => st.st_ino == ours.ino() && st.st_dev == ours.dev(),
+        Err(_) => true,
     }
 }
 
@@ -215,9 +250,19 @@ impl InitPlan {
         let mut sysctl = Vec::new();
         for (k, v) in linux.sysctl().iter().flatten() {
             match sysctl_namespace(k) {
-                Some(f) if ns.unshare.contains(f) || ns.join.iter().any(|j| j.flag == f) => {}
-                Some(_) => bail!("linux.sysctl {k:?}: the container does not have its own namespace for it"),
+                Some(f) if ns.unshare.contains(f) => {}
+                Some(f) => match ns.join.iter().find(|j| j.flag == f) {
+                    Some(j) if !is_own_namespace(j) => {}
+                    Some(_) => {
+                        bail!("linux.sysctl {k:?}: the namespace joined for it is the host's (capsa's own): refusing to change the host")
+                    }
+                    None => bail!("linux.sysctl {k:?}: the container does not have its own namespace for it"),
+                },
                 None => bail!("linux.sysctl {k:?}: not in a separate kernel namespace, refusing to change the host"),
+            }
+            // The key becomes a path below /proc/sys: no empty component, so no "..".
+            if k.split(['.', '/']).any(|c| c.is_empty()) {
+                bail!("linux.sysctl {k:?}: not a sysctl name");
             }
             sysctl.push((k.clone(), v.clone()));
         }

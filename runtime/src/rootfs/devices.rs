@@ -55,8 +55,8 @@ pub fn from_spec(d: &oci_spec::runtime::LinuxDevice) -> Result<DevicePlan> {
         major: d.major() as u64,
         minor: d.minor() as u64,
         mode: d.file_mode().unwrap_or(0o666) & 0o7777,
-        uid: d.uid().unwrap_or(0),
-        gid: d.gid().unwrap_or(0),
+        uid: crate::user::check_id(&format!("linux.devices {:?} uid", d.path()), d.uid().unwrap_or(0))?,
+        gid: crate::user::check_id(&format!("linux.devices {:?} gid", d.path()), d.gid().unwrap_or(0))?,
     })
 }
 

@@ -9,7 +9,7 @@ use capsa_sys::mount;
 
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::wait::waitpid;
-use nix::unistd::{fork, pipe, ForkResult};
+use nix::unistd::{pipe, ForkResult};
 
 use crate::error::{Context, Error, Result};
 
@@ -18,8 +18,7 @@ use crate::error::{Context, Error, Result};
 pub fn userns_with_maps(uid_map: &str, gid_map: &str) -> Result<OwnedFd> {
     let (ready_r, ready_w) = pipe().ctx("pipe")?;
     let (done_r, done_w) = pipe().ctx("pipe")?;
-    // SAFETY: capsa is single-threaded; the child only makes system calls and _exits.
-    match unsafe { fork() }.ctx("fork")? {
+    match crate::process::fds::fork()? {
         ForkResult::Child => {
             drop(ready_r);
             drop(done_w);
