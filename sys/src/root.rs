@@ -96,7 +96,10 @@ impl Root {
     /// is not allowed here, see [`Root::create_file`]).
     pub fn open_at(&self, path: &Path, flags: OFlag, follow: Follow) -> io::Result<OwnedFd> {
         let mut flags = flags | OFlag::O_CLOEXEC;
-        if follow != Follow::InRoot {
+        // Only NotLast stops at a final symlink; for Never the kernel must try to resolve
+        // it, so that RESOLVE_NO_SYMLINKS refuses it (with O_NOFOLLOW it would hand back
+        // the link itself).
+        if follow == Follow::NotLast {
             flags |= OFlag::O_NOFOLLOW;
         }
         let resolve = match follow {
@@ -362,6 +365,9 @@ mod tests {
         // Never: any symlink on the way is an error.
         assert_eq!(both(&r, "/rel/sub", Follow::Never).unwrap_err().raw_os_error(), Some(libc::ELOOP));
         assert_eq!(both(&r, "/real/sub", Follow::Never).unwrap(), root.join("real/sub"));
+        assert_eq!(both(&r, "/rel", Follow::Never).unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert_eq!(both(&r, "/dangling", Follow::Never).unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert!(r.create_file(Path::new("/rel"), 0o644, Follow::Never).is_err());
         assert_eq!(both(&r, "/real/sub/file/x", Follow::InRoot).unwrap_err().raw_os_error(), Some(libc::ENOTDIR));
     }
 

@@ -122,7 +122,13 @@ pub fn setup_ptmx(root: &Root) -> Result<()> {
 /// `/dev/null` that is a symlink to `/proc/keys`, or a bind of some other file, is refused:
 /// CVE-2025-31133). Returns an `O_PATH` fd on it.
 pub fn open_verified(root: &Root, path: &Path, major: u64, minor: u64) -> Result<OwnedFd> {
-    let fd = root.open_path(path, Follow::Never).with_ctx(|| format!("open {}", path.display()))?;
+    let fd = match root.open_path(path, Follow::Never) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            bail!("{}: a symlink, not the character device {major}:{minor}", path.display())
+        }
+        Err(e) => return Err(Error::from(e).context(format!("open {}", path.display()))),
+    };
     let st = nix::sys::stat::fstat(fd.as_fd()).with_ctx(|| format!("stat {}", path.display()))?;
     if capsa_sys::root::kind(&st) != SFlag::S_IFCHR || st.st_rdev != makedev(major, minor) {
         bail!("{}: not the character device {major}:{minor}", path.display());

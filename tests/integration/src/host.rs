@@ -363,3 +363,43 @@ pub fn sysprobe_dir() -> &'static Path {
         dir
     })
 }
+
+/// What a hostile-image test checks on the host afterwards: the runtime binary, a marker file
+/// outside the rootfs that symlink tricks aim at, `kernel.core_pattern` (the classic write from
+/// an unmasked procfs), and the host's mount table outside the churn of parallel tests.
+pub struct HostWatch {
+    bin: Vec<u8>,
+    core_pattern: String,
+    mounts: BTreeSet<String>,
+    /// A file outside every rootfs, content "host".
+    pub marker: PathBuf,
+}
+
+/// Mount points other tests (in this process or another worktree's) come and go under.
+fn churns(m: &str) -> bool {
+    ["/tmp/", "/run/", "/var/lib/", "/var/run/", "/sys/fs/cgroup/"].iter().any(|p| m.starts_with(p))
+}
+
+impl HostWatch {
+    /// Snapshots the host; the marker file goes in `dir` (the test's own dir, outside its rootfs).
+    pub fn new(dir: &Path) -> HostWatch {
+        let marker = dir.join("host-marker");
+        fs::write(&marker, "host").expect("write marker");
+        HostWatch {
+            bin: fs::read(runtime_bin()).expect("read runtime binary"),
+            core_pattern: read("/proc/sys/kernel/core_pattern"),
+            mounts: host_mount_points().into_iter().filter(|m| !churns(m)).collect(),
+            marker,
+        }
+    }
+
+    /// Panics when anything watched changed.
+    pub fn assert_untouched(&self) {
+        assert!(fs::read(runtime_bin()).expect("read runtime binary") == self.bin, "the runtime binary was modified!");
+        assert_eq!(read("/proc/sys/kernel/core_pattern"), self.core_pattern, "kernel.core_pattern changed");
+        assert_eq!(read(&self.marker), "host", "the host marker file was changed");
+        let now: BTreeSet<String> = host_mount_points().into_iter().filter(|m| !churns(m)).collect();
+        let added: Vec<&String> = now.difference(&self.mounts).collect();
+        assert!(added.is_empty(), "new host mounts: {added:?}");
+    }
+}
