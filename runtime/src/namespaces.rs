@@ -62,8 +62,7 @@ impl NsPlan {
             let f = flag(ns.typ());
             match ns.path() {
                 Some(p) => {
-                    let fd = open(p, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-                        .with_ctx(|| format!("linux.namespaces[{i}].path {}", p.display()))?;
+                    let fd = open_namespace(p).with_ctx(|| format!("linux.namespaces[{i}].path {}", p.display()))?;
                     let j = Join { flag: f, fd, path: p.clone() };
                     if ns.typ() == LinuxNamespaceType::User {
                         plan.joins_user = true;
@@ -101,6 +100,22 @@ impl NsPlan {
     pub fn has(&self, f: CloneFlags) -> bool {
         self.unshare.contains(f) || self.join.iter().any(|j| j.flag == f)
     }
+}
+
+/// `nsfs`'s magic (`NSFS_MAGIC`).
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// Opens a namespace file given by path. It is looked at through an `O_PATH` handle first
+/// and only opened for real once it is known to be a namespace: a path in config.json must
+/// not make the runtime open a device (opening `/dev/watchdog` arms it) or a FIFO (it would
+/// hang).
+pub fn open_namespace(p: &std::path::Path) -> Result<OwnedFd> {
+    let fd = open(p, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())?;
+    let fs = nix::sys::statfs::fstatfs(std::os::fd::AsFd::as_fd(&fd))?;
+    if fs.filesystem_type().0 as i64 != NSFS_MAGIC {
+        crate::bail!("not a namespace file (such as /proc/PID/ns/net or a bind mount of one)");
+    }
+    Ok(capsa_sys::procfs::reopen(std::os::fd::AsFd::as_fd(&fd), OFlag::O_RDONLY)?)
 }
 
 /// Writes the id maps of a process that has just created a user namespace.

@@ -210,22 +210,8 @@ impl InitPlan {
             let (Some(uids), Some(gids)) = (sm.uid_mappings().as_deref(), sm.gid_mappings().as_deref()) else {
                 bail!("mounts[{i}]: idmap needs both uidMappings and gidMappings");
             };
-            let userns = crate::rootfs::idmap::userns_with_maps(&crate::namespaces::id_map(uids), &crate::namespaces::id_map(gids))
-                .map_err(|e| e.context(format!("mounts[{i}]")))?;
-            // Made here, with the host's privileges over the filesystem (a container with its
-            // own user namespace has none); init attaches it in its mount namespace.
-            let source = sm.source().clone().unwrap_or_default();
-            let source = if source.is_relative() { bundle.join(source) } else { source };
-            let tree = crate::rootfs::idmap::idmapped_tree(
-                &source,
-                m.flags.contains(MsFlags::MS_REC),
-                recursive,
-                std::os::fd::AsFd::as_fd(&userns),
-                crate::rootfs::mounts::attr_bits(m.flags),
-            )
-            .map_err(|e| e.context(format!("mounts[{i}]")))?;
+            m.id_maps = Some((crate::namespaces::id_map(uids), crate::namespaces::id_map(gids)));
             m.idmap = Some(recursive);
-            m.idmapped_tree = Some(std::sync::Arc::new(tree));
         }
         // runc leaves /dev alone when it is bind-mounted from the host.
         let setup_dev = !mounts.iter().any(|m| m.destination == std::path::Path::new("/dev") && m.is_bind());
@@ -321,6 +307,31 @@ impl InitPlan {
                 || !hooks_of(spec, |h| h.create_runtime()).is_empty()
                 || !hooks_of(spec, |h| h.create_container()).is_empty(),
         })
+    }
+}
+
+impl InitPlan {
+    /// Makes the detached idmapped trees of `idmap`/`ridmap` mounts, here in the parent,
+    /// with the host's privileges over the filesystem (a container with its own user
+    /// namespace has none); init attaches them in its mount namespace. Separate from
+    /// [`InitPlan::build`], which has no side effects.
+    pub fn make_idmapped_trees(&mut self) -> Result<()> {
+        for (i, m) in self.rootfs.mounts.iter_mut().enumerate() {
+            let (Some(recursive), Some((uids, gids))) = (m.idmap, m.id_maps.as_ref()) else { continue };
+            let userns = crate::rootfs::idmap::userns_with_maps(uids, gids).map_err(|e| e.context(format!("mounts[{i}]")))?;
+            let source = m.source.clone().unwrap_or_default();
+            let source = if source.is_relative() { self.rootfs.bundle.join(source) } else { source };
+            let tree = crate::rootfs::idmap::idmapped_tree(
+                &source,
+                m.flags.contains(MsFlags::MS_REC),
+                recursive,
+                std::os::fd::AsFd::as_fd(&userns),
+                crate::rootfs::mounts::attr_bits(m.flags),
+            )
+            .map_err(|e| e.context(format!("mounts[{i}]")))?;
+            m.idmapped_tree = Some(std::sync::Arc::new(tree));
+        }
+        Ok(())
     }
 }
 

@@ -121,6 +121,8 @@ pub struct MountPlan {
     pub rec_clr: u64,
     /// `Some(recursive)` for `idmap`/`ridmap`.
     pub idmap: Option<bool>,
+    /// uid_map and gid_map text of an idmapped mount.
+    pub id_maps: Option<(String, String)>,
     /// The detached idmapped tree, made by the parent (see [`super::idmap`]); init
     /// attaches it with move_mount.
     pub idmapped_tree: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
@@ -159,6 +161,7 @@ impl MountPlan {
             rec_set,
             rec_clr,
             idmap,
+            id_maps: None,
             idmapped_tree: None,
         }
     }

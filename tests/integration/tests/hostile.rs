@@ -11,6 +11,8 @@
 //! container, bounded locks), F (`/etc/passwd` that never ends or blocks), G (inputs that
 //! crashed or hung the runtime).
 
+#![allow(clippy::unwrap_used)] // test helpers: a failed step fails the test
+
 use std::fs;
 use std::os::unix::fs::symlink;
 use std::path::Path;
@@ -185,9 +187,7 @@ fn b_exec_into_created_container_cannot_write_init_exe() {
     let pid = c.pid();
     let st = nix::sys::statvfs::statvfs(format!("/proc/{pid}/exe").as_str()).unwrap();
     assert!(st.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY), "init of a created container runs from a writable binary");
-    let out = c
-        .rt(["exec", &c.id, "sh", "-c", "if (echo pwn >> /proc/1/exe) 2>/dev/null; then echo WROTE; else echo refused; fi"])
-        .ok();
+    let out = c.rt(["exec", &c.id, "sh", "-c", "if (echo pwn >> /proc/1/exe) 2>/dev/null; then echo WROTE; else echo refused; fi"]).ok();
     assert_eq!(out.stdout, "refused\n", "{out}");
     // From the host, as root: still refused, the mount is read-only.
     let e = fs::OpenOptions::new().append(true).open(format!("/proc/{pid}/exe")).unwrap_err();
@@ -198,28 +198,61 @@ fn b_exec_into_created_container_cannot_write_init_exe() {
 }
 
 /// Finding B through a startContainer hook, which runs in the container as a child of init
-/// while init is still the runtime.
+/// while init is still the runtime. The classic exploit: keep a read-only fd on /proc/1/exe,
+/// wait until init has exec'd the user's process (the binary is no longer busy), then reopen
+/// that fd for writing through /proc/self/fd.
 #[test]
 fn b_start_container_hook_cannot_write_init_exe() {
-    let mut c = Container::new("hostile-exe-hook");
-    let watch = HostWatch::new(&c.dir);
-    let log = c.host_dir("log");
-    c.add_mount(json!({"destination": "/log", "type": "bind", "source": log.to_str(), "options": ["rbind", "rw"]}));
-    c.set(
-        "/hooks/startContainer",
-        json!([{"path": "/bin/sh", "args": ["sh", "-c",
-            "if (echo pwn >> /proc/1/exe) 2>/dev/null; then echo WROTE > /log/hook; else echo refused > /log/hook; fi"]}]),
-    );
-    c.args(&["true"]);
-    c.run(&[]).ok();
-    assert_eq!(read(log.join("hook")), "refused\n");
-    watch.assert_untouched();
-    c.assert_clean();
+    // With CAP_SYS_PTRACE the hook may open init's /proc/1/exe (it is non-dumpable); then only
+    // the sealed binary stands between it and the host's.
+    for ptrace in [false, true] {
+        let mut c = Container::new("hostile-exe-hook");
+        if ptrace {
+            for set in ["bounding", "effective", "permitted"] {
+                c.config["process"]["capabilities"][set].as_array_mut().unwrap().push(json!("CAP_SYS_PTRACE"));
+            }
+        }
+        let watch = HostWatch::new(&c.dir);
+        let log = c.host_dir("log");
+        fs::write(
+            log.join("attack.sh"),
+            r#"[ -e /proc/self/fd/3 ] || { echo open-refused > /log/result; exit 0; }
+while ! grep -q sleep /proc/1/cmdline 2>/dev/null; do sleep 0.01; done
+r=refused
+for i in $(seq 1 100); do
+  if (echo pwn >> /proc/self/fd/3) 2>/dev/null; then r=WROTE; break; fi
+  sleep 0.01
+done
+echo $r > /log/result
+"#,
+        )
+        .unwrap();
+        c.add_mount(json!({"destination": "/log", "type": "bind", "source": log.to_str(), "options": ["rbind", "rw"]}));
+        c.set(
+            "/hooks/startContainer",
+            // The hook opens the fd while init waits for it (still the runtime); the background
+            // process keeps it and waits for init to exec.
+            json!([{"path": "/bin/sh", "args": ["sh", "-c",
+            "cat /proc/1/exe >/dev/null 2>&1 || { echo open-refused > /log/result; exit 0; }; \
+             setsid sh /log/attack.sh 3</proc/1/exe </dev/null >/dev/null 2>&1 &"]}]),
+        );
+        c.args(&["sleep", "3"]);
+        c.create_start();
+        let result = poll(Duration::from_secs(10), "attack result", || fs::read_to_string(log.join("result")).ok());
+        assert!(!result.contains("WROTE"), "the runtime binary was written through init's /proc/1/exe");
+        if ptrace {
+            assert_ne!(result.trim(), "open-refused", "with CAP_SYS_PTRACE the hook should reach /proc/1/exe");
+        }
+        c.delete_force().ok();
+        watch.assert_untouched();
+        c.assert_clean();
+    }
 }
 
 /// Finding B with the classic entrypoint: a script whose interpreter is `/proc/self/exe`, so
 /// the container's pid 1 *is* the runtime binary, while another process of the container keeps
-/// trying to write it.
+/// trying to write it. (A guard: the runtime running as pid 1 is busy, so the write gets
+/// ETXTBSY even without sealing; the tests above are the ones the unsealed runtime fails.)
 #[test]
 fn b_proc_self_exe_entrypoint() {
     let mut c = Container::new("hostile-exe-shebang");
@@ -397,9 +430,7 @@ fn e_no_runtime_fd_reaches_the_container() {
     }
     // Inside: whatever the container can see of init's fds, taking a lock on any of them must
     // not block the runtime.
-    let out = c
-        .rt(["exec", &c.id, "sh", "-c", "for f in /proc/1/fd/*; do flock -n $f true 2>/dev/null; done; ls /proc/1/fd | wc -l"])
-        .ok();
+    let out = c.rt(["exec", &c.id, "sh", "-c", "for f in /proc/1/fd/*; do flock -n $f true 2>/dev/null; done; ls /proc/1/fd | wc -l"]).ok();
     assert!(out.stdout.trim().parse::<u32>().is_ok(), "{out}");
     let t = Instant::now();
     c.kill("KILL").ok();
@@ -428,7 +459,8 @@ fn f_passwd_that_never_ends_or_blocks() {
             }
         }
         // No HOME in the environment: the runtime looks it up in /etc/passwd.
-        let env: Vec<Value> = c.config["process"]["env"].as_array().unwrap().iter().filter(|e| !e.as_str().unwrap().starts_with("HOME=")).cloned().collect();
+        let env: Vec<Value> =
+            c.config["process"]["env"].as_array().unwrap().iter().filter(|e| !e.as_str().unwrap().starts_with("HOME=")).cloned().collect();
         c.set("/process/env", json!(env));
         c.args(&["true"]);
         let t = Instant::now();
