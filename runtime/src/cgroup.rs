@@ -67,6 +67,10 @@ impl Cgroup {
             else {
                 continue;
             };
+            // On a hybrid host runc shows the v1 hierarchies only (no `unified`), and so do we.
+            if !self.unified && m.fstype == "cgroup2" {
+                continue;
+            }
             let name = m.mount_point.strip_prefix("/sys/fs/cgroup").unwrap_or(&m.mount_point).to_string_lossy().into_owned();
             let data: Vec<&str> = m.super_options.split(',').filter(|o| *o != "rw" && *o != "ro").collect();
             let data = if m.fstype == "cgroup2" { String::new() } else { data.join(",") };

@@ -140,7 +140,7 @@ pub fn create(a: CreateArgs) -> Result<Created> {
     save_state(&dir, &state)?;
 
     let mut plan = InitPlan::build(spec, &bundle.dir, &bundle.rootfs, &a.opts, view)?;
-    plan.make_idmapped_trees()?;
+    plan.make_trees()?;
     plan.process.rootless = a.rootless;
     if !a.opts.no_new_keyring {
         plan.new_keyring = Some(format!("_ses.{}", a.id));

@@ -203,6 +203,7 @@ pub(super) fn become_process(
             return Err(Error::from(std::io::Error::last_os_error()).context("process.noNewPrivileges"));
         }
     }
+    fix_stdio_permissions(p.uid);
     // Try the cwd as root first (it may be unreadable to the user), again after the
     // user switch if that failed, as runc does.
     let early_cwd = nix::unistd::chdir(&p.cwd).is_ok();
@@ -222,6 +223,47 @@ pub(super) fn become_process(
     }
     crate::scheduling::lsm_on_exec(p.apparmor_profile.as_deref(), p.selinux_label.as_deref())?;
     Ok((exe, env))
+}
+
+/// runc's fixStdioPermissions: stdio belongs to the process user, so that a non-root
+/// process can reopen `/dev/stdout` (nginx does). Decided by fd, never by path: `/dev/null`
+/// (char 1:3) is never touched, and neither is a file outside the container (a log file the
+/// caller redirected to, a host fifo): only anonymous pipes and sockets, and files whose
+/// mount the container can see (its terminal). Failures are ignored, as in runc.
+fn fix_stdio_permissions(uid: u32) {
+    const PIPEFS_MAGIC: i64 = 0x5049_5045;
+    const SOCKFS_MAGIC: i64 = 0x534f_434b;
+    let mut visible: Option<Vec<u32>> = None;
+    for fd in 0..=2 {
+        // SAFETY: fds 0-2 are ours for the duration of this call.
+        let f = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let Ok(st) = nix::sys::stat::fstat(f) else { continue };
+        let kind = capsa_sys::root::kind(&st);
+        if st.st_uid == uid || (kind == nix::sys::stat::SFlag::S_IFCHR && st.st_rdev == nix::sys::stat::makedev(1, 3)) {
+            continue;
+        }
+        let fs = nix::sys::statfs::fstatfs(f).map(|s| s.filesystem_type().0).unwrap_or(0);
+        let anonymous = fs == PIPEFS_MAGIC || fs == SOCKFS_MAGIC;
+        if !anonymous {
+            let mounts = visible
+                .get_or_insert_with(|| capsa_sys::mountinfo::read_self().map(|m| m.iter().map(|m| m.id).collect()).unwrap_or_default());
+            if !mount_id(f).is_some_and(|id| mounts.contains(&id)) {
+                continue;
+            }
+        }
+        // Only the owner, as runc: the group may be the mount's choice (tty).
+        let _ = nix::unistd::fchown(f, Some(Uid::from_raw(uid)), None);
+    }
+}
+
+/// The id of the mount an fd is on (statx STATX_MNT_ID).
+fn mount_id(fd: std::os::fd::BorrowedFd<'_>) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: statx is plain data, zeroed then filled in by the kernel.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: statx with AT_EMPTY_PATH reads an empty path and writes one statx struct.
+    let r = unsafe { libc::statx(fd.as_raw_fd(), c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_MNT_ID, &mut stx) };
+    (r == 0 && stx.stx_mask & libc::STATX_MNT_ID != 0).then_some(stx.stx_mnt_id as u32)
 }
 
 /// Loads the filter; a NOTIFY listener fd goes to the parent, which hands it to the agent.

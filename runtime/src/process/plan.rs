@@ -83,7 +83,7 @@ impl InitPlan {
         v.extend(self.ns.join.iter().map(|j| j.fd.as_raw_fd()));
         v.extend(self.console_socket.iter().map(|f| f.as_raw_fd()));
         v.extend(self.fifo.iter().map(|f| f.as_raw_fd()));
-        v.extend(self.rootfs.mounts.iter().filter_map(|m| m.idmapped_tree.as_ref()).map(|t| t.as_raw_fd()));
+        v.extend(self.rootfs.mounts.iter().filter_map(|m| m.tree.as_ref()).map(|t| t.as_raw_fd()));
         v
     }
 }
@@ -311,12 +311,21 @@ impl InitPlan {
 }
 
 impl InitPlan {
-    /// Makes the detached idmapped trees of `idmap`/`ridmap` mounts, here in the parent,
-    /// with the host's privileges over the filesystem (a container with its own user
-    /// namespace has none); init attaches them in its mount namespace. Separate from
+    /// Makes, here in the parent with the host's privileges over the filesystem, the
+    /// detached trees that init attaches in its mount namespace: idmapped mounts
+    /// (`idmap`/`ridmap`), and every bind of a container with a user namespace, whose root
+    /// could not reach a source such as a directory under a 0700 home. Separate from
     /// [`InitPlan::build`], which has no side effects.
-    pub fn make_idmapped_trees(&mut self) -> Result<()> {
+    pub fn make_trees(&mut self) -> Result<()> {
+        let in_userns = self.ns.new_user || self.ns.joins_user;
         for (i, m) in self.rootfs.mounts.iter_mut().enumerate() {
+            if m.idmap.is_none() && in_userns && m.is_bind() {
+                let source = m.source.clone().unwrap_or_default();
+                let source = if source.is_relative() { self.rootfs.bundle.join(source) } else { source };
+                let tree = crate::rootfs::idmap::bind_tree(&source, m.flags).map_err(|e| e.context(format!("mounts[{i}]")))?;
+                m.tree = Some(std::sync::Arc::new(tree));
+                continue;
+            }
             let (Some(recursive), Some((uids, gids))) = (m.idmap, m.id_maps.as_ref()) else { continue };
             let userns = crate::rootfs::idmap::userns_with_maps(uids, gids).map_err(|e| e.context(format!("mounts[{i}]")))?;
             let source = m.source.clone().unwrap_or_default();
@@ -329,7 +338,7 @@ impl InitPlan {
                 crate::rootfs::mounts::attr_bits(m.flags),
             )
             .map_err(|e| e.context(format!("mounts[{i}]")))?;
-            m.idmapped_tree = Some(std::sync::Arc::new(tree));
+            m.tree = Some(std::sync::Arc::new(tree));
         }
         Ok(())
     }

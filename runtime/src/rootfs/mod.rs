@@ -14,6 +14,7 @@
 pub mod devices;
 pub mod idmap;
 pub mod mounts;
+pub mod tmpfs;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -133,6 +134,7 @@ pub fn prepare(p: &RootfsPlan) -> Result<Root> {
 /// Step 5. `root` is the rootfs from [`prepare`].
 pub fn enter(p: &RootfsPlan, root: Root) -> Result<()> {
     if p.no_pivot {
+        hide_host_proc_and_sys(&p.rootfs)?;
         fchdir(root.as_fd()).with_ctx(|| format!("chdir {}", p.rootfs.display()))?;
         drop(root);
         mount(Some(&p.rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).ctx("move rootfs to /")?;
@@ -162,6 +164,37 @@ pub fn enter(p: &RootfsPlan, root: Root) -> Result<()> {
     Ok(())
 }
 
+/// `--no-pivot` leaves the host's mounts in the container's mount namespace under the
+/// chroot, and the kernel checks procfs and sysfs mounts against all of them, chroot or not:
+/// the host's /proc and /sys (and what is mounted below them) are detached first, or covered
+/// by an empty read-only tmpfs where they cannot be, as runc does.
+fn hide_host_proc_and_sys(rootfs: &Path) -> Result<()> {
+    let mounts = capsa_sys::mountinfo::read_self().ctx("read /proc/self/mountinfo")?;
+    let mut targets: Vec<&Path> = mounts
+        .iter()
+        .filter(|m| m.fstype == "proc" || m.fstype == "sysfs")
+        .map(|m| m.mount_point.as_path())
+        .filter(|p| !p.starts_with(rootfs))
+        .collect();
+    // Deepest first, so nothing is detached from under another.
+    targets.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    targets.dedup();
+    for t in targets {
+        if umount2(t, MntFlags::MNT_DETACH).is_ok() {
+            continue;
+        }
+        mount(
+            Some("tmpfs"),
+            t,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("size=0"),
+        )
+        .with_ctx(|| format!("--no-pivot: hide the host's {}", t.display()))?;
+    }
+    Ok(())
+}
+
 /// Step 6, inside the container after [`enter`]: nothing here follows a symlink or names
 /// a path through `/proc/self/fd`.
 pub fn finalize(p: &RootfsPlan) -> Result<()> {
@@ -183,6 +216,12 @@ pub fn finalize(p: &RootfsPlan) -> Result<()> {
         for path in &p.masked_paths {
             mask_path(&root, path, &mut null).with_ctx(|| format!("linux.maskedPaths {}", path.display()))?;
         }
+    }
+    for m in p.mounts.iter().filter(|m| m.late_readonly()) {
+        let top = root.open_path(&m.destination, m.follow()).with_ctx(|| format!("reopen {}", m.destination.display()))?;
+        let (set, clear) = mounts::attr_change(MsFlags::MS_RDONLY);
+        sysmount::set_attr(top.as_fd(), sysmount::Attr { set, clear, propagation: 0, recursive: false })
+            .with_ctx(|| format!("make {} read-only", m.destination.display()))?;
     }
     if p.readonly {
         let (set, clear) = mounts::attr_change(MsFlags::MS_RDONLY);
@@ -256,8 +295,12 @@ fn mount_cgroup(p: &RootfsPlan, root: &Root, m: &MountPlan) -> Result<()> {
         let Some(h) = view.hierarchies.first() else { return Ok(()) };
         return mount_hierarchy(root, &m.destination, dest, view.namespaced, h, flags);
     }
-    mount(Some("tmpfs"), sysmount::fd_path(dest.as_fd()).as_str(), Some("tmpfs"), flags & !MsFlags::MS_RDONLY, Some("mode=755"))
-        .ctx("mount tmpfs")?;
+    // As runc: a writable tmpfs (nosuid, nodev, noexec) that takes the mode of the directory
+    // it covers (sysfs's 0555, so container root without CAP_DAC_OVERRIDE cannot add to it);
+    // the hierarchies in it are read-only when the cgroup mount is.
+    let mode = nix::sys::stat::fstat(dest.as_fd()).ctx("stat destination")?.st_mode & 0o7777;
+    let tmpfs_flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("tmpfs"), sysmount::fd_path(dest.as_fd()).as_str(), Some("tmpfs"), tmpfs_flags, Some("mode=755")).ctx("mount tmpfs")?;
     for h in &view.hierarchies {
         let sub = m.destination.join(&h.name);
         let fd = root.mkdir_all(&sub, 0o755, Follow::Never).map_err(nodir)?;
@@ -272,12 +315,15 @@ fn mount_cgroup(p: &RootfsPlan, root: &Root, m: &MountPlan) -> Result<()> {
             }
         }
     }
-    if flags.contains(MsFlags::MS_RDONLY) {
-        let top = root.open_path(&m.destination, Follow::Never).map_err(nodir)?;
-        let (set, clear) = mounts::attr_change(MsFlags::MS_RDONLY);
-        sysmount::set_attr(top.as_fd(), sysmount::Attr { set, clear, propagation: 0, recursive: false })
-            .ctx("make the cgroup tmpfs read-only")?;
-    }
+    let top = root.open_path(&m.destination, Follow::Never).map_err(nodir)?;
+    let dir = nix::fcntl::openat(
+        top.as_fd(),
+        ".",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx("open the cgroup tmpfs")?;
+    nix::sys::stat::fchmod(dir.as_fd(), nix::sys::stat::Mode::from_bits_truncate(mode)).ctx("chmod the cgroup tmpfs")?;
     Ok(())
 }
 

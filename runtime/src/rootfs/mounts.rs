@@ -24,6 +24,8 @@ pub enum MountOpt {
     Recursive { set: u64, clr: u64 },
     /// `idmap` / `ridmap`: an idmapped bind mount (recursive for `ridmap`).
     Idmap { recursive: bool },
+    /// `tmpcopyup`: a tmpfs that starts with a copy of what the image has there.
+    TmpCopyUp,
 }
 
 /// Parses a mount option; `None` means it is filesystem data (`mode=755`, `size=64k`).
@@ -76,6 +78,7 @@ pub fn parse_option(o: &str) -> Option<MountOpt> {
         "runbindable" => p(MsFlags::MS_UNBINDABLE | MsFlags::MS_REC),
         "idmap" => Some(Idmap { recursive: false }),
         "ridmap" => Some(Idmap { recursive: true }),
+        "tmpcopyup" => Some(TmpCopyUp),
         _ => recursive_option(o),
     }
 }
@@ -116,6 +119,8 @@ pub struct MountPlan {
     pub flags: MsFlags,
     pub data: String,
     pub propagation: Vec<MsFlags>,
+    /// `tmpcopyup` on a tmpfs.
+    pub copy_up: bool,
     /// Recursive attributes to set/clear after mounting.
     pub rec_set: u64,
     pub rec_clr: u64,
@@ -123,9 +128,10 @@ pub struct MountPlan {
     pub idmap: Option<bool>,
     /// uid_map and gid_map text of an idmapped mount.
     pub id_maps: Option<(String, String)>,
-    /// The detached idmapped tree, made by the parent (see [`super::idmap`]); init
-    /// attaches it with move_mount.
-    pub idmapped_tree: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
+    /// A detached tree made by the parent, which init attaches with move_mount: an idmapped
+    /// bind (see [`super::idmap`]), or any bind of a container with a user namespace, whose
+    /// root may not be able to reach the source (see `InitPlan::make_trees`).
+    pub tree: Option<std::sync::Arc<std::os::fd::OwnedFd>>,
 }
 
 impl MountPlan {
@@ -133,7 +139,7 @@ impl MountPlan {
         let mut flags = MsFlags::empty();
         let mut data = Vec::new();
         let mut propagation = Vec::new();
-        let (mut rec_set, mut rec_clr, mut idmap) = (0u64, 0u64, None);
+        let (mut rec_set, mut rec_clr, mut idmap, mut copy_up) = (0u64, 0u64, None, false);
         for o in m.options().iter().flatten() {
             match parse_option(o) {
                 Some(MountOpt::Set(f)) => flags |= f,
@@ -144,6 +150,7 @@ impl MountPlan {
                     rec_clr = (rec_clr & !set) | clr;
                 }
                 Some(MountOpt::Idmap { recursive }) => idmap = Some(recursive),
+                Some(MountOpt::TmpCopyUp) => copy_up = true,
                 None => data.push(o.as_str()),
             }
         }
@@ -161,8 +168,9 @@ impl MountPlan {
             rec_set,
             rec_clr,
             idmap,
+            copy_up,
             id_maps: None,
-            idmapped_tree: None,
+            tree: None,
         }
     }
 
@@ -184,6 +192,14 @@ impl MountPlan {
     pub fn is_special(&self) -> bool {
         self.fstype.as_deref().is_some_and(|t| SPECIAL_TYPES.contains(&t))
             || SPECIAL_DESTINATIONS.iter().any(|d| clean(&self.destination) == Path::new(d))
+    }
+
+    /// A tmpfs (or /dev) that is mounted writable and made read-only at the end, as runc
+    /// does, so that devices and copies can be made in it first.
+    pub fn late_readonly(&self) -> bool {
+        self.flags.contains(MsFlags::MS_RDONLY)
+            && !self.copy_up
+            && (self.fstype.as_deref() == Some("tmpfs") || clean(&self.destination) == Path::new("/dev"))
     }
 
     /// How symlinks in the destination are treated.
@@ -238,9 +254,13 @@ fn destination(root: &Root, m: &MountPlan, source: Option<&Path>) -> Result<Owne
         }
     };
     let is_file_bind = m.is_bind()
-        && match source {
-            Some(src) => !std::fs::metadata(src).with_ctx(|| format!("source {}", src.display()))?.is_dir(),
-            None => false,
+        && match (&m.tree, source) {
+            // Made by the parent: the source may be out of this process's reach.
+            (Some(tree), _) => {
+                capsa_sys::root::kind(&nix::sys::stat::fstat(tree.as_fd()).ctx("stat bind source")?) != nix::sys::stat::SFlag::S_IFDIR
+            }
+            (None, Some(src)) => !std::fs::metadata(src).with_ctx(|| format!("source {}", src.display()))?.is_dir(),
+            (None, None) => false,
         };
     let fd = if is_file_bind { root.create_file(&m.destination, 0o755, follow) } else { root.mkdir_all(&m.destination, 0o755, follow) }
         .map_err(what)?;
@@ -268,17 +288,49 @@ pub fn mount_one(root: &Root, bundle: &Path, m: &MountPlan) -> Result<()> {
     if m.is_bind() && source.is_none() {
         bail!("bind mount without source");
     }
+    let existed = root.open_path(&m.destination, m.follow()).is_ok();
     let target = destination(root, m, source.as_deref())?;
     let target_path = mount::fd_path(target.as_fd());
 
-    if let Some(tree) = &m.idmapped_tree {
-        mount::attach(tree.as_fd(), target.as_fd()).with_ctx(|| format!("attach idmapped mount on {}", m.destination.display()))?;
+    if let Some(tree) = &m.tree {
+        mount::attach(tree.as_fd(), target.as_fd()).with_ctx(|| {
+            format!("attach the bind of {} on {}", m.source.as_deref().unwrap_or(Path::new("")).display(), m.destination.display())
+        })?;
     } else if m.is_bind() {
         let first = m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
         nix::mount::mount(source.as_deref(), target_path.as_str(), None::<&str>, first, None::<&str>)
             .with_ctx(|| format!("bind {} on {}", source.as_deref().unwrap_or(Path::new("")).display(), m.destination.display()))?;
         if m.flags.intersects(BIND_REMOUNT_FLAGS) {
             set_flags(root, m, m.flags & BIND_REMOUNT_FLAGS)?;
+        }
+    } else if m.fstype.as_deref() == Some("tmpfs") {
+        // runc: a tmpfs on an existing directory takes its mode (sysfs's 0555 at
+        // /sys/fs/cgroup); a read-only one is written first and made read-only at the end.
+        let mode = nix::sys::stat::fstat(target.as_fd()).ctx("stat destination")?.st_mode & 0o7777;
+        if m.copy_up {
+            let (set, _) = attr_change(m.flags);
+            let src = m.source.as_deref().and_then(Path::to_str).unwrap_or("tmpfs");
+            let tree = super::tmpfs::copy_up(target.as_fd(), src, &m.data, set)?;
+            mount::attach(tree.as_fd(), target.as_fd()).with_ctx(|| format!("attach tmpfs on {}", m.destination.display()))?;
+        } else {
+            let data = (!m.data.is_empty()).then_some(m.data.as_str());
+            let flags = if m.late_readonly() { m.flags & !MsFlags::MS_RDONLY } else { m.flags };
+            nix::mount::mount(source.as_deref(), target_path.as_str(), Some("tmpfs"), flags, data)
+                .with_ctx(|| format!("mount tmpfs on {}", m.destination.display()))?;
+        }
+        if existed {
+            let top = mounted(root, m)?;
+            let dir = nix::fcntl::openat(
+                top.as_fd(),
+                ".",
+                nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .ctx("open tmpfs")?;
+            match nix::sys::stat::fchmod(dir.as_fd(), nix::sys::stat::Mode::from_bits_truncate(mode)) {
+                Ok(()) | Err(nix::errno::Errno::EROFS) => {}
+                Err(e) => return Err(Error::from(e).context(format!("chmod {}", m.destination.display()))),
+            }
         }
     } else {
         let data = (!m.data.is_empty()).then_some(m.data.as_str());
@@ -334,7 +386,7 @@ fn set_flags(root: &Root, m: &MountPlan, flags: MsFlags) -> Result<()> {
 }
 
 /// The flags a bind mount must be remounted with to take effect.
-const BIND_REMOUNT_FLAGS: MsFlags = MsFlags::MS_RDONLY
+pub(crate) const BIND_REMOUNT_FLAGS: MsFlags = MsFlags::MS_RDONLY
     .union(MsFlags::MS_NOSUID)
     .union(MsFlags::MS_NODEV)
     .union(MsFlags::MS_NOEXEC)
