@@ -84,6 +84,9 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
     // The process joins the container's pid namespace (CVE-2019-5736).
     crate::process::exeseal::require_sealed()?;
     crate::process::fds::reserve_preserved(a.preserve_fds)?;
+    // When stage 1 exits, the process becomes our child (so a failure before its exec can be
+    // reaped here); a caller that waits for it keeps the setting it had.
+    let _subreaper = crate::process::fds::Subreaper::set();
     let p = &a.process;
     if !p.cwd().is_absolute() {
         bail!("process.cwd {:?}: must be an absolute path", p.cwd());
