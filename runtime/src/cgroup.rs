@@ -2,6 +2,7 @@
 //! crate's [`Resources`], and keeps the container's cgroup as plain paths in state.json
 //! so later commands (kill, delete, state) can rebuild a manager in another process.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use capsa_cgroups::{DeviceRule, Manager, Resources};
@@ -13,6 +14,85 @@ use crate::rootfs::{CgroupHierarchy, CgroupView};
 pub struct Cgroup {
     mgr: Box<dyn Manager>,
     unified: bool,
+    /// Placed by systemd: processes join through it, never by writing cgroup files.
+    systemd: bool,
+}
+
+/// How a process forked for the container joins its cgroups by itself, without the
+/// parent writing its pid to `cgroup.procs`. Such a write takes the kernel's global
+/// cgroup_threadgroup_rwsem for writing, whose RCU grace period costs 5–20 ms on the first
+/// container started after a quiet moment (11 ms median measured here, 200 ms apart; 0.2 ms
+/// back to back). Instead:
+///
+/// * cgroup v1: the child writes "0" (itself) to each hierarchy's `tasks` file: moving one
+///   thread of a single-threaded process is moving the process, and the kernel skips the
+///   global lock for it;
+/// * cgroup v2: the child is forked straight into the cgroup (clone3 `CLONE_INTO_CGROUP`).
+///
+/// Either way the same 0.2 ms, quiet or not.
+pub struct SelfJoin {
+    /// `tasks` files of the v1 hierarchies, open for writing.
+    pub v1_tasks: Vec<OwnedFd>,
+    /// The cgroup2 directory, for CLONE_INTO_CGROUP.
+    pub v2_dir: Option<OwnedFd>,
+}
+
+impl SelfJoin {
+    /// Opens what a child needs to join the cgroup directories `dirs` (one per hierarchy).
+    pub fn open(dirs: &[PathBuf]) -> Result<SelfJoin> {
+        use nix::fcntl::{open, OFlag};
+        use nix::sys::stat::Mode;
+        let mut j = SelfJoin { v1_tasks: Vec::new(), v2_dir: None };
+        for d in dirs {
+            let dir = open(d, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+                .map_err(|e| Error::from(e).context(format!("open cgroup {}", d.display())))?;
+            let v2 = nix::sys::statfs::fstatfs(std::os::fd::AsFd::as_fd(&dir))
+                .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC);
+            if v2 {
+                j.v2_dir = Some(dir);
+            } else {
+                let tasks = open(&d.join("tasks"), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
+                    .map_err(|e| Error::from(e).context(format!("open {}/tasks", d.display())))?;
+                j.v1_tasks.push(tasks);
+            }
+        }
+        Ok(j)
+    }
+
+    /// In the child: joins the v1 hierarchies (the v2 one was joined at clone time, or by
+    /// the parent), then closes the fds.
+    pub fn join_v1(mut self) -> Result<()> {
+        for f in self.v1_tasks.drain(..) {
+            nix::unistd::write(&f, b"0").map_err(|e| Error::from(e).context("join the container's cgroup (tasks)"))?;
+        }
+        Ok(())
+    }
+
+    /// Where the child could not be cloned into the v2 cgroup (old kernel): the parent
+    /// moves it there.
+    pub fn join_v2_from_parent(&self, pid: i32) -> Result<()> {
+        let Some(dir) = &self.v2_dir else { return Ok(()) };
+        use nix::fcntl::{openat, OFlag};
+        let f = openat(std::os::fd::AsFd::as_fd(dir), "cgroup.procs", OFlag::O_WRONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
+            .map_err(|e| Error::from(e).context("open cgroup.procs"))?;
+        nix::unistd::write(&f, pid.to_string().as_bytes()).map_err(|e| Error::from(e).context("join the cgroup2 hierarchy"))?;
+        Ok(())
+    }
+
+    /// Forks the child: into the v2 cgroup where the kernel can; returns whether it did.
+    pub fn fork(&self) -> Result<(nix::unistd::ForkResult, bool)> {
+        if let Some(dir) = &self.v2_dir {
+            if let Some(r) = crate::process::clone::fork_into_cgroup(std::os::fd::AsFd::as_fd(dir))? {
+                return Ok((r, true));
+            }
+        }
+        Ok((crate::process::fds::fork()?, false))
+    }
+
+    pub fn fds(&self) -> Vec<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.v1_tasks.iter().chain(self.v2_dir.iter()).map(|f| f.as_raw_fd()).collect()
+    }
 }
 
 impl Cgroup {
@@ -27,12 +107,21 @@ impl Cgroup {
         let mgr = capsa_cgroups::manager(mode, path.as_deref().filter(|p| !p.is_empty()), id)?;
         let resources = resources(linux);
         mgr.create()?;
-        let cg = Cgroup { mgr, unified: mode == capsa_cgroups::Mode::Unified };
+        let cg = Cgroup { mgr, unified: mode == capsa_cgroups::Mode::Unified, systemd };
         if let Err(e) = cg.mgr.apply(&resources) {
             let _ = cg.mgr.destroy();
             return Err(e.into());
         }
         Ok(cg)
+    }
+
+    /// What a child needs to join the cgroups by itself: every hierarchy of a cgroupfs
+    /// manager (the systemd driver places processes through systemd instead).
+    pub fn self_join(&self) -> Result<Option<SelfJoin>> {
+        if self.systemd {
+            return Ok(None);
+        }
+        SelfJoin::open(&self.paths()).map(Some)
     }
 
     pub fn add_task(&self, pid: i32) -> Result<()> {

@@ -39,7 +39,11 @@ pub fn read_self() -> std::io::Result<Vec<MountInfo>> {
 
 /// Reads and parses a mountinfo file (`/proc/PID/mountinfo`).
 pub fn read(path: &str) -> std::io::Result<Vec<MountInfo>> {
-    Ok(parse(&std::fs::read_to_string(path)?))
+    use std::io::Read;
+    // procfs files have no size: start big, so a long table is read in a few calls.
+    let mut text = String::with_capacity(64 << 10);
+    std::fs::File::open(path)?.read_to_string(&mut text)?;
+    Ok(parse(&text))
 }
 
 /// Undoes the kernel's octal escapes (`\040` for a space, `\134` for a backslash).

@@ -61,6 +61,13 @@ impl ProcFs {
         ProcFs::verify(fd)
     }
 
+    /// The procfs at `/proc` of this process's root, reached without following a symlink
+    /// and verified (cheaper than [`ProcFs::new`]; what is mounted below it is seen).
+    pub fn current() -> io::Result<ProcFs> {
+        let root = crate::Root::open(Path::new("/"))?;
+        ProcFs::verify(root.open_at(Path::new("/proc"), OFlag::O_PATH | OFlag::O_DIRECTORY, crate::Follow::Never)?)
+    }
+
     /// Uses `fd` if it is the root of a procfs.
     pub fn verify(fd: OwnedFd) -> io::Result<ProcFs> {
         if !is_procfs(fd.as_fd())? {
@@ -117,21 +124,14 @@ impl ProcFs {
 }
 
 /// Opens the file an `O_PATH` fd names for real I/O (`flags`), through this process's own
-/// `/proc/PID/fd/N` in a private procfs instance: the same inode, whatever has been renamed
-/// or mounted since, and nothing the container can cover. The instance is made on first
-/// use and kept for the life of the process (made again after a fork).
+/// `/proc/PID/fd/N`: the same inode, whatever has been renamed since. The procfs is looked up
+/// afresh each time (a cached one could belong to another pid namespace after a fork).
 pub fn reopen(fd: BorrowedFd<'_>, flags: OFlag) -> io::Result<OwnedFd> {
     use std::os::fd::AsRawFd;
-    use std::sync::Mutex;
-    static CACHE: Mutex<Option<(u32, ProcFs)>> = Mutex::new(None);
+    let proc = ProcFs::current().or_else(|_| ProcFs::new())?;
+    // `PID/fd` are procfs directories; the last component is the magic link to our own fd,
+    // which must be followed (so no openat2 restrictions here).
     let pid = std::process::id();
-    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.as_ref().is_none_or(|(p, _)| *p != pid) {
-        *cache = Some((pid, ProcFs::new()?));
-    }
-    let Some((_, proc)) = cache.as_ref() else { return Err(other("no procfs")) };
-    // `PID/fd` are directories of a procfs nobody else can mount on; the last component is
-    // the magic link to our own fd, which must be followed (so no openat2 restrictions).
     nix::fcntl::openat(
         proc.fd.as_fd(),
         format!("{pid}/fd/{}", fd.as_raw_fd()).as_str(),

@@ -167,7 +167,17 @@ pub fn create(a: CreateArgs) -> Result<Created> {
     }
 
     let (parent, child) = Channel::pair()?;
-    match crate::process::fds::fork()? {
+    // cgroupfs: stage 1 joins the cgroups itself (see cgroup::SelfJoin); systemd places it.
+    let self_join = match &cleanup.cgroup {
+        Some(cg) => cg.self_join()?,
+        None => None,
+    };
+    let (forked, in_v2) = match &self_join {
+        Some(j) => j.fork()?,
+        None => (crate::process::fds::fork()?, false),
+    };
+    *plan.cgroup_join.borrow_mut() = self_join;
+    match forked {
         ForkResult::Child => {
             drop(parent);
             crate::process::init::stage1(&plan, &child)
@@ -175,6 +185,15 @@ pub fn create(a: CreateArgs) -> Result<Created> {
         ForkResult::Parent { child: stage1 } => {
             drop(child);
             cleanup.stage1 = Some(stage1);
+            match plan.cgroup_join.take() {
+                Some(j) if !in_v2 => j.join_v2_from_parent(stage1.as_raw())?,
+                Some(_) => {}
+                None => {
+                    if let Some(cg) = &cleanup.cgroup {
+                        cg.add_task(stage1.as_raw())?;
+                    }
+                }
+            }
             let hooks = HookCtx { spec, id: a.id, bundle: &bundle.dir };
             let init = drive_children(&plan, &parent, stage1, &mut cleanup, &hooks).map_err(|e| e.context("create"))?;
             let pid_start =
@@ -219,9 +238,6 @@ impl HookCtx<'_> {
 }
 
 fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cleanup, hooks: &HookCtx) -> Result<Pid> {
-    if let Some(cg) = &cleanup.cgroup {
-        cg.add_task(stage1.as_raw())?;
-    }
     if cleanup.cgroup.is_none() && !plan.ns.new_user && !nix::unistd::geteuid().is_root() {
         bail!("linux.namespaces: a rootless container needs a new user namespace (see `capsa spec --rootless`)");
     }

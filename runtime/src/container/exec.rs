@@ -149,11 +149,19 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
         console_socket,
         preserve_fds: a.preserve_fds,
         seccomp,
+        cgroup_join: Default::default(),
         late_cgroup,
     };
 
     let (parent, child) = Channel::pair()?;
-    match crate::process::fds::fork()? {
+    // Stage 1 joins the cgroups itself (see cgroup::SelfJoin).
+    let self_join = if cgroup_dirs.is_empty() { None } else { Some(crate::cgroup::SelfJoin::open(&cgroup_dirs)?) };
+    let (forked, in_v2) = match &self_join {
+        Some(j) => j.fork()?,
+        None => (crate::process::fds::fork()?, false),
+    };
+    *plan.cgroup_join.borrow_mut() = self_join;
+    match forked {
         ForkResult::Child => {
             drop(parent);
             crate::process::exec::stage1(&plan, &child)
@@ -161,7 +169,11 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
         ForkResult::Parent { child: stage1 } => {
             drop(child);
             let listener = plan.seccomp.as_ref().and_then(|s| s.listener.as_ref());
-            let r = drive(&parent, stage1, &cgroup_dirs, listener, &state);
+            let joined = match plan.cgroup_join.take() {
+                Some(j) if !in_v2 => j.join_v2_from_parent(stage1.as_raw()),
+                _ => Ok(()),
+            };
+            let r = joined.and_then(|()| drive(&parent, listener, &state));
             if r.is_err() {
                 let _ = nix::sys::signal::kill(stage1, nix::sys::signal::Signal::SIGKILL);
             }
@@ -175,10 +187,7 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
     }
 }
 
-fn drive(chan: &Channel, stage1: Pid, cgroup_dirs: &[PathBuf], listener: Option<&(PathBuf, String)>, state: &super::State) -> Result<i32> {
-    for dir in cgroup_dirs {
-        std::fs::write(dir.join("cgroup.procs"), stage1.as_raw().to_string()).with_ctx(|| format!("join cgroup {}", dir.display()))?;
-    }
+fn drive(chan: &Channel, listener: Option<&(PathBuf, String)>, state: &super::State) -> Result<i32> {
     chan.send(&Msg::Go)?;
     let mut pid = None;
     loop {

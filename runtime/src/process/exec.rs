@@ -34,6 +34,8 @@ pub struct ExecPlan {
     pub preserve_fds: i32,
     /// The container's `linux.seccomp`, compiled.
     pub seccomp: Option<crate::seccomp::SeccompPlan>,
+    /// How stage 1 joins the container's cgroups by itself (taken and closed by stage 1).
+    pub cgroup_join: std::cell::RefCell<Option<crate::cgroup::SelfJoin>>,
     /// `cgroup.procs` files the process writes itself into as its last step, when the
     /// container is paused (`--ignore-paused`): joining a frozen cgroup earlier would
     /// freeze the setup half-way.
@@ -48,6 +50,7 @@ impl ExecPlan {
         v.extend(self.join.iter().map(|j| j.fd.as_raw_fd()));
         v.extend(self.console_socket.iter().map(|f| f.as_raw_fd()));
         v.extend(self.late_cgroup.iter().map(|f| f.as_raw_fd()));
+        v.extend(self.cgroup_join.borrow().iter().flat_map(|j| j.fds()));
         v
     }
 }
@@ -62,7 +65,10 @@ pub fn stage1(plan: &ExecPlan, chan: &Channel) -> ! {
 }
 
 fn stage1_inner(plan: &ExecPlan, chan: &Channel) -> Result<()> {
+    // Joined first thing; a failure is reported after Go, when the parent listens.
+    let joined = plan.cgroup_join.take().map(|j| j.join_v1()).transpose();
     chan.expect(&Msg::Go)?;
+    joined?;
     // Processes already in the container must not reach our memory or fds through
     // /proc/PID while we run capsa code there; exec resets this.
     // SAFETY: prctl with integer arguments only.

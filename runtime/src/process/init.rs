@@ -38,7 +38,10 @@ pub fn stage1(plan: &InitPlan, chan: &Channel) -> ! {
 }
 
 fn stage1_inner(plan: &InitPlan, chan: &Channel) -> Result<()> {
+    // Joined first thing; a failure is reported after Go, when the parent listens.
+    let joined = plan.cgroup_join.take().map(|j| j.join_v1()).transpose();
     chan.expect(&Msg::Go)?;
+    joined?;
     for j in &plan.ns.join {
         setns(j.fd.as_fd(), j.flag).with_ctx(|| format!("linux.namespaces: join {}", j.path.display()))?;
     }

@@ -8,6 +8,7 @@
 //! * [`exeseal`]: keeps /proc/self/exe of capsa unwritable from a container (CVE-2019-5736).
 //! * [`fds`]: the guards around fork: one thread only, preserved fds, nothing else inherited.
 
+pub mod clone;
 pub mod exec;
 pub mod exeseal;
 pub mod fds;

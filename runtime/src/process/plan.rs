@@ -73,6 +73,8 @@ pub struct InitPlan {
     pub seccomp: Option<crate::seccomp::SeccompPlan>,
     /// `linux.netDevices`, moved by the parent once init's network namespace exists.
     pub net_devices: crate::netdev::Moves,
+    /// How stage 1 joins the container's cgroups by itself (taken and closed by stage 1).
+    pub cgroup_join: std::cell::RefCell<Option<crate::cgroup::SelfJoin>>,
 }
 
 impl InitPlan {
@@ -84,6 +86,7 @@ impl InitPlan {
         v.extend(self.console_socket.iter().map(|f| f.as_raw_fd()));
         v.extend(self.fifo.iter().map(|f| f.as_raw_fd()));
         v.extend(self.rootfs.mounts.iter().filter_map(|m| m.tree.as_ref()).map(|t| t.as_raw_fd()));
+        v.extend(self.cgroup_join.borrow().iter().flat_map(|j| j.fds()));
         v
     }
 }
@@ -303,6 +306,7 @@ impl InitPlan {
             start_container_hooks: hooks_of(spec, |h| h.start_container()),
             seccomp: linux.seccomp().as_ref().map(crate::seccomp::plan).transpose()?,
             net_devices,
+            cgroup_join: Default::default(),
             wants_hooks: !hooks_of(spec, |h| h.prestart()).is_empty()
                 || !hooks_of(spec, |h| h.create_runtime()).is_empty()
                 || !hooks_of(spec, |h| h.create_container()).is_empty(),
@@ -322,8 +326,12 @@ impl InitPlan {
             if m.idmap.is_none() && in_userns && m.is_bind() {
                 let source = m.source.clone().unwrap_or_default();
                 let source = if source.is_relative() { self.rootfs.bundle.join(source) } else { source };
-                let tree = crate::rootfs::idmap::bind_tree(&source, m.flags).map_err(|e| e.context(format!("mounts[{i}]")))?;
-                m.tree = Some(std::sync::Arc::new(tree));
+                match crate::rootfs::idmap::bind_tree(&source, m.flags) {
+                    Ok(tree) => m.tree = Some(std::sync::Arc::new(tree)),
+                    // An unprivileged (rootless) runtime may not clone mounts: init binds it.
+                    Err(e) if e.errno() == Some(nix::errno::Errno::EPERM) => {}
+                    Err(e) => return Err(e.context(format!("mounts[{i}]"))),
+                }
                 continue;
             }
             let (Some(recursive), Some((uids, gids))) = (m.idmap, m.id_maps.as_ref()) else { continue };
