@@ -8,7 +8,30 @@ use std::path::PathBuf;
 use capsa_cgroups::{DeviceRule, Manager, Resources};
 
 use crate::error::{Error, Result};
-use crate::rootfs::{CgroupHierarchy, CgroupView};
+
+/// One cgroup hierarchy to show at the container's `cgroup` mount.
+#[derive(Debug, Clone)]
+pub struct CgroupHierarchy {
+    /// Directory name under the mount point (`memory`, `cpu,cpuacct`, `unified`, ...).
+    pub name: String,
+    /// `cgroup` or `cgroup2`.
+    pub fstype: String,
+    /// Mount data selecting the hierarchy (`memory`, `none,name=systemd`, ``).
+    pub data: String,
+    /// The container's cgroup directory on the host, bound when there is no cgroupns.
+    pub host_dir: PathBuf,
+}
+
+/// How to mount `type: cgroup` entries.
+#[derive(Debug, Clone, Default)]
+pub struct CgroupView {
+    /// Pure cgroup v2 host: one cgroup2 mount at the destination itself.
+    pub unified: bool,
+    /// The container has its own cgroup namespace: mount the filesystems afresh
+    /// (the kernel roots them at the container's cgroup); otherwise bind host dirs.
+    pub namespaced: bool,
+    pub hierarchies: Vec<CgroupHierarchy>,
+}
 
 /// The container's cgroup while it is being created.
 pub struct Cgroup {
@@ -77,16 +100,6 @@ impl SelfJoin {
             .map_err(|e| Error::from(e).context("open cgroup.procs"))?;
         nix::unistd::write(&f, pid.to_string().as_bytes()).map_err(|e| Error::from(e).context("join the cgroup2 hierarchy"))?;
         Ok(())
-    }
-
-    /// Forks the child: into the v2 cgroup where the kernel can; returns whether it did.
-    pub fn fork(&self) -> Result<(nix::unistd::ForkResult, bool)> {
-        if let Some(dir) = &self.v2_dir {
-            if let Some(r) = crate::process::clone::fork_into_cgroup(std::os::fd::AsFd::as_fd(dir))? {
-                return Ok((r, true));
-            }
-        }
-        Ok((crate::process::fds::fork()?, false))
     }
 
     pub fn fds(&self) -> Vec<std::os::fd::RawFd> {

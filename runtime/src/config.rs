@@ -139,11 +139,7 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         if m.destination().as_os_str().is_empty() {
             bail!("mounts[{i}].destination: must not be empty");
         }
-        for o in m.options().iter().flatten() {
-            if crate::rootfs::mounts::parse_option(o).is_none() && m.typ().as_deref() == Some("bind") {
-                bail!("mounts[{i}].options: unknown mount option {o:?}");
-            }
-        }
+        crate::rootfs::check_mount(i, m)?;
     }
     for (i, d) in linux.devices().iter().flatten().enumerate() {
         if !d.path().is_absolute() {

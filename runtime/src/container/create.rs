@@ -112,7 +112,7 @@ pub fn create(a: CreateArgs) -> Result<Created> {
         if crate::cgroup::asks_for_limits(linux) {
             bail!("linux.resources: a rootless container cannot set resource limits (cgroups are not delegated to this user)");
         }
-        (crate::rootfs::CgroupView::default(), Vec::new())
+        (crate::cgroup::CgroupView::default(), Vec::new())
     } else {
         let cg = Cgroup::create(linux, a.id, a.systemd_cgroup)?;
         let view = cg.view()?;
@@ -173,7 +173,7 @@ pub fn create(a: CreateArgs) -> Result<Created> {
         None => None,
     };
     let (forked, in_v2) = match &self_join {
-        Some(j) => j.fork()?,
+        Some(j) => crate::process::clone::fork_maybe_into(j.v2_dir.as_ref())?,
         None => (crate::process::fds::fork()?, false),
     };
     *plan.cgroup_join.borrow_mut() = self_join;

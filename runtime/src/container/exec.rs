@@ -157,7 +157,7 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
     // Stage 1 joins the cgroups itself (see cgroup::SelfJoin).
     let self_join = if cgroup_dirs.is_empty() { None } else { Some(crate::cgroup::SelfJoin::open(&cgroup_dirs)?) };
     let (forked, in_v2) = match &self_join {
-        Some(j) => j.fork()?,
+        Some(j) => crate::process::clone::fork_maybe_into(j.v2_dir.as_ref())?,
         None => (crate::process::fds::fork()?, false),
     };
     *plan.cgroup_join.borrow_mut() = self_join;

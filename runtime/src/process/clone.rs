@@ -54,3 +54,14 @@ pub fn fork_into_cgroup(cgroup: BorrowedFd<'_>) -> Result<Option<ForkResult>> {
         }
     }
 }
+
+/// Forks the child, into the cgroup v2 directory `cgroup` where there is one and the
+/// kernel can; returns whether it did.
+pub fn fork_maybe_into(cgroup: Option<&std::os::fd::OwnedFd>) -> Result<(ForkResult, bool)> {
+    if let Some(dir) = cgroup {
+        if let Some(r) = fork_into_cgroup(std::os::fd::AsFd::as_fd(dir))? {
+            return Ok((r, true));
+        }
+    }
+    Ok((super::fds::fork()?, false))
+}

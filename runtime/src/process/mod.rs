@@ -15,3 +15,4 @@ pub mod fds;
 pub mod init;
 pub mod plan;
 pub mod sync;
+pub mod userns;

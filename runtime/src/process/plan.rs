@@ -10,11 +10,12 @@ use oci_spec::runtime::Spec;
 
 use crate::bail;
 use crate::capabilities::CapPlan;
+use crate::cgroup::CgroupView;
 use crate::error::Result;
 use crate::namespaces::NsPlan;
 use crate::rlimits::Rlimit;
-use crate::rootfs::mounts::MountPlan;
-use crate::rootfs::{devices, CgroupView, RootfsPlan};
+use crate::rootfs::MountPlan;
+use crate::rootfs::{devices, RootfsPlan};
 
 /// The user's process: what init execs and with which attributes.
 #[derive(Clone)]
@@ -326,7 +327,7 @@ impl InitPlan {
             if m.idmap.is_none() && in_userns && m.is_bind() {
                 let source = m.source.clone().unwrap_or_default();
                 let source = if source.is_relative() { self.rootfs.bundle.join(source) } else { source };
-                match crate::rootfs::idmap::bind_tree(&source, m.flags) {
+                match crate::rootfs::trees::bind_tree(&source, m.flags) {
                     Ok(tree) => m.tree = Some(std::sync::Arc::new(tree)),
                     // An unprivileged (rootless) runtime may not clone mounts: init binds it.
                     Err(e) if e.errno() == Some(nix::errno::Errno::EPERM) => {}
@@ -335,10 +336,10 @@ impl InitPlan {
                 continue;
             }
             let (Some(recursive), Some((uids, gids))) = (m.idmap, m.id_maps.as_ref()) else { continue };
-            let userns = crate::rootfs::idmap::userns_with_maps(uids, gids).map_err(|e| e.context(format!("mounts[{i}]")))?;
+            let userns = super::userns::with_maps(uids, gids).map_err(|e| e.context(format!("mounts[{i}]")))?;
             let source = m.source.clone().unwrap_or_default();
             let source = if source.is_relative() { self.rootfs.bundle.join(source) } else { source };
-            let tree = crate::rootfs::idmap::idmapped_tree(
+            let tree = crate::rootfs::trees::idmapped_tree(
                 &source,
                 m.flags.contains(MsFlags::MS_REC),
                 recursive,

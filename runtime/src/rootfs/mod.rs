@@ -12,7 +12,9 @@
 //!    and maskedPaths on fds (a masked file gets a verified /dev/null), read-only root.
 
 pub mod devices;
-pub mod idmap;
+pub mod trees;
+
+pub use mounts::MountPlan;
 pub mod mounts;
 pub mod tmpfs;
 
@@ -24,33 +26,9 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::{chdir, chroot, fchdir, pivot_root};
 
 use self::devices::DevicePlan;
-use self::mounts::MountPlan;
 use crate::bail;
+use crate::cgroup::{CgroupHierarchy, CgroupView};
 use crate::error::{Context, Error, Result};
-
-/// One cgroup hierarchy to show at the container's `cgroup` mount.
-#[derive(Debug, Clone)]
-pub struct CgroupHierarchy {
-    /// Directory name under the mount point (`memory`, `cpu,cpuacct`, `unified`, ...).
-    pub name: String,
-    /// `cgroup` or `cgroup2`.
-    pub fstype: String,
-    /// Mount data selecting the hierarchy (`memory`, `none,name=systemd`, ``).
-    pub data: String,
-    /// The container's cgroup directory on the host, bound when there is no cgroupns.
-    pub host_dir: PathBuf,
-}
-
-/// How to mount `type: cgroup` entries.
-#[derive(Debug, Clone, Default)]
-pub struct CgroupView {
-    /// Pure cgroup v2 host: one cgroup2 mount at the destination itself.
-    pub unified: bool,
-    /// The container has its own cgroup namespace: mount the filesystems afresh
-    /// (the kernel roots them at the container's cgroup); otherwise bind host dirs.
-    pub namespaced: bool,
-    pub hierarchies: Vec<CgroupHierarchy>,
-}
 
 /// Everything init needs to build the rootfs, prepared by the parent.
 #[derive(Debug, Clone)]
@@ -88,6 +66,17 @@ pub fn propagation_flag(s: &str) -> Option<MsFlags> {
         "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
         _ => return None,
     })
+}
+
+/// What config.json validation asks of a mount: options a bind mount cannot pass to the
+/// kernel as data must be ones we know.
+pub fn check_mount(i: usize, m: &oci_spec::runtime::Mount) -> Result<()> {
+    for o in m.options().iter().flatten() {
+        if mounts::parse_option(o).is_none() && m.typ().as_deref() == Some("bind") {
+            bail!("mounts[{i}].options: unknown mount option {o:?}");
+        }
+    }
+    Ok(())
 }
 
 /// What `/` of the new mount namespace becomes before anything is mounted: the rootfs
