@@ -548,3 +548,33 @@ fn z_base_rootfs_unchanged_by_a_magic_link_cwd() {
     assert_eq!(before, after);
     assert!(!Path::new(&base_rootfs()).join("work").exists());
 }
+
+/// /etc/passwd and /etc/group as symlinks to host paths: resolved inside the rootfs, so the
+/// host's files (here: planted ones that would give HOME=/PWNED and an extra group 4242) are
+/// never read.
+#[test]
+fn f_passwd_and_group_symlinks_stay_inside() {
+    let mut c = Container::new("hostile-passwd-link");
+    let watch = HostWatch::new(&c.dir);
+    let host_passwd = c.dir.join("host-passwd");
+    let host_group = c.dir.join("host-group");
+    fs::write(&host_passwd, "root:x:0:0:root:/PWNED:/bin/sh\n").unwrap();
+    fs::write(&host_group, "pwn:x:4242:root\n").unwrap();
+    plant_symlink(&c, "/etc/passwd", &format!("/../../../../..{}", host_passwd.display()));
+    plant_symlink(&c, "/etc/group", &format!("/../../../../..{}", host_group.display()));
+    let env: Vec<Value> =
+        c.config["process"]["env"].as_array().unwrap().iter().filter(|e| !e.as_str().unwrap().starts_with("HOME=")).cloned().collect();
+    c.set("/process/env", json!(env));
+    c.sh("echo $HOME; sleep 100");
+    let out = c.create_start();
+    let home = wait_file_contains(&out.stdout_path, "\n");
+    assert_eq!(home, "/\n", "HOME came from a file outside the rootfs");
+    // Now a real passwd, so `exec -u root` looks its groups up in the symlinked /etc/group.
+    fs::remove_file(c.rootfs.join("etc/passwd")).unwrap();
+    fs::copy(base_rootfs().join("etc/passwd"), c.rootfs.join("etc/passwd")).unwrap();
+    let groups = c.rt(["exec", "-u", "root", &c.id, "id", "-G"]).ok();
+    assert!(!groups.stdout.contains("4242"), "a group came from a file outside the rootfs: {groups}");
+    c.delete_force().ok();
+    watch.assert_untouched();
+    c.assert_clean();
+}
