@@ -119,7 +119,11 @@ impl Applier<'_> {
                 self.hardlink(&rel, &target)
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                let (major, minor) = (e.header().device_major().map_err(io_err)?, e.header().device_minor().map_err(io_err)?);
+                let (major, minor) = if kind == EntryType::Fifo {
+                    (None, None)
+                } else {
+                    (e.header().device_major().map_err(io_err)?, e.header().device_minor().map_err(io_err)?)
+                };
                 let kind = match kind {
                     EntryType::Char => SFlag::S_IFCHR,
                     EntryType::Block => SFlag::S_IFBLK,

@@ -33,14 +33,15 @@ use crate::oci::Compression;
 pub struct Limits {
     /// Largest uncompressed stream accepted for one layer.
     pub max_bytes: u64,
-    /// Largest uncompressed/compressed ratio accepted past 1 GiB.
+    /// Largest uncompressed/compressed ratio accepted past `ratio_after` bytes.
     pub max_ratio: u64,
+    pub ratio_after: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         let max_bytes = std::env::var("CAPSA_MAX_LAYER_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(64 << 30);
-        Limits { max_bytes, max_ratio: 200 }
+        Limits { max_bytes, max_ratio: 200, ratio_after: 1 << 30 }
     }
 }
 
@@ -100,7 +101,7 @@ impl<R: Read> Read for Guard<R> {
                 self.limits.max_bytes
             )));
         }
-        if self.read > (1 << 30) && self.read / self.compressed.max(1) > self.limits.max_ratio {
+        if self.read > self.limits.ratio_after && self.read / self.compressed.max(1) > self.limits.max_ratio {
             return Err(io::Error::other(format!(
                 "decompression bomb: {} bytes of {} compressed is more than {}x",
                 self.read, self.compressed, self.limits.max_ratio
