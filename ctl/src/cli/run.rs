@@ -195,7 +195,7 @@ fn exec(cli: &Cli, id: &str, bundle: &Path, tty: bool) -> Result<i32> {
 /// not exist, 126 when it cannot be run, 125 otherwise.
 fn start_failure(e: capsa::Error) -> Failure {
     let msg = e.to_string();
-    let code = if msg.contains("not found") || msg.contains("No such file") {
+    let code = if msg.contains("not found") || msg.contains("no such file") || msg.contains("No such file") {
         127
     } else if msg.contains("ermission denied") {
         126

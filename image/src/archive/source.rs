@@ -69,6 +69,16 @@ impl Source {
                 }
             }
         }
+        // A tar cut short ends "cleanly" at a header boundary for the tar reader: an entry
+        // whose data runs past the end of the file tells.
+        let len = file.metadata().map_err(|e| Error::new(format!("{name}: {e}")))?.len();
+        for (k, e) in &entries {
+            if let Ent::File { off, size } = e {
+                if off + size > len {
+                    return Err(Error::new(format!("{name}: truncated archive: {k:?} needs {} bytes past its end", off + size - len)));
+                }
+            }
+        }
         Ok(Source::Tar { file: Arc::new(file), entries, name: name.to_string() })
     }
 
