@@ -426,3 +426,42 @@ fn killed_run_and_load_are_cleaned_up_by_the_next_prune() {
     assert_eq!(env.ok(&["images", "--format", "{{.Repository}}"]), "busybox\n");
     assert_eq!(env.ok(&["run", "--rm", "busybox", "echo", "still"]), "still\n");
 }
+
+/// A Debian userland from the packages on this machine: bash and coreutils with their
+/// shared libraries (found by ldd) in one layer, Debian's /etc files in another.
+#[test]
+fn a_debian_userland_from_host_packages_runs() {
+    let env = Env::new("debian");
+    let bins = ["/bin/bash", "/usr/bin/env", "/usr/bin/id", "/usr/bin/cat", "/usr/bin/ls"];
+    let mut files: Vec<String> = bins.iter().map(|b| b.to_string()).collect();
+    for b in bins {
+        let o = Command::new("ldd").arg(b).output().expect("ldd");
+        for l in out(&o).lines() {
+            let path = l.split_whitespace().find(|w| w.starts_with('/')).map(str::to_string);
+            if let Some(p) = path {
+                if !files.contains(&p) {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(true);
+    for f in &files {
+        b.append_path_with_name(f, f.trim_start_matches('/')).unwrap();
+    }
+    let bins_layer = b.into_inner().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    for f in ["/etc/os-release", "/etc/debian_version", "/etc/passwd", "/etc/group"] {
+        b.append_path_with_name(f, f.trim_start_matches('/')).unwrap();
+    }
+    let etc_layer = b.into_inner().unwrap();
+    let layers = vec![bins_layer, etc_layer];
+    let cfg = config(&layers, json!({"Cmd": ["/bin/bash", "-c", "echo bash $BASH_VERSINFO; . /etc/os-release; echo $ID; id -un"], "Env": ["PATH=/usr/bin:/bin"]}));
+    let p = env.write("debian.tar", &docker_archive(&layers, &cfg, &["debian-host:1"]));
+    env.ok(&["load", "-i", p.to_str().unwrap()]);
+    let o = env.ok(&["run", "--rm", "debian-host:1"]);
+    let lines: Vec<&str> = o.lines().collect();
+    assert!(lines[0].starts_with("bash ") && lines[1] == "debian" && lines[2] == "root", "{o}");
+    assert_clean(&env);
+}

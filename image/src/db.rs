@@ -87,6 +87,11 @@ impl Db {
     }
 
     fn migrate(&mut self) -> Result<()> {
+        // Usually up to date: a read, no write lock.
+        let current: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current as usize == MIGRATIONS.len() {
+            return Ok(());
+        }
         let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         if version as usize > MIGRATIONS.len() {
