@@ -10,6 +10,15 @@ mod progress;
 use clap::Parser;
 
 fn main() {
+    // `run` forks a container through the capsa library, which requires a sealed copy of
+    // the running binary (CVE-2019-5736, see capsa::process::exeseal): restart from one
+    // before anything else, as the capsa CLI does.
+    if std::env::args_os().skip(1).any(|a| a == "run") {
+        if let Err(e) = capsa::process::exeseal::ensure_sealed() {
+            eprintln!("Error: {e}");
+            std::process::exit(125);
+        }
+    }
     let parsed = match cli::Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

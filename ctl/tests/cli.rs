@@ -457,7 +457,10 @@ fn a_debian_userland_from_host_packages_runs() {
     }
     let etc_layer = b.into_inner().unwrap();
     let layers = vec![bins_layer, etc_layer];
-    let cfg = config(&layers, json!({"Cmd": ["/bin/bash", "-c", "echo bash $BASH_VERSINFO; . /etc/os-release; echo $ID; id -un"], "Env": ["PATH=/usr/bin:/bin"]}));
+    let cfg = config(
+        &layers,
+        json!({"Cmd": ["/bin/bash", "-c", "echo bash $BASH_VERSINFO; . /etc/os-release; echo $ID; id -un"], "Env": ["PATH=/usr/bin:/bin"]}),
+    );
     let p = env.write("debian.tar", &docker_archive(&layers, &cfg, &["debian-host:1"]));
     env.ok(&["load", "-i", p.to_str().unwrap()]);
     let o = env.ok(&["run", "--rm", "debian-host:1"]);

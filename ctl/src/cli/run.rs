@@ -65,7 +65,17 @@ fn random_id() -> String {
     format!("{a}{b}{c}{d}")
 }
 
+/// `CAPSACTL_TRACE=1`: the time of each step of `run` on stderr (for benchmarks).
+fn trace(what: &str) {
+    use std::sync::OnceLock;
+    static START: OnceLock<Option<std::time::Instant>> = OnceLock::new();
+    if let Some(t0) = START.get_or_init(|| std::env::var_os("CAPSACTL_TRACE").map(|_| std::time::Instant::now())) {
+        eprintln!("{:8.2} ms  {what}", t0.elapsed().as_secs_f64() * 1e3);
+    }
+}
+
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
+    trace("start");
     if !a.rm {
         return Err(Failure {
             msg: "capsactl run without --rm is not implemented yet (kept containers come with the containers issue): add --rm".into(),
@@ -83,6 +93,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         }
     };
     let mut store = cli.store()?;
+    trace("store open");
     reap_orphans(cli, &mut store);
     let img = store.resolve(&a.image).map_err(|e| match e.kind() {
         capsa_image::error::Kind::NotFound => {
@@ -100,8 +111,11 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         let _lock = store.lock_shared()?;
         store.add_container(&id, &img, true)?;
     }
+    trace("image resolved, container recorded");
     let result = run_container(cli, a, &mut store, &cfg, &chain, &id, &dir, host_network);
+    trace("container exited");
     let cleanup = cleanup(cli, &mut store, &id, &dir);
+    trace("cleaned up");
     let code = result?;
     cleanup?;
     Ok(code)
@@ -119,6 +133,7 @@ fn run_container(
     host_network: bool,
 ) -> Result<i32> {
     let rootfs = store.snapshots.mount_rootfs(chain, dir)?;
+    trace("rootfs mounted");
     if let Some(n) = &rootfs.note {
         eprintln!("WARNING: {n}");
     }
@@ -144,6 +159,7 @@ fn run_container(
         runspec::build(&capsa::spec::example(None), cfg, &rootfs.path, &opts).map_err(|e| Failure { msg: e.to_string(), code: 125 })?;
     let text = serde_json::to_vec_pretty(&spec).map_err(|e| fail(format!("encode config.json: {e}")))?;
     std::fs::write(dir.join("config.json"), text)?;
+    trace("bundle written");
     store.set_container_state(id, "running")?;
     if !a.interactive {
         // docker gives a container without -i an empty stdin.
@@ -172,6 +188,7 @@ fn exec(cli: &Cli, id: &str, bundle: &Path, tty: bool) -> Result<i32> {
         rootless: !nix::unistd::geteuid().is_root(),
     })
     .map_err(start_failure)?;
+    trace("created");
     let master = match &created.tty {
         Some(s) => match capsa::tty::recv_fd(std::os::fd::AsFd::as_fd(s)) {
             Ok(m) => Some(m),
@@ -186,8 +203,11 @@ fn exec(cli: &Cli, id: &str, bundle: &Path, tty: bool) -> Result<i32> {
         let _ = container::delete(&cli.state_root, id, true);
         return Err(start_failure(e));
     }
+    trace("started");
     let code = foreground::wait(created.state.pid, &sigs, master);
+    trace("waited");
     let _ = container::delete(&cli.state_root, id, true);
+    trace("deleted");
     Ok(code?)
 }
 
@@ -225,6 +245,7 @@ fn etc_files(dir: &Path, hostname: &str, host_network: bool) -> Result<Vec<(Stri
 fn cleanup(cli: &Cli, store: &mut Store, id: &str, dir: &Path) -> Result<()> {
     let _ = container::delete(&cli.state_root, id, true);
     remove_rootfs(dir)?;
+    trace("rootfs removed");
     store.remove_container_row(id)?;
     Ok(())
 }
