@@ -12,7 +12,7 @@ impl Bar {
             return Bar(None);
         }
         let pb = indicatif::ProgressBar::new(0);
-        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec}") {
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}") {
             pb.set_style(style.progress_chars("=> "));
         }
         pb.set_message(what.to_string());

@@ -137,6 +137,7 @@ fn images_tag_inspect_history_rmi_prune() {
     let v: Value = serde_json::from_str(&env.ok(&["image", "inspect", "me/bb:v1"])).unwrap();
     assert_eq!(v[0]["RepoTags"], json!(["busybox:latest", "me/bb:v1"]));
     assert_eq!(v[0]["Config"]["Cmd"], json!(["sh"]));
+    assert_eq!(v[0]["RepoDigests"], json!([]), "a docker-archive gives no repo digest, as with docker load");
     assert_eq!(v[0]["Os"], "linux");
     assert!(v[0]["Id"].as_str().unwrap().starts_with(&format!("sha256:{id}")));
     assert_eq!(env.ok(&["inspect", "--format", "{{.Config.Cmd}} {{.Architecture}}", "busybox"]), "[\"sh\"] amd64\n");

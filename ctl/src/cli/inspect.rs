@@ -52,8 +52,10 @@ pub fn describe(store: &Store, img: &ImageInfo) -> Result<Value> {
     let tags: Vec<String> = img.tags.iter().map(|t| split_tag(t)).map(|(r, t)| format!("{}:{t}", familiar(r))).collect();
     let mut repos: Vec<String> = img.tags.iter().map(|t| familiar(split_tag(t).0).to_string()).collect();
     repos.dedup();
-    let digest = img.repo_digest.clone().unwrap_or_else(|| img.manifest.clone());
-    let repo_digests: Vec<String> = repos.iter().map(|r| format!("{r}@{digest}")).collect();
+    let repo_digests: Vec<String> = match &img.repo_digest {
+        Some(d) => repos.iter().map(|r| format!("{r}@{d}")).collect(),
+        None => Vec::new(),
+    };
     let chain = store.chain(img)?;
     let dirs: Vec<String> = chain.iter().rev().map(|c| store.snapshots.fs(c).display().to_string()).collect();
     let mut config = serde_json::to_value(cfg.config.clone().unwrap_or_default()).unwrap_or(json!({}));

@@ -291,7 +291,7 @@ fn bring_layers(store: &Store, src: &Source, plans: &[ImagePlan], opts: &LoadOpt
     for p in plans {
         for l in &p.layers {
             if seen.insert(l.chain.clone()) {
-                total += l.size.unwrap_or(0);
+                total += l.size.or_else(|| src.size(&l.path)).unwrap_or(0);
                 jobs.push_back(l.clone());
             }
         }
@@ -408,6 +408,9 @@ fn record(store: &mut Store, p: ImagePlan, done: &BTreeMap<Digest, LayerDone>) -
     store.content.put(&p.config, Some(&p.config_digest))?;
     blobs.push((p.config_digest.clone(), "config"));
     // A docker-archive has no manifest: make the OCI one that describes what we stored.
+    // The digest a registry would know the image by: the index's, else the manifest's as
+    // the source gave it (a docker-archive has none, as with `docker load`).
+    let mut repo_digest = p.manifest.as_ref().map(|(_, d)| d.clone());
     let (mbytes, mdigest) = match p.manifest {
         Some(m) => m,
         None => {
@@ -428,14 +431,11 @@ fn record(store: &mut Store, p: ImagePlan, done: &BTreeMap<Digest, LayerDone>) -
     };
     store.content.put(&mbytes, Some(&mdigest))?;
     blobs.push((mdigest.clone(), "manifest"));
-    let repo_digest = match &p.index {
-        Some((b, d)) => {
-            store.content.put(b, Some(d))?;
-            blobs.push((d.clone(), "index"));
-            Some(d.clone())
-        }
-        None => None,
-    };
+    if let Some((b, d)) = &p.index {
+        store.content.put(b, Some(d))?;
+        blobs.push((d.clone(), "index"));
+        repo_digest = Some(d.clone());
+    }
     let img = NewImage {
         id: p.config_digest.clone(),
         manifest: mdigest,

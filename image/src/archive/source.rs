@@ -105,6 +105,18 @@ impl Source {
         }
     }
 
+    /// The size of the file `p` in the source, if it is there.
+    pub fn size(&self, p: &str) -> Option<u64> {
+        let k = key(Path::new(p))?;
+        match self {
+            Source::Tar { .. } => self.find(&k).map(|(_, s)| s),
+            Source::Dir { root } => {
+                let fd = root.open_at(Path::new(&k), OFlag::O_PATH, Follow::InRoot).ok()?;
+                nix::sys::stat::fstat(&fd).ok().map(|st| st.st_size as u64)
+            }
+        }
+    }
+
     /// A reader of the file `p` in the source and its size.
     pub fn open(&self, p: &str) -> Result<(Box<dyn Read + Send>, u64)> {
         let k = key(Path::new(p)).ok_or_else(|| Error::new(format!("{p:?}: escapes the archive")))?;

@@ -11,6 +11,12 @@
 //!   the caller against the image config. An uncompressed blob's diffID is its digest,
 //!   already verified when it was stored, so its file contents are copied by the kernel
 //!   (`copy_file_range`) without passing through this process.
+//! * One difference from unpacking all layers into one directory (docker's vfs, umoci):
+//!   a path under a directory that a *lower* layer made a symlink (`lib` → `usr/lib`) is
+//!   not followed through that symlink here, since the lower layer is not seen; overlay then
+//!   shows this layer's real directory. Layers written by `docker build` never do this (the
+//!   upper dir they come from holds the resolved path); containerd's overlay applier,
+//!   which writes into the layer's own upper directory, does the same.
 //! * Decompression bombs: unpacking stops once the uncompressed stream passes
 //!   [`Limits::max_bytes`], or once it is past 1 GiB and more than [`Limits::max_ratio`]
 //!   times the compressed size (real layers compress 2–10×; gzip's ceiling is ~1030×).
