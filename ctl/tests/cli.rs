@@ -208,6 +208,14 @@ fn save_and_load_round_trip_with_umoci_and_skopeo() {
     assert_eq!(env3.ok(&["run", "--rm", "skopeo/bb:1", "echo", "skopeo"]), "skopeo\n");
     let o = env3.ok(&["load", "-i", oci.to_str().unwrap()]);
     assert!(o.starts_with("Loaded image ID: sha256:"), "umoci's layout names no repository: {o}");
+    // umoci's layers are gzip: saved in docker format they are written out decompressed.
+    let id = o.trim().trim_start_matches("Loaded image ID: ").to_string();
+    env3.ok(&["tag", &id, "umoci:gz"]);
+    let gz = env.dir.join("from-gzip.tar");
+    env3.ok(&["save", "-o", gz.to_str().unwrap(), "umoci:gz"]);
+    let env4 = Env::new("save-gz");
+    assert_eq!(env4.ok(&["load", "-i", gz.to_str().unwrap()]), "Loaded image: umoci:gz\n");
+    assert_eq!(env4.ok(&["run", "--rm", "umoci:gz", "echo", "gz"]), "gz\n");
     assert_clean(&env3);
 }
 
@@ -467,5 +475,31 @@ fn a_debian_userland_from_host_packages_runs() {
     let o = env.ok(&["run", "--rm", "debian-host:1"]);
     let lines: Vec<&str> = o.lines().collect();
     assert!(lines[0].starts_with("bash ") && lines[1] == "debian" && lines[2] == "root", "{o}");
+    assert_clean(&env);
+}
+
+/// Layers shared by two images are unpacked once, kept while either image needs them, and
+/// removed with the last one.
+#[test]
+fn shared_layers_are_counted_and_collected() {
+    let env = Env::new("shared");
+    let base = Layer::new().busybox().tar();
+    let a = Layer::new().file("a", 0o644, b"a\n").tar();
+    let b = Layer::new().file("b", 0o644, b"b\n").tar();
+    for (name, top) in [("img:a", &a), ("img:b", &b)] {
+        let layers = vec![base.clone(), top.clone()];
+        let cfg = config(&layers, json!({"Cmd": ["sh"]}));
+        let p = env.write("x.tar", &docker_archive(&layers, &cfg, &[name]));
+        env.ok(&["load", "-i", p.to_str().unwrap()]);
+    }
+    assert_eq!(env.count("snapshots"), 3, "the base is unpacked once");
+    assert_eq!(env.db("SELECT refs FROM layers WHERE parent IS NULL"), "2");
+    env.ok(&["rmi", "img:a"]);
+    assert_eq!(env.count("snapshots"), 2);
+    assert_eq!(env.ok(&["run", "--rm", "img:b", "cat", "/b"]), "b\n");
+    env.ok(&["rmi", "img:b"]);
+    assert_eq!(env.count("snapshots"), 0);
+    assert_eq!(env.count("blobs/sha256"), 0);
+    assert_eq!(env.db("SELECT count(*) FROM layers"), "0");
     assert_clean(&env);
 }
