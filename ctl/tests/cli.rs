@@ -180,8 +180,14 @@ fn save_and_load_round_trip_with_umoci_and_skopeo() {
     assert!(Command::new("tar").arg("-C").arg(&layout).arg("-xf").arg(&o).status().unwrap().success());
     let u = Command::new("umoci").arg("ls").arg("--layout").arg(&layout).output().expect("umoci (hack/deps.sh)");
     assert_eq!(out(&u), "latest\n", "{}", err(&u));
+    // An OCI layout directory: umoci reads it, we load it back.
+    let od = env.dir.join("saved-oci-dir");
+    env.ok(&["save", "--format", "oci-dir", "-o", od.to_str().unwrap(), "busybox"]);
+    let u = Command::new("umoci").arg("ls").arg("--layout").arg(&od).output().unwrap();
+    assert_eq!(out(&u), "latest\n", "{}", err(&u));
+    assert!(env.fails(&["save", "--format", "oci-dir", "-o", od.to_str().unwrap(), "busybox"]).contains("already exists"));
     // And our archives load into a fresh store and run.
-    for f in [&d, &o] {
+    for f in [&d, &o, &od] {
         let env2 = Env::new(&format!("save-{}", f.file_name().unwrap().to_string_lossy()));
         assert_eq!(env2.ok(&["load", "-i", f.to_str().unwrap()]), "Loaded image: busybox:latest\n");
         assert_eq!(env2.ok(&["run", "--rm", "busybox", "echo", "again"]), "again\n");

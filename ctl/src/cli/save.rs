@@ -14,8 +14,9 @@ pub struct Args {
     /// Write to a file, instead of STDOUT.
     #[arg(short, long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// docker (manifest.json, plain layers; also an OCI layout) or oci (OCI layout, blobs as stored).
-    #[arg(long, default_value = "docker", value_parser = ["docker", "oci"])]
+    /// docker (manifest.json, plain layers; also an OCI layout), oci (OCI layout tar, blobs
+    /// as stored) or oci-dir (the OCI layout as a new directory -o DIR).
+    #[arg(long, default_value = "docker", value_parser = ["docker", "oci", "oci-dir"])]
     pub format: String,
     #[arg(required = true)]
     pub images: Vec<String>,
@@ -32,6 +33,11 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
             Some(i) => i.names.extend(by_name),
             None => items.push(Item { names: by_name.into_iter().collect(), image: img }),
         }
+    }
+    if a.format == "oci-dir" {
+        let dir = a.output.as_ref().ok_or_else(|| fail("--format oci-dir: -o DIR is required"))?;
+        archive::save_dir(&store, &items, dir)?;
+        return Ok(0);
     }
     match &a.output {
         Some(path) => {

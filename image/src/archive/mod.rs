@@ -8,5 +8,5 @@ pub mod source;
 
 pub use import::import;
 pub use load::{load, LoadOpts, Loaded, Progress, Quiet};
-pub use save::{save, Format, Item};
+pub use save::{save, save_dir, Format, Item};
 pub use source::Source;

@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
@@ -31,22 +32,43 @@ pub struct Item {
     pub names: Vec<String>,
 }
 
+/// Where the files go: a tar stream, or a directory (an OCI layout on disk).
+enum Sink<W: Write> {
+    Tar(tar::Builder<W>),
+    Dir(PathBuf),
+}
+
 struct Out<W: Write> {
-    tar: tar::Builder<W>,
+    sink: Sink<W>,
     written: HashSet<String>,
 }
 
 impl<W: Write> Out<W> {
-    fn add(&mut self, path: &str, size: u64, data: impl Read) -> Result<()> {
+    /// Adds a file; `path` is always one of ours (`blobs/<algo>/<hex>` of a validated digest,
+    /// `index.json`, ...), never a name from an image.
+    fn add(&mut self, path: &str, size: u64, mut data: impl Read) -> Result<()> {
         if !self.written.insert(path.to_string()) {
             return Ok(());
         }
-        let mut h = tar::Header::new_ustar();
-        h.set_size(size);
-        h.set_mode(0o644);
-        h.set_entry_type(tar::EntryType::Regular);
-        h.set_mtime(0);
-        self.tar.append_data(&mut h, path, data).map_err(|e| Error::new(format!("write {path}: {e}")))
+        match &mut self.sink {
+            Sink::Tar(tar) => {
+                let mut h = tar::Header::new_ustar();
+                h.set_size(size);
+                h.set_mode(0o644);
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_mtime(0);
+                tar.append_data(&mut h, path, data).map_err(|e| Error::new(format!("write {path}: {e}")))
+            }
+            Sink::Dir(dir) => {
+                let p = dir.join(path);
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| Error::new(format!("create {}: {e}", parent.display())))?;
+                }
+                let mut f = File::create(&p).map_err(|e| Error::new(format!("create {}: {e}", p.display())))?;
+                io::copy(&mut data, &mut f).map_err(|e| Error::new(format!("write {}: {e}", p.display())))?;
+                Ok(())
+            }
+        }
     }
 
     fn add_bytes(&mut self, path: &str, b: &[u8]) -> Result<()> {
@@ -58,9 +80,37 @@ fn blob_path(d: &Digest) -> String {
     format!("blobs/{}/{}", d.algo().name(), d.hex())
 }
 
+/// Writes the images as a tar to `w`.
 pub fn save<W: Write>(store: &Store, items: &[Item], format: Format, w: W) -> Result<W> {
-    let mut out = Out { tar: tar::Builder::new(w), written: HashSet::new() };
-    out.tar.mode(tar::HeaderMode::Deterministic);
+    let mut tar = tar::Builder::new(w);
+    tar.mode(tar::HeaderMode::Deterministic);
+    let mut out = Out { sink: Sink::Tar(tar), written: HashSet::new() };
+    write_images(store, items, format, &mut out)?;
+    match out.sink {
+        Sink::Tar(t) => t.into_inner().map_err(|e| Error::new(format!("finish the archive: {e}"))),
+        Sink::Dir(_) => Err(Error::new("save: not a tar")),
+    }
+}
+
+/// Writes the images as an OCI image layout directory `dir` (which must not exist yet):
+/// made beside it under a temporary name and renamed when complete.
+pub fn save_dir(store: &Store, items: &[Item], dir: &Path) -> Result<()> {
+    if dir.exists() {
+        return Err(Error::new(format!("{}: already exists", dir.display())));
+    }
+    let name = dir.file_name().ok_or_else(|| Error::new(format!("{}: not a directory name", dir.display())))?;
+    let tmp = dir.with_file_name(format!(".{}.{}", name.to_string_lossy(), crate::content::random_suffix()));
+    std::fs::create_dir(&tmp).map_err(|e| Error::new(format!("create {}: {e}", tmp.display())))?;
+    let mut out: Out<io::Sink> = Out { sink: Sink::Dir(tmp.clone()), written: HashSet::new() };
+    let res = write_images(store, items, Format::Oci, &mut out)
+        .and_then(|_| std::fs::rename(&tmp, dir).map_err(|e| Error::new(format!("rename to {}: {e}", dir.display()))));
+    if res.is_err() {
+        let _ = crate::layer::remove_tree(&tmp);
+    }
+    res
+}
+
+fn write_images<W: Write>(store: &Store, items: &[Item], format: Format, out: &mut Out<W>) -> Result<()> {
     out.add_bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
     let mut index = Vec::new();
     let mut docker = Vec::new();
@@ -70,6 +120,7 @@ pub fn save<W: Write>(store: &Store, items: &[Item], format: Format, w: W) -> Re
         let (_, config) = store.config(img)?;
         out.add_bytes(&blob_path(&img.id), &config)?;
         let layers = store.layers(img)?;
+        let out = &mut *out;
         let (manifest_desc, layer_paths) = match format {
             Format::Oci => {
                 let (m, bytes) = store.manifest(img)?;
@@ -87,7 +138,7 @@ pub fn save<W: Write>(store: &Store, items: &[Item], format: Format, w: W) -> Re
                 let mut descs = Vec::new();
                 let mut paths = Vec::new();
                 for l in &layers {
-                    let size = add_plain_layer(store, &mut out, l)?;
+                    let size = add_plain_layer(store, out, l)?;
                     descs.push(Descriptor::new(oci::OCI_LAYER, l.diff_id.clone(), size));
                     paths.push(blob_path(&l.diff_id));
                 }
@@ -132,7 +183,7 @@ pub fn save<W: Write>(store: &Store, items: &[Item], format: Format, w: W) -> Re
             out.add_bytes("repositories", &serde_json::to_vec(&repositories).unwrap_or_default())?;
         }
     }
-    out.tar.into_inner().map_err(|e| Error::new(format!("finish the archive: {e}")))
+    Ok(())
 }
 
 /// Writes a layer as a plain tar named by its diffID; returns its size.
