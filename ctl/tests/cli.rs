@@ -509,3 +509,41 @@ fn shared_layers_are_counted_and_collected() {
     assert_eq!(env.db("SELECT count(*) FROM layers"), "0");
     assert_clean(&env);
 }
+
+/// `run -it` from a terminal: the process gets a pty of its own, sees a tty, and its output
+/// comes back through ours.
+#[test]
+fn run_with_a_terminal() {
+    use std::io::Read;
+    use std::os::fd::{AsFd, OwnedFd};
+    let env = Env::new("tty");
+    load_busybox(&env);
+    let pty = nix::pty::openpty(None, None).unwrap();
+    let slave = |fd: &OwnedFd| Stdio::from(fd.as_fd().try_clone_to_owned().unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capsactl"))
+        .arg("--root")
+        .arg(env.root())
+        .arg("--state-root")
+        .arg(env.state())
+        .args(["run", "--rm", "-i", "-t", "busybox", "sh", "-c", "tty; echo $TERM; exit 7"])
+        .stdin(slave(&pty.slave))
+        .stdout(slave(&pty.slave))
+        .stderr(slave(&pty.slave))
+        .spawn()
+        .unwrap();
+    drop(pty.slave);
+    let status = child.wait().unwrap();
+    let mut master = std::fs::File::from(pty.master);
+    let mut buf = vec![0u8; 4096];
+    let mut got = String::new();
+    // Everything was written before exit; read until the pty reports no more (EIO).
+    while let Ok(n) = master.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(status.code(), Some(7), "{got}");
+    assert!(got.contains("/dev/pts/0") && got.contains("xterm"), "{got:?}");
+    assert_clean(&env);
+}
