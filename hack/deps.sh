@@ -9,6 +9,9 @@ pkgs="busybox-static runc crun jq hyperfine time iproute2 util-linux mount passw
 # cgroup2-vm.sh, the cgroup v2 VM: qemu (TCG), a Debian kernel, cpio for the initramfs,
 # binutils (strip), procps (ps, for the `ps` tests inside the VM).
 pkgs="$pkgs qemu-system-x86 linux-image-amd64 cpio binutils procps"
+# capsa-image / capsactl tests: skopeo and umoci make and read image archives, sqlite3 checks the
+# store's database; bench-image.sh: podman and containerd as peers, debootstrap for the Debian image.
+pkgs="$pkgs skopeo sqlite3 podman debootstrap"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

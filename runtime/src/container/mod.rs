@@ -8,6 +8,7 @@ mod create;
 mod delete;
 pub mod events;
 mod exec;
+pub mod foreground;
 mod kill;
 pub mod lock;
 mod pause;

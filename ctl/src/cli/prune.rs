@@ -1,0 +1,56 @@
+//! `image prune [-a] [-f]`: dangling images (no tag), or with -a every image no container
+//! uses; then leftovers of killed commands; then unreferenced layers and blobs.
+
+use std::io::{BufRead, Write};
+
+use super::{Cli, Result};
+use crate::format;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Remove all unused images, not just dangling ones.
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt for confirmation.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
+    if !a.force {
+        let what = if a.all { "all images without at least one container associated to them" } else { "all dangling images" };
+        print!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
+        let _ = std::io::stdout().flush();
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            return Ok(0);
+        }
+    }
+    let mut store = cli.store()?;
+    super::run::reap_orphans(cli, &mut store);
+    let mut deleted = Vec::new();
+    for img in store.images()? {
+        if (a.all || img.tags.is_empty()) && store.containers_of(&img.id)?.is_empty() {
+            for t in &img.tags {
+                store.untag(t)?;
+            }
+            store.delete_image(&img.id)?;
+            deleted.push(img);
+        }
+    }
+    let report = store.gc()?;
+    if !deleted.is_empty() {
+        println!("Deleted Images:");
+        for img in &deleted {
+            for t in &img.tags {
+                let (r, tag) = capsa_image::reference::split_tag(t);
+                println!("untagged: {}:{tag}", capsa_image::reference::familiar(r));
+            }
+            println!("deleted: {}", img.id);
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", format::size(report.bytes));
+    Ok(0)
+}

@@ -1,0 +1,141 @@
+//! Metadata in SQLite (bundled, WAL): images, tags, manifests, layers and the blobs each
+//! image holds; containers already have a table (the containers issue fills it in), and
+//! networks and volumes come as later schema versions.
+//!
+//! Why SQLite: several `capsactl` processes write at once and there is no daemon, so
+//! writes need transactions that work across processes and survive a kill at any instant;
+//! WAL lets readers run while one writer commits. podman's libpod ended up with the same.
+//! Every write is one `BEGIN IMMEDIATE` transaction (the writer lock taken up front, so
+//! two writers never deadlock upgrading a read lock); `busy_timeout` makes the others wait.
+//!
+//! Reference counts (`layers.refs`) count what stands directly on a layer: images whose
+//! top layer it is, layers whose parent it is, containers whose image top it is. A layer
+//! with no references is garbage; the counts only change inside transactions.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use crate::error::{Context, Result};
+
+/// The schema, one entry per version; a store is brought up to date when opened.
+const MIGRATIONS: &[&str] = &[
+    // 1: images, tags, manifests, blobs per image, layers, containers.
+    "CREATE TABLE images (
+        id TEXT PRIMARY KEY,           -- the config digest (docker's image id)
+        manifest TEXT NOT NULL,        -- digest of the manifest this image came from
+        repo_digest TEXT,              -- digest of the index it was picked from, if any
+        top_chain TEXT REFERENCES layers(chain_id),
+        size INTEGER NOT NULL,         -- unpacked bytes of all its layers
+        created TEXT,                  -- the config's created time (RFC 3339)
+        added INTEGER NOT NULL         -- unix time it entered this store
+    );
+    CREATE TABLE tags (
+        name TEXT PRIMARY KEY,         -- normalised: docker.io/library/busybox:latest
+        image TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE
+    );
+    CREATE INDEX tags_image ON tags(image);
+    CREATE TABLE image_blobs (
+        image TEXT NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+        digest TEXT NOT NULL,
+        kind TEXT NOT NULL,            -- index | manifest | config | layer
+        PRIMARY KEY (image, digest)
+    );
+    CREATE INDEX image_blobs_digest ON image_blobs(digest);
+    CREATE TABLE layers (
+        chain_id TEXT PRIMARY KEY,
+        diff_id TEXT NOT NULL,
+        parent TEXT REFERENCES layers(chain_id),
+        blob TEXT,                     -- the blob it was unpacked from (may be compressed)
+        media_type TEXT,
+        size INTEGER NOT NULL,         -- unpacked bytes
+        link TEXT NOT NULL UNIQUE,     -- its short name under <root>/l/ (overlay lowerdir)
+        refs INTEGER NOT NULL DEFAULT 0,
+        added INTEGER NOT NULL
+    );
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        name TEXT UNIQUE,
+        image TEXT REFERENCES images(id),
+        top_chain TEXT REFERENCES layers(chain_id),
+        state TEXT NOT NULL,           -- created | running | exited
+        auto_remove INTEGER NOT NULL DEFAULT 0,
+        owner_pid INTEGER,             -- the capsactl process looking after it (run --rm)
+        owner_start INTEGER,           -- its start time, so a reused pid is not mistaken
+        created INTEGER NOT NULL,
+        config TEXT                    -- JSON, the containers issue's
+    );",
+];
+
+pub struct Db {
+    conn: Connection,
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db> {
+        let conn = Connection::open(path).with_ctx(|| format!("open database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(60))?;
+        // WAL: readers do not block the writer; NORMAL: a kill never corrupts or loses a
+        // committed transaction (only a power loss may lose the last ones).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The last connection to close would checkpoint the WAL into the database and fsync
+        // it: 5-15 ms at the end of every short command. The WAL is checkpointed when it
+        // grows past 1000 pages instead (SQLite's autocheckpoint), by whichever commit
+        // crosses that line.
+        conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+        let mut db = Db { conn };
+        db.migrate().ctx("database schema")?;
+        Ok(db)
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        // Usually up to date: a read, no write lock.
+        let current: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current as usize == MIGRATIONS.len() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(crate::Error::new(format!(
+                "store schema version {version} is newer than this capsactl knows ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(m)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Runs `f` in one write transaction (committed when it returns Ok).
+    pub fn write<T>(&mut self, f: impl FnOnce(&Transaction) -> Result<T>) -> Result<T> {
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let v = f(&tx)?;
+        tx.commit()?;
+        Ok(v)
+    }
+
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Adds `delta` to a layer's reference count.
+pub fn add_ref(tx: &Transaction, chain: &str, delta: i64) -> Result<()> {
+    tx.execute("UPDATE layers SET refs = refs + ?1 WHERE chain_id = ?2", params![delta, chain])?;
+    Ok(())
+}
+
+pub fn layer_exists(conn: &Connection, chain: &str) -> Result<bool> {
+    Ok(conn.query_row("SELECT 1 FROM layers WHERE chain_id = ?1", [chain], |_| Ok(())).optional()?.is_some())
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
