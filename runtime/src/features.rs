@@ -65,6 +65,7 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "rnostrictatime",
     "rnosymfollow",
     "rsymfollow",
+    "tmpcopyup",
 ];
 
 pub fn features() -> Value {
