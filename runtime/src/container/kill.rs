@@ -7,10 +7,11 @@ use super::{Container, Status};
 use crate::bail;
 use crate::error::{Error, Result};
 
-/// Parses `KILL`, `SIGKILL`, `sigkill` or `9`.
+/// Parses `KILL`, `SIGKILL`, `sigkill` or `9`. `0` is accepted as runc accepts it: kill(2)'s
+/// existence check, which fails with "container not running" once init is gone.
 pub fn parse_signal(s: &str) -> Result<i32> {
     if let Ok(n) = s.parse::<i32>() {
-        if n > 0 && n <= libc::SIGRTMAX() {
+        if n >= 0 && n <= libc::SIGRTMAX() {
             return Ok(n);
         }
         bail!("unknown signal {s:?}");
@@ -41,6 +42,12 @@ pub fn kill(root: &Path, id: &str, signal: i32, all: bool) -> Result<()> {
     let c = Container::load(root, id)?;
     let status = c.status();
     if status == Status::Stopped {
+        if all {
+            // As runc: `--all` still reaches what is left in a stopped container's cgroup
+            // (children of an init that shared its pid namespace, e.g. a pod's, outlive it);
+            // with no cgroup left there is nothing to signal and that is not an error.
+            return crate::cgroup::kill_all_paths(&c.state.cgroup_paths, signal);
+        }
         bail!("container not running");
     }
     if all || !c.state.own_pid_ns {
@@ -78,7 +85,8 @@ mod tests {
         assert_eq!(parse_signal("9").unwrap(), 9);
         assert_eq!(parse_signal("RTMIN+1").unwrap(), libc::SIGRTMIN() + 1);
         assert!(parse_signal("FOO").is_err());
-        assert!(parse_signal("0").is_err());
+        assert_eq!(parse_signal("0").unwrap(), 0);
+        assert!(parse_signal("-1").is_err());
         assert!(parse_signal("100").is_err());
         assert!(parse_signal("RTMIN+2147483647").is_err());
         assert!(parse_signal("RTMAX-2147483647").is_err());

@@ -107,6 +107,43 @@ fn kill_stopped_container_fails() {
     c.delete().ok();
 }
 
+/// Signal 0 is kill(2)'s existence check, accepted as runc accepts it.
+#[test]
+fn kill_signal_zero() {
+    let mut c = Container::shared("kill-zero");
+    c.args(&["sleep", "100"]);
+    c.create_start().ok();
+    c.kill("0").ok();
+    assert_eq!(c.status(), "running");
+    c.kill("KILL").ok();
+    c.wait_status("stopped");
+    c.kill("0").fails_cleanly();
+    c.delete().ok();
+}
+
+/// `kill --all` on a stopped container still signals what is left in its cgroup, as runc does:
+/// children of an init without a pid namespace of its own (a pod's shared one) outlive it, and
+/// containerd's StopPodSandbox relies on this to end them.
+#[test]
+fn kill_all_reaches_leftovers_of_a_stopped_container() {
+    let mut c = Container::shared("kill-all-stopped");
+    c.no_namespace("pid");
+    c.sh("sleep 1000 & echo $!");
+    // create + start, not `run`: runc's foreground `run` waits for the orphan it subreaps.
+    let out = c.create_start();
+    c.wait_status("stopped");
+    let text = wait_file_contains(&out.stdout_path, "\n");
+    let pid: i32 = text.trim().parse().unwrap_or_else(|_| panic!("no pid printed: {text:?}"));
+    assert!(pid_alive(pid), "the background sleep must outlive its init");
+    c.kill("KILL").fails_cleanly();
+    assert!(pid_alive(pid), "kill without --all must not reach it");
+    c.rt(["kill", "--all", &c.id, "KILL"]).ok();
+    wait_pid_dead(pid);
+    // Nothing left in the cgroup: still not an error.
+    c.rt(["kill", "--all", &c.id, "KILL"]).ok();
+    c.delete().ok();
+}
+
 #[test]
 fn start_twice_fails() {
     let mut c = Container::shared("start-twice");
