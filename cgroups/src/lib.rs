@@ -34,6 +34,7 @@
 mod devices;
 mod error;
 mod fs;
+mod of_pid;
 mod oom;
 mod path;
 mod proc;
@@ -50,6 +51,7 @@ use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 pub use error::{Error, Result};
+pub use of_pid::manager_for_pid;
 pub use oom::{oom_kill_count, OomEvent, OomWatcher};
 pub use resources::{
     blkio_weight_to_io_weight, hugepage_sizes, shares_to_weight, BlockIo, Cpu, DeviceRule, HugepageLimit, Memory, Network, Pids, Rdma,

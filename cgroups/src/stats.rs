@@ -74,6 +74,8 @@ pub struct MemoryStats {
     pub kernel_tcp: MemoryEntry,
     /// memory.stat as is.
     pub raw: BTreeMap<String, u64>,
+    /// v2 `memory.events` as is (`low`, `high`, `max`, `oom`, `oom_kill`); empty on v1.
+    pub events: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -356,6 +358,7 @@ pub(crate) fn v2(d: &Path, stats: &mut Stats) -> Result<()> {
         max: u64_file(d, "memory.peak")?,
         failcnt: events.get("max").copied().unwrap_or(0),
     };
+    m.events = events;
     if d.join("memory.swap.current").exists() {
         let swap_limit = u64_file(d, "memory.swap.max")?;
         m.swap = MemoryEntry {
