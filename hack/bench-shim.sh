@@ -11,7 +11,8 @@
 # (hard-wired); this script removes what it created there.
 #
 # Usage (root): hack/bench-shim.sh [RUNS (default 20)] [SLEEPERS (default 10)] [CONCURRENT (default 100)]
-# The capsa shim is built here (release, static-pie like capsa); capsa by hack/build.sh.
+# The capsa shim is built here (profile release-shim: release with panic=unwind; static,
+# non-PIE like capsa); capsa by hack/build.sh.
 set -eu
 cd "$(dirname "$0")/.."
 RUNS=${1:-20}
@@ -22,8 +23,8 @@ for c in containerd ctr umoci containerd-shim-runc-v2 runc; do
 	command -v "$c" >/dev/null || { echo "bench-shim.sh: $c missing (hack/deps.sh)" >&2; exit 1; }
 done
 [ -x target/release/capsa ] || hack/build.sh
-cargo rustc --release --locked -q -p containerd-shim-capsa-v2 --bin containerd-shim-capsa-v2 -- -C target-feature=+crt-static
-SHIM="$PWD/target/release/containerd-shim-capsa-v2"
+cargo rustc --profile release-shim --locked -q -p containerd-shim-capsa-v2 --bin containerd-shim-capsa-v2 -- -C target-feature=+crt-static -C relocation-model=static
+SHIM="$PWD/target/release-shim/containerd-shim-capsa-v2"
 CAPSA="$PWD/target/release/capsa"
 RUNC=$(command -v runc)
 

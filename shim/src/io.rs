@@ -1,11 +1,22 @@
 //! Process stdio as containerd hands it over: fifo paths (the default), `file://PATH` and
 //! `binary://PATH?ARGS` log URIs, or a terminal whose master arrives on a console socket.
 //!
-//! Without a terminal the container gets pipes and threads copy between them and the fifos, like
-//! containerd-shim-runc-v2. Output fifos are opened O_RDWR: the open never blocks and, since the
-//! shim holds a read end, a containerd restart (its reader goes away) does not break the pipe;
-//! output resumes when the new containerd reopens the fifo.
+//! Without a terminal the container gets pipes, and [`Pump`]s on the shim's event loop move the
+//! data between them and the fifos (splice(2), pipe to pipe, no copy through the shim; a pty
+//! master, which cannot splice, is read and written through a small buffer): no thread per
+//! stream. Output fifos are opened O_RDWR: the open never blocks and, since the shim holds a
+//! read end, a containerd restart (its reader goes away) does not break the pipe; output
+//! resumes when the new containerd reopens the fifo.
+//!
+//! Stdin: the shim keeps a write end of the stdin fifo open until CloseIO, as
+//! containerd-shim-runc-v2 does, so a client that detaches (`ctr task attach` leaving) is not
+//! end of input; only CloseIO, and then every client closing its end, is.
+//!
+//! When the process exits, what its pipes hold is copied and the fifos are closed then, even if
+//! a background child still holds the pipe (`sh -c 'sleep 600 & echo started'`): the client's
+//! copy ends with the process, not with the last holder of its stdout.
 
+use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
@@ -13,11 +24,14 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{channel, Receiver};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, splice, FcntlArg, OFlag, SpliceFFlags};
+
+use crate::reactor::{Events, Reactor, Source};
 use crate::reaper::Reaper;
 
 #[derive(Debug, Clone, Default)]
@@ -28,61 +42,291 @@ pub struct StdioPaths {
     pub terminal: bool,
 }
 
-/// The shim's side of a running process's stdio.
-#[derive(Default)]
-pub struct ProcIo {
-    /// Writer into the process's stdin (pipe or pty master); taken by CloseIO.
-    pub stdin: Arc<Mutex<Option<File>>>,
-    /// pty master, for ResizePty.
-    pub console: Option<File>,
-    /// One message per output copier when it finished.
-    done: Option<Receiver<()>>,
-    copiers: usize,
-    /// Path of the stdin fifo whose open may still block a thread.
-    stdin_fifo: Option<String>,
-    /// Set when the process exited (ends a pty copier at the next EIO).
-    exited: Arc<AtomicBool>,
-    /// CloseIO was called.
-    stdin_closed: Arc<AtomicBool>,
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl ProcIo {
-    /// Wait (bounded) until the output copiers drained the process's output.
-    pub fn wait_output(&mut self, timeout: Duration) {
-        let Some(rx) = self.done.take() else { return };
-        let deadline = Instant::now() + timeout;
-        for _ in 0..self.copiers {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if rx.recv_timeout(left).is_err() {
-                break;
+fn set_nonblocking(f: &impl AsFd) -> io::Result<()> {
+    let flags = OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL)?);
+    fcntl(f, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Bytes waiting in a pipe or fifo.
+fn bytes_available(f: &impl AsRawFd) -> usize {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one c_int through a valid pointer; the fd is open.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), libc::FIONREAD, &mut n) };
+    if r < 0 {
+        0
+    } else {
+        n.max(0) as usize
+    }
+}
+
+thread_local! {
+    /// The copy buffer of streams that cannot splice (a pty master), one per copying thread.
+    static COPY_BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Where one step of copying stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The source has nothing more right now.
+    Idle,
+    /// The destination is full.
+    Full,
+    /// The source ended (every writer closed) or the destination broke.
+    Eof,
+    /// A pty master with no slave open (EIO): nothing until the process opens its tty again.
+    Hangup,
+}
+
+struct PumpState {
+    src: Option<File>,
+    dst: Option<File>,
+    src_token: u64,
+    /// Registered while the destination is full: wait for it to drain.
+    dst_token: Option<u64>,
+    splice: bool,
+    /// Copy mode: bytes read but not yet written (the destination was full).
+    pending: Vec<u8>,
+    pty: bool,
+    done: bool,
+}
+
+/// Moves one stream from `src` to `dst` on the event loop.
+pub struct Pump {
+    reactor: Arc<Reactor>,
+    me: Weak<Pump>,
+    st: Mutex<PumpState>,
+    done: Condvar,
+}
+
+impl Pump {
+    /// Start copying `src` into `dst`. `pty`: `src` is a pty master (EIO = no slave open).
+    pub fn start(reactor: &Arc<Reactor>, src: File, dst: File, pty: bool) -> io::Result<Arc<Pump>> {
+        set_nonblocking(&src)?;
+        set_nonblocking(&dst)?;
+        let pump = Arc::new_cyclic(|me| Pump {
+            reactor: Arc::clone(reactor),
+            me: me.clone(),
+            st: Mutex::new(PumpState {
+                src: None,
+                dst: Some(dst),
+                src_token: 0,
+                dst_token: None,
+                splice: true,
+                pending: Vec::new(),
+                pty,
+                done: false,
+            }),
+            done: Condvar::new(),
+        });
+        {
+            let mut st = lock(&pump.st);
+            st.src_token = reactor.add(src.as_fd(), Events::EPOLLIN, Arc::clone(&pump) as Arc<dyn Source>)?;
+            st.src = Some(src);
+        }
+        Ok(pump)
+    }
+
+    /// Copy until the source is empty, the destination full, or the source ended.
+    fn step(st: &mut PumpState, max_rounds: usize) -> Step {
+        let (Some(src), Some(dst)) = (st.src.as_ref(), st.dst.as_ref()) else { return Step::Eof };
+        for _ in 0..max_rounds {
+            if !st.pending.is_empty() {
+                match (&*dst).write(&st.pending) {
+                    Ok(n) => {
+                        st.pending.drain(..n);
+                        continue;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Step::Full,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return Step::Eof,
+                }
+            }
+            if st.splice {
+                match splice(src, None, dst, None, 1 << 16, SpliceFFlags::SPLICE_F_NONBLOCK | SpliceFFlags::SPLICE_F_MOVE) {
+                    Ok(0) => return Step::Eof,
+                    Ok(_) => continue,
+                    // EAGAIN is either side: a full destination if the source has data.
+                    Err(Errno::EAGAIN) => return if bytes_available(src) > 0 { Step::Full } else { Step::Idle },
+                    Err(Errno::EINTR) => continue,
+                    // Not a pipe on either side (a pty master): copy through a buffer.
+                    Err(Errno::EINVAL) => {
+                        st.splice = false;
+                        continue;
+                    }
+                    Err(Errno::EIO) if st.pty => return Step::Hangup,
+                    Err(_) => return Step::Eof,
+                }
+            }
+            let r = COPY_BUF.with(|b| {
+                let mut b = b.borrow_mut();
+                if b.is_empty() {
+                    b.resize(16 * 1024, 0);
+                }
+                let n = match (&*src).read(&mut b) {
+                    Ok(0) => return Err(Step::Eof),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Err(Step::Idle),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(0),
+                    Err(e) if st.pty && e.raw_os_error() == Some(libc::EIO) => return Err(Step::Hangup),
+                    Err(_) => return Err(Step::Eof),
+                };
+                match (&*dst).write(&b[..n]) {
+                    Ok(w) if w == n => {}
+                    Ok(w) => st.pending.extend_from_slice(&b[w..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => st.pending.extend_from_slice(&b[..n]),
+                    Err(_) => return Err(Step::Eof),
+                }
+                Ok(n)
+            });
+            if let Err(step) = r {
+                return step;
+            }
+        }
+        Step::Idle
+    }
+
+    fn finish_locked(&self, st: &mut PumpState) {
+        if st.done {
+            return;
+        }
+        if let (Some(t), Some(dst)) = (st.dst_token.take(), st.dst.as_ref()) {
+            self.reactor.remove(dst.as_fd(), t);
+        }
+        if let Some(src) = st.src.as_ref() {
+            self.reactor.remove(src.as_fd(), st.src_token);
+        }
+        st.src = None;
+        st.dst = None;
+        st.pending = Vec::new();
+        st.done = true;
+        self.done.notify_all();
+    }
+
+    /// React to where copying stopped.
+    fn settle(&self, st: &mut PumpState, step: Step) {
+        match step {
+            Step::Idle => {}
+            Step::Eof => self.finish_locked(st),
+            Step::Hangup => {
+                // Level-triggered HUP would spin: pause the source until the process exits.
+                if let Some(src) = st.src.as_ref() {
+                    let _ = self.reactor.modify(src.as_fd(), st.src_token, Events::empty());
+                }
+            }
+            Step::Full => {
+                if st.dst_token.is_some() {
+                    return;
+                }
+                let (Some(src), Some(dst), Some(me)) = (st.src.as_ref(), st.dst.as_ref(), self.me.upgrade()) else { return };
+                let _ = self.reactor.modify(src.as_fd(), st.src_token, Events::empty());
+                match self.reactor.add(dst.as_fd(), Events::EPOLLOUT, me as Arc<dyn Source>) {
+                    Ok(t) => st.dst_token = Some(t),
+                    Err(_) => self.finish_locked(st),
+                }
             }
         }
     }
 
-    pub fn mark_exited(&self) {
-        self.exited.store(true, Ordering::SeqCst);
-    }
-
-    /// CloseIO: stdin ends once the clients' writers are closed and their data is copied.
-    pub fn close_io(&self) {
-        self.stdin_closed.store(true, Ordering::SeqCst);
-    }
-
-    /// The process is gone: drop the writer into its stdin.
-    pub fn close_stdin(&self) {
-        if let Ok(mut g) = self.stdin.lock() {
-            g.take();
+    /// The process is gone: copy what the source holds now (waiting for a full destination up
+    /// to `deadline`), then close both ends, whoever else still holds the source's write end.
+    pub fn drain_and_finish(&self, deadline: Instant) {
+        let mut st = lock(&self.st);
+        while !st.done {
+            let step = Self::step(&mut st, usize::MAX);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let wait_on = match step {
+                Step::Eof | Step::Hangup => break,
+                Step::Full => st.dst.as_ref().map(|d| (d.as_raw_fd(), libc::POLLOUT)),
+                // A pty's last output may still be on its way through the tty layer.
+                Step::Idle if st.pty => st.src.as_ref().map(|s| (s.as_raw_fd(), libc::POLLIN)),
+                Step::Idle => break,
+            };
+            let Some((fd, events)) = wait_on else { break };
+            let ms = if step == Step::Idle { left.min(Duration::from_millis(50)) } else { left };
+            let mut pfd = libc::pollfd { fd, events, revents: 0 };
+            // SAFETY: one valid pollfd for an fd this pump owns, which stays open (we hold the lock).
+            let n = unsafe { libc::poll(&mut pfd, 1, ms.as_millis() as libc::c_int) };
+            if n <= 0 {
+                break;
+            }
         }
+        self.finish_locked(&mut st);
     }
 
-    /// Release everything: stdin writer, pty master, and a stdin copier still blocked in open().
-    pub fn close(&mut self) {
+    /// Stop now, dropping whatever was not copied (stdin of an exited process).
+    pub fn finish(&self) {
+        let mut st = lock(&self.st);
+        self.finish_locked(&mut st);
+    }
+
+    /// Wait (bounded) until the pump finished.
+    pub fn wait_done(&self, timeout: Duration) {
+        let st = lock(&self.st);
+        let _ = self.done.wait_timeout_while(st, timeout, |s| !s.done);
+    }
+}
+
+impl Source for Pump {
+    fn ready(&self, _reactor: &Reactor, token: u64, _events: Events) {
+        let mut st = lock(&self.st);
+        if st.done {
+            return;
+        }
+        if st.dst_token == Some(token) {
+            // The destination drained: watch the source again.
+            if let (Some(t), Some(dst)) = (st.dst_token.take(), st.dst.as_ref()) {
+                self.reactor.remove(dst.as_fd(), t);
+            }
+            if let Some(src) = st.src.as_ref() {
+                let _ = self.reactor.modify(src.as_fd(), st.src_token, Events::EPOLLIN);
+            }
+        }
+        // Bounded rounds: level-triggered, so the loop comes back for the rest.
+        let step = Self::step(&mut st, 16);
+        self.settle(&mut st, step);
+    }
+}
+
+/// The shim's side of a running process's stdio.
+#[derive(Default)]
+pub struct ProcIo {
+    outputs: Vec<Arc<Pump>>,
+    stdin: Option<Arc<Pump>>,
+    /// The shim's write end of the stdin fifo (see the module doc); dropped by CloseIO.
+    stdin_keepalive: Mutex<Option<File>>,
+    /// pty master, for ResizePty.
+    console: Option<File>,
+}
+
+impl ProcIo {
+    /// CloseIO: stdin ends once every client closed its end of the fifo and the data is copied.
+    pub fn close_io(&self) {
+        lock(&self.stdin_keepalive).take();
+    }
+
+    /// The process exited: copy its remaining output (bounded by `timeout`) and close the
+    /// fifos; stop feeding its stdin.
+    pub fn process_exited(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for p in &self.outputs {
+            p.drain_and_finish(deadline);
+        }
+        if let Some(p) = &self.stdin {
+            p.finish();
+        }
         self.close_io();
-        self.close_stdin();
-        self.console.take();
-        if let Some(p) = self.stdin_fifo.take() {
-            // Unblocks a copier waiting in open(O_RDONLY) for a writer that never came.
-            let _ = OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(p);
+    }
+
+    /// Wait (bounded) until the output pumps are done.
+    pub fn wait_output(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for p in &self.outputs {
+            p.wait_done(deadline.saturating_duration_since(Instant::now()));
         }
     }
 
@@ -106,10 +350,10 @@ pub struct Prepared {
     pub stdout: Stdio,
     pub stderr: Stdio,
     pub console_socket: Option<ConsoleSocket>,
-    pub io: ProcIo,
-    /// Copiers to start once the runtime command succeeded: (reader, fifo path).
+    /// Output pumps to start once the runtime command succeeded: (reader, fifo path).
     pending_out: Vec<(File, String)>,
-    pending_in: Option<(String, Arc<Mutex<Option<File>>>)>,
+    /// The stdin fifo and the writer into the process's stdin pipe.
+    pending_in: Option<(String, File)>,
 }
 
 enum Target {
@@ -179,88 +423,21 @@ fn chown_fd(f: &File, uid: u32, gid: u32) -> io::Result<()> {
 }
 
 fn open_output_fifo(path: &str) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(path)
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
 }
 
-/// Copy `from` into the already opened fifo `to` until EOF. The fifo is opened by the caller,
-/// before Create/Start returns: containerd's client gives up opening its read end once the
-/// process exited, so a late open here would lose the output of a short-lived process.
-///
-/// `pty_exited`: for a pty master. EIO there means "no slave open right now", which also happens
-/// before the process has its terminal; like containerd's console package, it is taken as the
-/// end only once the process has exited.
-fn copy_out(mut from: File, mut to: File, done: std::sync::mpsc::Sender<()>, pty_exited: Option<Arc<AtomicBool>>) {
-    let _ = std::thread::Builder::new().name("io-out".into()).spawn(move || {
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            match from.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if e.raw_os_error() == Some(libc::EIO) => match &pty_exited {
-                    Some(exited) if !exited.load(Ordering::SeqCst) => {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                    _ => break,
-                },
-                Err(_) => break,
-            }
-        }
-        drop(to);
-        let _ = done.send(());
-    });
-}
-
-/// Copy the stdin fifo into the process until EOF (every client writer closed) or, after
-/// CloseIO (`closed`), until no more data is pending. CloseIO only marks: containerd's client
-/// calls it right after writing its last data, which may not be copied yet.
-fn copy_in(fifo: String, to: Arc<Mutex<Option<File>>>, close_on_eof: bool, closed: Arc<AtomicBool>) {
-    let _ = std::thread::Builder::new().name("io-in".into()).spawn(move || {
-        // Blocks until containerd/the client opens the write side (or ProcIo::close unblocks it).
-        let Ok(mut from) = OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC).open(&fifo) else { return };
-        let mut buf = vec![0u8; 32 * 1024];
-        loop {
-            let mut fds = [nix::poll::PollFd::new(from.as_fd(), nix::poll::PollFlags::POLLIN)];
-            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u8)) {
-                Ok(0) => {
-                    if closed.load(Ordering::SeqCst) {
-                        break;
-                    }
-                    continue;
-                }
-                Ok(_) => {}
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(_) => break,
-            }
-            let n = match from.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => break,
-            };
-            let mut g = match to.lock() {
-                Ok(g) => g,
-                Err(_) => return,
-            };
-            match g.as_mut() {
-                Some(w) => {
-                    if w.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-                None => return, // the process exited
-            }
-        }
-        if close_on_eof {
-            if let Ok(mut g) = to.lock() {
-                g.take();
-            }
-        }
-    });
+/// The stdin fifo's read end, and the shim's own write end that keeps EOF away until CloseIO.
+/// Neither open blocks: the read end is opened non-blocking first, so the write end finds a reader.
+fn open_stdin_fifo(path: &str) -> io::Result<(File, File)> {
+    let err = |e: io::Error| io::Error::new(e.kind(), format!("{path}: {e}"));
+    let r = OpenOptions::new().read(true).custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK).open(path).map_err(err)?;
+    let w = OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK).open(path).map_err(err)?;
+    Ok((r, w))
 }
 
 static SOCKET_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -331,7 +508,6 @@ pub fn prepare(p: &StdioPaths, uid: u32, gid: u32, reaper: &Arc<Reaper>, id: &st
         stdout: Stdio::null(),
         stderr: Stdio::null(),
         console_socket: None,
-        io: ProcIo::default(),
         pending_out: Vec::new(),
         pending_in: None,
     };
@@ -343,9 +519,7 @@ pub fn prepare(p: &StdioPaths, uid: u32, gid: u32, reaper: &Arc<Reaper>, id: &st
         let (r, w) = pipe()?;
         chown_fd(&r, uid, gid)?;
         prep.stdin = Stdio::from(r);
-        *prep.io.stdin.lock().map_err(|_| io::Error::other("poisoned"))? = Some(w);
-        prep.pending_in = Some((p.stdin.clone(), Arc::clone(&prep.io.stdin)));
-        prep.io.stdin_fifo = Some(p.stdin.clone());
+        prep.pending_in = Some((p.stdin.clone(), w));
     }
     let out = parse_target(&p.stdout)?;
     let err = parse_target(&p.stderr)?;
@@ -467,35 +641,31 @@ fn start_log_binary(
     Ok(())
 }
 
-/// After the runtime command succeeded: start the copiers, receive the pty master.
-pub fn finish(prep: &mut Prepared, p: &StdioPaths) -> io::Result<ProcIo> {
-    let mut io = std::mem::take(&mut prep.io);
-    let (tx, rx) = channel();
-    let mut copiers = 0;
+/// After the runtime command succeeded: start the pumps, receive the pty master.
+pub fn finish(prep: &mut Prepared, p: &StdioPaths, reactor: &Arc<Reactor>) -> io::Result<ProcIo> {
+    let mut io = ProcIo::default();
     if let Some(cs) = prep.console_socket.take() {
         let master = cs.receive(Duration::from_secs(10))?;
         if !p.stdin.is_empty() {
-            *io.stdin.lock().map_err(|_| io::Error::other("poisoned"))? = Some(master.try_clone()?);
-            copy_in(p.stdin.clone(), Arc::clone(&io.stdin), false, Arc::clone(&io.stdin_closed));
-            io.stdin_fifo = Some(p.stdin.clone());
+            let (fifo, keepalive) = open_stdin_fifo(&p.stdin)?;
+            io.stdin = Some(Pump::start(reactor, fifo, master.try_clone()?, false)?);
+            io.stdin_keepalive = Mutex::new(Some(keepalive));
         }
         if !p.stdout.is_empty() {
-            let fifo = open_output_fifo(&p.stdout).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", p.stdout)))?;
-            copy_out(master.try_clone()?, fifo, tx.clone(), Some(Arc::clone(&io.exited)));
-            copiers += 1;
+            let fifo = open_output_fifo(&p.stdout)?;
+            io.outputs.push(Pump::start(reactor, master.try_clone()?, fifo, true)?);
         }
         io.console = Some(master);
     }
     for (r, path) in prep.pending_out.drain(..) {
-        let fifo = open_output_fifo(&path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
-        copy_out(r, fifo, tx.clone(), None);
-        copiers += 1;
+        let fifo = open_output_fifo(&path)?;
+        io.outputs.push(Pump::start(reactor, r, fifo, false)?);
     }
-    if let Some((fifo, w)) = prep.pending_in.take() {
-        copy_in(fifo, w, true, Arc::clone(&io.stdin_closed));
+    if let Some((path, w)) = prep.pending_in.take() {
+        let (fifo, keepalive) = open_stdin_fifo(&path)?;
+        io.stdin = Some(Pump::start(reactor, fifo, w, false)?);
+        io.stdin_keepalive = Mutex::new(Some(keepalive));
     }
-    io.done = Some(rx);
-    io.copiers = copiers;
     Ok(io)
 }
 

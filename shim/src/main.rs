@@ -1,9 +1,15 @@
 //! containerd-shim-capsa-v2: containerd's task API v2 (runtime `io.containerd.capsa.v2`) on top
 //! of `capsa` or any binary with runc's command line (runc Options `BinaryName`).
 //!
-//! The shim is multi-threaded (ttrpc workers, stdio copiers, the reaper), so it never forks a
-//! container itself: every container operation execs the runtime binary, as
+//! The shim is multi-threaded (request workers, the exit handler, the event publisher), so it
+//! never forks a container itself: every container operation execs the runtime binary, as
 //! containerd-shim-runc-v2 execs runc (DESIGN principle 1).
+//!
+//! Threads of a serving shim, whatever the number of containers: the main thread runs the one
+//! event loop (`reactor.rs`: ttrpc connections, SIGCHLD, stdio streams, OOM notifications of
+//! every container); `exits` handles process exits in order; `publisher` sends events to
+//! containerd; request workers come and go with the load (one kept idle). Wait requests hold no
+//! thread. A panic in a request handler fails that request only (`server.rs`).
 //!
 //! Actions (containerd's shim protocol):
 //! - `start`: print the ttrpc address of the shim serving this container's group, starting one if
@@ -11,29 +17,32 @@
 //! - `delete`: clean up after a shim that died (runtime `delete --force`, unmount the rootfs).
 //! - no action: serve the task API on the listener passed as fd 3 (or `-socket`).
 
-mod cgroup;
 mod io;
+mod metrics;
+mod options;
+mod publisher;
+mod reactor;
 mod reaper;
 mod runtime;
+mod server;
 mod service;
 
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use containerd_shim::protos::shim::event::Envelope;
-use containerd_shim::protos::shim::events::ForwardRequest;
-use containerd_shim::protos::shim_sync::EventsClient;
-use containerd_shim::{api, ExitSignal, Flags};
+use containerd_shim::{api, Flags};
 use protobuf::Message;
 use sha2::{Digest, Sha256};
 
+use crate::publisher::Event;
+use crate::reactor::Reactor;
 use crate::runtime::{Runtime, RuntimeOpts};
-use crate::service::{Event, Service};
+use crate::service::Service;
 
 /// Labels (OCI annotations) whose value names the shim group: containers with the same value
 /// share one shim process (one shim per pod).
@@ -83,7 +92,9 @@ fn group_id(id: &str, bundle: &Path) -> String {
 }
 
 /// `unix://<dir of containerd's socket>/s/<sha256(address/ns/group)>`: for the default socket
-/// this is containerd-shim-runc-v2's `/run/containerd/s/<hash>`.
+/// this is containerd-shim-runc-v2's `/run/containerd/s/<hash>`. Not containerd-shim's
+/// `socket_address`, which always uses `/run/containerd/s`: a private containerd (the tests', a
+/// second one on the host) keeps its shims' sockets next to its own.
 fn socket_address(address: &str, namespace: &str, group: &str) -> String {
     let path = Path::new(address).join(namespace).join(group);
     let hash = Sha256::digest(path.as_os_str().as_encoded_bytes());
@@ -163,23 +174,41 @@ fn start(flags: &Flags) -> Result<(), String> {
             format!("start shim: {e}")
         })?;
         drop(listener);
-        // Options on stdin (the runc Options of the first container): the shim's cgroup.
+        // Options on stdin (those of the group's first container): the shim's cgroup.
         let mut data = Vec::new();
         let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut data);
         if let Ok(any) = protobuf::well_known_types::any::Any::parse_from_bytes(&data) {
-            if let Ok(Some(opts)) = service::parse_options(Some(&any)) {
+            if let Ok(opts) = options::parse(Some(&any)) {
                 if !opts.shim_cgroup.is_empty() {
-                    cgroup::add_pid(&opts.shim_cgroup, child.id()).map_err(|e| format!("shim cgroup {}: {e}", opts.shim_cgroup))?;
+                    join_cgroup(&opts.shim_cgroup, child.id()).map_err(|e| format!("ShimCgroup {:?}: {e}", opts.shim_cgroup))?;
                 }
             }
         }
         // Like containerd-shim-runc-v2: the shim goes just before containerd for the OOM killer.
-        let _ = cgroup::adjust_oom_score(child.id());
+        let _ = adjust_oom_score(child.id());
     }
     containerd_shim::util::write_address(&address).map_err(|e| format!("write address: {e}"))?;
     let mut out = std::io::stdout().lock();
     out.write_all(address.as_bytes()).and_then(|_| out.flush()).map_err(|e| format!("stdout: {e}"))?;
     Ok(())
+}
+
+/// Put `pid` into the existing cgroup `path` (runc Options `ShimCgroup`, relative to the
+/// hierarchy roots), in every hierarchy.
+fn join_cgroup(path: &str, pid: u32) -> Result<(), String> {
+    let mode = capsa_cgroups::detect().map_err(|e| e.to_string())?;
+    let abs = format!("/{}", path.trim_start_matches('/'));
+    let m = capsa_cgroups::manager(mode, Some(&abs), "shim").map_err(|e| e.to_string())?;
+    if !m.exists() {
+        return Err("no such cgroup".into());
+    }
+    m.add_task(pid as i32).map_err(|e| e.to_string())
+}
+
+/// oom_score_adj of `pid` = ours (containerd's, inherited by `start`) + 1, at most 1000.
+fn adjust_oom_score(pid: u32) -> std::io::Result<()> {
+    let own: i64 = std::fs::read_to_string("/proc/self/oom_score_adj")?.trim().parse().map_err(std::io::Error::other)?;
+    std::fs::write(format!("/proc/{pid}/oom_score_adj"), (own + 1).min(1000).to_string())
 }
 
 fn delete(flags: &Flags) -> Result<(), String> {
@@ -218,40 +247,9 @@ fn delete(flags: &Flags) -> Result<(), String> {
     Ok(())
 }
 
-/// Forward events to containerd in order; reconnect (containerd restarted) and retry a while.
-fn publisher(rx: std::sync::mpsc::Receiver<Event>, ttrpc_address: String, namespace: String) {
-    let mut client: Option<EventsClient> = None;
-    for (topic, any) in rx {
-        let mut env = Envelope::new();
-        env.topic = topic.to_string();
-        env.namespace = namespace.clone();
-        if let Ok(ts) = containerd_shim::util::timestamp() {
-            env.timestamp = Some(ts).into();
-        }
-        env.event = Some(any).into();
-        let req = ForwardRequest { envelope: Some(env).into(), ..Default::default() };
-        for attempt in 0..50 {
-            if client.is_none() {
-                client =
-                    containerd_shim::util::connect(&ttrpc_address).ok().and_then(|fd| ttrpc::Client::new(fd).ok()).map(EventsClient::new);
-            }
-            if let Some(c) = &client {
-                match c.forward(ttrpc::context::with_timeout(5_000_000_000), &req) {
-                    Ok(_) => break,
-                    Err(e) => {
-                        log::warn!("publish {topic} (attempt {attempt}): {e}");
-                        client = None;
-                    }
-                }
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
 fn serve(flags: &Flags) -> Result<(), String> {
     // One malloc arena: every thread of the shim is mostly idle, and per-thread arenas cost
-    // resident memory (measured: VmRSS per shim 3.2 MB -> see hack/bench-shim.sh).
+    // resident memory (see hack/bench-shim.sh).
     // SAFETY: mallopt only sets an allocator tunable; called before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
@@ -260,8 +258,6 @@ fn serve(flags: &Flags) -> Result<(), String> {
     if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
         return Err(format!("set subreaper: {}", std::io::Error::last_os_error()));
     }
-    let reaper = Arc::new(reaper::Reaper::default());
-    reaper.start().map_err(|e| format!("reaper: {e}"))?;
     // containerd ends a shim with SIGTERM only after Shutdown; the default action is right.
     let listener_fd = if flags.socket.is_empty() {
         let is_socket =
@@ -282,37 +278,40 @@ fn serve(flags: &Flags) -> Result<(), String> {
     if containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id).is_err() {
         // No log fifo (started by hand): stay quiet.
     }
+    if cfg!(panic = "abort") {
+        log::warn!(
+            "built with panic=abort: a panic in one request ends the shim and every task it serves (build with --profile release-shim)"
+        );
+    }
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").map_err(|_| "TTRPC_ADDRESS is not set".to_string())?;
+    let reactor = Arc::new(Reactor::new().map_err(|e| format!("epoll: {e}"))?);
+    let reaper = Arc::new(reaper::Reaper::new().map_err(|e| format!("signalfd: {e}"))?);
+    reaper.register(&reactor).map_err(|e| format!("reaper: {e}"))?;
     let (tx, rx) = std::sync::mpsc::channel::<Event>();
     let ns = flags.namespace.clone();
     std::thread::Builder::new()
         .name("publisher".into())
-        .spawn(move || publisher(rx, ttrpc_address, ns))
+        .stack_size(256 * 1024)
+        .spawn(move || publisher::run(rx, ttrpc_address, ns))
         .map_err(|e| format!("publisher thread: {e}"))?;
-    let exit = Arc::new(ExitSignal::default());
-    let service = Service::new(&flags.namespace, &flags.address, Arc::clone(&reaper), tx, Arc::clone(&exit));
-    let task = containerd_shim::protos::shim_sync::create_task(service as Arc<dyn containerd_shim::Task + Send + Sync>);
-    // Wait blocks a worker for the life of a process: allow many workers.
-    let mut server = ttrpc::Server::new()
-        .set_thread_count_min(1)
-        .set_thread_count_default(2)
-        .set_thread_count_max(4096)
-        .add_listener(listener_fd.into_raw_fd())
-        .map_err(|e| format!("ttrpc: {e}"))?
-        .register_service(task);
-    server.start().map_err(|e| format!("ttrpc start: {e}"))?;
-    exit.wait();
+    let service = Service::new(&flags.namespace, &flags.address, Arc::clone(&reaper), Arc::clone(&reactor), tx);
+    let methods = containerd_shim::protos::shim_sync::create_task(Arc::clone(&service) as Arc<dyn containerd_shim::Task + Send + Sync>);
+    let mut deferred: std::collections::HashMap<String, server::Deferred> = std::collections::HashMap::new();
+    let s = Arc::clone(&service);
+    deferred.insert("/containerd.task.v2.Task/Wait".into(), Box::new(move |payload, r| s.wait_deferred(payload, r)));
+    let (s, r) = (Arc::clone(&service), Arc::clone(&reactor));
+    let after_request = Box::new(move || {
+        if s.exiting() {
+            r.stop();
+        }
+    });
+    let server = server::Server::new(listener_fd, methods, deferred, after_request).map_err(|e| format!("ttrpc: {e}"))?;
+    server.register(&reactor).map_err(|e| format!("ttrpc: {e}"))?;
+    reactor.run().map_err(|e| format!("event loop: {e}"))?;
+    // Shutdown was answered: remove our socket and go. Requests still running end with us.
     if let Ok(addr) = std::fs::read_to_string("address") {
         let p = socket_path(addr.trim());
         let _ = std::fs::remove_file(p);
     }
-    // Let the Shutdown reply go out; a handler still blocked (a Wait whose client went away)
-    // must not keep the process alive, so the graceful shutdown gets a bounded time.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let _ = std::thread::Builder::new().name("shutdown".into()).spawn(move || {
-        server.shutdown();
-        let _ = tx.send(());
-    });
-    let _ = rx.recv_timeout(Duration::from_secs(1));
     std::process::exit(0);
 }

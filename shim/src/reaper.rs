@@ -2,25 +2,33 @@
 //!
 //! The shim is a child subreaper: container inits (re-parented to us when the runtime's
 //! `create`/`exec` exits), the runtime commands we exec and logging binaries all end up as our
-//! children. One thread owns `waitpid(-1)`; nobody else ever waits (std's `Child::wait` would race
-//! it and get ECHILD). Every exit is matched to a registered waiter by pid.
+//! children. A SIGCHLD handler writes a byte to a socket the event loop (`reactor.rs`) watches
+//! (signal-hook's self-pipe); the loop alone calls `waitpid(-1)`; nobody else ever waits (std's
+//! `Child::wait` would race it and get ECHILD). Every exit is matched to a registered waiter by
+//! pid; waiters only send on a channel, so the loop never blocks. Not a signalfd: that needs
+//! SIGCHLD blocked, and std passes the blocked mask on to every child — the runtime, and through
+//! it the container's processes.
 //!
 //! Two races are closed here:
 //! - a command we spawn exits before we register for it: [`Reaper::spawn`] registers the waiter
-//!   while holding the lock the reaper thread needs to deliver the exit;
+//!   while holding the lock the loop needs to deliver the exit;
 //! - a container process (whose pid we learn only from the runtime's `--pid-file` after the
 //!   runtime exited) exits before we learn its pid: exits of unknown pids are kept while a
 //!   [`Watch`] is open, tagged with a sequence number so that a stale exit of an earlier process
 //!   with the same pid is never taken for the new one.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+
+use crate::reactor::{Events, Reactor, Source};
 
 type Callback = Box<dyn FnOnce(i32) + Send>;
 
@@ -33,9 +41,10 @@ struct Inner {
     seq: u64,
 }
 
-#[derive(Default)]
 pub struct Reaper {
     inner: Mutex<Inner>,
+    /// Readable after SIGCHLD (the handler writes a byte to its peer).
+    sigchld: UnixStream,
 }
 
 /// While alive, exits of pids nobody waits for are kept for [`Reaper::claim`].
@@ -64,21 +73,26 @@ pub fn exit_code(status: WaitStatus) -> Option<(i32, i32)> {
 }
 
 impl Reaper {
+    /// A reaper whose SIGCHLD socket the caller registers with the event loop
+    /// ([`Reaper::register`]).
+    pub fn new() -> io::Result<Reaper> {
+        let (r, w) = UnixStream::pair()?;
+        r.set_nonblocking(true)?;
+        w.set_nonblocking(true)?;
+        signal_hook::low_level::pipe::register(libc::SIGCHLD, w)?;
+        Ok(Reaper { inner: Mutex::new(Inner::default()), sigchld: r })
+    }
+
+    pub fn register(self: &Arc<Self>, reactor: &Reactor) -> io::Result<()> {
+        reactor.add(self.sigchld.as_fd(), Events::EPOLLIN, Arc::clone(self) as Arc<dyn Source>)?;
+        // A child that exited before the registration is reaped now.
+        self.reap_all();
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A poisoned lock only means a callback panicked; the maps are still consistent.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Start the thread that reaps every child on SIGCHLD. Must run before any child is spawned.
-    pub fn start(self: &Arc<Self>) -> io::Result<()> {
-        let mut signals = signal_hook::iterator::Signals::new([libc::SIGCHLD])?;
-        let me = Arc::clone(self);
-        std::thread::Builder::new().name("reaper".into()).spawn(move || {
-            for _ in signals.forever() {
-                me.reap_all();
-            }
-        })?;
-        Ok(())
     }
 
     fn reap_all(&self) {
@@ -157,5 +171,14 @@ impl Reaper {
             cb(code);
         }
         true
+    }
+}
+
+impl Source for Reaper {
+    fn ready(&self, _reactor: &Reactor, _token: u64, _events: Events) {
+        // Signals coalesce: drain the wake-ups, then reap every child that is done.
+        let mut buf = [0u8; 64];
+        while matches!((&self.sigchld).read(&mut buf), Ok(n) if n > 0) {}
+        self.reap_all();
     }
 }

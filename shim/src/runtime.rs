@@ -4,8 +4,9 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{ChildStderr, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -106,18 +107,7 @@ impl Runtime {
             // A runtime that exits early closes the pipe: the error shows up as its exit status.
             let _ = w.write_all(data);
         }
-        let err_thread = child.stderr.take().map(|mut e| {
-            std::thread::spawn(move || {
-                let mut buf = Vec::new();
-                let _ = e.read_to_end(&mut buf);
-                buf
-            })
-        });
-        let mut stdout = Vec::new();
-        if let Some(mut o) = child.stdout.take() {
-            let _ = o.read_to_end(&mut stdout);
-        }
-        let stderr = err_thread.and_then(|t| t.join().ok()).unwrap_or_default();
+        let (stdout, stderr) = read_both(child.stdout.take(), child.stderr.take());
         let code = match rx {
             Some(rx) => rx.recv().map_err(|e| format!("{name}: lost exit status: {e}"))?,
             None => match child.wait() {
@@ -136,6 +126,52 @@ impl Runtime {
             .unwrap_or_else(|| format!("exit status {code}"));
         Err(format!("{name} failed: {msg}"))
     }
+}
+
+/// Read a command's stdout and stderr pipes to their ends in this thread (poll), without a
+/// thread per pipe.
+fn read_both(out: Option<ChildStdout>, err: Option<ChildStderr>) -> (Vec<u8>, Vec<u8>) {
+    let mut bufs = (Vec::new(), Vec::new());
+    let mut pipes: Vec<(Box<dyn Read>, RawFd, bool)> = Vec::new();
+    if let Some(o) = out {
+        let fd = o.as_raw_fd();
+        pipes.push((Box::new(o), fd, true));
+    }
+    if let Some(e) = err {
+        let fd = e.as_raw_fd();
+        pipes.push((Box::new(e), fd, false));
+    }
+    let mut chunk = [0u8; 4096];
+    while !pipes.is_empty() {
+        let mut pfds: Vec<libc::pollfd> = pipes.iter().map(|p| libc::pollfd { fd: p.1, events: libc::POLLIN, revents: 0 }).collect();
+        // SAFETY: a valid array of pollfds for pipes we own, alive across the call.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        let mut i = 0;
+        for pfd in &pfds {
+            if pfd.revents == 0 {
+                i += 1;
+                continue;
+            }
+            let (r, _, is_out) = &mut pipes[i];
+            match r.read(&mut chunk) {
+                Ok(0) | Err(_) => {
+                    pipes.remove(i);
+                    continue;
+                }
+                Ok(k) => {
+                    if *is_out { &mut bufs.0 } else { &mut bufs.1 }.extend_from_slice(&chunk[..k]);
+                }
+            }
+            i += 1;
+        }
+    }
+    bufs
 }
 
 /// The message of the last error line of a JSON log written since `start`.

@@ -6,11 +6,12 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use capsa_cgroups::{Manager, OomEvent, OomWatcher};
 use containerd_shim::api::{
     CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-    DeleteResponse, Empty, ExecProcessRequest, KillRequest, Options, PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest,
-    ResumeRequest, ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse,
-    UpdateTaskRequest, WaitRequest, WaitResponse,
+    DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest,
+    ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, UpdateTaskRequest, WaitRequest,
+    WaitResponse,
 };
 use containerd_shim::protos::events::task::{
     TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed, TaskStart,
@@ -18,18 +19,22 @@ use containerd_shim::protos::events::task::{
 use containerd_shim::protos::shim::oci::{CheckpointOptions, ProcessDetails};
 use containerd_shim::protos::topics::*;
 use containerd_shim::protos::types::task::{ProcessInfo, Status};
-use containerd_shim::ExitSignal;
 use protobuf::well_known_types::any::Any;
 use protobuf::well_known_types::timestamp::Timestamp;
 use protobuf::{Message, MessageDyn};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ttrpc::{self, Code, TtrpcContext};
 
-use crate::cgroup::Cgroups;
 use crate::io::{self as pio, ProcIo, StdioPaths};
+use crate::publisher::Event;
+use crate::reactor::{Events, Reactor, Source};
 use crate::reaper::Reaper;
 use crate::runtime::{CmdStdio, Runtime, RuntimeOpts};
+use crate::server::Responder;
 
-pub type Event = (&'static str, Any);
+/// How long an exited process's output may take to reach its fifo before the fifo is closed.
+const DRAIN: Duration = Duration::from_secs(2);
 
 fn err(code: Code, msg: impl ToString) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg))
@@ -56,7 +61,9 @@ struct PState {
     status: Status,
     exit_status: u32,
     exited_at: Option<Timestamp>,
-    io: Option<ProcIo>,
+    io: Option<Arc<ProcIo>>,
+    /// Wait requests answered when the process exits (no thread waits for them).
+    waiters: Vec<Responder>,
 }
 
 struct Proc {
@@ -74,24 +81,34 @@ impl Proc {
             exec_id: exec_id.to_string(),
             stdio,
             spec,
-            st: Mutex::new(PState { pid: 0, status: Status::CREATED, exit_status: 0, exited_at: None, io: None }),
+            st: Mutex::new(PState { pid: 0, status: Status::CREATED, exit_status: 0, exited_at: None, io: None, waiters: Vec::new() }),
             cv: Condvar::new(),
         }
     }
 
+    fn io(&self) -> Option<Arc<ProcIo>> {
+        lock(&self.st).io.clone()
+    }
+
+    /// The process is gone: its output reaches the fifos (bounded), then Wait is answered.
     fn set_exited(&self, code: i32) -> (i32, Timestamp) {
+        if let Some(io) = self.io() {
+            io.process_exited(DRAIN);
+        }
         let mut st = lock(&self.st);
         st.status = Status::STOPPED;
         st.exit_status = code as u32;
         let ts = now();
         st.exited_at = Some(ts.clone());
-        if let Some(io) = &st.io {
-            io.close_io();
-            io.close_stdin();
-            io.mark_exited();
-        }
+        let waiters = std::mem::take(&mut st.waiters);
+        let resp = WaitResponse { exit_status: st.exit_status, exited_at: st.exited_at.clone().into(), ..Default::default() };
+        let pid = st.pid;
         self.cv.notify_all();
-        (st.pid, ts)
+        drop(st);
+        for w in waiters {
+            w.send(Ok(resp.clone()));
+        }
+        (pid, ts)
     }
 
     fn status(&self) -> Status {
@@ -114,10 +131,73 @@ struct Container {
     rootfs_mounted: bool,
     runtime: Runtime,
     own_pid_ns: bool,
-    cgroups: Option<Cgroups>,
-    oom: Option<Arc<crate::cgroup::Oom>>,
+    /// The container's cgroup, found from its init's pid (capsa-cgroups).
+    cgroup: Option<Box<dyn Manager>>,
+    oom: Option<Arc<OomSource>>,
     init: Arc<Proc>,
     st: Mutex<CState>,
+}
+
+/// OOM notifications of one container, on the shim's one event loop.
+struct OomSource {
+    id: String,
+    watcher: Mutex<Option<OomWatcher>>,
+    token: AtomicU64,
+    reactor: Arc<Reactor>,
+    events: Sender<Event>,
+}
+
+impl OomSource {
+    fn start(id: &str, cg: &dyn Manager, reactor: &Arc<Reactor>, events: Sender<Event>) -> Result<Arc<OomSource>, String> {
+        let w = OomWatcher::new(&cg.paths()).map_err(|e| e.to_string())?;
+        let src = Arc::new(OomSource {
+            id: id.to_string(),
+            watcher: Mutex::new(None),
+            token: AtomicU64::new(0),
+            reactor: Arc::clone(reactor),
+            events,
+        });
+        // Held across the registration: an event that comes at once waits for the token.
+        let mut g = lock(&src.watcher);
+        let token = reactor.add(w.as_fd(), Events::EPOLLIN, Arc::clone(&src) as Arc<dyn Source>).map_err(|e| e.to_string())?;
+        src.token.store(token, Ordering::SeqCst);
+        *g = Some(w);
+        drop(g);
+        Ok(src)
+    }
+
+    /// Publish OOM kills not published yet; stop watching once the cgroup is gone.
+    fn check(&self) {
+        let mut g = lock(&self.watcher);
+        let Some(w) = g.as_mut() else { return };
+        match w.check() {
+            Ok(OomEvent::Oom(_)) => match to_any(&TaskOOM { container_id: self.id.clone(), ..Default::default() }) {
+                Ok(any) => {
+                    let _ = self.events.send((TASK_OOM_EVENT_TOPIC, any));
+                }
+                Err(e) => log::error!("encode oom event: {e}"),
+            },
+            Ok(OomEvent::Timeout) => {}
+            Ok(OomEvent::Gone) | Err(_) => self.stop_locked(&mut g),
+        }
+    }
+
+    fn stop_locked(&self, g: &mut Option<OomWatcher>) {
+        if let Some(w) = g.take() {
+            self.reactor.remove(w.as_fd(), self.token.load(Ordering::SeqCst));
+        }
+    }
+
+    fn stop(&self) {
+        let mut g = lock(&self.watcher);
+        self.stop_locked(&mut g);
+    }
+}
+
+impl Source for OomSource {
+    fn ready(&self, _reactor: &Reactor, _token: u64, _events: Events) {
+        self.check();
+    }
 }
 
 struct ExitMsg {
@@ -130,9 +210,13 @@ pub struct Service {
     namespace: String,
     address: String,
     reaper: Arc<Reaper>,
-    events: Mutex<Sender<Event>>,
-    exits: Mutex<Sender<ExitMsg>>,
-    exit: Arc<ExitSignal>,
+    reactor: Arc<Reactor>,
+    /// Where cgroups are (decides the Metrics format).
+    cgroup_mode: Option<capsa_cgroups::Mode>,
+    events: Sender<Event>,
+    exits: Sender<ExitMsg>,
+    /// Shutdown was asked for and may be honoured: the server stops after answering it.
+    exiting: AtomicBool,
     containers: Mutex<HashMap<String, Arc<Container>>>,
 }
 
@@ -217,33 +301,38 @@ fn mount_one(fstype: &str, source: &str, options: &[String], target: &Path) -> R
     Ok(())
 }
 
-pub fn parse_options(any: Option<&Any>) -> Result<Option<Options>, String> {
-    let Some(any) = any else { return Ok(None) };
-    if any.value.is_empty() && any.type_url.is_empty() {
-        return Ok(None);
+/// A runtime `kill` failure as containerd-shim-runc-v2 maps it: an exited process or a missing
+/// container is NotFound (StopPodSandbox and CRI's StopContainer ignore that), else Unknown.
+fn kill_error(id: &str, e: String) -> ttrpc::Error {
+    let l = e.to_lowercase();
+    if l.contains("process already finished") || l.contains("not running") || l.contains("no such process") {
+        err(Code::NOT_FOUND, format!("{id}: process already finished: {e}"))
+    } else if l.contains("does not exist") {
+        err(Code::NOT_FOUND, format!("{id}: no such container: {e}"))
+    } else {
+        internal(format!("kill {id}: {e}"))
     }
-    if !any.type_url.ends_with("containerd.runc.v1.Options") {
-        return Err(format!("options: unsupported type {:?} (want containerd.runc.v1.Options)", any.type_url));
-    }
-    Options::parse_from_bytes(&any.value).map(Some).map_err(|e| format!("options: {e}"))
 }
 
 impl Service {
-    pub fn new(namespace: &str, address: &str, reaper: Arc<Reaper>, events: Sender<Event>, exit: Arc<ExitSignal>) -> Arc<Service> {
+    pub fn new(namespace: &str, address: &str, reaper: Arc<Reaper>, reactor: Arc<Reactor>, events: Sender<Event>) -> Arc<Service> {
         let (tx, rx) = std::sync::mpsc::channel::<ExitMsg>();
+        let cgroup_mode = capsa_cgroups::detect().map_err(|e| log::warn!("cgroups: {e}")).ok();
         let s = Arc::new(Service {
             namespace: namespace.to_string(),
             address: address.to_string(),
             reaper,
-            events: Mutex::new(events),
-            exits: Mutex::new(tx),
-            exit,
+            reactor,
+            cgroup_mode,
+            events,
+            exits: tx,
+            exiting: AtomicBool::new(false),
             containers: Mutex::new(HashMap::new()),
         });
         // Exits are handled off the reaper thread: handling may run the runtime (kill --all),
         // whose own exit only the reaper thread can deliver.
         let weak = Arc::downgrade(&s);
-        let _ = std::thread::Builder::new().name("exits".into()).spawn(move || {
+        let _ = std::thread::Builder::new().name("exits".into()).stack_size(256 * 1024).spawn(move || {
             for m in rx {
                 let Some(s) = weak.upgrade() else { return };
                 s.handle_exit(m);
@@ -252,10 +341,36 @@ impl Service {
         s
     }
 
+    /// Wait, answered when the process exits rather than by a thread parked until then.
+    pub fn wait_deferred(&self, payload: &[u8], r: Responder) {
+        let req = match WaitRequest::parse_from_bytes(payload) {
+            Ok(req) => req,
+            Err(e) => return r.send::<WaitResponse>(Err(err(Code::INVALID_ARGUMENT, format!("wait request: {e}")))),
+        };
+        log::debug!("wait {}", req.id);
+        let p = match self.get(&req.id).and_then(|c| self.process(&c, &req.exec_id)) {
+            Ok(p) => p,
+            Err(e) => return r.send::<WaitResponse>(Err(e)),
+        };
+        let mut st = lock(&p.st);
+        if st.status == Status::STOPPED {
+            let resp = WaitResponse { exit_status: st.exit_status, exited_at: st.exited_at.clone().into(), ..Default::default() };
+            drop(st);
+            r.send(Ok(resp));
+        } else {
+            st.waiters.push(r);
+        }
+    }
+
+    /// Shutdown was asked for (and no container is left, or `now`).
+    pub fn exiting(&self) -> bool {
+        self.exiting.load(Ordering::SeqCst)
+    }
+
     fn publish(&self, topic: &'static str, m: &dyn MessageDyn) {
         match to_any(m) {
             Ok(any) => {
-                let _ = lock(&self.events).send((topic, any));
+                let _ = self.events.send((topic, any));
             }
             Err(e) => log::error!("encode event {topic}: {e}"),
         }
@@ -273,7 +388,7 @@ impl Service {
     }
 
     fn exit_callback(&self, id: &str, exec_id: &str) -> impl FnOnce(i32) + Send + 'static {
-        let tx = lock(&self.exits).clone();
+        let tx = self.exits.clone();
         let (id, exec_id) = (id.to_string(), exec_id.to_string());
         move |code| {
             let _ = tx.send(ExitMsg { id, exec_id, code });
@@ -284,7 +399,7 @@ impl Service {
         let Ok(c) = self.get(&m.id) else { return };
         if let Some(oom) = &c.oom {
             // An OOM kill is published before the exit it caused, and while the cgroup exists.
-            oom.check(false);
+            oom.check();
         }
         if m.exec_id.is_empty() {
             let defer = {
@@ -365,7 +480,7 @@ impl Service {
             return Err(err(Code::ALREADY_EXISTS, format!("container {}: already exists", req.id)));
         }
         let bundle = PathBuf::from(&req.bundle);
-        let opts = parse_options(req.options.as_ref()).map_err(|e| err(Code::INVALID_ARGUMENT, e))?.unwrap_or_default();
+        let opts = crate::options::parse(req.options.as_ref()).map_err(|e| err(Code::INVALID_ARGUMENT, e))?;
         let ropts = RuntimeOpts {
             binary_name: if opts.binary_name.is_empty() { DEFAULT_BINARY.to_string() } else { opts.binary_name.clone() },
             root: if opts.root.is_empty() {
@@ -427,28 +542,20 @@ impl Service {
             let _ = runtime.run(&["delete", "--force", &req.id], None);
             fail(internal(e))
         };
-        let io = pio::finish(&mut prep, &stdio).map_err(|e| cleanup(format!("stdio: {e}")))?;
+        let io = pio::finish(&mut prep, &stdio, &self.reactor).map_err(|e| cleanup(format!("stdio: {e}")))?;
         let pid: i32 = std::fs::read_to_string(&pid_file)
             .map_err(|e| e.to_string())
             .and_then(|s| s.trim().parse().map_err(|e: std::num::ParseIntError| e.to_string()))
             .map_err(|e| cleanup(format!("pid file {pid_file_s}: {e}")))?;
-        let cgroups = Cgroups::of_pid(pid).ok();
+        let cgroup = capsa_cgroups::manager_for_pid(pid).map_err(|e| log::warn!("cgroup of {}: {e}", req.id)).ok();
         let init = Arc::new(Proc::new("", stdio.clone(), Vec::new()));
         {
             let mut st = lock(&init.st);
             st.pid = pid;
-            st.io = Some(io);
+            st.io = Some(Arc::new(io));
         }
-        let oom = cgroups.as_ref().and_then(|cg| {
-            let tx = lock(&self.events).clone();
-            let id = req.id.clone();
-            cg.watch_oom(move || {
-                if let Ok(any) = to_any(&TaskOOM { container_id: id.clone(), ..Default::default() }) {
-                    let _ = tx.send((TASK_OOM_EVENT_TOPIC, any));
-                }
-            })
-            .map_err(|e| log::warn!("oom watch {}: {e}", req.id))
-            .ok()
+        let oom = cgroup.as_deref().and_then(|cg| {
+            OomSource::start(&req.id, cg, &self.reactor, self.events.clone()).map_err(|e| log::warn!("oom watch {}: {e}", req.id)).ok()
         });
         let c = Arc::new(Container {
             oom,
@@ -457,7 +564,7 @@ impl Service {
             rootfs_mounted,
             runtime,
             own_pid_ns: has_own_pid_ns(&bundle),
-            cgroups,
+            cgroup,
             init,
             st: Mutex::new(CState::default()),
         });
@@ -532,8 +639,8 @@ impl Service {
             .and_then(|s| s.trim().parse().map_err(|e: std::num::ParseIntError| e.to_string()))
             .map_err(|e| internal(format!("pid file {pid_s}: {e}")))?;
         let _ = std::fs::remove_file(&pid_file);
-        let io = match pio::finish(&mut prep, &p.stdio) {
-            Ok(io) => io,
+        let io = match pio::finish(&mut prep, &p.stdio, &self.reactor) {
+            Ok(io) => Arc::new(io),
             Err(e) => {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
                 return Err(internal(format!("stdio: {e}")));
@@ -561,8 +668,12 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-fn signal_of(n: u32) -> ttrpc::Result<nix::sys::signal::Signal> {
-    nix::sys::signal::Signal::try_from(n as i32).map_err(|_| err(Code::INVALID_ARGUMENT, format!("signal {n}: invalid")))
+/// A signal number for kill(2); 0 (the existence check) is None.
+fn signal_of(n: u32) -> ttrpc::Result<Option<nix::sys::signal::Signal>> {
+    if n == 0 {
+        return Ok(None);
+    }
+    nix::sys::signal::Signal::try_from(n as i32).map(Some).map_err(|_| err(Code::INVALID_ARGUMENT, format!("signal {n}: invalid")))
 }
 
 impl containerd_shim::Task for Service {
@@ -630,11 +741,10 @@ impl containerd_shim::Task for Service {
                 // Never started (or its start failed): release anyone in Wait.
                 p.set_exited(255);
             }
-            let mut st = lock(&p.st);
-            if let Some(io) = st.io.as_mut() {
-                io.wait_output(Duration::from_secs(2));
-                io.close();
+            if let Some(io) = p.io() {
+                io.wait_output(DRAIN);
             }
+            let st = lock(&p.st);
             return Ok(DeleteResponse {
                 pid: st.pid as u32,
                 exit_status: st.exit_status,
@@ -657,12 +767,14 @@ impl containerd_shim::Task for Service {
             let st = lock(&c.init.st);
             let _ = c.init.cv.wait_timeout_while(st, Duration::from_secs(2), |s| s.status != Status::STOPPED);
         }
+        if let Some(io) = c.init.io() {
+            io.wait_output(DRAIN);
+        }
+        if let Some(oom) = &c.oom {
+            oom.stop();
+        }
         let (pid, exit_status, exited_at) = {
-            let mut st = lock(&c.init.st);
-            if let Some(io) = st.io.as_mut() {
-                io.wait_output(Duration::from_secs(2));
-                io.close();
-            }
+            let st = lock(&c.init.st);
             (st.pid as u32, st.exit_status, st.exited_at.clone())
         };
         if c.rootfs_mounted {
@@ -696,7 +808,7 @@ impl containerd_shim::Task for Service {
             Err(e) => {
                 // A runtime without `ps` (capsa before it has one): the cgroup's process list
                 // is what `runc ps` reads too.
-                match c.cgroups.as_ref().map(|cg| cg.procs()) {
+                match c.cgroup.as_ref().map(|cg| cg.pids()) {
                     Some(Ok(p)) => p,
                     _ => return Err(internal(e)),
                 }
@@ -773,7 +885,9 @@ impl containerd_shim::Task for Service {
         let c = self.get(&req.id)?;
         let p = self.process(&c, &req.exec_id)?;
         if req.exec_id.is_empty() {
-            if p.status() == Status::STOPPED {
+            // `--all` still goes to the runtime for a stopped init: what is left in its cgroup
+            // (a shared pid namespace's orphans) is signalled, as containerd-shim-runc-v2 does.
+            if p.status() == Status::STOPPED && !req.all {
                 return Err(err(Code::NOT_FOUND, format!("container {}: process already finished", c.id)));
             }
             let sig = req.signal.to_string();
@@ -782,16 +896,19 @@ impl containerd_shim::Task for Service {
                 args.push("--all");
             }
             args.extend([c.id.as_str(), sig.as_str()]);
-            c.runtime.run(&args, None).map_err(internal)?;
+            c.runtime.run(&args, None).map_err(|e| kill_error(&c.id, e))?;
             return Ok(Empty::new());
         }
         let sig = signal_of(req.signal)?;
         let st = lock(&p.st);
-        if st.status != Status::RUNNING || st.pid <= 0 {
+        if st.pid <= 0 {
+            return Err(err(Code::FAILED_PRECONDITION, format!("exec {}: process not started", req.exec_id)));
+        }
+        if st.status != Status::RUNNING {
             return Err(err(Code::NOT_FOUND, format!("exec {}: process already finished", req.exec_id)));
         }
         // The pid is still ours (not reaped: its exit would have marked it stopped under this lock).
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), sig).map_err(|e| internal(format!("kill exec {}: {e}", req.exec_id)))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(st.pid), sig).map_err(|e| kill_error(&req.exec_id, e.to_string()))?;
         Ok(Empty::new())
     }
 
@@ -838,7 +955,7 @@ impl containerd_shim::Task for Service {
         let c = self.get(&req.id)?;
         let p = self.process(&c, &req.exec_id)?;
         if req.stdin {
-            if let Some(io) = lock(&p.st).io.as_ref() {
+            if let Some(io) = p.io() {
                 io.close_io();
             }
         }
@@ -856,20 +973,13 @@ impl containerd_shim::Task for Service {
         Ok(Empty::new())
     }
 
-    fn wait(&self, _ctx: &TtrpcContext, req: WaitRequest) -> ttrpc::Result<WaitResponse> {
-        log::debug!("wait {}", req.id);
-        let c = self.get(&req.id)?;
-        let p = self.process(&c, &req.exec_id)?;
-        let st = lock(&p.st);
-        let st = p.cv.wait_while(st, |s| s.status != Status::STOPPED).unwrap_or_else(|e| e.into_inner());
-        Ok(WaitResponse { exit_status: st.exit_status, exited_at: st.exited_at.clone().into(), ..Default::default() })
-    }
-
     fn stats(&self, _ctx: &TtrpcContext, req: StatsRequest) -> ttrpc::Result<StatsResponse> {
         log::debug!("stats {}", req.id);
         let c = self.get(&req.id)?;
-        let cg = c.cgroups.as_ref().ok_or_else(|| err(Code::NOT_FOUND, format!("container {}: no cgroup", c.id)))?;
-        let any = cg.metrics().map_err(|e| internal(format!("stats {}: {e}", c.id)))?;
+        let cg = c.cgroup.as_ref().ok_or_else(|| err(Code::NOT_FOUND, format!("container {}: no cgroup", c.id)))?;
+        let mode = self.cgroup_mode.ok_or_else(|| err(Code::NOT_FOUND, "no cgroup filesystem"))?;
+        let stats = cg.stats().map_err(|e| internal(format!("stats {}: {e}", c.id)))?;
+        let any = crate::metrics::to_any(mode, &stats, &cg.paths()).map_err(internal)?;
         Ok(StatsResponse { stats: Some(any).into(), ..Default::default() })
     }
 
@@ -882,7 +992,7 @@ impl containerd_shim::Task for Service {
     fn shutdown(&self, _ctx: &TtrpcContext, req: ShutdownRequest) -> ttrpc::Result<Empty> {
         log::debug!("shutdown {}", req.id);
         if req.now || lock(&self.containers).is_empty() {
-            self.exit.signal();
+            self.exiting.store(true, Ordering::SeqCst);
         }
         Ok(Empty::new())
     }
