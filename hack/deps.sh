@@ -3,9 +3,12 @@
 #   busybox-static  the rootfs of test bundles        runc, crun   reference behaviour, bench
 #   jq, hyperfine, time  bench.sh                     iproute2, util-linux, mount, passwd  tests (ip, unshare, runuser, mount, useradd)
 #   containerd (containerd, ctr, Go containerd-shim-runc-v2), umoci  shim tests (also util-linux script), bench-shim.sh
+#   containernetworking-plugins (bridge, host-local, loopback)  CRI tests (tests/cri.rs), bench-shim.sh
+#   protobuf-compiler (protoc)  builds the CRI v1 client (k8s-cri) of the CRI tests
 # The Rust toolchain (cargo) is expected on PATH; Debian's own rustc is too old.
 set -eu
 pkgs="busybox-static runc crun jq hyperfine time iproute2 util-linux mount passwd containerd umoci"
+pkgs="$pkgs containernetworking-plugins protobuf-compiler"
 # cgroup2-vm.sh, the cgroup v2 VM: qemu (TCG), a Debian kernel, cpio for the initramfs,
 # binutils (strip), procps (ps, for the `ps` tests inside the VM).
 pkgs="$pkgs qemu-system-x86 linux-image-amd64 cpio binutils procps"

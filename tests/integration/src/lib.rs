@@ -22,11 +22,13 @@ mod config;
 mod console;
 mod container;
 mod host;
+mod image;
 mod runner;
 
 pub use config::*;
 pub use console::*;
 pub use container::*;
 pub use host::*;
+pub use image::*;
 pub use runner::*;
 pub use serde_json::{json, Value};

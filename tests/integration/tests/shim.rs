@@ -73,35 +73,6 @@ impl Rt {
 
 const RUNTIMES: [Rt; 2] = [Rt::Runc, Rt::Capsa];
 
-/// Build the busybox OCI image tar in `dir` with umoci, from /bin/busybox (~0.1 s).
-fn build_image(dir: &Path) -> PathBuf {
-    let rootfs = dir.join("image-rootfs");
-    for d in ["bin", "proc", "sys", "dev", "etc", "tmp"] {
-        fs::create_dir_all(rootfs.join(d)).unwrap();
-    }
-    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    for a in ["sh", "true", "sleep", "cat", "echo", "dd", "tty", "stty", "tr", "ls", "id", "head", "yes"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(a)).unwrap();
-    }
-    let layout = dir.join("image-oci");
-    let tar = dir.join("image.tar");
-    let sh = format!(
-        "set -e; umoci init --layout {l}; umoci new --image {l}:latest; \
-         umoci insert --rootless --image {l}:latest {r} /; \
-         umoci config --image {l}:latest --config.cmd /bin/sh --config.env PATH=/bin; \
-         tar -C {l} -cf {t} .",
-        l = layout.display(),
-        r = rootfs.display(),
-        t = tar.display()
-    );
-    let mut c = Command::new("sh");
-    c.args(["-c", &sh]);
-    run_host_cmd(c, Duration::from_secs(60)).ok();
-    fs::remove_dir_all(&rootfs).unwrap();
-    fs::remove_dir_all(&layout).unwrap();
-    tar
-}
-
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A private containerd. Drop stops it and checks that nothing is left behind.
@@ -148,7 +119,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
         let out = dir.join("out");
         let mut cd = Containerd { dir, ns, child: None, out };
         cd.spawn_daemon();
-        let tar = build_image(&cd.dir);
+        let tar = busybox_image_tar(&cd.dir);
         cd.ctr(&["images", "import", "--base-name", "docker.io/library/busybox-capsa"]).arg(tar).run().ok();
         cd
     }
