@@ -12,8 +12,10 @@
 #      (io.max rules need one);
 #   3. runs each test binary and prints `VM-RESULT <binary> <exit code>`.
 #
-# The tests: the capsa-cgroups crate (unit + host tests through the v2 manager), and the
-# end-to-end `cgroups` and `ops` suites (tests/integration), which read the v2 files there.
+# The tests: the capsa-cgroups crate (unit + host tests through the v2 manager), the
+# end-to-end `cgroups` and `ops` suites (tests/integration), which read the v2 files there, and
+# `shim_direct` (the containerd shim's v2 Metrics and OOM events, driven over ttrpc without
+# containerd, which the VM does not have).
 #
 # Usage: hack/cgroup2-vm.sh          (builds what it needs; prints the tests' result lines)
 # Environment: VM_KERNEL (default: newest /boot/vmlinuz-*), VM_TIMEOUT seconds (default 900),
@@ -42,7 +44,7 @@ fi
 # Test executables, as cargo reports them.
 tests=$( {
 	cargo test --locked -q --no-run --message-format=json -p capsa-cgroups --lib
-	cargo test --locked -q --no-run --message-format=json -p capsa-integration --test cgroups --test ops
+	cargo test --locked -q --no-run --message-format=json -p capsa-integration --test cgroups --test ops --test shim_direct
 } | jq -r 'select(.reason == "compiler-artifact" and .executable != null and .profile.test) | .executable')
 [ -n "$tests" ] || { echo "cgroup2-vm.sh: no test binaries" >&2; exit 1; }
 
@@ -65,6 +67,9 @@ for a in $(/bin/busybox --list); do
 	[ "$a" = ps ] || [ "$a" = busybox ] || ln -s busybox "$stage/bin/$a"
 done
 copy_bin /usr/bin/ps /usr/bin/ps
+# The shim for shim_direct (the test's profile; it finds it through CAPSA_SHIM_BIN in the VM).
+cargo build --locked -q -p containerd-shim-capsa-v2
+copy_bin target/debug/containerd-shim-capsa-v2 /bin/containerd-shim-capsa-v2
 # The test binaries find the workspace (hack/mkbundle.sh, target/release/capsa) at the path
 # they were built in.
 mkdir -p "$stage$ws/tests/integration" "$stage$ws/hack" "$stage$ws/target/release"
@@ -111,7 +116,7 @@ ip link set lo up
 [ -e /brd.ko ] && insmod /brd.ko rd_nr=1 rd_size=4096
 [ -e /loop.ko ] && insmod /loop.ko max_loop=2
 echo "VM-INFO kernel \$(uname -r), cgroup2 controllers: \$(cat /sys/fs/cgroup/cgroup.controllers); block devices: \$(ls /sys/block | tr '\n' ' '); booted in \$(cut -d' ' -f1 /proc/uptime) s"
-export CARGO_TARGET_DIR=/tmp/target RUST_BACKTRACE=1
+export CARGO_TARGET_DIR=/tmp/target RUST_BACKTRACE=1 CAPSA_SHIM_BIN=/bin/containerd-shim-capsa-v2
 cd $ws
 for t in /tests/*; do
 	\$t --test-threads 2
