@@ -335,3 +335,72 @@ impl Source for Server {
         self.accept(reactor);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Echoes the payload; panics on "boom".
+    struct Echo;
+
+    impl MethodHandler for Echo {
+        fn handler(&self, ctx: TtrpcContext, req: Request) -> ttrpc::Result<()> {
+            if req.payload == b"boom" {
+                panic!("boom requested");
+            }
+            let mut res = Response::new();
+            res.set_status(ttrpc::get_status(Code::OK, String::new()));
+            res.payload = req.payload;
+            ttrpc::response_to_channel(ctx.mh.stream_id, res, ctx.res_tx)
+        }
+    }
+
+    fn call(sock: &mut UnixStream, stream_id: u32, payload: &[u8]) -> Response {
+        let mut r = Request::new();
+        r.service = "t.S".into();
+        r.method = "M".into();
+        r.payload = payload.to_vec();
+        let body = r.encode().expect("encode");
+        let mh = MessageHeader { length: body.len() as u32, stream_id, type_: MESSAGE_TYPE_REQUEST, flags: 0 };
+        let mut frame: Vec<u8> = mh.into();
+        frame.extend_from_slice(&body);
+        sock.write_all(&frame).expect("write");
+        let mut h = [0u8; MESSAGE_HEADER_LENGTH];
+        sock.read_exact(&mut h).expect("read header");
+        let mh = MessageHeader::from(&h);
+        assert_eq!((mh.stream_id, mh.type_), (stream_id, MESSAGE_TYPE_RESPONSE));
+        let mut b = vec![0u8; mh.length as usize];
+        sock.read_exact(&mut b).expect("read body");
+        Response::decode(&b).expect("decode")
+    }
+
+    /// A request whose handler panics gets INTERNAL; the same connection goes on being served.
+    #[test]
+    fn a_panicking_request_fails_alone() {
+        let dir = std::env::temp_dir().join(format!("capsa-shim-srv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("s.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind");
+        let reactor = Arc::new(Reactor::new().expect("reactor"));
+        let mut methods: Methods = HashMap::new();
+        methods.insert("/t.S/M".into(), Box::new(Echo));
+        let server = Server::new(OwnedFd::from(listener), methods, HashMap::new(), Box::new(|| {})).expect("server");
+        server.register(&reactor).expect("register");
+        let r = Arc::clone(&reactor);
+        let looper = std::thread::spawn(move || r.run());
+        let mut sock = UnixStream::connect(&path).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let res = call(&mut sock, 1, b"boom");
+        let status = res.status.as_ref().expect("status");
+        assert_eq!(status.code.enum_value_or(Code::UNKNOWN), Code::INTERNAL);
+        assert!(status.message.contains("panic") && status.message.contains("boom requested"), "{}", status.message);
+        let res = call(&mut sock, 3, b"still here");
+        assert_eq!(res.status.as_ref().map(|s| s.code.enum_value_or(Code::UNKNOWN)), Some(Code::OK));
+        assert_eq!(res.payload, b"still here");
+        reactor.stop();
+        looper.join().expect("loop").expect("run");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -997,3 +997,31 @@ impl containerd_shim::Task for Service {
         Ok(Empty::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(e: ttrpc::Error) -> Code {
+        match e {
+            ttrpc::Error::RpcStatus(s) => s.code.enum_value_or(Code::UNKNOWN),
+            _ => Code::UNKNOWN,
+        }
+    }
+
+    /// The runtime's words for an exited process or a missing container are NotFound, as
+    /// containerd-shim-runc-v2 maps runc's; anything else stays an error.
+    #[test]
+    fn kill_errors_map_like_the_go_shim() {
+        for msg in [
+            "capsa kill failed: container not running",
+            "runc kill failed: container with id x is not running",
+            "kill: os: process already finished",
+            "kill: No such process",
+        ] {
+            assert_eq!(code(kill_error("c", msg.into())), Code::NOT_FOUND, "{msg}");
+        }
+        assert_eq!(code(kill_error("c", "capsa kill failed: container \"c\" does not exist".into())), Code::NOT_FOUND);
+        assert_eq!(code(kill_error("c", "capsa kill failed: permission denied".into())), Code::UNKNOWN);
+    }
+}
