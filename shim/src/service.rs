@@ -21,7 +21,7 @@ use containerd_shim::protos::topics::*;
 use containerd_shim::protos::types::task::{ProcessInfo, Status};
 use protobuf::well_known_types::any::Any;
 use protobuf::well_known_types::timestamp::Timestamp;
-use protobuf::{Message, MessageDyn};
+use protobuf::Message;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ttrpc::{self, Code, TtrpcContext};
@@ -171,7 +171,7 @@ impl OomSource {
         let mut g = lock(&self.watcher);
         let Some(w) = g.as_mut() else { return };
         match w.check() {
-            Ok(OomEvent::Oom(_)) => match to_any(&TaskOOM { container_id: self.id.clone(), ..Default::default() }) {
+            Ok(OomEvent::Oom(_)) => match to_any(EVENTS, &TaskOOM { container_id: self.id.clone(), ..Default::default() }) {
                 Ok(any) => {
                     let _ = self.events.send((TASK_OOM_EVENT_TOPIC, any));
                 }
@@ -230,10 +230,17 @@ pub fn default_root(address: &str, namespace: &str) -> String {
 
 pub const DEFAULT_BINARY: &str = "capsa";
 
-fn to_any(m: &dyn MessageDyn) -> Result<Any, String> {
+/// Protobuf packages of the messages the shim packs in an Any.
+const EVENTS: &str = "containerd.events";
+const RUNC_V1: &str = "containerd.runc.v1";
+
+/// `m` in an Any, its type URL `<package>.<name>` as containerd's typeurl registers it. Built
+/// from the name rather than protobuf reflection (`descriptor_dyn`), which would build the whole
+/// descriptor pool on the heap and fault in the reflection code, for a type name.
+fn to_any<M: Message>(package: &str, m: &M) -> Result<Any, String> {
     let mut any = Any::new();
-    any.type_url = m.descriptor_dyn().full_name().to_string();
-    any.value = m.write_to_bytes_dyn().map_err(|e| e.to_string())?;
+    any.type_url = format!("{package}.{}", M::NAME);
+    any.value = m.write_to_bytes().map_err(|e| e.to_string())?;
     Ok(any)
 }
 
@@ -367,8 +374,8 @@ impl Service {
         self.exiting.load(Ordering::SeqCst)
     }
 
-    fn publish(&self, topic: &'static str, m: &dyn MessageDyn) {
-        match to_any(m) {
+    fn publish<M: Message>(&self, topic: &'static str, m: &M) {
+        match to_any(EVENTS, m) {
             Ok(any) => {
                 let _ = self.events.send((topic, any));
             }
@@ -819,7 +826,7 @@ impl containerd_shim::Task for Service {
         for pid in pids {
             let mut pi = ProcessInfo { pid: pid as u32, ..Default::default() };
             if let Some(exec_id) = execs.get(&pid) {
-                if let Ok(any) = to_any(&ProcessDetails { exec_id: exec_id.clone(), ..Default::default() }) {
+                if let Ok(any) = to_any(RUNC_V1, &ProcessDetails { exec_id: exec_id.clone(), ..Default::default() }) {
                     pi.info = Some(any).into();
                 }
             }
@@ -1011,6 +1018,20 @@ mod tests {
 
     /// The runtime's words for an exited process or a missing container are NotFound, as
     /// containerd-shim-runc-v2 maps runc's; anything else stays an error.
+    /// The type URLs containerd's typeurl knows these messages by.
+    #[test]
+    fn type_urls_without_reflection() {
+        use protobuf::MessageFull;
+        assert_eq!(to_any(EVENTS, &TaskExit::new()).map(|a| a.type_url), Ok("containerd.events.TaskExit".to_string()));
+        for (url, full) in [
+            (to_any(EVENTS, &TaskOOM::new()), TaskOOM::descriptor().full_name().to_string()),
+            (to_any(EVENTS, &TaskExecStarted::new()), TaskExecStarted::descriptor().full_name().to_string()),
+            (to_any(RUNC_V1, &ProcessDetails::new()), ProcessDetails::descriptor().full_name().to_string()),
+        ] {
+            assert_eq!(url.map(|a| a.type_url), Ok(full));
+        }
+    }
+
     #[test]
     fn kill_errors_map_like_the_go_shim() {
         for msg in [
