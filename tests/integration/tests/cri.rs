@@ -234,6 +234,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         {
             self.netns.borrow_mut().push(ns);
         }
+        if handler == CAPSA {
+            // Every capsa pod is served by our shim, never containerd's Go one.
+            let (_, argv0, exe) = self.shim_of(&id);
+            assert!(argv0.ends_with("containerd-shim-capsa-v2") && exe == shim_bin(), "pod {id} runs under {argv0} ({})", exe.display());
+        }
         id
     }
 
