@@ -59,6 +59,18 @@ fn shim_bin() -> PathBuf {
     p.canonicalize().unwrap()
 }
 
+/// Kills and reaps a child on drop unless taken out.
+struct ChildGuard(Option<Child>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// A private containerd with its CRI plugin, in a network namespace of its own.
 struct Cri {
     dir: PathBuf,
@@ -139,21 +151,25 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             .stderr(log)
             .spawn()
             .unwrap();
+        // Killed if anything below fails, before the Cri (whose Drop stops it) exists.
+        let mut guard = ChildGuard(Some(child));
         let sock = dir.join("c.sock");
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let up = wait_until(POLL_TIMEOUT, || sock.exists());
         assert!(up, "containerd did not come up:\n{}", fs::read_to_string(dir.join("containerd.log")).unwrap_or_default());
-        let path = sock.clone();
-        let channel = rt
-            .block_on(Endpoint::try_from("http://[::]:50051").unwrap().connect_with_connector(tower::service_fn(move |_: Uri| {
+        // The socket file appears before containerd listens on it: connect until it answers.
+        let channel = poll(POLL_TIMEOUT, "containerd's CRI socket to accept connections", || {
+            let path = sock.clone();
+            rt.block_on(Endpoint::try_from("http://[::]:50051").unwrap().connect_with_connector(tower::service_fn(move |_: Uri| {
                 let p = path.clone();
                 async move { Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?)) }
             })))
-            .unwrap();
+            .ok()
+        });
         let cri = Cri {
             cgroup_parent: format!("/ccri{}n{n}x", std::process::id()),
             dir,
-            child: Some(child),
+            child: guard.0.take(),
             rt,
             rs: RuntimeServiceClient::new(channel.clone()),
             is: ImageServiceClient::new(channel),
