@@ -98,7 +98,9 @@ fn failing_create_hooks_roll_back() {
 fn hook_timeout() {
     let mut c = Container::shared("hook-timeout");
     c.args(&["sleep", "100"]);
-    c.set("/hooks/prestart", json!([{"path": "/bin/sh", "args": ["sh", "-c", "exec sleep 30"], "timeout": 1}]));
+    // A sleep no other test (or parallel suite) runs, so the check below sees only ours.
+    let sleep = format!("sleep 30.{}{}", std::process::id(), c.id.len());
+    c.set("/hooks/prestart", json!([{"path": "/bin/sh", "args": ["sh", "-c", format!("exec {sleep}")], "timeout": 1}]));
     c.write_config();
     let t = Instant::now();
     let out = c.create_cmd(&[]).run().fails_cleanly();
@@ -106,7 +108,7 @@ fn hook_timeout() {
     // runc: "hook ran past specified timeout of 1.0s"
     assert!(out.stderr.contains("timeout"), "{out}");
     c.assert_clean();
-    assert!(processes_for("sleep 30").is_empty(), "the timed-out hook was not killed");
+    assert!(processes_for(&sleep).is_empty(), "the timed-out hook was not killed");
 }
 
 /// poststart and poststop failures: per the spec the runtime MUST only log a warning and carry
