@@ -7,6 +7,10 @@
 //! WAL lets readers run while one writer commits. podman's libpod ended up with the same.
 //! Every write is one `BEGIN IMMEDIATE` transaction (the writer lock taken up front, so
 //! two writers never deadlock upgrading a read lock); `busy_timeout` makes the others wait.
+//! Opening is serialised by an flock on `capsa.db.lock`: the first processes to open a new
+//! store would otherwise race to switch it to WAL, and SQLite answers one of two
+//! connections upgrading their read locks at once with "database is locked" at once,
+//! without waiting (its deadlock rule).
 //!
 //! Reference counts (`layers.refs`) count what stands directly on a layer: images whose
 //! top layer it is, layers whose parent it is, containers whose image top it is. A layer
@@ -74,6 +78,9 @@ pub struct Db {
 
 impl Db {
     pub fn open(path: &Path) -> Result<Db> {
+        let mut lock_path = path.as_os_str().to_owned();
+        lock_path.push(".lock");
+        let _setup = SetupLock::take(Path::new(&lock_path))?;
         let conn = Connection::open(path).with_ctx(|| format!("open database {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(60))?;
         // WAL: readers do not block the writer; NORMAL: a kill never corrupts or loses a
@@ -126,6 +133,27 @@ impl Db {
     }
 }
 
+/// An exclusive flock held while a connection sets the database up; released on drop
+/// (closing the file releases it).
+struct SetupLock(#[allow(dead_code)] std::fs::File);
+
+impl SetupLock {
+    fn take(path: &Path) -> Result<SetupLock> {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::options().create(true).append(true).open(path).with_ctx(|| format!("open {}", path.display()))?;
+        loop {
+            // SAFETY: flock on an fd we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+                return Ok(SetupLock(f));
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(crate::Error::from(e).context(format!("lock {}", path.display())));
+            }
+        }
+    }
+}
+
 /// Adds `delta` to a layer's reference count.
 pub fn add_ref(tx: &Transaction, chain: &str, delta: i64) -> Result<()> {
     tx.execute("UPDATE layers SET refs = refs + ?1 WHERE chain_id = ?2", params![delta, chain])?;
@@ -138,4 +166,34 @@ pub fn layer_exists(conn: &Connection, chain: &str) -> Result<bool> {
 
 pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Processes opening a new store at the same instant all get it (none "database is
+    /// locked"): many connections race to set it up, again and again.
+    #[test]
+    fn simultaneous_first_opens_all_succeed() {
+        let dir = std::env::temp_dir().join(format!("capsa-db-test-{}", std::process::id()));
+        for round in 0..30 {
+            let path = dir.join(format!("{round}.db"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let start = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let opens: Vec<_> = (0..8)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Db::open(&path).map(|_| ()).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for o in opens {
+                assert_eq!(o.join().unwrap(), Ok(()), "round {round}");
+            }
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

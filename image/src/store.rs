@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! <root>/capsa.db          SQLite (WAL): images, tags, manifests, layers, containers
+//! <root>/capsa.db.lock     flock: held while a process opens the database (see db.rs)
 //! <root>/blobs/sha256/HEX  content-addressed blobs
 //! <root>/snapshots/HEX/fs  one unpacked layer per chainID (overlay form)
 //! <root>/l/SHORT           short links to snapshots, for overlay's lowerdir
