@@ -120,6 +120,41 @@ fn a_mount_destination_symlink_stays_inside() {
     c.assert_clean();
 }
 
+/// A read-only bind (docker `-v /host:/vol:ro`, a Kubernetes `readOnly` hostPath) whose
+/// destination is an image symlink that goes *through the bind's own contents*:
+/// `/vol -> /mnt/x/link/..`. Before the mount, `/mnt/x/link` does not exist, so the bind lands on
+/// /mnt/x. Looked up again after the mount (to make it read-only), `link` is now the host
+/// directory's symlink, which leads elsewhere in the container: `ro` went to that other mount and
+/// the host directory stayed writable. runc 1.1.5 is fooled the same way. The flags must be set
+/// on the mount itself, never on whatever the path resolves to afterwards.
+#[test]
+fn a_readonly_bind_stays_readonly_through_a_symlinked_destination() {
+    for opt in ["ro", "noexec"] {
+        let mut c = Container::new(&format!("hostile-bind-{opt}-relookup"));
+        let watch = HostWatch::new(&c.dir);
+        let data = c.host_dir("data");
+        fs::write(data.join("secret"), "host").unwrap();
+        fs::write(data.join("prog"), "#!/bin/sh\necho RAN\n").unwrap();
+        fs::set_permissions(data.join("prog"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        // Any symlink in the host directory will do; its target is resolved in the container.
+        symlink("/elsewhere", data.join("link")).unwrap();
+        fs::create_dir_all(c.rootfs.join("elsewhere")).unwrap();
+        plant_symlink(&c, "/vol", "/mnt/x/link/..");
+        c.add_mount(json!({"destination": "/vol", "type": "bind", "source": data.to_str(), "options": ["rbind", opt]}));
+        c.sh("(echo pwned > /mnt/x/secret) 2>/dev/null && echo WROTE; /mnt/x/prog 2>/dev/null; echo done");
+        let out = c.run(&[]).ok();
+        match opt {
+            "ro" => {
+                assert_eq!(read(data.join("secret")), "host", "a `ro` bind of a host directory was written: {out}");
+                assert_eq!(out.stdout, "RAN\ndone\n", "{out}");
+            }
+            _ => assert_eq!(out.stdout, "WROTE\ndone\n", "`noexec` did not hold: {out}"),
+        }
+        watch.assert_untouched();
+        c.assert_clean();
+    }
+}
+
 /// Binds may not cover procfs (the way runc's writes were redirected, CVE-2019-19921 and
 /// CVE-2025-52881), however the destination gets there; a bind on an lxcfs-style file named
 /// as such is allowed.
