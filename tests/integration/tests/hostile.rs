@@ -520,6 +520,35 @@ fn f_passwd_that_never_ends_or_blocks() {
     c.assert_clean();
 }
 
+/// Finding F, pseudo files: `/etc/passwd -> /proc/kmsg` is a "regular file" to stat. `exec -u
+/// NAME` resolves the name before it drops any privilege, so it read the host's kernel log:
+/// blocked until the next kernel message (exec hung) and consumed what was there, which the
+/// host's syslog then never saw. (runc 1.1.5's init hangs the same way on `run`: it reads
+/// /etc/passwd with full capabilities.) Files of procfs, sysfs, debugfs and tracefs are
+/// refused.
+#[test]
+fn f_passwd_on_procfs_is_refused() {
+    let mut c = Container::new("hostile-passwd-kmsg");
+    let watch = HostWatch::new(&c.dir);
+    let p = c.rootfs.join("etc/passwd");
+    fs::remove_file(&p).unwrap();
+    symlink("/proc/kmsg", &p).unwrap();
+    c.args(&["sleep", "100"]);
+    // HOME given: init itself does not need /etc/passwd.
+    let mut env = c.config["process"]["env"].as_array().unwrap().clone();
+    env.push(json!("HOME=/root"));
+    c.set("/process/env", json!(env));
+    c.create_start();
+    let t = Instant::now();
+    let out = c.rt(["exec", "-u", "alice", &c.id, "id"]);
+    assert!(t.elapsed() < Duration::from_secs(10), "exec -u alice hung reading /proc/kmsg: {out}");
+    assert!(!out.success(), "{out}");
+    assert!(out.err_msg().contains("/etc/passwd"), "{out}");
+    c.delete_force().ok();
+    watch.assert_untouched();
+    c.assert_clean();
+}
+
 /// Finding G: inputs that aborted or hung the runtime.
 #[test]
 fn g_inputs_that_crashed_or_hung() {
