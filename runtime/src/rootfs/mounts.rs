@@ -264,6 +264,14 @@ fn destination(root: &Root, m: &MountPlan, source: Option<&Path>) -> Result<Owne
         };
     let fd = if is_file_bind { root.create_file(&m.destination, 0o755, follow) } else { root.mkdir_all(&m.destination, 0o755, follow) }
         .map_err(what)?;
+    // `/data -> /` in the image: a mount on the container's root directory is stacked on `/`,
+    // where init (which pivots into the directory underneath) never sees it, but every later
+    // setns into the mount namespace (`capsa exec`) lands on top of it: exec'd processes, and
+    // the runtime's own code in them, would see the mount (a volume with a fake /proc) as `/`.
+    let (st, rst) = (nix::sys::stat::fstat(fd.as_fd()).ctx("stat destination")?, nix::sys::stat::fstat(root.as_fd()).ctx("stat rootfs")?);
+    if (st.st_dev, st.st_ino) == (rst.st_dev, rst.st_ino) {
+        bail!("{}: resolves to the container's root directory; nothing may be mounted there", root.display(&m.destination));
+    }
     // Mounting over procfs is how the runtime's own writes get redirected
     // (CVE-2019-19921, CVE-2025-52881): only a new procfs, or a bind on one of a few files
     // named as such in config.json.

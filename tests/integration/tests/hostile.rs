@@ -155,6 +155,38 @@ fn a_readonly_bind_stays_readonly_through_a_symlinked_destination() {
     }
 }
 
+/// A volume whose destination is an image symlink to `/` (`/data -> /`). The bind was stacked on
+/// the container's root directory: init pivots into the directory underneath and never sees it,
+/// but `capsa exec` (any setns into the mount namespace) lands on top of it, so exec'd processes
+/// and the runtime's own code in them saw the volume as `/`, with whatever /proc it holds. runc
+/// 1.1.5 and crun both fail on it; it is refused, and the same for a tmpcopyup tmpfs (whose copy
+/// of `/` would read the container's /proc and /sys as host root).
+#[test]
+fn a_mount_destination_resolving_to_the_root_is_refused() {
+    for typ in ["bind", "tmpfs"] {
+        let mut c = Container::new(&format!("hostile-dest-root-{typ}"));
+        let watch = HostWatch::new(&c.dir);
+        let vol = c.host_dir("vol");
+        fs::create_dir_all(vol.join("proc/sys/kernel")).unwrap();
+        fs::write(vol.join("proc/sys/kernel/core_pattern"), "fake\n").unwrap();
+        plant_symlink(&c, "/data", "/");
+        match typ {
+            "bind" => c.add_mount(json!({"destination": "/data", "type": "bind", "source": vol.to_str(), "options": ["rbind", "rw"]})),
+            _ => c.add_mount(json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["tmpcopyup", "size=16m"]})),
+        };
+        c.args(&["sleep", "100"]);
+        let out = c.create(&[]);
+        if out.success() {
+            // What an exec'd process sees as /proc.
+            let seen = c.rt(["exec", &c.id, "cat", "/proc/sys/kernel/core_pattern"]);
+            c.delete_force().ok();
+            panic!("a {typ} mount on the container's root was allowed; exec sees core_pattern {:?}", seen.stdout);
+        }
+        refused(&c, out, &["/data", "root"]);
+        watch.assert_untouched();
+    }
+}
+
 /// Binds may not cover procfs (the way runc's writes were redirected, CVE-2019-19921 and
 /// CVE-2025-52881), however the destination gets there; a bind on an lxcfs-style file named
 /// as such is allowed.
@@ -597,6 +629,27 @@ fn g_inputs_that_crashed_or_hung() {
     let out = c.run(&[]);
     refused(&c, out, &["net.ipv4.ip_forward", "host"]);
     assert_eq!(read("/proc/sys/net/ipv4/ip_forward"), before);
+}
+
+/// tmpcopyup (podman `--tmpfs`, `--read-only`) of an image directory holding a 1 TiB sparse
+/// file, the size `useradd -u 2000000000` gives /var/log/lastlog: a few bytes in the image. The
+/// copy wrote every hole out as zeros into the tmpfs, which lives in memory (half the host's RAM
+/// by default, 64 MiB here so that the old behaviour only fails): the holes must stay holes.
+/// runc 1.1.5 fails the same way.
+#[test]
+fn h_tmpcopyup_keeps_a_huge_sparse_file_sparse() {
+    let mut c = Container::new("hostile-copyup-sparse");
+    let watch = HostWatch::new(&c.dir);
+    fs::create_dir_all(c.rootfs.join("data/log")).unwrap();
+    let f = fs::File::create(c.rootfs.join("data/log/lastlog")).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"end", (1 << 40) - 3).unwrap();
+    c.add_mount(json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["tmpcopyup", "size=64m"]}));
+    c.sh("stat -c %s /data/log/lastlog; tail -c 3 /data/log/lastlog; echo; df -k /data | tail -1 | awk '{print ($3 < 1024)}'");
+    let out = c.run(&[]);
+    assert!(out.success(), "tmpcopyup of a sparse file failed: {out}");
+    assert_eq!(out.stdout, format!("{}\nend\n1\n", 1u64 << 40), "{out}");
+    watch.assert_untouched();
+    c.assert_clean();
 }
 
 /// The shared base rootfs is never written by any of the above (a runtime that creates
