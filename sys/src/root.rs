@@ -38,6 +38,15 @@ pub enum Follow {
     Never,
 }
 
+/// Filesystems whose "regular" files [`Root::read_file`] refuses: procfs, sysfs, debugfs,
+/// tracefs (reads with side effects, or that block).
+const PSEUDO_FS: [nix::sys::statfs::FsType; 4] = [
+    nix::sys::statfs::PROC_SUPER_MAGIC,
+    nix::sys::statfs::SYSFS_MAGIC,
+    nix::sys::statfs::FsType(0x6462_6720 as _),
+    nix::sys::statfs::FsType(0x7472_6163 as _),
+];
+
 /// Links followed in one lookup before giving up with `ELOOP` (the kernel's own limit).
 const MAX_LINKS: usize = 40;
 
@@ -196,7 +205,9 @@ impl Root {
     /// anything else and anything longer than `limit` bytes. It is looked at through an
     /// `O_PATH` handle first and only opened for reading once it is known to be a regular
     /// file: opening a FIFO would block, a device could have side effects, `/dev/zero` would
-    /// never end.
+    /// never end. Files of the kernel's pseudo filesystems are refused too, though they look
+    /// regular: reading `/proc/kmsg` blocks and consumes the host's kernel log, tracefs's
+    /// `trace_pipe` blocks, and none of them is a file an image provides.
     pub fn read_file(&self, path: &Path, limit: u64) -> io::Result<Vec<u8>> {
         let with_path = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", self.display(path)));
         let fd = self.open_path(path, Follow::InRoot)?;
@@ -204,7 +215,11 @@ impl Root {
         if kind(&st) != SFlag::S_IFREG {
             return Err(with_path(other("not a regular file")));
         }
-        let file = crate::procfs::reopen(fd.as_fd(), OFlag::O_RDONLY | OFlag::O_NOCTTY)?;
+        let fs = nix::sys::statfs::fstatfs(fd.as_fd()).map_err(errno)?.filesystem_type();
+        if PSEUDO_FS.contains(&fs) {
+            return Err(with_path(other("a file of the kernel's procfs, sysfs, debugfs or tracefs, not of the image")));
+        }
+        let file = crate::procfs::reopen(fd.as_fd(), OFlag::O_RDONLY | OFlag::O_NOCTTY | OFlag::O_NONBLOCK)?;
         read_regular(file, limit).map_err(with_path)
     }
 
@@ -426,5 +441,9 @@ mod tests {
         symlink("/dev/zero", root.join("zero")).unwrap();
         assert!(r.read_file(Path::new("/zero"), 100).is_err());
         assert!(r.read_file(Path::new("/real"), 100).is_err());
+        // Regular to stat, but procfs: /proc/kmsg would block and eat the host's kernel log.
+        let host = Root::open(Path::new("/")).unwrap();
+        assert!(host.read_file(Path::new("/proc/self/status"), 1 << 20).unwrap_err().to_string().contains("procfs"));
+        assert!(host.read_file(Path::new("/sys/kernel/uevent_seqnum"), 1 << 20).is_err());
     }
 }

@@ -264,6 +264,14 @@ fn destination(root: &Root, m: &MountPlan, source: Option<&Path>) -> Result<Owne
         };
     let fd = if is_file_bind { root.create_file(&m.destination, 0o755, follow) } else { root.mkdir_all(&m.destination, 0o755, follow) }
         .map_err(what)?;
+    // `/data -> /` in the image: a mount on the container's root directory is stacked on `/`,
+    // where init (which pivots into the directory underneath) never sees it, but every later
+    // setns into the mount namespace (`capsa exec`) lands on top of it: exec'd processes, and
+    // the runtime's own code in them, would see the mount (a volume with a fake /proc) as `/`.
+    let (st, rst) = (nix::sys::stat::fstat(fd.as_fd()).ctx("stat destination")?, nix::sys::stat::fstat(root.as_fd()).ctx("stat rootfs")?);
+    if (st.st_dev, st.st_ino) == (rst.st_dev, rst.st_ino) {
+        bail!("{}: resolves to the container's root directory; nothing may be mounted there", root.display(&m.destination));
+    }
     // Mounting over procfs is how the runtime's own writes get redirected
     // (CVE-2019-19921, CVE-2025-52881): only a new procfs, or a bind on one of a few files
     // named as such in config.json.
@@ -292,17 +300,23 @@ pub fn mount_one(root: &Root, bundle: &Path, m: &MountPlan) -> Result<()> {
     let target = destination(root, m, source.as_deref())?;
     let target_path = mount::fd_path(target.as_fd());
 
+    // The mount just made, when it was attached from a detached tree: what is set on it
+    // afterwards goes through this fd. Looking the destination up again instead would cross
+    // the new mount, and a symlink in *its* contents could lead elsewhere: with
+    // `/vol -> /mnt/x/link/..` a `ro` bind lands on /mnt/x, and after the mount `link` is the
+    // bound directory's own symlink, so a second lookup made some other mount read-only.
+    let mut top: Option<OwnedFd> = None;
     if let Some(tree) = &m.tree {
         mount::attach(tree.as_fd(), target.as_fd()).with_ctx(|| {
             format!("attach the bind of {} on {}", m.source.as_deref().unwrap_or(Path::new("")).display(), m.destination.display())
         })?;
-    } else if m.is_bind() {
-        let first = m.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
-        nix::mount::mount(source.as_deref(), target_path.as_str(), None::<&str>, first, None::<&str>)
-            .with_ctx(|| format!("bind {} on {}", source.as_deref().unwrap_or(Path::new("")).display(), m.destination.display()))?;
-        if m.flags.intersects(BIND_REMOUNT_FLAGS) {
-            set_flags(root, m, m.flags & BIND_REMOUNT_FLAGS)?;
-        }
+        top = Some(tree.try_clone().ctx("dup the attached tree")?);
+    } else if let (true, Some(src)) = (m.is_bind(), source.as_deref()) {
+        // Detached, flags set on it (`ro` included), then attached: never a remount by path.
+        let tree = super::trees::clone_bind(src, m.flags).with_ctx(|| format!("bind {} on {}", src.display(), m.destination.display()))?;
+        mount::attach(tree.as_fd(), target.as_fd())
+            .with_ctx(|| format!("attach the bind of {} on {}", src.display(), m.destination.display()))?;
+        top = Some(tree);
     } else if m.fstype.as_deref() == Some("tmpfs") {
         // runc: a tmpfs on an existing directory takes its mode (sysfs's 0555 at
         // /sys/fs/cgroup); a read-only one is written first and made read-only at the end.
@@ -312,6 +326,7 @@ pub fn mount_one(root: &Root, bundle: &Path, m: &MountPlan) -> Result<()> {
             let src = m.source.as_deref().and_then(Path::to_str).unwrap_or("tmpfs");
             let tree = super::tmpfs::copy_up(target.as_fd(), src, &m.data, set)?;
             mount::attach(tree.as_fd(), target.as_fd()).with_ctx(|| format!("attach tmpfs on {}", m.destination.display()))?;
+            top = Some(tree);
         } else {
             let data = (!m.data.is_empty()).then_some(m.data.as_str());
             let flags = if m.late_readonly() { m.flags & !MsFlags::MS_RDONLY } else { m.flags };
@@ -319,7 +334,7 @@ pub fn mount_one(root: &Root, bundle: &Path, m: &MountPlan) -> Result<()> {
                 .with_ctx(|| format!("mount tmpfs on {}", m.destination.display()))?;
         }
         if existed {
-            let top = mounted(root, m)?;
+            let top = top_of(root, m, &top)?;
             let dir = nix::fcntl::openat(
                 top.as_fd(),
                 ".",
@@ -353,12 +368,12 @@ pub fn mount_one(root: &Root, bundle: &Path, m: &MountPlan) -> Result<()> {
         }
     }
     if m.rec_set != 0 || m.rec_clr != 0 {
-        let top = mounted(root, m)?;
+        let top = top_of(root, m, &top)?;
         mount::set_attr(top.as_fd(), mount::Attr { set: m.rec_set, clear: m.rec_clr, propagation: 0, recursive: true })
             .with_ctx(|| format!("recursive mount options on {}", m.destination.display()))?;
     }
     if !m.propagation.is_empty() {
-        let top = mounted(root, m)?;
+        let top = top_of(root, m, &top)?;
         for p in &m.propagation {
             let recursive = p.contains(MsFlags::MS_REC);
             let prop = (*p & !MsFlags::MS_REC).bits();
@@ -369,8 +384,18 @@ pub fn mount_one(root: &Root, bundle: &Path, m: &MountPlan) -> Result<()> {
     Ok(())
 }
 
+/// The mount just made for `m`: the attached tree when there is one, else looked up again.
+fn top_of(root: &Root, m: &MountPlan, top: &Option<OwnedFd>) -> Result<OwnedFd> {
+    match top {
+        Some(fd) => fd.try_clone().ctx("dup the new mount's fd"),
+        None => mounted(root, m),
+    }
+}
+
 /// The root of what was just mounted at `m`'s destination (looked up again: the fd opened
-/// before the mount names the directory underneath it).
+/// before the mount names the directory underneath it). Only for mounts made with mount(2);
+/// see [`mount_one`] for why a second lookup is a weakness where the destination may go
+/// through symlinks.
 fn mounted(root: &Root, m: &MountPlan) -> Result<OwnedFd> {
     root.open_path(&m.destination, m.follow()).with_ctx(|| format!("reopen {}", m.destination.display()))
 }

@@ -87,12 +87,13 @@ fn copy_entry(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, name: &OsStr, depth: usi
         SFlag::S_IFREG => {
             let from = openat(src, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty())?;
             // Swapped for something else since fstatat: copy nothing from it.
-            if capsa_sys::root::kind(&fstat(from.as_fd())?) != SFlag::S_IFREG {
+            let now = fstat(from.as_fd())?;
+            if capsa_sys::root::kind(&now) != SFlag::S_IFREG {
                 return Err(Error::new("changed while being copied"));
             }
             let to =
                 openat(dst, name, OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o600))?;
-            std::io::copy(&mut std::fs::File::from(from), &mut std::fs::File::from(to)).ctx("copy")?;
+            copy_sparse(&std::fs::File::from(from), &std::fs::File::from(to), now.st_size.max(0) as u64).ctx("copy")?;
         }
         SFlag::S_IFLNK => {
             let target = readlinkat(src, name)?;
@@ -105,6 +106,39 @@ fn copy_entry(src: BorrowedFd<'_>, dst: BorrowedFd<'_>, name: &OsStr, depth: usi
         _ => return Ok(()),
     }
     finish(dst, name, &st, kind == SFlag::S_IFLNK)
+}
+
+/// Copies the data of a regular file of `size` bytes and leaves its holes as holes: a sparse
+/// file costs the tmpfs (memory) only what it really holds. Written out, a 1 TB sparse file
+/// from a small image (`/var/log/lastlog` after `useradd -u 2000000000`) filled the tmpfs
+/// (half the host's RAM by default) with zeros, or failed with ENOSPC.
+fn copy_sparse(from: &std::fs::File, to: &std::fs::File, size: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let end = i64::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    let mut buf = vec![0u8; 128 << 10];
+    let mut pos: i64 = 0;
+    while pos < end {
+        let data = match nix::unistd::lseek(from, pos, nix::unistd::Whence::SeekData) {
+            Ok(d) => d,
+            // Nothing but a hole up to the end.
+            Err(Errno::ENXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let hole = nix::unistd::lseek(from, data, nix::unistd::Whence::SeekHole).map_err(std::io::Error::from)?.min(end);
+        let mut at = data;
+        while at < hole {
+            let want = usize::try_from(hole - at).unwrap_or(usize::MAX).min(buf.len());
+            let n = from.read_at(&mut buf[..want], at as u64)?;
+            if n == 0 {
+                // Shrunk while being copied: what is left reads as a hole.
+                break;
+            }
+            to.write_all_at(&buf[..n], at as u64)?;
+            at += n as i64;
+        }
+        pos = hole.max(at);
+    }
+    to.set_len(size)
 }
 
 /// Owner, then mode (chown clears set-id bits), then times.
@@ -141,17 +175,27 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("src/sub")).unwrap();
         std::fs::write(dir.join("src/sub/f"), "data").unwrap();
+        // 1 TiB of hole, then a few bytes: far more than the tmpfs (or this host) holds.
+        let sparse = std::fs::File::create(dir.join("src/sparse")).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&sparse, b"tail\n", 1 << 40).unwrap();
         std::fs::set_permissions(dir.join("src/sub/f"), std::fs::Permissions::from_mode(0o4751)).unwrap();
         symlink("/etc/shadow", dir.join("src/link")).unwrap();
         nix::unistd::mkfifo(&dir.join("src/fifo"), Mode::from_bits_truncate(0o600)).unwrap();
         std::fs::set_permissions(dir.join("src"), std::fs::Permissions::from_mode(0o1777)).unwrap();
         let src = nix::fcntl::open(&dir.join("src"), OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
-        let tree = copy_up(src.as_fd(), "tmpfs", "mode=755", mount::MOUNT_ATTR_RDONLY).unwrap();
+        let tree = copy_up(src.as_fd(), "tmpfs", "mode=755,size=16m", mount::MOUNT_ATTR_RDONLY).unwrap();
         let root = openat(tree.as_fd(), ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
         assert_eq!(fstat(root.as_fd()).unwrap().st_mode & 0o7777, 0o1777);
         let f = fstatat(root.as_fd(), "sub/f", AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
         assert_eq!(f.st_mode & 0o7777, 0o4751);
         assert_eq!(f.st_size, 4);
+        let sparse = fstatat(root.as_fd(), "sparse", AtFlags::AT_SYMLINK_NOFOLLOW).unwrap();
+        assert_eq!(sparse.st_size, (1 << 40) + 5);
+        assert!(sparse.st_blocks < 64, "the holes of a sparse file were written out: {} blocks", sparse.st_blocks);
+        let mut tail = [0u8; 5];
+        let f = openat(root.as_fd(), "sparse", OFlag::O_RDONLY, Mode::empty()).unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(&std::fs::File::from(f), &mut tail, 1 << 40).unwrap();
+        assert_eq!(&tail, b"tail\n");
         assert_eq!(readlinkat(root.as_fd(), "link").unwrap(), "/etc/shadow");
         assert_eq!(capsa_sys::root::kind(&fstatat(root.as_fd(), "fifo", AtFlags::AT_SYMLINK_NOFOLLOW).unwrap()), SFlag::S_IFIFO);
         // Read-only once copied.

@@ -120,6 +120,73 @@ fn a_mount_destination_symlink_stays_inside() {
     c.assert_clean();
 }
 
+/// A read-only bind (docker `-v /host:/vol:ro`, a Kubernetes `readOnly` hostPath) whose
+/// destination is an image symlink that goes *through the bind's own contents*:
+/// `/vol -> /mnt/x/link/..`. Before the mount, `/mnt/x/link` does not exist, so the bind lands on
+/// /mnt/x. Looked up again after the mount (to make it read-only), `link` is now the host
+/// directory's symlink, which leads elsewhere in the container: `ro` went to that other mount and
+/// the host directory stayed writable. runc 1.1.5 is fooled the same way. The flags must be set
+/// on the mount itself, never on whatever the path resolves to afterwards.
+#[test]
+fn a_readonly_bind_stays_readonly_through_a_symlinked_destination() {
+    for opt in ["ro", "noexec"] {
+        let mut c = Container::new(&format!("hostile-bind-{opt}-relookup"));
+        let watch = HostWatch::new(&c.dir);
+        let data = c.host_dir("data");
+        fs::write(data.join("secret"), "host").unwrap();
+        fs::write(data.join("prog"), "#!/bin/sh\necho RAN\n").unwrap();
+        fs::set_permissions(data.join("prog"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        // Any symlink in the host directory will do; its target is resolved in the container.
+        symlink("/elsewhere", data.join("link")).unwrap();
+        fs::create_dir_all(c.rootfs.join("elsewhere")).unwrap();
+        plant_symlink(&c, "/vol", "/mnt/x/link/..");
+        c.add_mount(json!({"destination": "/vol", "type": "bind", "source": data.to_str(), "options": ["rbind", opt]}));
+        c.sh("(echo pwned > /mnt/x/secret) 2>/dev/null && echo WROTE; /mnt/x/prog 2>/dev/null; echo done");
+        let out = c.run(&[]).ok();
+        match opt {
+            "ro" => {
+                assert_eq!(read(data.join("secret")), "host", "a `ro` bind of a host directory was written: {out}");
+                assert_eq!(out.stdout, "RAN\ndone\n", "{out}");
+            }
+            _ => assert_eq!(out.stdout, "WROTE\ndone\n", "`noexec` did not hold: {out}"),
+        }
+        watch.assert_untouched();
+        c.assert_clean();
+    }
+}
+
+/// A volume whose destination is an image symlink to `/` (`/data -> /`). The bind was stacked on
+/// the container's root directory: init pivots into the directory underneath and never sees it,
+/// but `capsa exec` (any setns into the mount namespace) lands on top of it, so exec'd processes
+/// and the runtime's own code in them saw the volume as `/`, with whatever /proc it holds. runc
+/// 1.1.5 and crun both fail on it; it is refused, and the same for a tmpcopyup tmpfs (whose copy
+/// of `/` would read the container's /proc and /sys as host root).
+#[test]
+fn a_mount_destination_resolving_to_the_root_is_refused() {
+    for typ in ["bind", "tmpfs"] {
+        let mut c = Container::new(&format!("hostile-dest-root-{typ}"));
+        let watch = HostWatch::new(&c.dir);
+        let vol = c.host_dir("vol");
+        fs::create_dir_all(vol.join("proc/sys/kernel")).unwrap();
+        fs::write(vol.join("proc/sys/kernel/core_pattern"), "fake\n").unwrap();
+        plant_symlink(&c, "/data", "/");
+        match typ {
+            "bind" => c.add_mount(json!({"destination": "/data", "type": "bind", "source": vol.to_str(), "options": ["rbind", "rw"]})),
+            _ => c.add_mount(json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["tmpcopyup", "size=16m"]})),
+        };
+        c.args(&["sleep", "100"]);
+        let out = c.create(&[]);
+        if out.success() {
+            // What an exec'd process sees as /proc.
+            let seen = c.rt(["exec", &c.id, "cat", "/proc/sys/kernel/core_pattern"]);
+            c.delete_force().ok();
+            panic!("a {typ} mount on the container's root was allowed; exec sees core_pattern {:?}", seen.stdout);
+        }
+        refused(&c, out, &["/data", "root"]);
+        watch.assert_untouched();
+    }
+}
+
 /// Binds may not cover procfs (the way runc's writes were redirected, CVE-2019-19921 and
 /// CVE-2025-52881), however the destination gets there; a bind on an lxcfs-style file named
 /// as such is allowed.
@@ -485,6 +552,35 @@ fn f_passwd_that_never_ends_or_blocks() {
     c.assert_clean();
 }
 
+/// Finding F, pseudo files: `/etc/passwd -> /proc/kmsg` is a "regular file" to stat. `exec -u
+/// NAME` resolves the name before it drops any privilege, so it read the host's kernel log:
+/// blocked until the next kernel message (exec hung) and consumed what was there, which the
+/// host's syslog then never saw. (runc 1.1.5's init hangs the same way on `run`: it reads
+/// /etc/passwd with full capabilities.) Files of procfs, sysfs, debugfs and tracefs are
+/// refused.
+#[test]
+fn f_passwd_on_procfs_is_refused() {
+    let mut c = Container::new("hostile-passwd-kmsg");
+    let watch = HostWatch::new(&c.dir);
+    let p = c.rootfs.join("etc/passwd");
+    fs::remove_file(&p).unwrap();
+    symlink("/proc/kmsg", &p).unwrap();
+    c.args(&["sleep", "100"]);
+    // HOME given: init itself does not need /etc/passwd.
+    let mut env = c.config["process"]["env"].as_array().unwrap().clone();
+    env.push(json!("HOME=/root"));
+    c.set("/process/env", json!(env));
+    c.create_start();
+    let t = Instant::now();
+    let out = c.rt(["exec", "-u", "alice", &c.id, "id"]);
+    assert!(t.elapsed() < Duration::from_secs(10), "exec -u alice hung reading /proc/kmsg: {out}");
+    assert!(!out.success(), "{out}");
+    assert!(out.err_msg().contains("/etc/passwd"), "{out}");
+    c.delete_force().ok();
+    watch.assert_untouched();
+    c.assert_clean();
+}
+
 /// Finding G: inputs that aborted or hung the runtime.
 #[test]
 fn g_inputs_that_crashed_or_hung() {
@@ -533,6 +629,27 @@ fn g_inputs_that_crashed_or_hung() {
     let out = c.run(&[]);
     refused(&c, out, &["net.ipv4.ip_forward", "host"]);
     assert_eq!(read("/proc/sys/net/ipv4/ip_forward"), before);
+}
+
+/// tmpcopyup (podman `--tmpfs`, `--read-only`) of an image directory holding a 1 TiB sparse
+/// file, the size `useradd -u 2000000000` gives /var/log/lastlog: a few bytes in the image. The
+/// copy wrote every hole out as zeros into the tmpfs, which lives in memory (half the host's RAM
+/// by default, 64 MiB here so that the old behaviour only fails): the holes must stay holes.
+/// runc 1.1.5 fails the same way.
+#[test]
+fn h_tmpcopyup_keeps_a_huge_sparse_file_sparse() {
+    let mut c = Container::new("hostile-copyup-sparse");
+    let watch = HostWatch::new(&c.dir);
+    fs::create_dir_all(c.rootfs.join("data/log")).unwrap();
+    let f = fs::File::create(c.rootfs.join("data/log/lastlog")).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"end", (1 << 40) - 3).unwrap();
+    c.add_mount(json!({"destination": "/data", "type": "tmpfs", "source": "tmpfs", "options": ["tmpcopyup", "size=64m"]}));
+    c.sh("stat -c %s /data/log/lastlog; tail -c 3 /data/log/lastlog; echo; df -k /data | tail -1 | awk '{print ($3 < 1024)}'");
+    let out = c.run(&[]);
+    assert!(out.success(), "tmpcopyup of a sparse file failed: {out}");
+    assert_eq!(out.stdout, format!("{}\nend\n1\n", 1u64 << 40), "{out}");
+    watch.assert_untouched();
+    c.assert_clean();
 }
 
 /// The shared base rootfs is never written by any of the above (a runtime that creates
