@@ -19,6 +19,7 @@
 # Usage (root): hack/bench-image.sh [RUNS (default 5)] [RUN_RUNS (default 20)]
 set -eu
 cd "$(dirname "$0")/.."
+. hack/lib.sh
 RUNS=${1:-5}
 RUN_RUNS=${2:-20}
 [ "$(id -u)" = 0 ] || { echo "bench-image.sh: run as root" >&2; exit 1; }
@@ -81,26 +82,11 @@ ARCHIVE=$(du -m "$W/debian.tar" | cut -f1)
 # A private containerd (own root, state, socket) in $1; CTR is its client.
 start_ctd() {
 	d=$1; mkdir -p "$d"
-	cat >"$d/config.toml" <<-EOF2
-	version = 2
-	root = "$d/root"
-	state = "$d/state"
-	disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-	[grpc]
-	  address = "$d/c.sock"
-	[ttrpc]
-	  address = "$d/c.sock.ttrpc"
-	[plugins."io.containerd.internal.v1.opt"]
-	  path = "$d/opt"
-	EOF2
+	containerd_config "$d"
 	containerd --config "$d/config.toml" >"$d.log" 2>&1 &
 	CTD_PID=$!
 	PIDS="$PIDS $CTD_PID"
-	n=0
-	until ctr -a "$d/c.sock" version >/dev/null 2>&1; do
-		n=$((n + 1)); [ $n -lt 200 ] || { echo "containerd did not start" >&2; exit 1; }
-		sleep 0.05
-	done
+	wait_containerd "$d" ""
 	CTR="ctr -a $d/c.sock -n $NS"
 }
 stop_ctd() {

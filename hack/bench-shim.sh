@@ -24,6 +24,7 @@
 # non-PIE like capsa); capsa by hack/build.sh.
 set -eu
 cd "$(dirname "$0")/.."
+. hack/lib.sh
 RUNS=${1:-20}
 SLEEPERS=${2:-10}
 CONCURRENT=${3:-100}
@@ -100,25 +101,10 @@ IMG=docker.io/library/busybox-bench:latest
 
 start_containerd() { # $1 = name, $2 = PATH
 	d="$W/$1"; mkdir -p "$d/fifo"
-	cat > "$d/config.toml" <<-EOF
-	version = 2
-	root = "$d/root"
-	state = "$d/state"
-	disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-	[grpc]
-	  address = "$d/c.sock"
-	[ttrpc]
-	  address = "$d/c.sock.ttrpc"
-	[plugins."io.containerd.internal.v1.opt"]
-	  path = "$d/opt"
-	EOF
+	containerd_config "$d"
 	PATH="$2" containerd --config "$d/config.toml" >"$d/containerd.log" 2>&1 &
 	PIDS="$PIDS $!"
-	i=0
-	until ctr -a "$d/c.sock" version >/dev/null 2>&1; do
-		i=$((i + 1)); [ $i -lt 200 ] || { echo "containerd $1 did not start" >&2; exit 1; }
-		sleep 0.05
-	done
+	wait_containerd "$d" "$1"
 	ctr -a "$d/c.sock" -n "$NS" images import --base-name docker.io/library/busybox-bench "$W/img.tar" >/dev/null
 }
 
@@ -215,17 +201,8 @@ printf '%s\n' '{"cniVersion": "0.4.0", "name": "capsa-bench", "plugins": [{"type
 	' "ipMasq": false, "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.89.0.0/16"}]], "dataDir": "'"$d/ipam"'"}}]}' \
 	>"$d/cni/10-bench.conflist"
 cri_plugin='plugins."io.containerd.grpc.v1.cri"'
-cat >"$d/config.toml" <<-CONFIG
-	version = 2
-	root = "$d/root"
-	state = "$d/state"
-	disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs", "io.containerd.tracing.processor.v1.otlp", "io.containerd.internal.v1.tracing"]
-	[grpc]
-	  address = "$d/c.sock"
-	[ttrpc]
-	  address = "$d/c.sock.ttrpc"
-	[plugins."io.containerd.internal.v1.opt"]
-	  path = "$d/opt"
+containerd_config "$d" cri
+cat >>"$d/config.toml" <<-CONFIG
 	[$cri_plugin]
 	  sandbox_image = "docker.io/library/busybox-bench:pause"
 	  # Without CAP_SYS_RESOURCE (this host's root) oom_score_adj cannot go below containerd's.
@@ -254,11 +231,7 @@ CONFIG
 # In a network namespace of its own: the CNI bridge and the pods' veths stay there.
 PATH="$d/bin:$SYS_PATH" unshare --net -- sh -c 'ip link set lo up && exec containerd --config "$0"' "$d/config.toml" >"$d/containerd.log" 2>&1 &
 PIDS="$PIDS $!"
-i=0
-until ctr -a "$d/c.sock" version >/dev/null 2>&1; do
-	i=$((i + 1)); [ $i -lt 200 ] || { echo "CRI containerd did not start" >&2; exit 1; }
-	sleep 0.05
-done
+wait_containerd "$d" CRI
 ctr -a "$d/c.sock" -n k8s.io images import --base-name docker.io/library/busybox-bench "$W/img.tar" >/dev/null
 sleep 1 # the CRI plugin learns about imported images from containerd's events
 
