@@ -11,9 +11,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything that can go wrong managing a cgroup.
 ///
-/// The kernel's cause is part of the one-line message rather than a `source()`, so that a
-/// caller printing the chain (`{:#}` with anyhow) does not print it twice; use
-/// [`Error::raw_os_error`] to inspect the errno.
+/// `Display` is the whole one-line message, causes included (what users read). The causes
+/// are also kept as [`std::error::Error::source`]: the kernel's `io::Error` of an
+/// [`Error::Io`], the inner error of an [`Error::Resource`], so a caller can walk the chain
+/// or match on the errno ([`Error::raw_os_error`]). A caller that prints the chain itself
+/// should print only the outermost `Display`, or the causes appear twice.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A filesystem operation on a cgroup file or directory failed.
@@ -24,6 +26,7 @@ pub enum Error {
         /// The file or directory.
         path: PathBuf,
         /// The kernel's answer.
+        #[source]
         err: io::Error,
         /// Extra context, e.g. the current memory usage when a limit is refused.
         note: Option<String>,
@@ -36,6 +39,7 @@ pub enum Error {
         /// The value as the user wrote it (strings quoted).
         value: String,
         /// Why it could not be applied.
+        #[source]
         cause: Box<Error>,
     },
     /// `linux.cgroupsPath` (or the container id used in its place) is not usable.
@@ -121,6 +125,17 @@ mod tests {
             "linux.resources.memory.limit = 1024: write /sys/fs/cgroup/memory/x/memory.limit_in_bytes: Device or resource busy"
         );
         assert_eq!(e.raw_os_error(), Some(libc::EBUSY));
+    }
+
+    #[test]
+    fn causes_are_kept_as_sources() {
+        use std::error::Error as _;
+        let e = Error::io("write", Path::new("/f"), io::Error::from_raw_os_error(libc::EBUSY)).field("linux.resources.pids.limit", 5);
+        let inner = e.source().map(|s| s.to_string());
+        assert_eq!(inner.as_deref(), Some("write /f: Device or resource busy"));
+        let errno = e.source().and_then(|s| s.source()).and_then(|s| s.downcast_ref::<io::Error>()).and_then(io::Error::raw_os_error);
+        assert_eq!(errno, Some(libc::EBUSY));
+        assert!(Error::Msg("x".into()).source().is_none());
     }
 
     #[test]

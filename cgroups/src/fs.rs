@@ -1,15 +1,17 @@
-//! Small cgroupfs helpers shared by the v1 and v2 managers: read/write a control file with
-//! an error naming the file, create/remove directories, list and signal member processes,
-//! freeze and thaw.
+//! Small cgroupfs helpers shared by the v1, v2 and hybrid managers: read/write a control
+//! file with an error naming the file, create/remove directories (and remember which ones a
+//! manager made), list and signal member processes, freeze and thaw.
 
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::resources::field;
 
 /// How long `rmdir` retries EBUSY: tasks that were just killed linger in the cgroup until the
 /// kernel has finished tearing them down.
@@ -86,6 +88,48 @@ pub(crate) fn remove_tree(dir: &Path) -> Result<()> {
 /// below it (EBUSY) or it is gone, leave it.
 pub(crate) fn rmdir_if_unused(dir: &Path) {
     let _ = fs::remove_dir(dir);
+}
+
+/// The directories one manager instance created, parents first: `create` records them, and
+/// `destroy` removes those that nothing else uses (a manager rebuilt from paths in another
+/// process has none, so it removes the leaf only).
+#[derive(Debug, Default)]
+pub(crate) struct Created(Mutex<Vec<PathBuf>>);
+
+impl Created {
+    /// Runs `make`, which pushes every directory it creates. On failure those are removed
+    /// again, deepest first, and the error returned: a failed create leaves nothing behind.
+    pub(crate) fn record(&self, make: impl FnOnce(&mut Vec<PathBuf>) -> Result<()>) -> Result<()> {
+        let mut made = Vec::new();
+        if let Err(e) = make(&mut made) {
+            for d in made.iter().rev() {
+                rmdir_if_unused(d);
+            }
+            return Err(e);
+        }
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend(made);
+        Ok(())
+    }
+
+    /// Removes every recorded directory that is unused now, deepest first, and forgets them.
+    pub(crate) fn remove_unused(&self) {
+        let made = std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()));
+        for d in made.iter().rev() {
+            rmdir_if_unused(d);
+        }
+    }
+}
+
+/// `checkBeforeUpdate`: refuses `limit` below the usage in `usage_file` (v1
+/// `memory.usage_in_bytes`, v2 `memory.current`).
+pub(crate) fn check_usage(usage_file: &Path, limit: i64) -> Result<()> {
+    let usage = read_i128(usage_file).map_err(|e| e.field(field::MEMORY_LIMIT, limit))?;
+    if i128::from(limit) < usage {
+        return Err(
+            Error::Msg(format!("below the current usage of {usage} bytes (checkBeforeUpdate is set)")).field(field::MEMORY_LIMIT, limit)
+        );
+    }
+    Ok(())
 }
 
 /// Parses `cgroup.procs` text. Zeros (processes of another pid namespace) are dropped: a 0

@@ -1,5 +1,6 @@
-//! capsa's cgroup managers: cgroup v1 (Legacy and Hybrid hosts) and cgroup v2 (Unified
-//! hosts) behind one small object-safe trait, [`Manager`].
+//! capsa's cgroup managers behind one small object-safe trait, [`Manager`]: cgroup v1
+//! (`v1.rs`, Legacy hosts), Hybrid (`hybrid.rs`: the v1 manager plus a directory in the
+//! cgroup2 mount at `/sys/fs/cgroup/unified`) and cgroup v2 (`v2.rs`, Unified hosts).
 //!
 //! ```no_run
 //! # fn main() -> capsa_cgroups::Result<()> {
@@ -34,6 +35,7 @@
 mod devices;
 mod error;
 mod fs;
+mod hybrid;
 mod of_pid;
 mod oom;
 mod path;
@@ -174,7 +176,8 @@ pub fn manager(mode: Mode, cgroups_path: Option<&str>, id: &str) -> Result<Box<d
     let preferred_v2 = if mode == Mode::Unified { CGROUP_ROOT } else { HYBRID_UNIFIED };
     let layout = proc::Layout::load(Path::new(preferred_v2))?;
     Ok(match mode {
-        Mode::Legacy | Mode::Hybrid => Box::new(v1::V1Manager::new(&layout, &inner, mode == Mode::Hybrid)?),
+        Mode::Legacy => Box::new(v1::V1Manager::new(&layout, &inner)?),
+        Mode::Hybrid => Box::new(hybrid::HybridManager::new(&layout, &inner)?),
         Mode::Unified => Box::new(v2::V2Manager::new(&layout, &inner)?),
     })
 }
@@ -183,8 +186,8 @@ pub fn manager(mode: Mode, cgroups_path: Option<&str>, id: &str) -> Result<Box<d
 /// not needed: each path's hierarchy is found from /proc/self/mountinfo). For commands that
 /// run after `create`, in another process: `delete`, `kill`, `pause`, `ps`, `update`.
 ///
-/// Paths in a cgroup2 mount alone make a v2 manager; otherwise a v1 manager, with the
-/// cgroup2 path (if any) as its Hybrid directory. Every path must be absolute, free of
+/// Paths in a cgroup2 mount alone make a v2 manager; v1 paths a v1 manager, or a Hybrid one
+/// when a cgroup2 path comes with them. Every path must be absolute, free of
 /// `..`, and strictly inside a mounted cgroup hierarchy.
 pub fn manager_from_paths<I, P>(paths: I) -> Result<Box<dyn Manager>>
 where
@@ -192,8 +195,8 @@ where
     P: AsRef<Path>,
 {
     let layout = proc::Layout::load(Path::new(HYBRID_UNIFIED))?;
-    let mut v1_dirs: Vec<v1::Dir> = Vec::new();
-    let mut v2_dir: Option<v1::Dir> = None;
+    let mut v1_dirs: Vec<path::Dir> = Vec::new();
+    let mut v2_dir: Option<path::Dir> = None;
     for p in paths {
         let p = p.as_ref();
         let bad = |why: &str| Error::Msg(format!("cgroup path {}: {why}", p.display()));
@@ -204,7 +207,7 @@ where
         if p == h.mount_point {
             return Err(bad("is a hierarchy root, not a container's cgroup"));
         }
-        let dir = v1::Dir { controllers: h.controllers.clone(), mount: h.mount_point.clone(), path: p.to_path_buf() };
+        let dir = path::Dir { controllers: h.controllers.clone(), mount: h.mount_point.clone(), path: p.to_path_buf() };
         if h.controllers.is_empty() {
             if v2_dir.as_ref().is_some_and(|d| d.path != dir.path) {
                 return Err(bad("a second cgroup2 directory"));
@@ -216,7 +219,8 @@ where
     }
     match (v1_dirs.is_empty(), v2_dir) {
         (true, Some(d)) => Ok(Box::new(v2::V2Manager::with_controllers(d.mount, d.path, v2::CONTROLLERS))),
-        (false, unified) => Ok(Box::new(v1::V1Manager::from_dirs(v1_dirs, unified))),
+        (false, Some(unified)) => Ok(Box::new(hybrid::HybridManager::from_dirs(v1_dirs, unified))),
+        (false, None) => Ok(Box::new(v1::V1Manager::from_dirs(v1_dirs))),
         (true, None) => Err(Error::Msg("no cgroup paths given".into())),
     }
 }

@@ -18,6 +18,18 @@ use std::path::PathBuf;
 use crate::error::{Error, Result};
 use crate::proc::Hierarchy;
 
+/// The container's directory in one mounted hierarchy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Dir {
+    /// Controllers of the hierarchy (`cpu`, `cpu,cpuacct` split, `name=systemd`); empty for
+    /// the cgroup2 hierarchy.
+    pub controllers: Vec<String>,
+    /// The hierarchy's mount point: directories are only ever created below it.
+    pub mount: PathBuf,
+    /// The container's cgroup directory.
+    pub path: PathBuf,
+}
+
 /// Where the container's cgroup lives, before it is placed in a particular hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Inner {
@@ -89,6 +101,11 @@ impl Inner {
             Inner::Root(p) => h.mount_point.join(p),
             Inner::Own(p) => h.own_dir()?.join(p),
         })
+    }
+
+    /// [`Self::dir_in`] with the hierarchy's controllers and mount point.
+    pub(crate) fn placed_in(&self, h: &Hierarchy) -> Result<Dir> {
+        Ok(Dir { controllers: h.controllers.clone(), mount: h.mount_point.clone(), path: self.dir_in(h)? })
     }
 }
 

@@ -32,51 +32,19 @@ pub(crate) struct ProcCgroup {
     pub path: String,
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space, `\134` for a backslash, ...).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') as u32 * 64 + (b[i + 2] - b'0') as u32 * 8 + (b[i + 3] - b'0') as u32;
-            if let Ok(byte) = u8::try_from(v) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Parses mountinfo text, keeping only `cgroup` and `cgroup2` mounts in file order.
-/// Malformed lines are skipped.
+/// The `cgroup` and `cgroup2` mounts of mountinfo text (parsed by the workspace's parser,
+/// `capsa_sys::mountinfo`, which undoes the kernel's octal escapes), in file order.
 pub(crate) fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    let mut mounts = Vec::new();
-    for line in text.lines() {
-        // ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(sep) = fields.iter().position(|f| *f == "-") else {
-            continue;
-        };
-        if sep < 6 || fields.len() < sep + 4 {
-            continue;
-        }
-        let fstype = fields[sep + 1];
-        if fstype != "cgroup" && fstype != "cgroup2" {
-            continue;
-        }
-        mounts.push(Mount {
-            root: unescape(fields[3]),
-            mount_point: PathBuf::from(unescape(fields[4])),
-            fstype: fstype.to_string(),
-            super_opts: fields[sep + 3].split(',').map(str::to_string).collect(),
-        });
-    }
-    mounts
+    capsa_sys::mountinfo::parse(text)
+        .into_iter()
+        .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
+        .map(|m| Mount {
+            root: m.root.to_string_lossy().into_owned(),
+            mount_point: m.mount_point,
+            fstype: m.fstype,
+            super_opts: m.super_options.split(',').map(str::to_string).collect(),
+        })
+        .collect()
 }
 
 /// Parses `/proc/<pid>/cgroup` text. Malformed lines are skipped.
@@ -211,8 +179,23 @@ fn read_proc(path: &str) -> Result<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A Hybrid layout: co-mounted cpu,cpuacct, memory in a sub-cgroup, `name=systemd`, and
+    /// the cgroup2 mount at unified.
+    pub(crate) fn sample_layout() -> Layout {
+        Layout::from_parts(
+            &parse_mountinfo(
+                "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
+                 35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                 40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n\
+                 41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
+            ),
+            &parse_proc_cgroup("3:name=systemd:/\n2:memory:/pa/h\n1:cpu,cpuacct:/\n0::/u\n"),
+            Path::new("/sys/fs/cgroup/unified"),
+        )
+    }
 
     /// This machine's mountinfo (hybrid: v1 controllers + cgroup2 at unified).
     const HYBRID_MOUNTINFO: &str = "\

@@ -1,75 +1,43 @@
-//! The cgroup v1 manager (Legacy and Hybrid hosts): one directory per mounted hierarchy —
-//! every one this process belongs to, including named ones like `name=systemd`, so the
-//! container is placed everywhere as runc places it — plus, on a Hybrid host, one directory
-//! in the cgroup2 hierarchy at `/sys/fs/cgroup/unified` (placement, freezing fallback,
-//! `cgroup.kill`, and the controllers only that hierarchy has — hugetlb on this project's CI —
-//! for hugepage limits and `unified` keys, enabled on demand by `apply`).
+//! The cgroup v1 manager (Legacy hosts, and the v1 half of a Hybrid host's manager in
+//! `hybrid.rs`): one directory per mounted hierarchy — every one this process belongs to,
+//! including named ones like `name=systemd`, so the container is placed everywhere as runc
+//! places it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::fs::{self, Freezer};
-use crate::path::Inner;
+use crate::fs::{self, Created, Freezer};
+use crate::path::{Dir, Inner};
 use crate::proc::Layout;
 use crate::resources::{field, nonempty, nonzero, pids_max, rdma_line, v1_memory_writes, Resources};
-use crate::v2::V2Manager;
 use crate::Manager;
 
-/// The container's directory in one hierarchy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Dir {
-    /// Controllers of the hierarchy (`cpu`, `cpu,cpuacct` split, `name=systemd`); empty for
-    /// the cgroup2 hierarchy.
-    pub controllers: Vec<String>,
-    /// The hierarchy's mount point: directories are only ever created below it.
-    pub mount: PathBuf,
-    /// The container's cgroup directory.
-    pub path: PathBuf,
-}
-
-/// Manager for cgroup v1, optionally with the Hybrid host's cgroup2 hierarchy.
+/// Manager for the cgroup v1 hierarchies.
 #[derive(Debug)]
 pub(crate) struct V1Manager {
     dirs: Vec<Dir>,
-    unified: Option<Dir>,
-    /// Directories this instance created, parents first (see `destroy`).
-    created: Mutex<Vec<PathBuf>>,
+    /// Directories this instance created (see `destroy`).
+    created: Created,
 }
 
 impl V1Manager {
-    /// Resolves `inner` in every v1 hierarchy of `layout`, and in its cgroup2 hierarchy when
-    /// `hybrid`.
-    pub(crate) fn new(layout: &Layout, inner: &Inner, hybrid: bool) -> Result<V1Manager> {
+    /// Resolves `inner` in every v1 hierarchy of `layout`.
+    pub(crate) fn new(layout: &Layout, inner: &Inner) -> Result<V1Manager> {
         if layout.v1.is_empty() {
             return Err(Error::Msg("no cgroup v1 hierarchy is mounted (see /proc/self/mountinfo)".into()));
         }
-        let dirs = layout
-            .v1
-            .iter()
-            .map(|h| Ok(Dir { controllers: h.controllers.clone(), mount: h.mount_point.clone(), path: inner.dir_in(h)? }))
-            .collect::<Result<Vec<_>>>()?;
-        let unified = if hybrid {
-            let h = layout.v2.as_ref().ok_or_else(|| Error::Msg("hybrid cgroups: the cgroup2 hierarchy is not mounted".into()))?;
-            Some(Dir { controllers: Vec::new(), mount: h.mount_point.clone(), path: inner.dir_in(h)? })
-        } else {
-            None
-        };
-        Ok(V1Manager::from_dirs(dirs, unified))
+        let dirs = layout.v1.iter().map(|h| inner.placed_in(h)).collect::<Result<Vec<_>>>()?;
+        Ok(V1Manager::from_dirs(dirs))
     }
 
     /// A manager over directories that already exist (from [`Manager::paths`]).
-    pub(crate) fn from_dirs(dirs: Vec<Dir>, unified: Option<Dir>) -> V1Manager {
-        V1Manager { dirs, unified, created: Mutex::new(Vec::new()) }
-    }
-
-    fn all(&self) -> impl Iterator<Item = &Dir> {
-        self.dirs.iter().chain(self.unified.iter())
+    pub(crate) fn from_dirs(dirs: Vec<Dir>) -> V1Manager {
+        V1Manager { dirs, created: Created::default() }
     }
 
     /// The container's directory in the hierarchy holding `controller`.
-    fn dir(&self, controller: &str) -> Option<&Path> {
+    pub(crate) fn dir(&self, controller: &str) -> Option<&Path> {
         self.dirs.iter().find(|d| d.controllers.iter().any(|c| c == controller)).map(|d| d.path.as_path())
     }
 
@@ -79,24 +47,26 @@ impl V1Manager {
     }
 
     /// The directory whose `cgroup.procs` lists the container's processes.
-    fn procs_dir(&self) -> &Path {
+    pub(crate) fn procs_dir(&self) -> &Path {
         ["pids", "freezer", "memory"]
             .iter()
             .find_map(|c| self.dir(c))
-            .or_else(|| self.all().next().map(|d| d.path.as_path()))
+            .or_else(|| self.dirs.first().map(|d| d.path.as_path()))
             .unwrap_or(Path::new("/nonexistent"))
     }
 
-    fn freezer(&self) -> Result<Freezer> {
-        match (self.dir("freezer"), &self.unified) {
-            (Some(d), _) => Ok(Freezer::V1(d.to_path_buf())),
-            (None, Some(u)) => Ok(Freezer::V2(u.path.clone())),
-            (None, None) => Err(Error::Msg("the freezer cgroup controller is not mounted".into())),
-        }
+    /// The v1 freezer, if that hierarchy is mounted.
+    pub(crate) fn freezer(&self) -> Option<Freezer> {
+        self.dir("freezer").map(|d| Freezer::V1(d.to_path_buf()))
     }
 
-    fn create_dirs(&self, created: &mut Vec<PathBuf>) -> Result<()> {
-        for d in self.all() {
+    fn need_freezer(&self) -> Result<Freezer> {
+        self.freezer().ok_or_else(|| Error::Msg("the freezer cgroup controller is not mounted".into()))
+    }
+
+    /// Makes the directories (recording new ones in `created`) and fills new cpuset ones.
+    pub(crate) fn create_dirs(&self, created: &mut Vec<PathBuf>) -> Result<()> {
+        for d in &self.dirs {
             fs::mkdir_all(&d.mount, &d.path, created)?;
         }
         if let Some(d) = self.dirs.iter().find(|d| d.controllers.iter().any(|c| c == "cpuset")) {
@@ -105,7 +75,26 @@ impl V1Manager {
         Ok(())
     }
 
-    fn apply_memory(&self, r: &Resources) -> Result<()> {
+    /// Writes `pid` to `cgroup.procs` in every hierarchy.
+    pub(crate) fn add_task_v1(&self, pid: i32) -> Result<()> {
+        for d in &self.dirs {
+            fs::write(&d.path.join("cgroup.procs"), &pid.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Removes the container's directory in every hierarchy; the first error is returned.
+    pub(crate) fn remove_dirs(&self) -> Result<()> {
+        let mut first_err = None;
+        for d in &self.dirs {
+            if let Err(e) = fs::remove_tree(&d.path) {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    pub(crate) fn apply_memory(&self, r: &Resources) -> Result<()> {
         let m = &r.memory;
         let limit = nonzero(m.limit).unwrap_or(0);
         let swap = nonzero(m.swap).unwrap_or(0);
@@ -125,7 +114,7 @@ impl V1Manager {
             return Err(Error::Msg("linux.resources.memory is set but the memory cgroup controller is not mounted".into()));
         };
         if m.check_before_update == Some(true) && limit > 0 {
-            check_usage(&dir.join("memory.usage_in_bytes"), limit)?;
+            fs::check_usage(&dir.join("memory.usage_in_bytes"), limit)?;
         }
         // Kernel memory limits go first: the kernel refuses them once tasks are charged
         // (runc writes them first for the same reason).
@@ -175,7 +164,7 @@ impl V1Manager {
         Ok(())
     }
 
-    fn apply_cpu(&self, r: &Resources) -> Result<()> {
+    pub(crate) fn apply_cpu(&self, r: &Resources) -> Result<()> {
         let c = &r.cpu;
         if let Some(shares) = nonzero(c.shares) {
             let dir = self.need("cpu", field::CPU_SHARES, shares)?;
@@ -252,7 +241,7 @@ impl V1Manager {
 
     /// blkio: weights go to `blkio.weight*` (CFQ) or `blkio.bfq.weight*` (BFQ), whichever the
     /// kernel has, as runc picks them; throttles to `blkio.throttle.*`.
-    fn apply_blkio(&self, r: &Resources) -> Result<()> {
+    pub(crate) fn apply_blkio(&self, r: &Resources) -> Result<()> {
         let b = &r.block_io;
         if !b.is_set() {
             return Ok(());
@@ -305,33 +294,26 @@ impl V1Manager {
         Ok(())
     }
 
-    /// Hugepage limits: v1 `hugetlb.<size>.limit_in_bytes`; on a Hybrid host whose hugetlb
-    /// controller is on the cgroup2 side (as on this project's CI), `hugetlb.<size>.max` in
-    /// the cgroup2 directory, with the controller enabled down to it.
-    fn apply_hugetlb(&self, r: &Resources) -> Result<()> {
+    /// Hugepage limits: v1 `hugetlb.<size>.limit_in_bytes` (a Hybrid host whose hugetlb
+    /// controller is on the cgroup2 side writes them there instead, see `hybrid.rs`).
+    pub(crate) fn apply_hugetlb(&self, r: &Resources) -> Result<()> {
         if r.hugepage_limits.is_empty() {
             return Ok(());
         }
-        if let Some(dir) = self.dir("hugetlb") {
-            for (i, h) in r.hugepage_limits.iter().enumerate() {
-                let file = format!("hugetlb.{}.limit_in_bytes", h.page_size);
-                let v = if h.limit < 0 { -1 } else { h.limit };
-                fs::write(&dir.join(&file), &v.to_string())
-                    .map_err(|e| e.field(field::HUGEPAGE_LIMITS, format!("[{i}] {} {}", h.page_size, h.limit)))?;
-            }
-            return Ok(());
+        let Some(dir) = self.dir("hugetlb") else {
+            return Err(no_hugetlb(r));
+        };
+        for (i, h) in r.hugepage_limits.iter().enumerate() {
+            let file = format!("hugetlb.{}.limit_in_bytes", h.page_size);
+            let v = if h.limit < 0 { -1 } else { h.limit };
+            fs::write(&dir.join(&file), &v.to_string())
+                .map_err(|e| e.field(field::HUGEPAGE_LIMITS, format!("[{i}] {} {}", h.page_size, h.limit)))?;
         }
-        match self.unified_with("hugetlb") {
-            Some(v2) => v2.apply_hugetlb(r),
-            None => Err(Error::Msg(
-                "the hugetlb cgroup controller is not available (neither a v1 hierarchy nor in the cgroup2 hierarchy)".into(),
-            )
-            .field(field::HUGEPAGE_LIMITS, format!("[0] {}", r.hugepage_limits[0].page_size))),
-        }
+        Ok(())
     }
 
     /// net_cls / net_prio (v1 only).
-    fn apply_network(&self, r: &Resources) -> Result<()> {
+    pub(crate) fn apply_network(&self, r: &Resources) -> Result<()> {
         let n = &r.network;
         if let Some(id) = n.class_id {
             let dir = self.need("net_cls", field::NETWORK_CLASS_ID, id)?;
@@ -345,62 +327,35 @@ impl V1Manager {
         Ok(())
     }
 
-    fn apply_rdma(&self, r: &Resources) -> Result<()> {
+    /// `rdma.max` lines, in the v1 rdma hierarchy or, when it is not mounted, in the
+    /// directory `elsewhere` names (a Hybrid host's cgroup2 side).
+    pub(crate) fn apply_rdma(&self, r: &Resources, elsewhere: &dyn Fn() -> Option<PathBuf>) -> Result<()> {
         for (dev, lim) in &r.rdma {
             let Some(line) = rdma_line(dev, lim) else { continue };
             let value = format!("{{{dev:?}: {line:?}}}");
-            let dir = match self.dir("rdma") {
-                Some(d) => d.to_path_buf(),
-                None => match self.unified_with("rdma") {
-                    Some(v2) => v2.dir().to_path_buf(),
-                    None => return Err(Error::Msg("the rdma cgroup controller is not available".into()).field(field::RDMA, value)),
-                },
+            let dir = match self.dir("rdma").map(Path::to_path_buf).or_else(elsewhere) {
+                Some(d) => d,
+                None => return Err(Error::Msg("the rdma cgroup controller is not available".into()).field(field::RDMA, value)),
             };
             fs::write(&dir.join("rdma.max"), &line).map_err(|e| e.field(field::RDMA, value))?;
         }
         Ok(())
     }
 
-    /// `unified` on a v1 host: runc refuses it outright. On a Hybrid host we write the keys
-    /// whose controller the cgroup2 hierarchy has (e.g. `hugetlb.2MB.max` here) and refuse
-    /// the others, naming the key.
+    /// `unified` on a v1 host: runc refuses it outright (a Hybrid host writes the keys its
+    /// cgroup2 side can take, see `hybrid.rs`).
     fn apply_unified(&self, r: &Resources) -> Result<()> {
-        for (k, v) in &r.unified {
-            let controller = k.split('.').next().unwrap_or_default();
-            let value = format!("{{{k:?}: {v:?}}}");
-            let Some(v2) = self.unified_with(controller) else {
-                let why = if self.unified.is_some() {
-                    format!(
-                        "the {controller} controller is not in this hybrid host's cgroup2 hierarchy (it is a cgroup v1 controller here)"
-                    )
-                } else {
-                    "cgroup v2 keys cannot be set on a cgroup v1 host".to_string()
-                };
-                return Err(Error::Msg(why).field(field::UNIFIED, value));
-            };
-            v2.write_unified(k, v)?;
+        match r.unified.iter().next() {
+            Some((k, v)) => {
+                Err(Error::Msg("cgroup v2 keys cannot be set on a cgroup v1 host".into())
+                    .field(field::UNIFIED, format!("{{{k:?}: {v:?}}}")))
+            }
+            None => Ok(()),
         }
-        Ok(())
-    }
-
-    /// A v2 manager over the Hybrid cgroup2 directory with `controller` enabled down to it,
-    /// or `None` when that hierarchy lacks the controller. `cgroup.*` keys need none.
-    fn unified_with(&self, controller: &str) -> Option<V2Manager> {
-        let u = self.unified.as_ref()?;
-        let v2 = V2Manager::with_controllers(u.mount.clone(), u.path.clone(), &[]);
-        if controller == "cgroup" {
-            return Some(v2);
-        }
-        let root = fs::read(&u.mount.join("cgroup.controllers")).ok()?;
-        if !root.split_whitespace().any(|c| c == controller) {
-            return None;
-        }
-        v2.enable_down_to_leaf(controller);
-        Some(v2)
     }
 
     /// Rules are written in order: a deny of `a` resets the list to "nothing allowed".
-    fn apply_devices(&self, r: &Resources) -> Result<()> {
+    pub(crate) fn apply_devices(&self, r: &Resources) -> Result<()> {
         if r.devices.is_empty() {
             return Ok(());
         }
@@ -413,7 +368,16 @@ impl V1Manager {
         Ok(())
     }
 
-    fn apply_cpuset(&self, r: &Resources) -> Result<()> {
+    /// `pids.max` (0 leaves it alone, a negative limit is `max`).
+    pub(crate) fn apply_pids(&self, r: &Resources) -> Result<()> {
+        if let Some(limit) = nonzero(r.pids.limit) {
+            let dir = self.need("pids", field::PIDS_LIMIT, limit)?;
+            fs::write(&dir.join("pids.max"), &pids_max(limit)).map_err(|e| e.field(field::PIDS_LIMIT, limit))?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn apply_cpuset(&self, r: &Resources) -> Result<()> {
         for (field, file, value) in
             [(field::CPU_CPUS, "cpuset.cpus", nonempty(&r.cpu.cpus)), (field::CPU_MEMS, "cpuset.mems", nonempty(&r.cpu.mems))]
         {
@@ -426,15 +390,11 @@ impl V1Manager {
     }
 }
 
-/// `checkBeforeUpdate`: refuses `limit` below the usage in `usage_file`.
-pub(crate) fn check_usage(usage_file: &Path, limit: i64) -> Result<()> {
-    let usage = fs::read_i128(usage_file).map_err(|e| e.field(field::MEMORY_LIMIT, limit))?;
-    if i128::from(limit) < usage {
-        return Err(
-            Error::Msg(format!("below the current usage of {usage} bytes (checkBeforeUpdate is set)")).field(field::MEMORY_LIMIT, limit)
-        );
-    }
-    Ok(())
+/// The error for hugepage limits where no hierarchy has the hugetlb controller.
+pub(crate) fn no_hugetlb(r: &Resources) -> Error {
+    let first = r.hugepage_limits.first().map(|h| h.page_size.as_str()).unwrap_or_default();
+    Error::Msg("the hugetlb cgroup controller is not available (neither a v1 hierarchy nor in the cgroup2 hierarchy)".into())
+        .field(field::HUGEPAGE_LIMITS, format!("[0] {first}"))
 }
 
 /// A new v1 cpuset cgroup has empty `cpuset.cpus`/`cpuset.mems`, and no task can join it
@@ -460,39 +420,23 @@ fn fill_cpuset(mount: &Path, leaf: &Path) -> Result<()> {
 
 impl Manager for V1Manager {
     fn create(&self) -> Result<()> {
-        let mut created = Vec::new();
-        let result = self.create_dirs(&mut created);
-        if result.is_err() {
-            // Leave nothing behind: remove what this call made, deepest first.
-            for d in created.iter().rev() {
-                fs::rmdir_if_unused(d);
-            }
-            return result;
-        }
-        self.created.lock().unwrap_or_else(|e| e.into_inner()).extend(created);
-        Ok(())
+        self.created.record(|made| self.create_dirs(made))
     }
 
     fn add_task(&self, pid: i32) -> Result<()> {
-        for d in self.all() {
-            fs::write(&d.path.join("cgroup.procs"), &pid.to_string())?;
-        }
-        Ok(())
+        self.add_task_v1(pid)
     }
 
     fn apply(&self, r: &Resources) -> Result<()> {
         r.validate()?;
         self.apply_memory(r)?;
-        if let Some(limit) = nonzero(r.pids.limit) {
-            let dir = self.need("pids", field::PIDS_LIMIT, limit)?;
-            fs::write(&dir.join("pids.max"), &pids_max(limit)).map_err(|e| e.field(field::PIDS_LIMIT, limit))?;
-        }
+        self.apply_pids(r)?;
         self.apply_cpu(r)?;
         self.apply_cpuset(r)?;
         self.apply_blkio(r)?;
         self.apply_hugetlb(r)?;
         self.apply_network(r)?;
-        self.apply_rdma(r)?;
+        self.apply_rdma(r, &|| None)?;
         self.apply_unified(r)?;
         self.apply_devices(r)
     }
@@ -502,21 +446,19 @@ impl Manager for V1Manager {
     }
 
     fn kill_all(&self, signal: i32) -> Result<()> {
-        let freezer = self.freezer().ok();
-        let kill_dir = self.unified.as_ref().map(|u| u.path.as_path());
-        fs::kill_all(self.procs_dir(), kill_dir, freezer.as_ref(), signal)
+        fs::kill_all(self.procs_dir(), None, self.freezer().as_ref(), signal)
     }
 
     fn freeze(&self) -> Result<()> {
-        self.freezer()?.freeze()
+        self.need_freezer()?.freeze()
     }
 
     fn thaw(&self) -> Result<()> {
-        self.freezer()?.thaw()
+        self.need_freezer()?.thaw()
     }
 
     fn is_frozen(&self) -> Result<bool> {
-        self.freezer()?.is_frozen()
+        self.need_freezer()?.is_frozen()
     }
 
     fn exists(&self) -> bool {
@@ -524,27 +466,14 @@ impl Manager for V1Manager {
     }
 
     fn destroy(&self) -> Result<()> {
-        let mut first_err = None;
-        for d in self.all() {
-            if let Err(e) = fs::remove_tree(&d.path) {
-                first_err.get_or_insert(e);
-            }
-        }
-        let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
-        for d in created.iter().rev() {
-            fs::rmdir_if_unused(d);
-        }
-        first_err.map_or(Ok(()), Err)
+        let result = self.remove_dirs();
+        self.created.remove_unused();
+        result
     }
 
     fn stats(&self) -> Result<crate::Stats> {
         let mut st = crate::Stats::default();
         crate::stats::v1(&|c| self.dir(c).map(Path::to_path_buf), &mut st)?;
-        if self.dir("hugetlb").is_none() {
-            if let Some(u) = &self.unified {
-                crate::stats::v2_hugetlb(&u.path, &mut st)?;
-            }
-        }
         Ok(st)
     }
 
@@ -555,9 +484,6 @@ impl Manager for V1Manager {
                 map.insert(c.clone(), d.path.clone());
             }
         }
-        if let Some(u) = &self.unified {
-            map.insert(String::new(), u.path.clone());
-        }
         map
     }
 }
@@ -566,28 +492,13 @@ impl Manager for V1Manager {
 mod tests {
     use super::*;
     use crate::path::parse;
-    use crate::proc::{parse_mountinfo, parse_proc_cgroup};
-
-    fn layout() -> Layout {
-        Layout::from_parts(
-            &parse_mountinfo(
-                "32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
-                 35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
-                 40 31 0:37 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd\n\
-                 41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n",
-            ),
-            &parse_proc_cgroup("3:name=systemd:/\n2:memory:/pa/h\n1:cpu,cpuacct:/\n0::/u\n"),
-            Path::new("/sys/fs/cgroup/unified"),
-        )
-    }
+    use crate::proc::tests::sample_layout;
 
     #[test]
-    fn paths_cover_every_controller_and_unified_in_hybrid() {
-        let inner = parse(None, "c1").ok();
-        let m = inner.and_then(|i| V1Manager::new(&layout(), &i, true).ok());
+    fn paths_cover_every_v1_controller() {
+        let m = parse(None, "c1").and_then(|i| V1Manager::new(&sample_layout(), &i));
         let paths = m.map(|m| m.paths()).unwrap_or_default();
         let expect: BTreeMap<String, PathBuf> = [
-            ("", "/sys/fs/cgroup/unified/u/c1"),
             ("cpu", "/sys/fs/cgroup/cpu,cpuacct/c1"),
             ("cpuacct", "/sys/fs/cgroup/cpu,cpuacct/c1"),
             ("memory", "/sys/fs/cgroup/memory/pa/h/c1"),
@@ -601,13 +512,16 @@ mod tests {
 
     #[test]
     fn legacy_has_no_unified_and_missing_controller_names_the_field() {
-        let m = parse(Some("/a/b"), "c1").and_then(|i| V1Manager::new(&layout(), &i, false));
+        let m = parse(Some("/a/b"), "c1").and_then(|i| V1Manager::new(&sample_layout(), &i));
         let Ok(m) = m else { panic!("{m:?}") };
         assert!(!m.paths().contains_key(""));
         assert_eq!(m.paths().get("memory"), Some(&PathBuf::from("/sys/fs/cgroup/memory/a/b")));
         let r = Resources { pids: crate::Pids { limit: Some(10) }, ..Default::default() };
         let e = m.apply(&r).err().map(|e| e.to_string()).unwrap_or_default();
         assert_eq!(e, "linux.resources.pids.limit = 10: the pids cgroup controller is not mounted");
+        let r = Resources { unified: [("memory.high".to_string(), "1".to_string())].into(), ..Default::default() };
+        let e = m.apply(&r).err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(e, "linux.resources.unified = {\"memory.high\": \"1\"}: cgroup v2 keys cannot be set on a cgroup v1 host");
         // Nothing requested: nothing to do, even without the controllers.
         assert!(m.apply(&Resources::default()).is_ok());
     }

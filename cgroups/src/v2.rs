@@ -4,10 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::fs::{self, Freezer};
+use crate::fs::{self, Created, Freezer};
 use crate::path::Inner;
 use crate::proc::Layout;
 use crate::resources::{
@@ -25,8 +24,8 @@ pub(crate) struct V2Manager {
     path: PathBuf,
     /// Controllers to enable in the ancestors (see [`CONTROLLERS`]).
     enable: &'static [&'static str],
-    /// Directories this instance created, parents first (see `destroy`).
-    created: Mutex<Vec<PathBuf>>,
+    /// Directories this instance created (see `destroy`).
+    created: Created,
 }
 
 impl V2Manager {
@@ -38,7 +37,7 @@ impl V2Manager {
 
     /// A manager for `path` below the cgroup2 mount `mount`, enabling `enable` in ancestors.
     pub(crate) fn with_controllers(mount: PathBuf, path: PathBuf, enable: &'static [&'static str]) -> V2Manager {
-        V2Manager { mount, path, enable, created: Mutex::new(Vec::new()) }
+        V2Manager { mount, path, enable, created: Created::default() }
     }
 
     fn file(&self, name: &str) -> PathBuf {
@@ -131,7 +130,7 @@ impl V2Manager {
         let mut limit = nonzero(m.limit).unwrap_or(0);
         let swap = nonzero(m.swap).unwrap_or(0);
         if m.check_before_update == Some(true) && limit > 0 {
-            crate::v1::check_usage(&self.file("memory.current"), limit)?;
+            fs::check_usage(&self.file("memory.current"), limit)?;
         }
         if limit == 0 && swap > 0 {
             // `update --memory-swap` alone: convert against the limit in force, as runc
@@ -283,16 +282,7 @@ impl V2Manager {
 
 impl Manager for V2Manager {
     fn create(&self) -> Result<()> {
-        let mut created = Vec::new();
-        let result = self.create_dirs(&mut created);
-        if result.is_err() {
-            for d in created.iter().rev() {
-                fs::rmdir_if_unused(d);
-            }
-            return result;
-        }
-        self.created.lock().unwrap_or_else(|e| e.into_inner()).extend(created);
-        Ok(())
+        self.created.record(|made| self.create_dirs(made))
     }
 
     fn add_task(&self, pid: i32) -> Result<()> {
@@ -347,10 +337,7 @@ impl Manager for V2Manager {
 
     fn destroy(&self) -> Result<()> {
         let result = fs::remove_tree(&self.path);
-        let created = std::mem::take(&mut *self.created.lock().unwrap_or_else(|e| e.into_inner()));
-        for d in created.iter().rev() {
-            fs::rmdir_if_unused(d);
-        }
+        self.created.remove_unused();
         result
     }
 
