@@ -51,6 +51,11 @@ fn access_bits(s: &str) -> u32 {
     })
 }
 
+/// The access letters of `bits`, in `rwm` order (what `access_bits` parsed).
+pub(crate) fn access_string(bits: u32) -> String {
+    [(ACC_READ, 'r'), (ACC_WRITE, 'w'), (ACC_MKNOD, 'm')].iter().filter(|(b, _)| bits & b != 0).map(|(_, c)| *c).collect()
+}
+
 /// cgroup v1's device list, replayed in user space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Emulator {

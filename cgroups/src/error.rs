@@ -50,13 +50,32 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
-    /// A systemd `slice:prefix:name` path, or `--systemd-cgroup`, was requested.
+    /// A systemd `slice:prefix:name` path given to the cgroupfs driver.
     #[error(
-        "linux.cgroupsPath {path:?}: the systemd cgroup driver (--systemd-cgroup, \"slice:prefix:name\" paths) is not supported on this host; use a cgroupfs path such as \"/capsa/<id>\""
+        "linux.cgroupsPath {path:?}: a systemd \"slice:prefix:name\" path needs the systemd cgroup driver (--systemd-cgroup); the cgroupfs driver takes a path such as \"/capsa/<id>\""
     )]
     SystemdDriver {
-        /// The path as given (empty when only the flag was passed).
+        /// The path as given.
         path: String,
+    },
+    /// The systemd manager could not be reached.
+    #[error("the systemd cgroup driver cannot reach the systemd {manager} manager: {err}")]
+    SystemdConnect {
+        /// `system` or `user`.
+        manager: &'static str,
+        /// Why (every address tried, with its error).
+        #[source]
+        err: io::Error,
+    },
+    /// systemd refused or failed a request about the container's unit.
+    #[error("systemd unit {unit}: {what}: {reply}")]
+    Systemd {
+        /// The unit, e.g. `capsa-c1.scope`.
+        unit: String,
+        /// What was asked, e.g. `StartTransientUnit`.
+        what: String,
+        /// systemd's reply: the D-Bus error name and message, or the job's result.
+        reply: String,
     },
     /// Anything else: missing mounts, timeouts, a value the kernel silently changed.
     #[error("{0}")]
@@ -149,7 +168,15 @@ mod tests {
         let e = Error::SystemdDriver { path: "system.slice:capsa:x".into() };
         let s = e.to_string();
         assert!(s.contains("linux.cgroupsPath \"system.slice:capsa:x\""), "{s}");
-        assert!(s.contains("systemd cgroup driver"), "{s}");
-        assert!(s.contains("not supported on this host"), "{s}");
+        assert!(s.contains("needs the systemd cgroup driver (--systemd-cgroup)"), "{s}");
+        let e = Error::Systemd {
+            unit: "capsa-x.scope".into(),
+            what: "StartTransientUnit".into(),
+            reply: "org.freedesktop.systemd1.UnitExists: Unit capsa-x.scope already exists.".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "systemd unit capsa-x.scope: StartTransientUnit: org.freedesktop.systemd1.UnitExists: Unit capsa-x.scope already exists."
+        );
     }
 }

@@ -42,6 +42,7 @@ mod path;
 mod proc;
 mod resources;
 mod stats;
+mod systemd;
 mod v1;
 mod v2;
 
@@ -60,6 +61,7 @@ pub use resources::{
     Resources, ThrottleDevice, WeightDevice,
 };
 pub use stats::{BlkioEntry, BlkioStats, CpuStats, CpusetStats, HugetlbStats, MemoryEntry, MemoryStats, PidsStats, Stats};
+pub use systemd::SystemdBus;
 
 /// Where cgroups are mounted, as far as this crate cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,13 +166,20 @@ pub trait Manager: fmt::Debug + Send + Sync {
     /// The container's directory per controller, runc's `cgroup_paths` shape: v1 controller
     /// names (`cpu`, `cpuacct`, `name=systemd`, ...) and `""` for the cgroup2 directory.
     fn paths(&self) -> BTreeMap<String, PathBuf>;
+
+    /// The systemd unit holding the cgroup (systemd driver only): record it with the paths
+    /// to rebuild the manager with [`systemd_manager_from_paths`].
+    fn systemd_unit(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// The manager for container `id` with `linux.cgroupsPath` `cgroups_path` (absent or empty:
 /// `<own cgroup>/<id>`) on a host in `mode`. Reads /proc/self/mountinfo and
 /// /proc/self/cgroup; creates nothing.
 ///
-/// systemd `slice:prefix:name` paths give [`Error::SystemdDriver`].
+/// This is the cgroupfs driver: systemd `slice:prefix:name` paths give
+/// [`Error::SystemdDriver`] (see [`systemd_manager`]).
 pub fn manager(mode: Mode, cgroups_path: Option<&str>, id: &str) -> Result<Box<dyn Manager>> {
     let inner = path::parse(cgroups_path, id)?;
     let preferred_v2 = if mode == Mode::Unified { CGROUP_ROOT } else { HYBRID_UNIFIED };
@@ -180,6 +189,26 @@ pub fn manager(mode: Mode, cgroups_path: Option<&str>, id: &str) -> Result<Box<d
         Mode::Hybrid => Box::new(hybrid::HybridManager::new(&layout, &inner)?),
         Mode::Unified => Box::new(v2::V2Manager::new(&layout, &inner)?),
     })
+}
+
+/// The systemd driver's manager for container `id` (`--systemd-cgroup`, see `systemd/`):
+/// `cgroups_path` is `slice:prefix:name` (absent or empty: `capsa-<id>.scope` in
+/// `system.slice`, or `user.slice` of a user's manager), and the cgroup is the transient scope
+/// `prefix-name.scope` that the first [`Manager::add_task`] starts through `bus`. Checks that
+/// systemd is the init and resolves the paths; a user manager is asked for its cgroup.
+pub fn systemd_manager(mode: Mode, cgroups_path: Option<&str>, id: &str, bus: SystemdBus) -> Result<Box<dyn Manager>> {
+    Ok(Box::new(systemd::SystemdManager::new(mode, cgroups_path, id, bus)?))
+}
+
+/// A systemd driver's manager over an existing unit and its directories (as recorded from
+/// [`Manager::systemd_unit`] and [`Manager::paths`]): `destroy` stops the unit, `apply` sets
+/// its properties; everything else works on the directories as [`manager_from_paths`].
+pub fn systemd_manager_from_paths<I, P>(unit: &str, bus: SystemdBus, paths: I) -> Result<Box<dyn Manager>>
+where
+    I: IntoIterator<Item = P>,
+    P: AsRef<Path>,
+{
+    Ok(Box::new(systemd::SystemdManager::existing(unit, bus, manager_from_paths(paths)?)))
 }
 
 /// A manager over existing cgroup directories, as returned by [`Manager::paths`] (keys are
@@ -241,8 +270,8 @@ pub fn is_frozen_at<P: AsRef<Path>>(paths: &[P]) -> bool {
     freezer.is_frozen().unwrap_or(false)
 }
 
-/// Whether `cgroups_path` is a systemd-driver `slice:prefix:name` path (which this crate
-/// rejects with [`Error::SystemdDriver`]).
+/// Whether `cgroups_path` is a systemd-driver `slice:prefix:name` path (which the cgroupfs
+/// driver rejects with [`Error::SystemdDriver`]).
 pub fn is_systemd_path(cgroups_path: &str) -> bool {
     path::is_systemd_path(cgroups_path)
 }

@@ -94,7 +94,7 @@ impl Hierarchy {
 }
 
 /// `path` relative to `root`, component-wise (`/a/b` under `/a` is `b`; under `/ab` is None).
-fn strip_root<'a>(path: &'a str, root: &str) -> Option<&'a str> {
+pub(crate) fn strip_root<'a>(path: &'a str, root: &str) -> Option<&'a str> {
     let root = root.trim_end_matches('/');
     let rest = path.strip_prefix(root)?;
     if rest.is_empty() {

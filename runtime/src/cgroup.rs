@@ -1,6 +1,7 @@
 //! The runtime's side of cgroups: turns `linux.resources` into the `capsa-cgroups`
 //! crate's [`Resources`], and keeps the container's cgroup as plain paths in state.json
-//! so later commands (kill, delete, state) can rebuild a manager in another process.
+//! (plus the systemd unit, with `--systemd-cgroup`) so later commands (kill, delete, state)
+//! can rebuild a manager in another process.
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -108,16 +109,29 @@ impl SelfJoin {
     }
 }
 
+/// The systemd manager a container's unit belongs to: the user's for a rootless container.
+fn systemd_bus(rootless: bool) -> capsa_cgroups::SystemdBus {
+    if rootless {
+        capsa_cgroups::SystemdBus::User
+    } else {
+        capsa_cgroups::SystemdBus::System
+    }
+}
+
 impl Cgroup {
     /// Creates the cgroup at `linux.cgroupsPath` (runc's default when absent) and applies
-    /// the limits; on failure nothing is left behind.
-    pub fn create(linux: &oci_spec::runtime::Linux, id: &str, systemd: bool) -> Result<Cgroup> {
-        if systemd {
-            return Err(Error::new("--systemd-cgroup: the systemd cgroup driver is not supported by capsa yet"));
-        }
+    /// the limits; on failure nothing is left behind. With `systemd` (`--systemd-cgroup`)
+    /// the cgroup is a systemd scope (of the user's manager when `rootless`), started by the
+    /// first [`Cgroup::add_task`].
+    pub fn create(linux: &oci_spec::runtime::Linux, id: &str, systemd: bool, rootless: bool) -> Result<Cgroup> {
         let mode = capsa_cgroups::detect()?;
         let path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().into_owned());
-        let mgr = capsa_cgroups::manager(mode, path.as_deref().filter(|p| !p.is_empty()), id)?;
+        let path = path.as_deref().filter(|p| !p.is_empty());
+        let mgr = if systemd {
+            capsa_cgroups::systemd_manager(mode, path, id, systemd_bus(rootless))?
+        } else {
+            capsa_cgroups::manager(mode, path, id)?
+        };
         let resources = resources(linux);
         mgr.create()?;
         let cg = Cgroup { mgr, unified: mode == capsa_cgroups::Mode::Unified, systemd };
@@ -147,6 +161,11 @@ impl Cgroup {
 
     pub fn destroy(&self) -> Result<()> {
         Ok(self.mgr.destroy()?)
+    }
+
+    /// The systemd unit of the container's cgroup (`--systemd-cgroup`).
+    pub fn systemd_unit(&self) -> Option<String> {
+        self.mgr.systemd_unit().map(str::to_string)
     }
 
     /// Distinct directories of the container's cgroup, one per hierarchy.
@@ -323,11 +342,16 @@ pub fn thaw_paths(paths: &[PathBuf]) -> Result<()> {
     }
 }
 
-pub fn destroy_paths(paths: &[PathBuf]) -> Result<()> {
+/// Removes the container's cgroup; with a systemd `unit`, stops the unit first (through the
+/// user's manager when `rootless`).
+pub fn destroy_paths(paths: &[PathBuf], unit: Option<&str>, rootless: bool) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
-    let m = capsa_cgroups::manager_from_paths(paths)?;
+    let m = match unit {
+        Some(u) => capsa_cgroups::systemd_manager_from_paths(u, systemd_bus(rootless), paths)?,
+        None => capsa_cgroups::manager_from_paths(paths)?,
+    };
     Ok(m.destroy()?)
 }
 
@@ -350,8 +374,13 @@ pub fn freeze_paths(paths: &[PathBuf]) -> Result<()> {
     Ok(manager_of(paths)?.freeze()?)
 }
 
-pub fn apply_paths(paths: &[PathBuf], r: &Resources) -> Result<()> {
-    Ok(manager_of(paths)?.apply(r)?)
+/// `update`: the new limits, also as the systemd `unit`'s properties when there is one.
+pub fn apply_paths(paths: &[PathBuf], unit: Option<&str>, rootless: bool, r: &Resources) -> Result<()> {
+    let m = match unit {
+        Some(u) if !paths.is_empty() => capsa_cgroups::systemd_manager_from_paths(u, systemd_bus(rootless), paths)?,
+        _ => manager_of(paths)?,
+    };
+    Ok(m.apply(r)?)
 }
 
 pub fn stats_paths(paths: &[PathBuf]) -> Result<capsa_cgroups::Stats> {

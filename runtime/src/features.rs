@@ -85,8 +85,9 @@ pub fn features() -> Value {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps,
             // v1, hybrid and v2 managers (v2 devices through eBPF); rdma.max is written where
-            // the kernel has the rdma controller; no systemd driver.
-            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": true},
+            // the kernel has the rdma controller; the systemd driver (--systemd-cgroup), with
+            // the user's manager for rootless containers.
+            "cgroup": {"v1": true, "v2": true, "systemd": true, "systemdUser": true, "rdma": true},
             "seccomp": capsa_seccomp::features(),
             // Applied at exec where the host runs the LSM, refused clearly where it does not.
             "apparmor": {"enabled": true},

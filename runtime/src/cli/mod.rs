@@ -42,7 +42,7 @@ pub struct Cli {
     /// Accepted for compatibility; checkpointing is not supported.
     #[arg(long, global = true, hide = true)]
     pub criu: Option<String>,
-    /// Use systemd's cgroup driver (not supported yet: refused at create).
+    /// Use the systemd cgroup driver: the cgroup is a transient scope unit (`linux.cgroupsPath` "slice:prefix:name").
     #[arg(long = "systemd-cgroup", global = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
     pub systemd_cgroup: bool,
     /// Rootless mode: auto, true or false.

@@ -106,19 +106,21 @@ pub fn create(a: CreateArgs) -> Result<Created> {
     let _lock = Lock::acquire(&dir)?;
 
     let linux = spec.linux().as_ref().ok_or_else(|| Error::new("linux: missing"))?;
-    let (view, cgroup_paths) = if a.rootless {
+    let (view, cgroup_paths, systemd_unit) = if a.rootless && !a.systemd_cgroup {
         // runc's rule: without cgroup delegation a rootless container has no cgroup, and
-        // limits it asks for cannot be honoured.
+        // limits it asks for cannot be honoured. (With --systemd-cgroup the user's systemd
+        // manager delegates one.)
         if crate::cgroup::asks_for_limits(linux) {
             bail!("linux.resources: a rootless container cannot set resource limits (cgroups are not delegated to this user)");
         }
-        (crate::cgroup::CgroupView::default(), Vec::new())
+        (crate::cgroup::CgroupView::default(), Vec::new(), None)
     } else {
-        let cg = Cgroup::create(linux, a.id, a.systemd_cgroup)?;
+        let cg = Cgroup::create(linux, a.id, a.systemd_cgroup, a.rootless)?;
         let view = cg.view()?;
         let paths = cg.paths();
+        let unit = cg.systemd_unit();
         cleanup.cgroup = Some(cg);
-        (view, paths)
+        (view, paths, unit)
     };
     // A first state, pid 0 ("creating"): if this process is killed half-way, `delete`
     // still finds the cgroups to remove.
@@ -131,6 +133,7 @@ pub fn create(a: CreateArgs) -> Result<Created> {
         created: crate::timefmt::rfc3339_nano(std::time::SystemTime::now()),
         annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
         cgroup_paths,
+        systemd_unit,
         own_pid_ns: false,
         rootless: a.rootless,
         hooks: spec.hooks().clone(),

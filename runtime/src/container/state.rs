@@ -47,6 +47,9 @@ pub struct State {
     /// Cgroup directories of the container, one per hierarchy, to remove on delete.
     #[serde(default)]
     pub cgroup_paths: Vec<PathBuf>,
+    /// The systemd scope holding them (`--systemd-cgroup`), stopped on delete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
     /// Whether the container has its own pid namespace (if not, `kill`/`delete` must
     /// signal every process of the cgroup, as runc does).
     #[serde(default)]

@@ -34,7 +34,7 @@ pub fn update(root: &Path, id: &str, res: &LinuxResources) -> Result<()> {
         bail!("container not running");
     }
     let r = crate::cgroup::resources_from(res);
-    crate::cgroup::apply_paths(&c.state.cgroup_paths, &r)
+    crate::cgroup::apply_paths(&c.state.cgroup_paths, c.state.systemd_unit.as_deref(), c.state.rootless, &r)
 }
 
 /// docker/go-units `RAMInBytes`, which runc uses for `update --memory` & co.: a number with

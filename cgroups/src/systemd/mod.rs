@@ -1,0 +1,428 @@
+//! The systemd cgroup driver (`--systemd-cgroup`): the container's cgroup is a transient
+//! scope unit, `prefix-name.scope` in the slice of `linux.cgroupsPath` `slice:prefix:name`,
+//! that systemd creates with `Delegate=yes` around the container's first process, and the
+//! limits are unit properties (see `props.rs`) as well as cgroupfs values. What happens
+//! where:
+//!
+//! | step                      | systemd (D-Bus, `bus.rs`)                          | cgroupfs (the v1/v2/hybrid manager over the unit's directories) |
+//! |---------------------------|----------------------------------------------------|------------------------|
+//! | `create`                  | connect (fails early when systemd is not there)    | —                      |
+//! | `apply` before a process  | limits → properties, kept for the start            | —                      |
+//! | first `add_task(pid)`     | StartTransientUnit (Slice, Delegate, PIDs, accounting, properties), wait for the job, check the unit's ControlGroup | make the hierarchies systemd does not manage (v1), enable controllers (v2), add the pid everywhere, write every limit |
+//! | `apply` later (`update`)  | SetUnitProperties                                  | write every limit      |
+//! | `destroy` (`delete`)      | StopUnit, wait for the job, ResetFailedUnit        | remove what is left    |
+//! | the rest                  | —                                                  | pids, kill, freeze, stats, paths |
+//!
+//! A failed start removes the unit again. Scopes need a process to exist, which is why the
+//! unit is started by the first `add_task` rather than by `create`; the runtime adds its
+//! first process before that process runs anything, so the limits are in place in time.
+//!
+//! Paths: the unit's cgroup is the slice's directory (`a-b.slice` →
+//! `/a.slice/a-b.slice`) plus the unit, below the manager's own cgroup for a user manager
+//! (`/user.slice/user-1000.slice/user@1000.service/...`), in every mounted hierarchy.
+//! Rootless (the user manager) needs cgroup v2, as with runc.
+
+mod bus;
+mod props;
+mod unit;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+pub use bus::SystemdBus;
+use bus::{unit_path, Bus, MANAGER};
+use props::{Context, DEFAULT_PERIOD};
+use wire::Value;
+
+use crate::error::{Error, Result};
+use crate::fs;
+use crate::hybrid::HybridManager;
+use crate::path::Dir;
+use crate::proc::{strip_root, Hierarchy, Layout};
+use crate::v1::V1Manager;
+use crate::v2::{V2Manager, CONTROLLERS};
+use crate::{Manager, Mode, Resources, CGROUP_ROOT, HYBRID_UNIFIED};
+
+/// The systemd-driven manager of one container.
+#[derive(Debug)]
+pub(crate) struct SystemdManager {
+    unit: String,
+    slice: String,
+    bus: SystemdBus,
+    /// The container's name, for the unit's Description.
+    name: String,
+    /// cgroup v2 property names (a Unified host).
+    v2: bool,
+    /// The unit's cgroup as systemd names it (`/system.slice/capsa-c1.scope`).
+    cgroup: String,
+    /// cgroupfs work on the unit's directories.
+    fs: Box<dyn Manager>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    conn: Option<Bus>,
+    /// The unit exists (started by us, or rebuilt from a container's state).
+    started: bool,
+    /// Limits applied before the unit exists: the properties to start it with, and what
+    /// cgroupfs gets afterwards.
+    pending: Option<(Vec<Value>, Resources)>,
+    version: Option<u32>,
+}
+
+impl SystemdManager {
+    /// The manager for container `id`: its unit from `cgroups_path` (`slice:prefix:name`;
+    /// absent: `capsa-<id>.scope` in the default slice) on a host in `mode`, through `bus`.
+    pub(crate) fn new(mode: Mode, cgroups_path: Option<&str>, id: &str, bus: SystemdBus) -> Result<SystemdManager> {
+        check_booted(Path::new("/run/systemd/system"))?;
+        let names = unit::parse(cgroups_path, id, bus)?;
+        if bus == SystemdBus::User && mode != Mode::Unified {
+            return Err(Error::Msg(
+                "--systemd-cgroup with --rootless needs cgroup v2 (a user's systemd manager cannot delegate v1 hierarchies)".into(),
+            ));
+        }
+        let mut state = State::default();
+        // A user manager's units live below its own cgroup (user@UID.service).
+        let base = match bus {
+            SystemdBus::System => String::new(),
+            SystemdBus::User => {
+                let conn = state.connect(bus)?;
+                let cg = conn.property(bus::MANAGER_PATH, MANAGER, "ControlGroup").map_err(|e| Error::Systemd {
+                    unit: names.unit.clone(),
+                    what: "read the user manager's ControlGroup".into(),
+                    reply: e.to_string(),
+                })?;
+                cg.as_str().unwrap_or_default().trim_end_matches('/').to_string()
+            }
+        };
+        let slice_dir = unit::expand_slice(&names.slice).map_err(Error::Msg)?;
+        let cgroup = format!("{base}{slice_dir}/{}", names.unit);
+        let fs = fs_manager(mode, &cgroup)?;
+        Ok(SystemdManager {
+            unit: names.unit,
+            slice: names.slice,
+            bus,
+            name: id.to_string(),
+            v2: mode == Mode::Unified,
+            cgroup,
+            fs,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// A manager for an existing unit, over its recorded directories (for `delete`, `update`).
+    pub(crate) fn existing(unit: &str, bus: SystemdBus, fs: Box<dyn Manager>) -> SystemdManager {
+        let v2 = fs.paths().keys().all(|k| k.is_empty());
+        SystemdManager {
+            unit: unit.to_string(),
+            slice: String::new(),
+            bus,
+            name: String::new(),
+            v2,
+            cgroup: String::new(),
+            fs,
+            state: Mutex::new(State { started: true, ..Default::default() }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self, what: &str, reply: impl std::fmt::Display) -> Error {
+        Error::Systemd { unit: self.unit.clone(), what: what.to_string(), reply: reply.to_string() }
+    }
+
+    /// systemd's version (`252.38-1~deb12u1` → 252), asked once.
+    fn version(&self, st: &mut State) -> Result<u32> {
+        if let Some(v) = st.version {
+            return Ok(v);
+        }
+        let reply =
+            st.connect(self.bus)?.property(bus::MANAGER_PATH, MANAGER, "Version").map_err(|e| self.err("read systemd's Version", e))?;
+        let text = reply.as_str().unwrap_or_default();
+        let digits: String = text.trim_start_matches('v').chars().take_while(char::is_ascii_digit).collect();
+        let v = digits.parse().map_err(|_| self.err("read systemd's Version", format!("unexpected {text:?}")))?;
+        st.version = Some(v);
+        Ok(v)
+    }
+
+    /// The cgroup directory holding the memory controller's files.
+    fn memory_dir(&self) -> Option<PathBuf> {
+        let p = self.fs.paths();
+        p.get("memory").or_else(|| p.get("")).cloned()
+    }
+
+    /// The CFS period and memory limit in force, for values given without them.
+    fn in_force(&self) -> (u64, i64) {
+        let paths = self.fs.paths();
+        let (period, limit) = if self.v2 {
+            let dir = paths.get("").cloned().unwrap_or_default();
+            let period = fs::read(&dir.join("cpu.max")).ok().and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse().ok()));
+            let limit = fs::read(&dir.join("memory.max")).ok().map(|s| if s == "max" { -1 } else { s.parse().unwrap_or(0) });
+            (period, limit)
+        } else {
+            let period = paths.get("cpu").and_then(|d| fs::read(&d.join("cpu.cfs_period_us")).ok()).and_then(|s| s.parse().ok());
+            (period, None)
+        };
+        (period.unwrap_or(DEFAULT_PERIOD), limit.unwrap_or(0))
+    }
+
+    /// The properties every container's scope starts with, then the limits'.
+    fn start_properties(&self, pid: i32, limits: Vec<Value>) -> Vec<Value> {
+        let b = |v: bool| Value::Bool(v);
+        let mut p = vec![
+            Value::prop("Description", Value::str(format!("capsa container {}", self.name))),
+            Value::prop("Slice", Value::str(self.slice.clone())),
+            Value::prop("Delegate", b(true)),
+            Value::prop("PIDs", Value::Array("u".into(), vec![Value::U32(pid as u32)])),
+            Value::prop("DefaultDependencies", b(false)),
+            Value::prop("MemoryAccounting", b(true)),
+            Value::prop("CPUAccounting", b(true)),
+            Value::prop(if self.v2 { "IOAccounting" } else { "BlockIOAccounting" }, b(true)),
+            Value::prop("TasksAccounting", b(true)),
+        ];
+        p.extend(limits);
+        p
+    }
+
+    /// StartTransientUnit with `pid` and waits for the job; a unit of that name left failed
+    /// by an earlier run is reset and the start retried once, as runc does.
+    fn start_unit(&self, st: &mut State, pid: i32, limits: Vec<Value>) -> Result<()> {
+        let props = self.start_properties(pid, limits);
+        let conn = st.connect(self.bus)?;
+        conn.subscribe().map_err(|e| self.err("Subscribe", e))?;
+        let args = || {
+            vec![
+                Value::str(self.unit.clone()),
+                Value::str("replace"),
+                Value::Array("(sv)".into(), props.clone()),
+                Value::Array("(sa(sv))".into(), vec![]),
+            ]
+        };
+        let reply = match conn.manager("StartTransientUnit", args()) {
+            Err(e) if e.is("org.freedesktop.systemd1.UnitExists") => {
+                let _ = conn.manager("ResetFailedUnit", vec![Value::str(self.unit.clone())]);
+                conn.manager("StartTransientUnit", args())
+            }
+            r => r,
+        };
+        let body = reply.map_err(|e| self.err("StartTransientUnit", e))?;
+        let job = body.first().and_then(Value::as_str).unwrap_or_default().to_string();
+        let result = conn.wait_job(&job).map_err(|e| self.err("wait for the start job", e))?;
+        if result != "done" {
+            let _ = conn.manager("ResetFailedUnit", vec![Value::str(self.unit.clone())]);
+            return Err(self.err("start job", format!("ended with result {result:?} (see `journalctl -u {}`)", self.unit)));
+        }
+        Ok(())
+    }
+
+    /// After the start: the unit's cgroup must be where the paths say.
+    fn check_cgroup(&self, st: &mut State) -> Result<()> {
+        let conn = st.connect(self.bus)?;
+        let cg = conn
+            .property(&unit_path(&self.unit), "org.freedesktop.systemd1.Scope", "ControlGroup")
+            .map_err(|e| self.err("read ControlGroup", e))?;
+        let cg = cg.as_str().unwrap_or_default();
+        if cg != self.cgroup {
+            return Err(
+                self.err("ControlGroup", format!("systemd put the unit in {cg:?}, not in {:?} where capsa looks for it", self.cgroup))
+            );
+        }
+        Ok(())
+    }
+
+    /// The first process: start the unit around it, then the cgroupfs part. On failure the
+    /// unit is stopped again.
+    fn start(&self, st: &mut State, pid: i32) -> Result<()> {
+        let (limits, resources) = st.pending.take().unwrap_or_default();
+        self.start_unit(st, pid, limits)?;
+        st.started = true;
+        let rest = self
+            .check_cgroup(st)
+            .and_then(|()| self.fs.create())
+            .and_then(|()| self.fs.add_task(pid))
+            .and_then(|()| self.fs.apply(&resources));
+        if let Err(e) = rest {
+            let _ = self.fs.kill_all(libc::SIGKILL);
+            let _ = self.stop(st);
+            let _ = self.fs.destroy();
+            st.started = false;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// StopUnit and wait for the job (a unit already gone is fine), then ResetFailedUnit.
+    fn stop(&self, st: &mut State) -> Result<()> {
+        let conn = st.connect(self.bus)?;
+        conn.subscribe().map_err(|e| self.err("Subscribe", e))?;
+        match conn.manager("StopUnit", vec![Value::str(self.unit.clone()), Value::str("replace")]) {
+            Ok(body) => {
+                let job = body.first().and_then(Value::as_str).unwrap_or_default().to_string();
+                conn.wait_job(&job).map_err(|e| self.err("wait for the stop job", e))?;
+            }
+            Err(e) if e.is("org.freedesktop.systemd1.NoSuchUnit") => {}
+            Err(e) => return Err(self.err("StopUnit", e)),
+        }
+        // A unit that failed stays loaded until this (no error when it is already gone).
+        let _ = conn.manager("ResetFailedUnit", vec![Value::str(self.unit.clone())]);
+        Ok(())
+    }
+}
+
+/// Whether systemd is the init (sd_booted(3): its runtime directory `/run/systemd/system`).
+fn check_booted(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    Err(Error::Msg(format!("--systemd-cgroup: systemd is not this host's init ({} is missing); use the cgroupfs driver", dir.display())))
+}
+
+impl State {
+    fn connect(&mut self, bus: SystemdBus) -> Result<&mut Bus> {
+        if self.conn.is_none() {
+            let b = Bus::connect(bus).map_err(|err| Error::SystemdConnect { manager: bus.name(), err })?;
+            self.conn = Some(b);
+        }
+        self.conn.as_mut().ok_or_else(|| Error::Msg("no systemd connection".into()))
+    }
+}
+
+/// The cgroupfs manager over the directories of the unit's cgroup `cgroup` (as systemd names
+/// it), in every hierarchy mounted for a host in `mode`.
+fn fs_manager(mode: Mode, cgroup: &str) -> Result<Box<dyn Manager>> {
+    let preferred_v2 = if mode == Mode::Unified { CGROUP_ROOT } else { HYBRID_UNIFIED };
+    let layout = Layout::load(Path::new(preferred_v2))?;
+    let place = |h: &Hierarchy| -> Result<Dir> {
+        let rel = strip_root(cgroup, &h.mount_root).ok_or_else(|| {
+            Error::Msg(format!(
+                "the unit's cgroup {cgroup} is outside the directory {:?} mounted at {}",
+                h.mount_root,
+                h.mount_point.display()
+            ))
+        })?;
+        Ok(Dir { controllers: h.controllers.clone(), mount: h.mount_point.clone(), path: h.mount_point.join(rel) })
+    };
+    let v2 = || layout.v2.as_ref().ok_or_else(|| Error::Msg("the cgroup2 hierarchy is not mounted (see /proc/self/mountinfo)".into()));
+    Ok(match mode {
+        Mode::Unified => {
+            let d = place(v2()?)?;
+            Box::new(V2Manager::with_controllers(d.mount, d.path, CONTROLLERS))
+        }
+        Mode::Legacy | Mode::Hybrid => {
+            if layout.v1.is_empty() {
+                return Err(Error::Msg("no cgroup v1 hierarchy is mounted (see /proc/self/mountinfo)".into()));
+            }
+            let dirs = layout.v1.iter().map(place).collect::<Result<Vec<_>>>()?;
+            if mode == Mode::Hybrid {
+                Box::new(HybridManager::from_dirs(dirs, place(v2()?)?))
+            } else {
+                Box::new(V1Manager::from_dirs(dirs))
+            }
+        }
+    })
+}
+
+impl Manager for SystemdManager {
+    /// Connects to systemd, so that a missing manager fails before any process exists.
+    fn create(&self) -> Result<()> {
+        self.lock().connect(self.bus).map(|_| ())
+    }
+
+    fn add_task(&self, pid: i32) -> Result<()> {
+        let mut st = self.lock();
+        if st.started {
+            return self.fs.add_task(pid);
+        }
+        self.start(&mut st, pid)
+    }
+
+    /// Before the unit exists the limits are converted (so bad values fail now) and kept for
+    /// the start; afterwards they are set as unit properties, then written to cgroupfs.
+    fn apply(&self, r: &Resources) -> Result<()> {
+        r.validate()?;
+        let mut st = self.lock();
+        let version = self.version(&mut st)?;
+        if !st.started {
+            let cx = Context { v2: self.v2, version, period: DEFAULT_PERIOD, memory_limit: 0 };
+            st.pending = Some(props::properties(r, &cx)?);
+            return Ok(());
+        }
+        let limit = r.memory.limit.unwrap_or(0);
+        if r.memory.check_before_update == Some(true) && limit > 0 {
+            if let Some(dir) = self.memory_dir() {
+                let usage = if self.v2 { "memory.current" } else { "memory.usage_in_bytes" };
+                fs::check_usage(&dir.join(usage), limit)?;
+            }
+        }
+        let (period, memory_limit) = self.in_force();
+        let (props, resources) = props::properties(r, &Context { v2: self.v2, version, period, memory_limit })?;
+        if !props.is_empty() {
+            let args = vec![Value::str(self.unit.clone()), Value::Bool(true), Value::Array("(sv)".into(), props)];
+            st.connect(self.bus)?.manager("SetUnitProperties", args).map_err(|e| self.err("SetUnitProperties", e))?;
+        }
+        self.fs.apply(&resources)
+    }
+
+    fn pids(&self) -> Result<Vec<i32>> {
+        self.fs.pids()
+    }
+
+    fn kill_all(&self, signal: i32) -> Result<()> {
+        self.fs.kill_all(signal)
+    }
+
+    fn freeze(&self) -> Result<()> {
+        self.fs.freeze()
+    }
+
+    fn thaw(&self) -> Result<()> {
+        self.fs.thaw()
+    }
+
+    fn is_frozen(&self) -> Result<bool> {
+        self.fs.is_frozen()
+    }
+
+    fn exists(&self) -> bool {
+        self.fs.exists()
+    }
+
+    /// Stops the unit (systemd removes its cgroup), then removes what cgroupfs has left:
+    /// the hierarchies systemd does not manage on v1, sub-cgroups older systemd keeps.
+    fn destroy(&self) -> Result<()> {
+        let mut st = self.lock();
+        let stopped = self.stop(&mut st);
+        st.started = false;
+        let removed = self.fs.destroy();
+        stopped.and(removed)
+    }
+
+    fn stats(&self) -> Result<crate::Stats> {
+        self.fs.stats()
+    }
+
+    fn paths(&self) -> BTreeMap<String, PathBuf> {
+        self.fs.paths()
+    }
+
+    fn systemd_unit(&self) -> Option<&str> {
+        Some(&self.unit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_systemd_the_driver_says_so() {
+        let e = check_booted(Path::new("/nonexistent/run/systemd/system")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.starts_with("--systemd-cgroup: systemd is not this host's init (/nonexistent/run/systemd/system is missing)"), "{e}");
+        assert!(check_booted(Path::new("/")).is_ok());
+    }
+}
