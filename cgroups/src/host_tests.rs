@@ -20,7 +20,7 @@ use crate::{
 };
 
 /// The host's cgroup mode; panics (the test fails) when not root or without cgroups.
-fn host() -> Mode {
+pub(crate) fn host() -> Mode {
     assert!(nix::unistd::geteuid().is_root(), "cgroup host tests need root");
     detect().expect("cgroup host tests need mounted cgroups")
 }
@@ -32,26 +32,26 @@ fn v1_host() -> Mode {
     mode
 }
 
-fn unique(tag: &str) -> String {
+pub(crate) fn unique(tag: &str) -> String {
     let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("capsa-test-{}-{tag}-{nanos}", std::process::id())
 }
 
 /// Cleans up on drop: kills and reaps children, thaws, destroys, removes extra dirs.
-struct Guard {
-    mgr: Box<dyn Manager>,
-    children: Vec<Child>,
+pub(crate) struct Guard {
+    pub mgr: Box<dyn Manager>,
+    pub children: Vec<Child>,
     /// Extra directories to remove afterwards (deepest last in the list → removed first).
-    extra: Vec<PathBuf>,
+    pub extra: Vec<PathBuf>,
 }
 
 impl Guard {
-    fn new(mgr: Box<dyn Manager>) -> Guard {
+    pub(crate) fn new(mgr: Box<dyn Manager>) -> Guard {
         Guard { mgr, children: Vec::new(), extra: Vec::new() }
     }
 
     /// Spawns `sleep 30` and moves it into the cgroup.
-    fn sleeper(&mut self) -> i32 {
+    pub(crate) fn sleeper(&mut self) -> i32 {
         let child = Command::new("sleep").arg("30").spawn().expect("spawn sleep");
         let pid = child.id() as i32;
         self.children.push(child);
@@ -60,7 +60,7 @@ impl Guard {
     }
 
     /// Waits for child `pid` and returns the signal that killed it.
-    fn wait_signal(&mut self, pid: i32) -> Option<i32> {
+    pub(crate) fn wait_signal(&mut self, pid: i32) -> Option<i32> {
         let i = self.children.iter().position(|c| c.id() as i32 == pid)?;
         let mut c = self.children.remove(i);
         c.wait().ok().and_then(|s| s.signal())
@@ -81,12 +81,12 @@ impl Drop for Guard {
     }
 }
 
-fn read(p: &Path) -> String {
+pub(crate) fn read(p: &Path) -> String {
     std::fs::read_to_string(p).map(|s| s.trim_end().to_string()).unwrap_or_else(|e| format!("<{e}>"))
 }
 
 /// Asserts `pid`'s /proc/PID/cgroup puts it in `paths` for every hierarchy.
-fn assert_placed(pid: i32, paths: &BTreeMap<String, PathBuf>) {
+pub(crate) fn assert_placed(pid: i32, paths: &BTreeMap<String, PathBuf>) {
     let text = read(Path::new(&format!("/proc/{pid}/cgroup")));
     for (key, dir) in paths {
         let rel: Vec<&str> = text
@@ -103,7 +103,7 @@ fn assert_placed(pid: i32, paths: &BTreeMap<String, PathBuf>) {
     }
 }
 
-fn assert_gone(paths: &BTreeMap<String, PathBuf>) {
+pub(crate) fn assert_gone(paths: &BTreeMap<String, PathBuf>) {
     for (k, p) in paths {
         assert!(!p.exists(), "{k}: {} still exists", p.display());
     }

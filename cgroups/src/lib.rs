@@ -48,6 +48,8 @@ mod v2;
 
 #[cfg(test)]
 mod host_tests;
+#[cfg(test)]
+mod systemd_host_tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -209,6 +211,13 @@ where
     P: AsRef<Path>,
 {
     Ok(Box::new(systemd::SystemdManager::existing(unit, bus, manager_from_paths(paths)?)))
+}
+
+/// Asks systemd to move `pid` into `unit` (its sub-cgroup `subcgroup`, or `""` for the unit's
+/// own): for a process the caller may not move itself, as a rootless `exec` into a container
+/// of the user's systemd manager.
+pub fn systemd_attach(unit: &str, bus: SystemdBus, subcgroup: &str, pid: i32) -> Result<()> {
+    systemd::attach(unit, bus, subcgroup, pid)
 }
 
 /// A manager over existing cgroup directories, as returned by [`Manager::paths`] (keys are

@@ -132,7 +132,13 @@ impl Cgroup {
         } else {
             capsa_cgroups::manager(mode, path, id)?
         };
-        let resources = resources(linux);
+        let mut resources = resources(linux);
+        if systemd && rootless {
+            // An unprivileged caller cannot load a device program, and neither can the user's
+            // systemd manager; the user namespace keeps device nodes out of reach instead (as
+            // runc and crun do for rootless containers).
+            resources.devices.clear();
+        }
         mgr.create()?;
         let cg = Cgroup { mgr, unified: mode == capsa_cgroups::Mode::Unified, systemd };
         if let Err(e) = cg.mgr.apply(&resources) {
@@ -372,6 +378,13 @@ fn manager_of(paths: &[PathBuf]) -> Result<Box<dyn Manager>> {
 
 pub fn freeze_paths(paths: &[PathBuf]) -> Result<()> {
     Ok(manager_of(paths)?.freeze()?)
+}
+
+/// `exec` as an unprivileged user into a container of their systemd manager: the process
+/// starts outside the manager's subtree, so only systemd may move it into `unit` (its
+/// sub-cgroup `subcgroup`, `""` for the unit's own), as runc has it do.
+pub fn attach_to_unit(unit: &str, rootless: bool, subcgroup: &str, pid: i32) -> Result<()> {
+    Ok(capsa_cgroups::systemd_attach(unit, systemd_bus(rootless), subcgroup, pid)?)
 }
 
 /// `update`: the new limits, also as the systemd `unit`'s properties when there is one.

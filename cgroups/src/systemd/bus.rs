@@ -10,12 +10,16 @@
 //! `/run/systemd/private`; user: `$XDG_RUNTIME_DIR/systemd/private`), a direct connection
 //! with no bus daemon in between (and no `Hello`); else to the bus (`DBUS_SYSTEM_BUS_ADDRESS`
 //! or `/run/dbus/system_bus_socket`; `DBUS_SESSION_BUS_ADDRESS` or `$XDG_RUNTIME_DIR/bus`).
-//! Authentication is SASL `EXTERNAL` without an identity: the server takes our credentials
-//! from the socket (SO_PEERCRED), which is right inside a user namespace too.
+//! Authentication is SASL `EXTERNAL` with our uid, with `BEGIN` in the same write, as sd-bus
+//! clients (`systemctl`) do it; the first message goes out only after the server's `OK`.
+//! systemd 252 leaves a message that arrives in the same read as `BEGIN` unread until more
+//! input comes: sent back to back with `BEGIN` it stalled the VM tests for the whole 30 s
+//! timeout. (A server that rejects our uid, as a bus daemon does for a process in a user
+//! namespace, gets `AUTH EXTERNAL` without an identity and an empty `DATA` instead.)
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::wire::{Message, Value, ERROR, METHOD_RETURN, SIGNAL};
@@ -156,7 +160,7 @@ impl Bus {
         Err(io::Error::other(errors.join("; ")))
     }
 
-    fn connect_to(path: &PathBuf, daemon: bool) -> io::Result<Bus> {
+    pub(crate) fn connect_to(path: &Path, daemon: bool) -> io::Result<Bus> {
         let stream = UnixStream::connect(path)?;
         stream.set_read_timeout(Some(TIMEOUT))?;
         stream.set_write_timeout(Some(TIMEOUT))?;
@@ -169,19 +173,29 @@ impl Bus {
         Ok(bus)
     }
 
-    /// SASL: `AUTH EXTERNAL` with no identity, an empty `DATA` answer to the challenge, then
-    /// `OK <guid>` and `BEGIN`.
+    /// SASL `EXTERNAL` (see the module's comment).
     fn authenticate(&mut self) -> io::Result<()> {
-        self.stream.write_all(b"\0AUTH EXTERNAL\r\n")?;
-        let mut line = self.read_line()?;
-        if line.starts_with("DATA") {
-            self.stream.write_all(b"DATA\r\n")?;
-            line = self.read_line()?;
+        // The identity is the uid as decimal text, hex-encoded: 0 is "30", 1000 "31303030".
+        let uid: String = nix::unistd::geteuid().as_raw().to_string().bytes().map(|b| format!("{b:02x}")).collect();
+        self.stream.write_all(format!("\0AUTH EXTERNAL {uid}\r\nBEGIN\r\n").as_bytes())?;
+        let line = self.read_line()?;
+        if line.starts_with("OK ") {
+            return Ok(());
         }
-        if !line.starts_with("OK ") {
+        if line.starts_with("REJECTED") {
+            let _ = self.read_line()?; // the ERROR answering our early BEGIN
+            self.stream.write_all(b"AUTH EXTERNAL\r\n")?;
+            let mut line = self.read_line()?;
+            if line.starts_with("DATA") {
+                self.stream.write_all(b"DATA\r\n")?;
+                line = self.read_line()?;
+            }
+            if line.starts_with("OK ") {
+                return self.stream.write_all(b"BEGIN\r\n");
+            }
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("authentication refused: {line:?}")));
         }
-        self.stream.write_all(b"BEGIN\r\n")
+        Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("authentication refused: {line:?}")))
     }
 
     /// One `\r\n`-terminated line of the SASL exchange (byte by byte: nothing after it may
@@ -256,13 +270,15 @@ impl Bus {
         body.into_iter().next().ok_or_else(|| CallError::Io(io::Error::new(io::ErrorKind::InvalidData, "empty Get reply")))
     }
 
-    /// Asks for the manager's job signals: `Subscribe`, and on a bus daemon a match rule so
-    /// the daemon routes `JobRemoved` to us. (On the private socket signals come anyway.)
+    /// Asks for the manager's job signals on a bus daemon: a match rule so the daemon routes
+    /// `JobRemoved` to us, and `Subscribe` so systemd emits it on the bus at all. (On the
+    /// private socket systemd sends every signal to every connection anyway.)
     pub(crate) fn subscribe(&mut self) -> Result<(), CallError> {
-        if self.daemon {
-            let rule = format!("type='signal',sender='{SYSTEMD}',path='{MANAGER_PATH}',interface='{MANAGER}',member='JobRemoved'");
-            self.call(Some("org.freedesktop.DBus"), "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", vec![Value::str(rule)])?;
+        if !self.daemon {
+            return Ok(());
         }
+        let rule = format!("type='signal',sender='{SYSTEMD}',path='{MANAGER_PATH}',interface='{MANAGER}',member='JobRemoved'");
+        self.call(Some("org.freedesktop.DBus"), "/org/freedesktop/DBus", "org.freedesktop.DBus", "AddMatch", vec![Value::str(rule)])?;
         match self.manager("Subscribe", vec![]) {
             // Subscribing twice on one connection is refused; that is fine.
             Err(e) if e.is("org.freedesktop.systemd1.AlreadySubscribed") => Ok(()),

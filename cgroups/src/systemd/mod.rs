@@ -17,6 +17,12 @@
 //! unit is started by the first `add_task` rather than by `create`; the runtime adds its
 //! first process before that process runs anything, so the limits are in place in time.
 //!
+//! Each of those steps opens its own connection and closes it when done: systemd sends every
+//! signal (unit and job changes of the whole system) to every connection on its private
+//! socket, and a connection nobody reads fills up and stalls systemd's D-Bus work for
+//! everyone until it is read (seen in the VM tests: 30 s without an answer). A client with a
+//! reader thread (runc's go-systemd) can keep one open; a synchronous one must not idle.
+//!
 //! Paths: the unit's cgroup is the slice's directory (`a-b.slice` →
 //! `/a.slice/a-b.slice`) plus the unit, below the manager's own cgroup for a user manager
 //! (`/user.slice/user-1000.slice/user@1000.service/...`), in every mounted hierarchy.
@@ -64,8 +70,9 @@ pub(crate) struct SystemdManager {
 
 #[derive(Debug, Default)]
 struct State {
-    conn: Option<Bus>,
-    /// The unit exists (started by us, or rebuilt from a container's state).
+    /// The unit is ours: started by this instance, or rebuilt from a container's state.
+    /// Until then `kill_all` and `destroy` touch nothing, so the cleanup of a create that
+    /// failed because the name was taken leaves the other container alone.
     started: bool,
     /// Limits applied before the unit exists: the properties to start it with, and what
     /// cgroupfs gets afterwards.
@@ -84,13 +91,11 @@ impl SystemdManager {
                 "--systemd-cgroup with --rootless needs cgroup v2 (a user's systemd manager cannot delegate v1 hierarchies)".into(),
             ));
         }
-        let mut state = State::default();
         // A user manager's units live below its own cgroup (user@UID.service).
         let base = match bus {
             SystemdBus::System => String::new(),
             SystemdBus::User => {
-                let conn = state.connect(bus)?;
-                let cg = conn.property(bus::MANAGER_PATH, MANAGER, "ControlGroup").map_err(|e| Error::Systemd {
+                let cg = connect(bus)?.property(bus::MANAGER_PATH, MANAGER, "ControlGroup").map_err(|e| Error::Systemd {
                     unit: names.unit.clone(),
                     what: "read the user manager's ControlGroup".into(),
                     reply: e.to_string(),
@@ -109,7 +114,7 @@ impl SystemdManager {
             v2: mode == Mode::Unified,
             cgroup,
             fs,
-            state: Mutex::new(state),
+            state: Mutex::new(State::default()),
         })
     }
 
@@ -142,7 +147,7 @@ impl SystemdManager {
             return Ok(v);
         }
         let reply =
-            st.connect(self.bus)?.property(bus::MANAGER_PATH, MANAGER, "Version").map_err(|e| self.err("read systemd's Version", e))?;
+            connect(self.bus)?.property(bus::MANAGER_PATH, MANAGER, "Version").map_err(|e| self.err("read systemd's Version", e))?;
         let text = reply.as_str().unwrap_or_default();
         let digits: String = text.trim_start_matches('v').chars().take_while(char::is_ascii_digit).collect();
         let v = digits.parse().map_err(|_| self.err("read systemd's Version", format!("unexpected {text:?}")))?;
@@ -189,11 +194,12 @@ impl SystemdManager {
         p
     }
 
-    /// StartTransientUnit with `pid` and waits for the job; a unit of that name left failed
-    /// by an earlier run is reset and the start retried once, as runc does.
-    fn start_unit(&self, st: &mut State, pid: i32, limits: Vec<Value>) -> Result<()> {
+    /// StartTransientUnit with `pid`; a unit of that name left failed by an earlier run is
+    /// reset and the start retried once, as runc does. Once this returns the unit is ours:
+    /// the connection and the start job's path are returned for [`Self::started`].
+    fn start_unit(&self, pid: i32, limits: Vec<Value>) -> Result<(Bus, String)> {
         let props = self.start_properties(pid, limits);
-        let conn = st.connect(self.bus)?;
+        let mut conn = connect(self.bus)?;
         conn.subscribe().map_err(|e| self.err("Subscribe", e))?;
         let args = || {
             vec![
@@ -212,17 +218,15 @@ impl SystemdManager {
         };
         let body = reply.map_err(|e| self.err("StartTransientUnit", e))?;
         let job = body.first().and_then(Value::as_str).unwrap_or_default().to_string();
-        let result = conn.wait_job(&job).map_err(|e| self.err("wait for the start job", e))?;
-        if result != "done" {
-            let _ = conn.manager("ResetFailedUnit", vec![Value::str(self.unit.clone())]);
-            return Err(self.err("start job", format!("ended with result {result:?} (see `journalctl -u {}`)", self.unit)));
-        }
-        Ok(())
+        Ok((conn, job))
     }
 
-    /// After the start: the unit's cgroup must be where the paths say.
-    fn check_cgroup(&self, st: &mut State) -> Result<()> {
-        let conn = st.connect(self.bus)?;
+    /// Waits for the start job, then checks that the unit's cgroup is where the paths say.
+    fn started(&self, conn: &mut Bus, job: &str) -> Result<()> {
+        let result = conn.wait_job(job).map_err(|e| self.err("wait for the start job", e))?;
+        if result != "done" {
+            return Err(self.err("start job", format!("ended with result {result:?} (see `journalctl -u {}`)", self.unit)));
+        }
         let cg = conn
             .property(&unit_path(&self.unit), "org.freedesktop.systemd1.Scope", "ControlGroup")
             .map_err(|e| self.err("read ControlGroup", e))?;
@@ -236,19 +240,20 @@ impl SystemdManager {
     }
 
     /// The first process: start the unit around it, then the cgroupfs part. On failure the
-    /// unit is stopped again.
+    /// unit is stopped again (a unit of that name that was not ours is left alone).
     fn start(&self, st: &mut State, pid: i32) -> Result<()> {
         let (limits, resources) = st.pending.take().unwrap_or_default();
-        self.start_unit(st, pid, limits)?;
+        let (mut conn, job) = self.start_unit(pid, limits)?;
         st.started = true;
         let rest = self
-            .check_cgroup(st)
+            .started(&mut conn, &job)
             .and_then(|()| self.fs.create())
             .and_then(|()| self.fs.add_task(pid))
             .and_then(|()| self.fs.apply(&resources));
+        drop(conn);
         if let Err(e) = rest {
             let _ = self.fs.kill_all(libc::SIGKILL);
-            let _ = self.stop(st);
+            let _ = self.stop();
             let _ = self.fs.destroy();
             st.started = false;
             return Err(e);
@@ -257,8 +262,8 @@ impl SystemdManager {
     }
 
     /// StopUnit and wait for the job (a unit already gone is fine), then ResetFailedUnit.
-    fn stop(&self, st: &mut State) -> Result<()> {
-        let conn = st.connect(self.bus)?;
+    fn stop(&self) -> Result<()> {
+        let mut conn = connect(self.bus)?;
         conn.subscribe().map_err(|e| self.err("Subscribe", e))?;
         match conn.manager("StopUnit", vec![Value::str(self.unit.clone()), Value::str("replace")]) {
             Ok(body) => {
@@ -282,14 +287,23 @@ fn check_booted(dir: &Path) -> Result<()> {
     Err(Error::Msg(format!("--systemd-cgroup: systemd is not this host's init ({} is missing); use the cgroupfs driver", dir.display())))
 }
 
-impl State {
-    fn connect(&mut self, bus: SystemdBus) -> Result<&mut Bus> {
-        if self.conn.is_none() {
-            let b = Bus::connect(bus).map_err(|err| Error::SystemdConnect { manager: bus.name(), err })?;
-            self.conn = Some(b);
-        }
-        self.conn.as_mut().ok_or_else(|| Error::Msg("no systemd connection".into()))
-    }
+/// AttachProcessesToUnit: systemd moves `pid` into `unit`'s cgroup (or its sub-cgroup
+/// `subcgroup`, `/a/b`; empty for the unit's own), for a caller that may not move it itself
+/// (a rootless `exec`: the process starts outside the user manager's subtree).
+pub(crate) fn attach(unit: &str, bus: SystemdBus, subcgroup: &str, pid: i32) -> Result<()> {
+    let sub = if subcgroup.is_empty() { "/".to_string() } else { format!("/{}", subcgroup.trim_start_matches('/')) };
+    let args = vec![Value::str(unit), Value::str(sub), Value::Array("u".into(), vec![Value::U32(pid as u32)])];
+    connect(bus)?.manager("AttachProcessesToUnit", args).map_err(|e| Error::Systemd {
+        unit: unit.to_string(),
+        what: format!("AttachProcessesToUnit of pid {pid}"),
+        reply: e.to_string(),
+    })?;
+    Ok(())
+}
+
+/// A new connection to `bus`'s manager, for one step (see the module's comment).
+fn connect(bus: SystemdBus) -> Result<Bus> {
+    Bus::connect(bus).map_err(|err| Error::SystemdConnect { manager: bus.name(), err })
 }
 
 /// The cgroupfs manager over the directories of the unit's cgroup `cgroup` (as systemd names
@@ -328,9 +342,10 @@ fn fs_manager(mode: Mode, cgroup: &str) -> Result<Box<dyn Manager>> {
 }
 
 impl Manager for SystemdManager {
-    /// Connects to systemd, so that a missing manager fails before any process exists.
+    /// Asks systemd for its version, so that a missing manager fails before any process
+    /// exists (and `apply` has the version at hand).
     fn create(&self) -> Result<()> {
-        self.lock().connect(self.bus).map(|_| ())
+        self.version(&mut self.lock()).map(|_| ())
     }
 
     fn add_task(&self, pid: i32) -> Result<()> {
@@ -363,7 +378,7 @@ impl Manager for SystemdManager {
         let (props, resources) = props::properties(r, &Context { v2: self.v2, version, period, memory_limit })?;
         if !props.is_empty() {
             let args = vec![Value::str(self.unit.clone()), Value::Bool(true), Value::Array("(sv)".into(), props)];
-            st.connect(self.bus)?.manager("SetUnitProperties", args).map_err(|e| self.err("SetUnitProperties", e))?;
+            connect(self.bus)?.manager("SetUnitProperties", args).map_err(|e| self.err("SetUnitProperties", e))?;
         }
         self.fs.apply(&resources)
     }
@@ -373,6 +388,9 @@ impl Manager for SystemdManager {
     }
 
     fn kill_all(&self, signal: i32) -> Result<()> {
+        if !self.lock().started {
+            return Ok(());
+        }
         self.fs.kill_all(signal)
     }
 
@@ -396,7 +414,10 @@ impl Manager for SystemdManager {
     /// the hierarchies systemd does not manage on v1, sub-cgroups older systemd keeps.
     fn destroy(&self) -> Result<()> {
         let mut st = self.lock();
-        let stopped = self.stop(&mut st);
+        if !st.started {
+            return Ok(());
+        }
+        let stopped = self.stop();
         st.started = false;
         let removed = self.fs.destroy();
         stopped.and(removed)
@@ -413,6 +434,14 @@ impl Manager for SystemdManager {
     fn systemd_unit(&self) -> Option<&str> {
         Some(&self.unit)
     }
+}
+
+/// systemd's Version over the connection at `path` (for the VM tests of both ways in).
+#[cfg(test)]
+pub(crate) fn bus_version(path: &Path, daemon: bool) -> std::io::Result<String> {
+    let mut b = Bus::connect_to(path, daemon)?;
+    let v = b.property(bus::MANAGER_PATH, MANAGER, "Version").map_err(|e| std::io::Error::other(e.to_string()))?;
+    Ok(v.as_str().unwrap_or_default().to_string())
 }
 
 #[cfg(test)]

@@ -154,8 +154,11 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
     };
 
     let (parent, child) = Channel::pair()?;
-    // Stage 1 joins the cgroups itself (see cgroup::SelfJoin).
-    let self_join = if cgroup_dirs.is_empty() { None } else { Some(crate::cgroup::SelfJoin::open(&cgroup_dirs)?) };
+    // Stage 1 joins the cgroups itself (see cgroup::SelfJoin), except in a rootless
+    // container of the user's systemd manager: a process from outside the manager's subtree
+    // may only be moved in by systemd (AttachProcessesToUnit, as runc has it do).
+    let unit = state.systemd_unit.as_deref().filter(|_| state.rootless && !cgroup_dirs.is_empty());
+    let self_join = if cgroup_dirs.is_empty() || unit.is_some() { None } else { Some(crate::cgroup::SelfJoin::open(&cgroup_dirs)?) };
     let (forked, in_v2) = match &self_join {
         Some(j) => crate::process::clone::fork_maybe_into(j.v2_dir.as_ref())?,
         None => (crate::process::fds::fork()?, false),
@@ -169,8 +172,14 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
         ForkResult::Parent { child: stage1 } => {
             drop(child);
             let listener = plan.seccomp.as_ref().and_then(|s| s.listener.as_ref());
-            let joined = match plan.cgroup_join.take() {
-                Some(j) if !in_v2 => j.join_v2_from_parent(stage1.as_raw()),
+            let joined = match (plan.cgroup_join.take(), unit) {
+                (Some(j), _) if !in_v2 => j.join_v2_from_parent(stage1.as_raw()),
+                (None, Some(unit)) => {
+                    let dir = &cgroup_dirs[0];
+                    let base = state.cgroup_paths.iter().find(|p| dir.starts_with(p));
+                    let sub = base.and_then(|b| dir.strip_prefix(b).ok()).map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    crate::cgroup::attach_to_unit(unit, state.rootless, &sub, stage1.as_raw())
+                }
                 _ => Ok(()),
             };
             let r = joined.and_then(|()| drive(&parent, listener, &state));

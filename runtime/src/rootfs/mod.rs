@@ -320,15 +320,21 @@ fn mount_cgroup(p: &RootfsPlan, root: &Root, m: &MountPlan) -> Result<()> {
 /// else as a bind of the container's host directory, with `flags` applied after.
 fn mount_hierarchy(root: &Root, path: &Path, at: OwnedFd, namespaced: bool, h: &CgroupHierarchy, flags: MsFlags) -> Result<()> {
     let target = sysmount::fd_path(at.as_fd());
-    if namespaced {
-        let data = (!h.data.is_empty()).then_some(h.data.as_str());
-        mount(Some(h.fstype.as_str()), target.as_str(), Some(h.fstype.as_str()), flags, data)?;
-    } else {
-        mount(Some(&h.host_dir), target.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
-        let top = root.open_path(path, Follow::Never)?;
-        let per_mount = flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
-        let (set, clear) = mounts::attr_change(per_mount);
-        sysmount::set_attr(top.as_fd(), sysmount::Attr { set, clear, propagation: 0, recursive: false })?;
+    let data = (!h.data.is_empty()).then_some(h.data.as_str());
+    let fresh = namespaced.then(|| mount(Some(h.fstype.as_str()), target.as_str(), Some(h.fstype.as_str()), flags, data));
+    match fresh {
+        Some(Ok(())) => {}
+        // In a user namespace the kernel may refuse a fresh mount (EPERM without a cgroup
+        // namespace of our own, EBUSY for a read-only one of the shared superblock): bind the
+        // container's host directory instead, as runc does.
+        Some(Err(e)) if !matches!(e, nix::errno::Errno::EPERM | nix::errno::Errno::EBUSY) => return Err(e.into()),
+        _ => {
+            mount(Some(&h.host_dir), target.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
+            let top = root.open_path(path, Follow::Never)?;
+            let per_mount = flags & (MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+            let (set, clear) = mounts::attr_change(per_mount);
+            sysmount::set_attr(top.as_fd(), sysmount::Attr { set, clear, propagation: 0, recursive: false })?;
+        }
     }
     Ok(())
 }
