@@ -10,6 +10,9 @@
 #   4. `exec` of /bin/true into a running container.
 # It is a benchmark, not a test: the machine is shared and noisy; compare ratios of medians.
 #
+# BENCH_CGROUP=systemd runs every runtime with --systemd-cgroup (a systemd host: each container
+# is a transient scope); hack/systemd-vm.sh with VM_BENCH=RUNS prints both drivers' tables.
+#
 # crun refuses this hybrid cgroup host unless /sys/fs/cgroup/unified/cgroup.controllers
 # looks empty, so the whole benchmark runs in a private mount namespace where that file is
 # masked by an empty one (the host's mounts are untouched).
@@ -33,10 +36,13 @@ if [ -z "${CAPSA_BENCH_INNER:-}" ]; then
 fi
 
 capsa=$repo/target/release/capsa
+# The cgroup driver: "" (cgroupfs) or --systemd-cgroup.
+sd=""
+[ "${BENCH_CGROUP:-}" = systemd ] && sd="--systemd-cgroup"
 work=$(mktemp -d /tmp/capsa-bench.XXXXXX)
 cleanup() {
 	for r in "$capsa" runc crun; do
-		for id in bench sleeper; do "$r" --root "$work/root-$(basename "$r")" delete -f "$id" >/dev/null 2>&1 || true; done
+		for id in bench sleeper; do "$r" $sd --root "$work/root-$(basename "$r")" delete -f "$id" >/dev/null 2>&1 || true; done
 	done
 	rm -rf "$work"
 }
@@ -55,27 +61,27 @@ median_ms() { # hyperfine json -> median in ms
 	jq '.results[0].median * 1000' "$1"
 }
 
-echo "capsa $("$capsa" --version | head -1 | awk '{print $3}') / $(runc --version | head -1) / $(crun --version | head -1), $runs runs each"
+echo "capsa $("$capsa" --version | head -1 | awk '{print $3}') / $(runc --version | head -1) / $(crun --version | head -1), $runs runs each, cgroup driver ${BENCH_CGROUP:-cgroupfs}"
 declare -A run_ms cycle_ms rss_kb exec_ms
 for r in "${order[@]}"; do
 	b=${bin[$r]}
 	root="$work/root-$r"
 	hyperfine -N -w 3 -r "$runs" --export-json "$work/run-$r.json" \
-		"$b --root $root run -b $work/bundle bench" >/dev/null 2>&1
+		"$b $sd --root $root run -b $work/bundle bench" >/dev/null 2>&1
 	run_ms[$r]=$(median_ms "$work/run-$r.json")
 	hyperfine -w 3 -r "$runs" --export-json "$work/cycle-$r.json" -S none \
-		"sh -c 'R=\"\$0 --root $root\"; \$R create -b $work/bundle bench && \$R start bench && until \$R state bench | grep -q stopped; do :; done; \$R delete bench' $b" >/dev/null 2>&1
+		"sh -c 'R=\"\$0 $sd --root $root\"; \$R create -b $work/bundle bench && \$R start bench && until \$R state bench | grep -q stopped; do :; done; \$R delete bench' $b" >/dev/null 2>&1
 	cycle_ms[$r]=$(median_ms "$work/cycle-$r.json")
 	samples=()
 	for _ in $(seq 1 9); do
-		samples+=("$(/usr/bin/time -f %M "$b" --root "$root" run -b "$work/bundle" bench 2>&1 >/dev/null | tail -1)")
+		samples+=("$(/usr/bin/time -f %M "$b" $sd --root "$root" run -b "$work/bundle" bench 2>&1 >/dev/null | tail -1)")
 	done
 	rss_kb[$r]=$(printf '%s\n' "${samples[@]}" | sort -n | sed -n 5p)
-	"$b" --root "$root" run -d -b "$work/sleeper" sleeper >/dev/null 2>&1 </dev/null
+	"$b" $sd --root "$root" run -d -b "$work/sleeper" sleeper >/dev/null 2>&1 </dev/null
 	hyperfine -N -w 3 -r "$runs" --export-json "$work/exec-$r.json" \
-		"$b --root $root exec sleeper /bin/true" >/dev/null 2>&1
+		"$b $sd --root $root exec sleeper /bin/true" >/dev/null 2>&1
 	exec_ms[$r]=$(median_ms "$work/exec-$r.json")
-	"$b" --root "$root" delete -f sleeper >/dev/null 2>&1 || true
+	"$b" $sd --root "$root" delete -f sleeper >/dev/null 2>&1 || true
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }

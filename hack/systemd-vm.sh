@@ -25,6 +25,8 @@
 #   with the cgroupfs and the systemd driver instead of the tests; VM_NO_BUILD=1 to use the
 #   binaries already built; VM_TEST_ARGS for every test binary (default "--test-threads 2");
 #   VM_JOURNAL=1 to boot systemd with debug logging and print the journal at the end;
+#   VM_CAPSA_BIN=/usr/sbin/runc to run the end-to-end suite against the VM's runc (reference);
+#   VM_SH='shell commands' to run those in the VM instead (output printed);
 #   VM_KERNEL, VM_TIMEOUT seconds (default 900), VM_VERBOSE=1, DEBIAN_MIRROR (default
 #   http://deb.debian.org/debian).
 # Exit status: 0 when every test binary passed in the VM.
@@ -119,13 +121,16 @@ for m in brd loop; do
 	[ -n "$f" ] && cp "$f" "$stage/capsa/$m.ko"
 done
 # What /capsa/run runs: test binaries with their arguments, or the benchmark.
-printf 'VM_BENCH="%s"\nVM_TEST_ARGS="%s"\nVM_JOURNAL="%s"\n' "${VM_BENCH:-}" "${VM_TEST_ARGS:---test-threads 2}" "${VM_JOURNAL:-}" >"$stage/capsa/env"
+printf 'VM_BENCH="%s"\nVM_TEST_ARGS="%s"\nVM_JOURNAL="%s"\nCAPSA_BIN="%s"\nBENCH_TRACE="%s"\n' "${VM_BENCH:-}" \
+	"${VM_TEST_ARGS:---test-threads 2}" "${VM_JOURNAL:-}" "${VM_CAPSA_BIN:-}" "${BENCH_TRACE:-}" >"$stage/capsa/env"
+# VM_SH: a shell script to run in the VM instead of the tests (for looking around).
+printf '%s\n' "${VM_SH:-}" >"$stage/capsa/sh"
 cat >"$stage/capsa/run" <<EOF
 #!/bin/sh
 # Runs in the VM as capsa-vm-tests.service; results on the second serial port.
 exec >/dev/ttyS1 2>&1
 . /capsa/env
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin RUST_BACKTRACE=1 HOME=/root CARGO_TARGET_DIR=/tmp/target
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin RUST_BACKTRACE=1 HOME=/root CARGO_TARGET_DIR=/tmp/target CAPSA_BIN BENCH_TRACE
 # The user's manager and its bus (rootless tests).
 i=0
 until [ -S /run/user/1000/bus ] && systemctl is-active -q user@1000.service; do
@@ -136,7 +141,9 @@ echo "VM-INFO kernel \$(uname -r), systemd \$(systemctl --version | head -1 | cu
 [ -e /capsa/brd.ko ] && busybox insmod /capsa/brd.ko rd_nr=1 rd_size=4096
 [ -e /capsa/loop.ko ] && busybox insmod /capsa/loop.ko max_loop=2
 cd $ws
-if [ -n "\$VM_BENCH" ]; then
+if [ -s /capsa/sh ] && [ -n "\$(cat /capsa/sh)" ]; then
+	sh -x /capsa/sh 2>&1 | sed 's/^/VM-SH /'
+elif [ -n "\$VM_BENCH" ]; then
 	hack/bench.sh "\$VM_BENCH" 2>&1 | sed 's/^/VM-BENCH /'
 	BENCH_CGROUP=systemd hack/bench.sh "\$VM_BENCH" 2>&1 | sed 's/^/VM-BENCH /'
 else
@@ -207,6 +214,8 @@ rm -f "$img"
 grep -a "^VM-INFO" "$results" || true
 if [ -n "${VM_BENCH:-}" ]; then
 	sed -n 's/^VM-BENCH //p' "$results" | tr -d '\r'
+elif [ -n "${VM_SH:-}" ]; then
+	sed -n 's/^VM-SH //p' "$results" | tr -d '\r'
 elif [ "${VM_VERBOSE:-}" = 1 ]; then
 	grep -a -E "^test |^---- |panicked|^test result" "$results" || true
 else

@@ -57,10 +57,16 @@ impl V2Manager {
     }
 
     /// Enables [`Self::enable`] ∩ `cgroup.controllers` in `dir`'s `cgroup.subtree_control`,
-    /// one controller at a time. Failures are ignored, as runc does: e.g. a cgroup that holds
-    /// processes (the runtime's own, for a relative path) refuses with EBUSY, and `apply`
-    /// then reports the missing interface file with a hint.
+    /// one controller at a time. Failures are ignored, as runc does (`apply` then reports the
+    /// missing interface file with a hint). A cgroup that holds processes (the runtime's own,
+    /// for a relative path: a systemd service, a login session) is left alone: the kernel
+    /// refuses its domain controllers anyway, and would accept the threaded ones (cpu, pids)
+    /// by turning it into a threaded domain, whose new children then refuse every process
+    /// ("domain invalid", EOPNOTSUPP).
     fn enable_controllers(&self, dir: &Path) {
+        if dir != self.mount && fs::procs_in(dir).is_ok_and(|p| !p.is_empty()) {
+            return;
+        }
         let Ok(available) = fs::read(&dir.join("cgroup.controllers")) else {
             return;
         };

@@ -326,29 +326,9 @@ fn timeout_text(e: io::Error) -> io::Error {
     }
 }
 
-/// The object path of a unit: `/org/freedesktop/systemd1/unit/` and the name with every
-/// byte outside `[A-Za-z0-9]` written as `_xx` (sd-bus's label escaping).
-pub(crate) fn unit_path(unit: &str) -> String {
-    let mut p = String::from("/org/freedesktop/systemd1/unit/");
-    for b in unit.bytes() {
-        if b.is_ascii_alphanumeric() {
-            p.push(b as char);
-        } else {
-            p.push_str(&format!("_{b:02x}"));
-        }
-    }
-    p
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unit_object_paths_are_escaped_like_sd_bus() {
-        assert_eq!(unit_path("capsa-x1.scope"), "/org/freedesktop/systemd1/unit/capsa_2dx1_2escope");
-        assert_eq!(unit_path("a_b.slice"), "/org/freedesktop/systemd1/unit/a_5fb_2eslice");
-    }
 
     #[test]
     fn bus_addresses() {

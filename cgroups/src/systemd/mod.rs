@@ -17,11 +17,10 @@
 //! unit is started by the first `add_task` rather than by `create`; the runtime adds its
 //! first process before that process runs anything, so the limits are in place in time.
 //!
-//! Each of those steps opens its own connection and closes it when done: systemd sends every
-//! signal (unit and job changes of the whole system) to every connection on its private
-//! socket, and a connection nobody reads fills up and stalls systemd's D-Bus work for
-//! everyone until it is read (seen in the VM tests: 30 s without an answer). A client with a
-//! reader thread (runc's go-systemd) can keep one open; a synchronous one must not idle.
+//! Each of those steps has its own connection, closed when it is done (`create`'s is kept for
+//! the start that follows within milliseconds): systemd sends every signal of the whole
+//! system to every connection on its private socket, and a synchronous client must not let
+//! one sit unread for long. (A client with a reader thread, runc's go-systemd, keeps one.)
 //!
 //! Paths: the unit's cgroup is the slice's directory (`a-b.slice` →
 //! `/a.slice/a-b.slice`) plus the unit, below the manager's own cgroup for a user manager
@@ -38,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 pub use bus::SystemdBus;
-use bus::{unit_path, Bus, MANAGER};
+use bus::{Bus, MANAGER};
 use props::{Context, DEFAULT_PERIOD};
 use wire::Value;
 
@@ -61,8 +60,6 @@ pub(crate) struct SystemdManager {
     name: String,
     /// cgroup v2 property names (a Unified host).
     v2: bool,
-    /// The unit's cgroup as systemd names it (`/system.slice/capsa-c1.scope`).
-    cgroup: String,
     /// cgroupfs work on the unit's directories.
     fs: Box<dyn Manager>,
     state: Mutex<State>,
@@ -78,6 +75,8 @@ struct State {
     /// cgroupfs gets afterwards.
     pending: Option<(Vec<Value>, Resources)>,
     version: Option<u32>,
+    /// The connection `create` opened, for the start.
+    conn: Option<Bus>,
 }
 
 impl SystemdManager {
@@ -112,7 +111,6 @@ impl SystemdManager {
             bus,
             name: id.to_string(),
             v2: mode == Mode::Unified,
-            cgroup,
             fs,
             state: Mutex::new(State::default()),
         })
@@ -127,7 +125,6 @@ impl SystemdManager {
             bus,
             name: String::new(),
             v2,
-            cgroup: String::new(),
             fs,
             state: Mutex::new(State { started: true, ..Default::default() }),
         }
@@ -141,13 +138,17 @@ impl SystemdManager {
         Error::Systemd { unit: self.unit.clone(), what: what.to_string(), reply: reply.to_string() }
     }
 
-    /// systemd's version (`252.38-1~deb12u1` → 252), asked once.
-    fn version(&self, st: &mut State) -> Result<u32> {
+    /// systemd's version (`252.38-1~deb12u1` → 252), asked once; `keep` keeps the connection
+    /// for the start.
+    fn version(&self, st: &mut State, keep: bool) -> Result<u32> {
         if let Some(v) = st.version {
             return Ok(v);
         }
-        let reply =
-            connect(self.bus)?.property(bus::MANAGER_PATH, MANAGER, "Version").map_err(|e| self.err("read systemd's Version", e))?;
+        let mut conn = connect(self.bus)?;
+        let reply = conn.property(bus::MANAGER_PATH, MANAGER, "Version").map_err(|e| self.err("read systemd's Version", e))?;
+        if keep {
+            st.conn = Some(conn);
+        }
         let text = reply.as_str().unwrap_or_default();
         let digits: String = text.trim_start_matches('v').chars().take_while(char::is_ascii_digit).collect();
         let v = digits.parse().map_err(|_| self.err("read systemd's Version", format!("unexpected {text:?}")))?;
@@ -197,9 +198,12 @@ impl SystemdManager {
     /// StartTransientUnit with `pid`; a unit of that name left failed by an earlier run is
     /// reset and the start retried once, as runc does. Once this returns the unit is ours:
     /// the connection and the start job's path are returned for [`Self::started`].
-    fn start_unit(&self, pid: i32, limits: Vec<Value>) -> Result<(Bus, String)> {
+    fn start_unit(&self, st: &mut State, pid: i32, limits: Vec<Value>) -> Result<(Bus, String)> {
         let props = self.start_properties(pid, limits);
-        let mut conn = connect(self.bus)?;
+        let mut conn = match st.conn.take() {
+            Some(c) => c,
+            None => connect(self.bus)?,
+        };
         conn.subscribe().map_err(|e| self.err("Subscribe", e))?;
         let args = || {
             vec![
@@ -221,20 +225,21 @@ impl SystemdManager {
         Ok((conn, job))
     }
 
-    /// Waits for the start job, then checks that the unit's cgroup is where the paths say.
-    fn started(&self, conn: &mut Bus, job: &str) -> Result<()> {
+    /// Waits for the start job, then checks that systemd put `pid` where the paths say: in
+    /// the cgroup2 directory (or v1 `name=systemd`, the hierarchy systemd tracks units in).
+    fn started(&self, conn: &mut Bus, job: &str, pid: i32) -> Result<()> {
         let result = conn.wait_job(job).map_err(|e| self.err("wait for the start job", e))?;
         if result != "done" {
             return Err(self.err("start job", format!("ended with result {result:?} (see `journalctl -u {}`)", self.unit)));
         }
-        let cg = conn
-            .property(&unit_path(&self.unit), "org.freedesktop.systemd1.Scope", "ControlGroup")
-            .map_err(|e| self.err("read ControlGroup", e))?;
-        let cg = cg.as_str().unwrap_or_default();
-        if cg != self.cgroup {
-            return Err(
-                self.err("ControlGroup", format!("systemd put the unit in {cg:?}, not in {:?} where capsa looks for it", self.cgroup))
-            );
+        let paths = self.fs.paths();
+        let Some(dir) = paths.get("").or_else(|| paths.get("name=systemd")) else { return Ok(()) };
+        if !fs::procs_in(dir).is_ok_and(|p| p.contains(&pid)) {
+            let actual = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+            return Err(self.err(
+                "ControlGroup",
+                format!("systemd did not put pid {pid} in {} where capsa looks for it (it is in {:?})", dir.display(), actual.trim()),
+            ));
         }
         Ok(())
     }
@@ -243,10 +248,10 @@ impl SystemdManager {
     /// unit is stopped again (a unit of that name that was not ours is left alone).
     fn start(&self, st: &mut State, pid: i32) -> Result<()> {
         let (limits, resources) = st.pending.take().unwrap_or_default();
-        let (mut conn, job) = self.start_unit(pid, limits)?;
+        let (mut conn, job) = self.start_unit(st, pid, limits)?;
         st.started = true;
         let rest = self
-            .started(&mut conn, &job)
+            .started(&mut conn, &job, pid)
             .and_then(|()| self.fs.create())
             .and_then(|()| self.fs.add_task(pid))
             .and_then(|()| self.fs.apply(&resources));
@@ -261,8 +266,28 @@ impl SystemdManager {
         Ok(())
     }
 
+    /// Whether systemd may still hold the unit: its cgroup (in the hierarchy systemd tracks
+    /// units in) or its transient unit file (`/run/systemd/transient/NAME`, removed when the
+    /// unit is gone, kept while a failed one waits for a reset) still exists. Most containers
+    /// are deleted after they exited, when systemd has already stopped and dropped the scope.
+    fn unit_present(&self) -> bool {
+        let paths = self.fs.paths();
+        let cgroup = paths.get("").or_else(|| paths.get("name=systemd"));
+        let transient = match self.bus {
+            SystemdBus::System => PathBuf::from("/run/systemd/transient"),
+            SystemdBus::User => std::env::var_os("XDG_RUNTIME_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(format!("/run/user/{}", nix::unistd::geteuid())))
+                .join("systemd/transient"),
+        };
+        cgroup.is_none_or(|d| d.exists()) || transient.join(&self.unit).exists()
+    }
+
     /// StopUnit and wait for the job (a unit already gone is fine), then ResetFailedUnit.
     fn stop(&self) -> Result<()> {
+        if !self.unit_present() {
+            return Ok(());
+        }
         let mut conn = connect(self.bus)?;
         conn.subscribe().map_err(|e| self.err("Subscribe", e))?;
         match conn.manager("StopUnit", vec![Value::str(self.unit.clone()), Value::str("replace")]) {
@@ -345,7 +370,7 @@ impl Manager for SystemdManager {
     /// Asks systemd for its version, so that a missing manager fails before any process
     /// exists (and `apply` has the version at hand).
     fn create(&self) -> Result<()> {
-        self.version(&mut self.lock()).map(|_| ())
+        self.version(&mut self.lock(), true).map(|_| ())
     }
 
     fn add_task(&self, pid: i32) -> Result<()> {
@@ -361,7 +386,7 @@ impl Manager for SystemdManager {
     fn apply(&self, r: &Resources) -> Result<()> {
         r.validate()?;
         let mut st = self.lock();
-        let version = self.version(&mut st)?;
+        let version = self.version(&mut st, false)?;
         if !st.started {
             let cx = Context { v2: self.v2, version, period: DEFAULT_PERIOD, memory_limit: 0 };
             st.pending = Some(props::properties(r, &cx)?);

@@ -111,9 +111,12 @@ fn limits_in_systemctl_update_pause_and_delete_removes_the_unit() {
 
     c.start().ok();
     c.wait_status("running");
-    // What the container sees at its cgroup mount.
-    let inside = if unified() { "/sys/fs/cgroup/memory.max" } else { "/sys/fs/cgroup/memory/memory.limit_in_bytes" };
-    assert_eq!(c.rt(["exec", &c.id, "cat", inside]).ok().stdout.trim(), "67108864");
+    // What the container sees at its cgroup mount (no cgroup namespace here: capsa binds the
+    // container's own directory there; runc 1.1 mounts the whole cgroup2 hierarchy).
+    if is_capsa() {
+        let inside = if unified() { "/sys/fs/cgroup/memory.max" } else { "/sys/fs/cgroup/memory/memory.limit_in_bytes" };
+        assert_eq!(c.rt(["exec", &c.id, "cat", inside]).ok().stdout.trim(), "67108864");
+    }
     c.rt(["pause", &c.id]).ok();
     assert_eq!(c.status(), "paused");
     c.rt(["resume", &c.id]).ok();
@@ -194,7 +197,8 @@ fn failed_create_leaves_no_unit() {
     c.set("/linux/cgroupsPath", json!(format!(":capsa:{}", c.id)));
     c.set("/linux/resources/cpu", json!({"cpus": "99"}));
     c.args(&["sleep", "100"]);
-    let out = create_sd(&c).fails_cleanly();
+    // runc 1.1 adds a warning line about a device it skips for systemd.
+    let out = if is_capsa() { create_sd(&c).fails_cleanly() } else { create_sd(&c).code_is(1) };
     assert!(out.err_msg().contains("cpus"), "{out}");
     let unit = format!("capsa-{}.scope", c.id);
     assert_eq!(load_state(&unit, None), "not-found", "the failed create left the unit");
@@ -249,6 +253,16 @@ fn rootless_container_under_the_user_manager() {
     std::fs::write(bundle.join("config.json"), serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
     std::os::unix::fs::chown(bundle.join("config.json"), Some(uid), Some(uid)).unwrap();
 
+    if !unified() {
+        // A user's manager cannot delegate v1 hierarchies: refused cleanly, nothing left.
+        let out = as_user(&["--systemd-cgroup", "--rootless", "true", "run", "-d", &id]).fails_cleanly();
+        if is_capsa() {
+            assert!(out.err_msg().contains("needs cgroup v2"), "{out}");
+        }
+        assert!(std::fs::read_dir(&root).map(|mut d| d.next().is_none()).unwrap_or(true), "state left in --root");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     as_user(&["--systemd-cgroup", "--rootless", "true", "run", "-d", &id]).ok();
     let st: Value = serde_json::from_str(&as_user(&["state", &id]).ok().stdout).unwrap();
     let pid = st["pid"].as_i64().unwrap() as i32;
