@@ -15,6 +15,9 @@ pkgs="$pkgs qemu-system-x86 linux-image-amd64 cpio binutils procps"
 # capsa-image / capsactl tests: skopeo and umoci make and read image archives, sqlite3 checks the
 # store's database; bench-image.sh: podman and containerd as peers, debootstrap for the Debian image.
 pkgs="$pkgs skopeo sqlite3 podman debootstrap"
+# systemd-vm.sh, the systemd VM: debootstrap (its Debian root, from Debian's mirror, listed
+# above), e2fsprogs (mkfs.ext4 -d), kmod (modprobe --show-depends for the initramfs).
+pkgs="$pkgs e2fsprogs kmod"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

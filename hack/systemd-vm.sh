@@ -7,7 +7,8 @@
 #
 #   1. The root (cached in target/systemd-vm/base, rebuilt when the package list or its
 #      setup below changes): `debootstrap --variant=minbase` with systemd, dbus (the system
-#      bus and a user bus), runc/crun/hyperfine (the benchmark), a user `capsa-user` (uid
+#      bus and a user bus), runc/crun/hyperfine (the benchmark), containerd and umoci (the
+#      shim test), a user `capsa-user` (uid
 #      1000) whose systemd manager starts at boot (lingering), timers and gettys masked, and
 #      a unit that runs /capsa/run once the system is up. Needs Debian's mirror the first
 #      time (about a minute); nothing after.
@@ -15,9 +16,10 @@
 #      (at this workspace's path, where the tests look) becomes an ext4 image with
 #      `mkfs.ext4 -d`; a tiny initramfs loads virtio_blk and ext4, mounts it and hands over
 #      to systemd.
-#   3. /capsa/run (in the VM) runs the capsa-cgroups systemd tests and the end-to-end
-#      `systemd` suite (both `#[ignore]`d elsewhere), prints `VM-RESULT <binary> <exit code>`
-#      on the second serial port, and powers off.
+#   3. /capsa/run (in the VM) runs the capsa-cgroups systemd tests, the end-to-end `systemd`
+#      suite and the shim suite's SystemdCgroup test under a private containerd (all
+#      `#[ignore]`d elsewhere), prints `VM-RESULT <binary> <exit code>` on the second serial
+#      port, and powers off.
 #
 # Usage: hack/systemd-vm.sh                 (builds what it needs; prints the tests' results)
 # Environment: VM_CGROUP=v2 (default; systemd.unified_cgroup_hierarchy=1) or hybrid (=0: v1
@@ -51,7 +53,7 @@ mkdir -p "$out"
 # --- 1. the Debian root, cached ------------------------------------------------------------
 # Bump base_version when the setup below changes.
 base_version=1
-pkgs="systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,busybox-static,procps,iproute2,util-linux,runc,crun,hyperfine,jq,time"
+pkgs="systemd,systemd-sysv,dbus,dbus-user-session,libpam-systemd,busybox-static,procps,iproute2,util-linux,runc,crun,hyperfine,jq,time,containerd,umoci"
 stamp="$base_version $pkgs"
 base=$out/base
 if [ "$(cat "$base/.capsa-stamp" 2>/dev/null)" != "$stamp" ]; then
@@ -98,7 +100,7 @@ if [ "${VM_NO_BUILD:-}" != 1 ]; then
 fi
 tests=$( {
 	cargo test --locked -q --no-run --message-format=json -p capsa-cgroups --lib
-	cargo test --locked -q --no-run --message-format=json -p capsa-integration --test systemd
+	cargo test --locked -q --no-run --message-format=json -p capsa-integration --test systemd --test shim
 } | jq -r 'select(.reason == "compiler-artifact" and .executable != null and .profile.test) | .executable')
 [ -n "$tests" ] || { echo "systemd-vm.sh: no test binaries" >&2; exit 1; }
 
@@ -111,6 +113,10 @@ cp -al "$base" "$stage"
 mkdir -p "$stage/capsa/tests" "$stage$ws/hack" "$stage$ws/target/release" "$stage$ws/tests/integration"
 cp hack/mkbundle.sh hack/bench.sh "$stage$ws/hack/"
 cp target/release/capsa "$stage$ws/target/release/capsa"
+# The shim (containerd-shim-capsa-v2, same profile as the tests) for the shim suite's test.
+shim=$(dirname "$(echo "$tests" | head -n 1)")/../containerd-shim-capsa-v2
+[ -x "$shim" ] || cargo build --locked -q -p containerd-shim-capsa-v2
+cp "$shim" "$stage/capsa/containerd-shim-capsa-v2"
 for t in $tests; do
 	name=$(basename "$t")
 	cp "$t" "$stage/capsa/tests/$name"
@@ -131,6 +137,7 @@ cat >"$stage/capsa/run" <<EOF
 exec >/dev/ttyS1 2>&1
 . /capsa/env
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin RUST_BACKTRACE=1 HOME=/root CARGO_TARGET_DIR=/tmp/target CAPSA_BIN BENCH_TRACE
+export CAPSA_SHIM_BIN=/capsa/containerd-shim-capsa-v2
 # The user's manager and its bus (rootless tests).
 i=0
 until [ -S /run/user/1000/bus ] && systemctl is-active -q user@1000.service; do

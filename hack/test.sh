@@ -1,7 +1,8 @@
 #!/bin/sh
 # test.sh: everything CI runs. Installs what the tests need, builds capsa once (static
 # release binary, used by the end-to-end suite), then runs unit tests of every crate and
-# the end-to-end suite (real containers, as root), then the cgroup tests in a cgroup v2 VM.
+# the end-to-end suite (real containers, as root), then the cgroup tests in a cgroup v2 VM
+# and the systemd cgroup driver's tests in VMs whose PID 1 is systemd.
 set -eu
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "test.sh: run as root (the tests run real containers)" >&2; exit 1; }
@@ -20,4 +21,8 @@ cargo test --locked -p capsa-cgroups --lib -- --ignored --skip systemd_host_test
 # The cgroup tests once more on a pure cgroup v2 kernel, in a qemu VM (this host is hybrid;
 # about 40 s): the crate's tests and the end-to-end cgroups and ops suites.
 VM_NO_BUILD=1 hack/cgroup2-vm.sh || rc=1
+# The systemd cgroup driver in a VM with systemd as PID 1, on cgroup v2 and on hybrid v1
+# (about 20 s each; the first run builds the Debian root with debootstrap, about a minute).
+VM_NO_BUILD=1 VM_CGROUP=v2 hack/systemd-vm.sh || rc=1
+VM_NO_BUILD=1 VM_CGROUP=hybrid hack/systemd-vm.sh || rc=1
 exit $rc

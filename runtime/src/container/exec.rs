@@ -128,6 +128,8 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
     }
 
     let mut process = ProcessPlan::from_spec(p)?;
+    // A rootless container's user namespace denies setgroups, as for its init.
+    process.rootless = state.rootless;
     if process.oom_score_adj.is_some() {
         // runc applies oomScoreAdj to the container's init only.
         process.oom_score_adj = None;

@@ -123,6 +123,8 @@ fn rootless_lifecycle_and_refusals() {
     let st: Value = serde_json::from_str(&s.as_user(&["state", "rl-life"]).ok().stdout).unwrap();
     assert_eq!(st["status"], "created");
     s.as_user(&["start", "rl-life"]).ok();
+    // exec joins the user namespace the way init did (no setgroups there).
+    assert_eq!(s.as_user(&["exec", "rl-life", "id", "-u"]).ok().stdout.trim(), "0");
     s.as_user(&["kill", "rl-life", "KILL"]).ok();
     let pid = st["pid"].as_i64().unwrap() as i32;
     wait_pid_dead(pid);

@@ -855,3 +855,32 @@ fn kill_of_an_exited_task() {
         cd.remove(&id);
     }
 }
+
+/// runc Options `SystemdCgroup = true` (`ctr run --runc-systemd-cgroup`, what CRI sets for
+/// kubelet's systemd driver) reaches the runtime as `--systemd-cgroup`: the task's cgroup is a
+/// systemd scope, gone once the task is deleted. hack/systemd-vm.sh runs it (systemd as PID 1).
+#[test]
+#[ignore = "needs systemd as PID 1 (hack/systemd-vm.sh runs it)"]
+fn systemd_cgroup_option_reaches_the_runtime() {
+    assert!(Path::new("/run/systemd/system").is_dir(), "needs systemd as PID 1 (hack/systemd-vm.sh)");
+    let cd = Containerd::start();
+    for rt in RUNTIMES {
+        let id = format!("sd{}", rt.bin().file_name().unwrap().to_string_lossy());
+        let unit = format!("csit-{}-{id}.scope", cd.ns);
+        let path = format!("system.slice:csit-{}:{id}", cd.ns);
+        cd.run(rt, &["-d", "--runc-systemd-cgroup", "--cgroup", &path], &id, &["sleep", "100"]).run().ok();
+        cd.wait_status(&id, "RUNNING");
+        let pid = cd.task_pid(&id);
+        let cg = read(format!("/proc/{pid}/cgroup"));
+        assert!(cg.lines().any(|l| l.ends_with(&format!(":/system.slice/{unit}"))), "{rt:?}: {cg}");
+        let opts = read(cd.bundle(&id).join("options.json"));
+        assert!(opts.contains("\"systemd_cgroup\":true"), "{rt:?}: {opts}");
+        let show = |p: &str| {
+            let o = Command::new("systemctl").args(["show", "-p", p, &unit]).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        assert_eq!(show("ActiveState"), "ActiveState=active", "{rt:?}");
+        cd.remove(&id);
+        assert_eq!(show("LoadState"), "LoadState=not-found", "{rt:?}: the task's unit is gone");
+    }
+}
