@@ -122,9 +122,12 @@ for t in $tests; do
 	cp "$t" "$stage/capsa/tests/$name"
 	strip --strip-debug "$stage/capsa/tests/$name"
 done
-for m in brd loop; do
-	f=$(find "/lib/modules/$kver" -name "$m.ko" | head -n 1)
-	[ -n "$f" ] && cp "$f" "$stage/capsa/$m.ko"
+# Kernel modules the tests load, in dependency order: brd (a block device for io limits),
+# loop, overlay (containerd's snapshotter).
+mkdir -p "$stage/capsa/modules"
+modprobe -a --show-depends -S "$kver" brd loop overlay | awk '$1 == "insmod" && !seen[$2]++ { print $2 }' | while read -r m; do
+	cp "$m" "$stage/capsa/modules/"
+	basename "$m" >>"$stage/capsa/modules/order"
 done
 # What /capsa/run runs: test binaries with their arguments, or the benchmark.
 printf 'VM_BENCH="%s"\nVM_TEST_ARGS="%s"\nVM_JOURNAL="%s"\nCAPSA_BIN="%s"\nBENCH_TRACE="%s"\n' "${VM_BENCH:-}" \
@@ -145,8 +148,10 @@ until [ -S /run/user/1000/bus ] && systemctl is-active -q user@1000.service; do
 	sleep 0.1
 done
 echo "VM-INFO kernel \$(uname -r), systemd \$(systemctl --version | head -1 | cut -d' ' -f2), cgroup \$(stat -fc %T /sys/fs/cgroup), controllers: \$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null); up \$(cut -d' ' -f1 /proc/uptime) s"
-[ -e /capsa/brd.ko ] && busybox insmod /capsa/brd.ko rd_nr=1 rd_size=4096
-[ -e /capsa/loop.ko ] && busybox insmod /capsa/loop.ko max_loop=2
+for m in \$(cat /capsa/modules/order); do
+	case \$m in brd.ko) args="rd_nr=1 rd_size=4096" ;; loop.ko) args="max_loop=2" ;; *) args= ;; esac
+	busybox insmod /capsa/modules/\$m \$args
+done
 cd $ws
 if [ -s /capsa/sh ] && [ -n "\$(cat /capsa/sh)" ]; then
 	sh -x /capsa/sh 2>&1 | sed 's/^/VM-SH /'

@@ -281,9 +281,12 @@ fn rootless_container_under_the_user_manager() {
     let seen = poll(POLL_TIMEOUT, "the container's /seen", || Some(read(bundle.join("rootfs/seen"))).filter(|s| !s.is_empty()));
     assert_eq!(seen.trim(), "67108864");
     // exec: the user may not move a process into its manager's subtree from outside it;
-    // systemd does. In the container's cgroup namespace it is at the root, "0::/".
+    // systemd does. In the container's cgroup namespace it is at the root, "0::/". (runc 1.1,
+    // Debian 12's, ignores the failed join and leaves the process where it was.)
     let out = as_user(&["exec", &id, "cat", "/proc/self/cgroup", "/sys/fs/cgroup/memory.max"]).ok();
-    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), ["0::/", "67108864"], "{out}");
+    if is_capsa() {
+        assert_eq!(out.stdout.lines().collect::<Vec<_>>(), ["0::/", "67108864"], "{out}");
+    }
 
     as_user(&["delete", "--force", &id]).ok();
     wait_pid_dead(pid);
