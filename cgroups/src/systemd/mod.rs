@@ -6,11 +6,11 @@
 //!
 //! | step                      | systemd (D-Bus, `bus.rs`)                          | cgroupfs (the v1/v2/hybrid manager over the unit's directories) |
 //! |---------------------------|----------------------------------------------------|------------------------|
-//! | `create`                  | connect (fails early when systemd is not there)    | —                      |
+//! | `create`                  | read systemd's Version (fails early without systemd) | —                    |
 //! | `apply` before a process  | limits → properties, kept for the start            | —                      |
-//! | first `add_task(pid)`     | StartTransientUnit (Slice, Delegate, PIDs, accounting, properties), wait for the job, check the unit's ControlGroup | make the hierarchies systemd does not manage (v1), enable controllers (v2), add the pid everywhere, write every limit |
+//! | first `add_task(pid)`     | StartTransientUnit (Slice, Delegate, PIDs, accounting, properties), wait for the job | check the pid is in the unit's directory, make the hierarchies systemd does not manage (v1), enable controllers (v2), add the pid everywhere, write every limit |
 //! | `apply` later (`update`)  | SetUnitProperties                                  | write every limit      |
-//! | `destroy` (`delete`)      | StopUnit, wait for the job, ResetFailedUnit        | remove what is left    |
+//! | `destroy` (`delete`)      | StopUnit, wait for the job, ResetFailedUnit (none of it when systemd already dropped the unit) | remove what is left |
 //! | the rest                  | —                                                  | pids, kill, freeze, stats, paths |
 //!
 //! A failed start removes the unit again. Scopes need a process to exist, which is why the
@@ -18,7 +18,8 @@
 //! first process before that process runs anything, so the limits are in place in time.
 //!
 //! Each of those steps has its own connection, closed when it is done (`create`'s is kept for
-//! the start that follows within milliseconds): systemd sends every signal of the whole
+//! the start that follows within milliseconds, and an `update` sets the properties over the
+//! connection that read the Version): systemd sends every signal of the whole
 //! system to every connection on its private socket, and a synchronous client must not let
 //! one sit unread for long. (A client with a reader thread, runc's go-systemd, keeps one.)
 //!
@@ -386,12 +387,16 @@ impl Manager for SystemdManager {
     fn apply(&self, r: &Resources) -> Result<()> {
         r.validate()?;
         let mut st = self.lock();
-        let version = self.version(&mut st, false)?;
+        // An `update` (a fresh process) keeps the connection for SetUnitProperties.
+        let started = st.started;
+        let version = self.version(&mut st, started)?;
         if !st.started {
             let cx = Context { v2: self.v2, version, period: DEFAULT_PERIOD, memory_limit: 0 };
             st.pending = Some(props::properties(r, &cx)?);
             return Ok(());
         }
+        // The connection `version` kept (if it connected), dropped when this step is done.
+        let kept = st.conn.take();
         let limit = r.memory.limit.unwrap_or(0);
         if r.memory.check_before_update == Some(true) && limit > 0 {
             if let Some(dir) = self.memory_dir() {
@@ -403,7 +408,11 @@ impl Manager for SystemdManager {
         let (props, resources) = props::properties(r, &Context { v2: self.v2, version, period, memory_limit })?;
         if !props.is_empty() {
             let args = vec![Value::str(self.unit.clone()), Value::Bool(true), Value::Array("(sv)".into(), props)];
-            connect(self.bus)?.manager("SetUnitProperties", args).map_err(|e| self.err("SetUnitProperties", e))?;
+            let mut conn = match kept {
+                Some(c) => c,
+                None => connect(self.bus)?,
+            };
+            conn.manager("SetUnitProperties", args).map_err(|e| self.err("SetUnitProperties", e))?;
         }
         self.fs.apply(&resources)
     }
