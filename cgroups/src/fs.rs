@@ -5,7 +5,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::DirBuilderExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -108,6 +108,30 @@ impl Created {
             return Err(e);
         }
         self.0.lock().unwrap_or_else(|e| e.into_inner()).extend(made);
+        Ok(())
+    }
+
+    /// The recorded directories, parents first.
+    pub(crate) fn list(&self) -> Vec<PathBuf> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Takes over directories another instance recorded (a container's state, for `delete`
+    /// in another process). Each must be one of `dirs` (the manager's own: mount point and
+    /// leaf) or a parent of one, strictly below that hierarchy's mount point; anything else
+    /// is refused, naming it, and nothing is taken.
+    pub(crate) fn adopt(&self, recorded: &[PathBuf], dirs: &[(&Path, &Path)]) -> Result<()> {
+        for d in recorded {
+            let clean = d.is_absolute() && d.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+            let ours = dirs.iter().any(|(mount, leaf)| d.starts_with(mount) && d != mount && leaf.starts_with(d));
+            if !clean || !ours {
+                return Err(Error::Msg(format!(
+                    "created cgroup directory {}: not the container's cgroup or one of its parents below a hierarchy's mount point",
+                    d.display()
+                )));
+            }
+        }
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend(recorded.iter().cloned());
         Ok(())
     }
 

@@ -291,14 +291,33 @@ fn nested_path_destroy_removes_only_created_dirs() {
         assert_eq!(p.exists(), *k == pre_key, "{k}: {}", p.display());
     }
 
-    // A manager rebuilt from paths (another process) removes only the leaf.
+    // A manager rebuilt from paths (another process) removes only the leaf, unless it is
+    // handed what the first one created: then the parents go too (the pre-existing top stays).
     let m2 = manager(mode, Some(&cg_path), "ignored").expect("manager");
     m2.create().expect("create");
+    let created = m2.created();
+    for p in mids.values().chain(paths.values()) {
+        assert!(created.contains(p), "{} made and recorded: {created:?}", p.display());
+    }
     let rebuilt = manager_from_paths(paths.values()).expect("from paths");
     rebuilt.destroy().expect("destroy");
     assert_gone(&paths);
     for p in mids.values() {
         assert!(p.is_dir(), "{} remains (not known to be ours)", p.display());
+    }
+    let rebuilt = manager_from_paths(paths.values()).expect("from paths");
+    rebuilt.adopt_created(&created).expect("adopt");
+    rebuilt.destroy().expect("destroy");
+    assert_gone(&paths);
+    assert_gone(&mids);
+    for (k, p) in &tops {
+        assert_eq!(p.exists(), *k == pre_key, "{k}: {}", p.display());
+    }
+    // Only the manager's own directories and their parents below a mount point are taken.
+    let rebuilt = manager_from_paths(paths.values()).expect("from paths");
+    for bad in [PathBuf::from("/tmp"), PathBuf::from("/sys/fs/cgroup"), pre_dir.join("../elsewhere"), pre_dir.join("other")] {
+        let e = rebuilt.adopt_created(std::slice::from_ref(&bad)).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains(&format!("created cgroup directory {}", bad.display())), "{}: {e}", bad.display());
     }
     drop(g);
     assert_gone(&mids);

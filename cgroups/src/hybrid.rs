@@ -7,7 +7,7 @@
 //! Composed of the two managers so that neither `v1.rs` nor `v2.rs` needs the other.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::fs::{self, Created, Freezer};
@@ -146,6 +146,16 @@ impl Manager for HybridManager {
         let unified = fs::remove_tree(&self.unified.path);
         self.created.remove_unused();
         result.and(unified)
+    }
+
+    fn created(&self) -> Vec<PathBuf> {
+        self.created.list()
+    }
+
+    fn adopt_created(&self, dirs: &[PathBuf]) -> Result<()> {
+        let mut own: Vec<(&Path, &Path)> = self.v1.dirs().map(|d| (d.mount.as_path(), d.path.as_path())).collect();
+        own.push((self.unified.mount.as_path(), self.unified.path.as_path()));
+        self.created.adopt(dirs, &own)
     }
 
     fn stats(&self) -> Result<crate::Stats> {

@@ -157,10 +157,29 @@ pub trait Manager: fmt::Debug + Send + Sync {
     /// Removes the container's cgroup directory, and any cgroups below it, in every
     /// hierarchy, deepest first, retrying EBUSY for about a second while exiting tasks
     /// leave. Missing directories are fine. Parent directories are removed only if this
-    /// same instance created them (and nothing else lives in them now); a manager rebuilt
-    /// from paths removes the leaf only, so empty parents of a nested `linux.cgroupsPath`
-    /// may remain, as they do with runc. The cgroup must have no processes left.
+    /// same instance created them, or were handed to it with [`Manager::adopt_created`], and
+    /// nothing else lives in them now (runc leaves the empty parents of a nested
+    /// `linux.cgroupsPath` behind; we do not). The cgroup must have no processes left.
     fn destroy(&self) -> Result<()>;
+
+    /// The directories this instance's `create` made (missing parents of a nested
+    /// `linux.cgroupsPath` included), parents first. Record them with [`Manager::paths`]:
+    /// a manager rebuilt in another process removes them when given them back through
+    /// [`Manager::adopt_created`].
+    fn created(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    /// Takes over the directories another instance's `create` made ([`Manager::created`]),
+    /// so that `destroy` removes those that nothing else uses, parents included. Each must be
+    /// one of this manager's directories or a parent of one, strictly below its hierarchy's
+    /// mount point; otherwise an error naming it, and nothing is taken.
+    fn adopt_created(&self, dirs: &[PathBuf]) -> Result<()> {
+        match dirs.first() {
+            None => Ok(()),
+            Some(d) => Err(Error::Msg(format!("created cgroup directory {}: this manager does not remove directories", d.display()))),
+        }
+    }
 
     /// Resource usage, runc's `events --stats` data (see [`Stats`]).
     fn stats(&self) -> Result<Stats>;

@@ -36,6 +36,11 @@ impl V1Manager {
         V1Manager { dirs, created: Created::default() }
     }
 
+    /// The container's directories, one per hierarchy.
+    pub(crate) fn dirs(&self) -> impl Iterator<Item = &Dir> {
+        self.dirs.iter()
+    }
+
     /// The container's directory in the hierarchy holding `controller`.
     pub(crate) fn dir(&self, controller: &str) -> Option<&Path> {
         self.dirs.iter().find(|d| d.controllers.iter().any(|c| c == controller)).map(|d| d.path.as_path())
@@ -469,6 +474,15 @@ impl Manager for V1Manager {
         let result = self.remove_dirs();
         self.created.remove_unused();
         result
+    }
+
+    fn created(&self) -> Vec<PathBuf> {
+        self.created.list()
+    }
+
+    fn adopt_created(&self, dirs: &[PathBuf]) -> Result<()> {
+        let own: Vec<(&Path, &Path)> = self.dirs.iter().map(|d| (d.mount.as_path(), d.path.as_path())).collect();
+        self.created.adopt(dirs, &own)
     }
 
     fn stats(&self) -> Result<crate::Stats> {

@@ -347,6 +347,14 @@ impl Manager for V2Manager {
         result
     }
 
+    fn created(&self) -> Vec<PathBuf> {
+        self.created.list()
+    }
+
+    fn adopt_created(&self, dirs: &[PathBuf]) -> Result<()> {
+        self.created.adopt(dirs, &[(self.mount.as_path(), self.path.as_path())])
+    }
+
     fn stats(&self) -> Result<crate::Stats> {
         let mut st = crate::Stats::default();
         crate::stats::v2(&self.path, &mut st)?;

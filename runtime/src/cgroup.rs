@@ -169,6 +169,12 @@ impl Cgroup {
         Ok(self.mgr.destroy()?)
     }
 
+    /// The directories the cgroup's creation made, parents first (a nested
+    /// `linux.cgroupsPath`'s missing parents included): recorded in state.json for `delete`.
+    pub fn created(&self) -> Vec<PathBuf> {
+        self.mgr.created()
+    }
+
     /// The systemd unit of the container's cgroup (`--systemd-cgroup`).
     pub fn systemd_unit(&self) -> Option<String> {
         self.mgr.systemd_unit().map(str::to_string)
@@ -348,9 +354,10 @@ pub fn thaw_paths(paths: &[PathBuf]) -> Result<()> {
     }
 }
 
-/// Removes the container's cgroup; with a systemd `unit`, stops the unit first (through the
-/// user's manager when `rootless`).
-pub fn destroy_paths(paths: &[PathBuf], unit: Option<&str>, rootless: bool) -> Result<()> {
+/// Removes the container's cgroup and the parent directories its create made (`created`,
+/// see [`Cgroup::created`]) that nothing else uses; with a systemd `unit`, stops the unit
+/// first (through the user's manager when `rootless`).
+pub fn destroy_paths(paths: &[PathBuf], created: &[PathBuf], unit: Option<&str>, rootless: bool) -> Result<()> {
     if paths.is_empty() {
         return Ok(());
     }
@@ -358,6 +365,9 @@ pub fn destroy_paths(paths: &[PathBuf], unit: Option<&str>, rootless: bool) -> R
         Some(u) => capsa_cgroups::systemd_manager_from_paths(u, systemd_bus(rootless), paths)?,
         None => capsa_cgroups::manager_from_paths(paths)?,
     };
+    // A state naming directories that are not the cgroup's parents (edited by hand) loses
+    // only the parents' cleanup: the container's own directories still go.
+    let _ = m.adopt_created(created);
     Ok(m.destroy()?)
 }
 

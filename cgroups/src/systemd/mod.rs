@@ -465,6 +465,16 @@ impl Manager for SystemdManager {
         self.fs.paths()
     }
 
+    /// What cgroupfs made for systemd (v1 hierarchies systemd does not manage); the unit's
+    /// own directories and slices are systemd's.
+    fn created(&self) -> Vec<PathBuf> {
+        self.fs.created()
+    }
+
+    fn adopt_created(&self, dirs: &[PathBuf]) -> Result<()> {
+        self.fs.adopt_created(dirs)
+    }
+
     fn systemd_unit(&self) -> Option<&str> {
         Some(&self.unit)
     }

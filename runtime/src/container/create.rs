@@ -106,21 +106,22 @@ pub fn create(a: CreateArgs) -> Result<Created> {
     let _lock = Lock::acquire(&dir)?;
 
     let linux = spec.linux().as_ref().ok_or_else(|| Error::new("linux: missing"))?;
-    let (view, cgroup_paths, systemd_unit) = if a.rootless && !a.systemd_cgroup {
+    let (view, cgroup_paths, cgroup_created, systemd_unit) = if a.rootless && !a.systemd_cgroup {
         // runc's rule: without cgroup delegation a rootless container has no cgroup, and
         // limits it asks for cannot be honoured. (With --systemd-cgroup the user's systemd
         // manager delegates one.)
         if crate::cgroup::asks_for_limits(linux) {
             bail!("linux.resources: a rootless container cannot set resource limits (cgroups are not delegated to this user)");
         }
-        (crate::cgroup::CgroupView::default(), Vec::new(), None)
+        (crate::cgroup::CgroupView::default(), Vec::new(), Vec::new(), None)
     } else {
         let cg = Cgroup::create(linux, a.id, a.systemd_cgroup, a.rootless)?;
         let view = cg.view()?;
         let paths = cg.paths();
+        let created = cg.created();
         let unit = cg.systemd_unit();
         cleanup.cgroup = Some(cg);
-        (view, paths, unit)
+        (view, paths, created, unit)
     };
     // A first state, pid 0 ("creating"): if this process is killed half-way, `delete`
     // still finds the cgroups to remove.
@@ -133,6 +134,7 @@ pub fn create(a: CreateArgs) -> Result<Created> {
         created: crate::timefmt::rfc3339_nano(std::time::SystemTime::now()),
         annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
         cgroup_paths,
+        cgroup_created,
         systemd_unit,
         own_pid_ns: false,
         rootless: a.rootless,
@@ -206,6 +208,10 @@ pub fn create(a: CreateArgs) -> Result<Created> {
             state.pid_start = pid_start;
             state.own_pid_ns = own_pid_ns;
             state.created = crate::timefmt::rfc3339_nano(std::time::SystemTime::now());
+            if let Some(cg) = &cleanup.cgroup {
+                // The systemd driver makes its cgroupfs directories when the unit starts.
+                state.cgroup_created = cg.created();
+            }
             save_state(&dir, &state)?;
             if let Some(p) = a.pid_file {
                 write_pid_file(p, init.as_raw())?;

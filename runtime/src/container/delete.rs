@@ -50,7 +50,8 @@ fn destroy(c: &Container) -> Result<Vec<String>> {
         // a killed create, its orphaned children are still in the cgroup.
         let _ = crate::cgroup::kill_all_paths(&c.state.cgroup_paths, libc::SIGKILL);
     }
-    crate::cgroup::destroy_paths(&c.state.cgroup_paths, c.state.systemd_unit.as_deref(), c.state.rootless).ctx("remove cgroup")?;
+    crate::cgroup::destroy_paths(&c.state.cgroup_paths, &c.state.cgroup_created, c.state.systemd_unit.as_deref(), c.state.rootless)
+        .ctx("remove cgroup")?;
     std::fs::remove_dir_all(&c.dir).with_ctx(|| format!("remove {}", c.dir.display()))?;
     let mut warnings = Vec::new();
     let poststop = c.state.hook_list(|h| h.poststop());

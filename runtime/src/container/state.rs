@@ -47,6 +47,10 @@ pub struct State {
     /// Cgroup directories of the container, one per hierarchy, to remove on delete.
     #[serde(default)]
     pub cgroup_paths: Vec<PathBuf>,
+    /// The directories create made for them (missing parents included), removed on delete
+    /// when nothing else uses them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cgroup_created: Vec<PathBuf>,
     /// The systemd scope holding them (`--systemd-cgroup`), stopped on delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub systemd_unit: Option<String>,

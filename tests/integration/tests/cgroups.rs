@@ -123,6 +123,46 @@ fn memory_limit_too_low() {
     c.assert_clean();
 }
 
+/// A nested absolute cgroupsPath: create makes the missing parents in every hierarchy, and
+/// `delete` (another process) removes them again, while a parent that existed before stays
+/// (runc leaves the parents it made behind; issue 10, G).
+#[test]
+fn nested_cgroups_path_parents_removed_on_delete() {
+    let mut c = Container::shared("cg-nested");
+    let top = format!("{}-a", c.id);
+    let path = format!("/{top}/b/c");
+    c.set("/linux/cgroupsPath", json!(path));
+    c.args(&["sleep", "100"]);
+    let tops: Vec<std::path::PathBuf> = cgroup_hierarchies().iter().map(|(mnt, _)| mnt.join(&top)).collect();
+    // Removes whatever a failing assertion leaves, deepest first.
+    struct Sweep(Vec<std::path::PathBuf>);
+    impl Drop for Sweep {
+        fn drop(&mut self) {
+            for t in &self.0 {
+                for d in [t.join("b/c"), t.join("b"), t.clone()] {
+                    let _ = std::fs::remove_dir(d);
+                }
+            }
+        }
+    }
+    let _sweep = Sweep(tops.clone());
+    // The first hierarchy's top directory is not the container's: it must survive delete.
+    let pre = tops[0].clone();
+    std::fs::create_dir(&pre).unwrap();
+    c.create(&[]).ok();
+    let pid = c.pid();
+    let cg = read(format!("/proc/{pid}/cgroup"));
+    assert!(cg.lines().any(|l| l.ends_with(&format!(":{path}"))), "{cg}");
+    let made: Vec<&std::path::PathBuf> = tops.iter().filter(|t| t.join("b/c").is_dir()).collect();
+    assert!(made.len() >= if unified() { 1 } else { 2 }, "the container's cgroup in every hierarchy: {made:?}");
+    c.delete_force().ok();
+    for t in &made {
+        assert!(!t.join("b/c").exists(), "{}/b/c: the container's cgroup remains", t.display());
+        assert!(!t.join("b").exists(), "{}/b: a parent capsa created remains after delete", t.display());
+        assert_eq!(t.exists(), **t == pre, "{}: only the pre-existing top may remain", t.display());
+    }
+}
+
 /// The cgroup is also gone when the container exits by itself and `run` (without --keep) cleans up.
 #[test]
 fn cgroup_removed_after_run() {
