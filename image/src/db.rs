@@ -1,6 +1,6 @@
 //! Metadata in SQLite (bundled, WAL): images, tags, manifests, layers and the blobs each
-//! image holds; containers already have a table (the containers issue fills it in), and
-//! networks and volumes come as later schema versions.
+//! image holds; containers (with what capsactl's monitor records: pid, exit code, times,
+//! OOM, restarts), named volumes and which containers use them. Networks come later.
 //!
 //! Why SQLite: several `capsactl` processes write at once and there is no daemon, so
 //! writes need transactions that work across processes and survive a kill at any instant;
@@ -70,6 +70,31 @@ const MIGRATIONS: &[&str] = &[
         created INTEGER NOT NULL,
         config TEXT                    -- JSON, the containers issue's
     );",
+    // 2: container lifecycle (capsactl's monitor records exits here), named volumes and
+    // which containers use them.
+    "ALTER TABLE containers ADD COLUMN pid INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE containers ADD COLUMN exit_code INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE containers ADD COLUMN created_at TEXT NOT NULL DEFAULT '';   -- RFC 3339, nanoseconds
+    ALTER TABLE containers ADD COLUMN started_at TEXT NOT NULL DEFAULT '';
+    ALTER TABLE containers ADD COLUMN finished_at TEXT NOT NULL DEFAULT '';
+    ALTER TABLE containers ADD COLUMN oom_killed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE containers ADD COLUMN restart_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE containers ADD COLUMN user_stopped INTEGER NOT NULL DEFAULT 0; -- stop/kill: no restart
+    ALTER TABLE containers ADD COLUMN error TEXT NOT NULL DEFAULT '';
+    CREATE TABLE volumes (
+        name TEXT PRIMARY KEY,
+        driver TEXT NOT NULL DEFAULT 'local',
+        labels TEXT NOT NULL DEFAULT '{}',   -- JSON object
+        options TEXT NOT NULL DEFAULT '{}',  -- JSON object
+        anonymous INTEGER NOT NULL DEFAULT 0,
+        created TEXT NOT NULL               -- RFC 3339
+    );
+    CREATE TABLE container_volumes (
+        container TEXT NOT NULL REFERENCES containers(id) ON DELETE CASCADE,
+        volume TEXT NOT NULL REFERENCES volumes(name),
+        PRIMARY KEY (container, volume)
+    );
+    CREATE INDEX container_volumes_volume ON container_volumes(volume);",
 ];
 
 pub struct Db {

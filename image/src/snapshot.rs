@@ -217,16 +217,27 @@ fn threads() -> usize {
 /// Unmounts a container rootfs made by [`Snapshots::mount_rootfs`] (lazily if busy) and
 /// removes `dir`.
 pub fn remove_rootfs(dir: &Path) -> Result<()> {
-    let rootfs = dir.join("rootfs");
-    match nix::mount::umount2(&rootfs, nix::mount::MntFlags::UMOUNT_NOFOLLOW) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(nix::errno::Errno::EBUSY) => {
-            nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW)
-                .with_ctx(|| format!("unmount {}", rootfs.display()))?;
-        }
-        Err(e) => return Err(Error::from(e).context(format!("unmount {}", rootfs.display()))),
-    }
+    unmount_rootfs(dir)?;
     layer::remove_tree(dir).with_ctx(|| format!("remove {}", dir.display()))
+}
+
+/// Unmounts `dir/rootfs` (lazily if busy) and keeps the container's upper dir: a stopped
+/// container that may start again. Not mounted is fine.
+pub fn unmount_rootfs(dir: &Path) -> Result<()> {
+    let rootfs = dir.join("rootfs");
+    // More than one mount may be stacked there (a start killed half-way, then another).
+    for _ in 0..8 {
+        match nix::mount::umount2(&rootfs, nix::mount::MntFlags::UMOUNT_NOFOLLOW) {
+            Ok(()) => continue,
+            Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => return Ok(()),
+            Err(nix::errno::Errno::EBUSY) => {
+                nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW)
+                    .with_ctx(|| format!("unmount {}", rootfs.display()))?;
+            }
+            Err(e) => return Err(Error::from(e).context(format!("unmount {}", rootfs.display()))),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

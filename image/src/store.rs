@@ -8,6 +8,7 @@
 //! <root>/snapshots/HEX/fs  one unpacked layer per chainID (overlay form)
 //! <root>/l/SHORT           short links to snapshots, for overlay's lowerdir
 //! <root>/containers/ID     a container's upper, work and rootfs, and its bundle
+//! <root>/volumes/NAME/_data  named volumes (capsactl)
 //! <root>/store.lock        flock: shared while adding, exclusive while collecting garbage
 //! ```
 //!
@@ -123,6 +124,7 @@ impl Store {
         let content = Content::open(&root)?;
         let snapshots = Snapshots::open(&root)?;
         std::fs::create_dir_all(root.join("containers")).ctx("create containers dir")?;
+        std::fs::create_dir_all(root.join("volumes")).ctx("create volumes dir")?;
         std::fs::create_dir_all(root.join("tmp")).ctx("create tmp dir")?;
         let db = Db::open(&root.join("capsa.db"))?;
         Ok(Store { root, content, snapshots, db })
@@ -324,8 +326,14 @@ impl Store {
 
     /// The image's layers as chainIDs, bottom first.
     pub fn chain(&self, img: &ImageInfo) -> Result<Vec<Digest>> {
+        self.chain_of(img.top.as_ref().map(|d| d.to_string()))
+    }
+
+    /// The layers under top layer `top` (a chainID), bottom first: what a container
+    /// stands on (its row keeps the top layer, and so the chain, referenced).
+    pub fn chain_of(&self, top: Option<String>) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
-        let mut cur = img.top.as_ref().map(|d| d.to_string());
+        let mut cur = top;
         while let Some(c) = cur {
             let parent: Option<String> = self
                 .db
