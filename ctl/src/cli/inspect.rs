@@ -1,4 +1,5 @@
-//! `image inspect` / `inspect`: docker's JSON (an array), or `--format` per image.
+//! `inspect` (containers first, then images, as docker), `container inspect`, `image
+//! inspect`: docker's JSON (an array), or `--format` per object.
 
 use std::collections::BTreeMap;
 
@@ -9,30 +10,75 @@ use capsa_image::store::ImageInfo;
 use capsa_image::Store;
 
 use super::{Cli, Result};
+use crate::container::{self, volumes, Record, ZERO_TIME};
 use crate::format;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Format output using a Go template subset ({{.Id}}, {{.Config.Cmd}}, {{json .}}).
+    /// Format output using a Go template subset ({{.Id}}, {{.State.Status}}, {{json .}}).
     #[arg(short, long)]
     pub format: Option<String>,
+    /// Return JSON for the specified type (container or image).
+    #[arg(long = "type")]
+    pub typ: Option<String>,
+    /// Display total file sizes (containers).
+    #[arg(short, long)]
+    pub size: bool,
     #[arg(required = true)]
-    pub images: Vec<String>,
+    pub names: Vec<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Any,
+    Container,
+    Image,
 }
 
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
-    let store = cli.store()?;
+    let kind = match a.typ.as_deref() {
+        None => Kind::Any,
+        Some("container") => Kind::Container,
+        Some("image") => Kind::Image,
+        Some(t) => return Err(super::fail(format!("\"{t}\" is not a valid value for --type"))),
+    };
+    inspect(cli, a, kind)
+}
+
+pub fn run_images(cli: &Cli, a: &Args) -> Result<i32> {
+    inspect(cli, a, Kind::Image)
+}
+
+pub fn run_containers(cli: &Cli, a: &Args) -> Result<i32> {
+    inspect(cli, a, Kind::Container)
+}
+
+fn inspect(cli: &Cli, a: &Args, kind: Kind) -> Result<i32> {
+    let mut store = cli.store()?;
     let template = a.format.as_deref().map(format::Template::parse).transpose()?;
     let mut out = Vec::new();
     let mut code = 0;
-    for name in &a.images {
-        match store.resolve(name) {
-            Ok(img) => out.push(describe(&store, &img)?),
-            Err(_) => {
-                eprintln!("Error: No such image: {name}");
-                code = 1;
+    for name in &a.names {
+        if kind != Kind::Image {
+            if let Ok(rec) = container::find(&store, name) {
+                let rec = container::reconcile::one(&mut store, &cli.state_root, &rec)?.unwrap_or(rec);
+                out.push(describe_container(&store, &rec, a.size)?);
+                continue;
             }
         }
+        if kind != Kind::Container {
+            if let Ok(img) = store.resolve(name) {
+                out.push(describe(&store, &img)?);
+                continue;
+            }
+        }
+        let what = match kind {
+            Kind::Image => "image",
+            Kind::Container => "container",
+            Kind::Any => "object",
+        };
+        eprintln!("Error: No such {what}: {name}");
+        code = 1;
     }
     match template {
         Some(t) => {
@@ -44,6 +90,91 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         None => println!("{}", serde_json::to_string_pretty(&Value::Array(out)).unwrap_or_default()),
     }
     Ok(code)
+}
+
+fn time_or_zero(t: &str) -> &str {
+    if t.is_empty() {
+        ZERO_TIME
+    } else {
+        t
+    }
+}
+
+/// docker's container inspect object.
+pub fn describe_container(store: &Store, r: &Record, size: bool) -> Result<Value> {
+    let dir = container::dir(store, &r.id);
+    let argv = r.stored.config.argv();
+    let status = super::ps::state(r);
+    let running = matches!(r.state.as_str(), "running" | "paused" | "restarting" | "starting");
+    let mounts: Vec<Value> = r
+        .stored
+        .mounts
+        .iter()
+        .map(|m| {
+            let mut v = serde_json::to_value(m).unwrap_or(json!({}));
+            if let Some(o) = v.as_object_mut() {
+                o.remove("CapsaOptions");
+                if m.typ == "volume" {
+                    o.insert("Source".into(), json!(volumes::data_dir(store, &m.name).display().to_string()));
+                }
+            }
+            v
+        })
+        .collect();
+    let lower: Vec<String> =
+        store.chain_of(r.top_chain.clone()).unwrap_or_default().iter().rev().map(|c| store.snapshots.fs(c).display().to_string()).collect();
+    let net = r.stored.host.network_mode.clone();
+    let endpoint = json!({"IPAMConfig": null, "Links": null, "Aliases": null, "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "MacAddress": "", "DriverOpts": null});
+    let mut v = json!({
+        "Id": r.id,
+        "Created": r.created_at,
+        "Path": argv.first().cloned().unwrap_or_default(),
+        "Args": argv.iter().skip(1).cloned().collect::<Vec<_>>(),
+        "State": {
+            "Status": status,
+            "Running": running && r.state != "restarting",
+            "Paused": r.state == "paused",
+            "Restarting": r.state == "restarting",
+            "OOMKilled": r.oom_killed,
+            "Dead": r.state == "dead",
+            "Pid": if running { r.pid } else { 0 },
+            "ExitCode": r.exit_code,
+            "Error": r.error,
+            "StartedAt": time_or_zero(&r.started_at),
+            "FinishedAt": time_or_zero(&r.finished_at),
+        },
+        "Image": r.image,
+        "ResolvConfPath": dir.join("resolv.conf"),
+        "HostnamePath": dir.join("hostname"),
+        "HostsPath": dir.join("hosts"),
+        "LogPath": if r.stored.host.log_config.typ == "none" { String::new() } else { container::log_path(&dir, &r.id).display().to_string() },
+        "Name": format!("/{}", r.name),
+        "RestartCount": r.restart_count,
+        "Driver": "overlay2",
+        "Platform": "linux",
+        "MountLabel": "",
+        "ProcessLabel": "",
+        "AppArmorProfile": "",
+        "ExecIDs": null,
+        "HostConfig": r.stored.host,
+        "GraphDriver": {"Data": {"LowerDir": lower.join(":"), "MergedDir": dir.join("rootfs"), "UpperDir": dir.join("upper"), "WorkDir": dir.join("work")}, "Name": "overlay2"},
+        "Mounts": mounts,
+        "Config": r.stored.config,
+        "NetworkSettings": {
+            "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {}, "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+            "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+            "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+            "Networks": {net: endpoint}
+        }
+    });
+    if size {
+        let rw = volumes::dir_size(&dir.join("upper"));
+        let image = store.resolve(&r.image).map(|i| i.size).unwrap_or(0);
+        v["SizeRw"] = json!(rw);
+        v["SizeRootFs"] = json!(rw + image);
+    }
+    Ok(v)
 }
 
 /// docker's image inspect object.

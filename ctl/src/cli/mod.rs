@@ -1,15 +1,39 @@
 //! One file per command. Commands are thin: parse, call the library, print.
 
+mod attach;
+mod commit;
+mod cp;
+pub mod create;
+mod diff;
+mod exec;
+mod export;
 mod history;
 mod images;
 mod import;
+mod info;
 mod inspect;
+mod kill;
 mod load;
+mod logs;
+mod pause;
+mod port;
 mod prune;
+mod ps;
+mod rename;
+mod restart;
+mod rm;
 mod rmi;
 mod run;
 mod save;
+mod start;
+mod stats;
+mod stop;
+mod system;
 mod tag;
+mod top;
+mod version;
+mod volume;
+mod wait;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -47,13 +71,74 @@ pub enum Command {
     Rmi(rmi::Args),
     /// Show the history of an image.
     History(history::Args),
-    /// Run a command in a new container.
+    /// Create and run a new container from an image.
     Run(run::Args),
+    /// Create a new container.
+    Create(create::Args),
+    /// Start one or more stopped containers.
+    Start(start::Args),
+    /// Stop one or more running containers.
+    Stop(stop::Args),
+    /// Kill one or more running containers.
+    Kill(kill::Args),
+    /// Restart one or more containers.
+    Restart(restart::Args),
+    /// Remove one or more containers.
+    Rm(rm::Args),
+    /// List containers.
+    Ps(ps::Args),
+    /// Fetch the logs of a container.
+    Logs(logs::Args),
+    /// Execute a command in a running container.
+    Exec(exec::Args),
+    /// Attach local standard input, output, and error streams to a running container.
+    Attach(attach::Args),
+    /// Display the running processes of a container.
+    Top(top::Args),
+    /// Display a live stream of container(s) resource usage statistics.
+    Stats(stats::Args),
+    /// Pause all processes within one or more containers.
+    Pause(pause::Args),
+    /// Unpause all processes within one or more containers.
+    Unpause(pause::Args),
+    /// Block until one or more containers stop, then print their exit codes.
+    Wait(wait::Args),
+    /// List port mappings or a specific mapping for the container.
+    Port(port::Args),
+    /// Rename a container.
+    Rename(rename::Args),
+    /// Copy files/folders between a container and the local filesystem.
+    Cp(cp::Args),
+    /// Create a new image from a container's changes.
+    Commit(commit::Args),
+    /// Export a container's filesystem as a tar archive.
+    Export(export::Args),
+    /// Inspect changes to files or directories on a container's filesystem.
+    Diff(diff::Args),
     /// Manage images (ls, inspect, history, prune, rm, tag, load, save, import).
     #[command(subcommand)]
     Image(ImageCmd),
-    /// Return low-level information on images, as JSON.
+    /// Manage containers.
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(volume::Cmd),
+    /// Manage capsactl (df, prune, info).
+    #[command(subcommand)]
+    System(system::Cmd),
+    /// Return low-level information on containers and images, as JSON.
     Inspect(inspect::Args),
+    /// Display system-wide information.
+    Info(info::Args),
+    /// Show the capsactl version information.
+    Version(version::Args),
+    #[command(name = "__monitor", hide = true)]
+    Monitor(crate::monitor::MonitorArgs),
+    #[command(name = "__exited", hide = true)]
+    Exited { id: String, code: i32 },
+    #[command(name = "__start", hide = true)]
+    StartHelper { id: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -69,6 +154,36 @@ pub enum ImageCmd {
     Load(load::Args),
     Save(save::Args),
     Import(import::Args),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContainerCmd {
+    Run(run::Args),
+    Create(create::Args),
+    Start(start::Args),
+    Stop(stop::Args),
+    Kill(kill::Args),
+    Restart(restart::Args),
+    Rm(rm::Args),
+    #[command(alias = "list", alias = "ps")]
+    Ls(ps::Args),
+    Logs(logs::Args),
+    Exec(exec::Args),
+    Attach(attach::Args),
+    Inspect(inspect::Args),
+    Top(top::Args),
+    Stats(stats::Args),
+    Pause(pause::Args),
+    Unpause(pause::Args),
+    Wait(wait::Args),
+    Port(port::Args),
+    Rename(rename::Args),
+    Cp(cp::Args),
+    Commit(commit::Args),
+    Export(export::Args),
+    Diff(diff::Args),
+    /// Remove all stopped containers.
+    Prune(system::ContainerPruneArgs),
 }
 
 /// A command's failure: the message and the exit code (docker: 1 for most, 125 when
@@ -103,6 +218,12 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure { msg: format!("database: {e}"), code: 1 }
+    }
+}
+
 pub fn fail(msg: impl Into<String>) -> Failure {
     Failure { msg: msg.into(), code: 1 }
 }
@@ -110,10 +231,26 @@ pub fn fail(msg: impl Into<String>) -> Failure {
 pub type Result<T> = std::result::Result<T, Failure>;
 
 impl Cli {
-    pub fn store(&self) -> Result<Store> {
+    pub fn store_root(&self) -> PathBuf {
         let root = self.root.clone().unwrap_or_else(Store::default_root);
-        Ok(Store::open(&root)?)
+        std::path::absolute(&root).unwrap_or(root)
     }
+
+    pub fn store(&self) -> Result<Store> {
+        Ok(Store::open(&self.store_root())?)
+    }
+}
+
+/// Runs `f` for each name, printing docker's per-item errors; exit code 1 if any failed.
+pub fn each(names: &[String], mut f: impl FnMut(&str) -> Result<()>) -> Result<i32> {
+    let mut code = 0;
+    for n in names {
+        if let Err(e) = f(n) {
+            eprintln!("Error response from daemon: {e}");
+            code = 1;
+        }
+    }
+    Ok(code)
 }
 
 pub fn dispatch(cli: &Cli) -> Result<i32> {
@@ -125,8 +262,39 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Tag(a) | Command::Image(ImageCmd::Tag(a)) => tag::run(cli, a),
         Command::Rmi(a) | Command::Image(ImageCmd::Rm(a)) => rmi::run(cli, a),
         Command::History(a) | Command::Image(ImageCmd::History(a)) => history::run(cli, a),
-        Command::Inspect(a) | Command::Image(ImageCmd::Inspect(a)) => inspect::run(cli, a),
+        Command::Image(ImageCmd::Inspect(a)) => inspect::run_images(cli, a),
+        Command::Inspect(a) => inspect::run(cli, a),
+        Command::Container(ContainerCmd::Inspect(a)) => inspect::run_containers(cli, a),
         Command::Image(ImageCmd::Prune(a)) => prune::run(cli, a),
-        Command::Run(a) => run::run(cli, a),
+        Command::Run(a) | Command::Container(ContainerCmd::Run(a)) => run::run(cli, a),
+        Command::Create(a) | Command::Container(ContainerCmd::Create(a)) => create::run(cli, a),
+        Command::Start(a) | Command::Container(ContainerCmd::Start(a)) => start::run(cli, a),
+        Command::Stop(a) | Command::Container(ContainerCmd::Stop(a)) => stop::run(cli, a),
+        Command::Kill(a) | Command::Container(ContainerCmd::Kill(a)) => kill::run(cli, a),
+        Command::Restart(a) | Command::Container(ContainerCmd::Restart(a)) => restart::run(cli, a),
+        Command::Rm(a) | Command::Container(ContainerCmd::Rm(a)) => rm::run(cli, a),
+        Command::Ps(a) | Command::Container(ContainerCmd::Ls(a)) => ps::run(cli, a),
+        Command::Logs(a) | Command::Container(ContainerCmd::Logs(a)) => logs::run(cli, a),
+        Command::Exec(a) | Command::Container(ContainerCmd::Exec(a)) => exec::run(cli, a),
+        Command::Attach(a) | Command::Container(ContainerCmd::Attach(a)) => attach::run(cli, a),
+        Command::Top(a) | Command::Container(ContainerCmd::Top(a)) => top::run(cli, a),
+        Command::Stats(a) | Command::Container(ContainerCmd::Stats(a)) => stats::run(cli, a),
+        Command::Pause(a) | Command::Container(ContainerCmd::Pause(a)) => pause::run(cli, a, true),
+        Command::Unpause(a) | Command::Container(ContainerCmd::Unpause(a)) => pause::run(cli, a, false),
+        Command::Wait(a) | Command::Container(ContainerCmd::Wait(a)) => wait::run(cli, a),
+        Command::Port(a) | Command::Container(ContainerCmd::Port(a)) => port::run(cli, a),
+        Command::Rename(a) | Command::Container(ContainerCmd::Rename(a)) => rename::run(cli, a),
+        Command::Cp(a) | Command::Container(ContainerCmd::Cp(a)) => cp::run(cli, a),
+        Command::Commit(a) | Command::Container(ContainerCmd::Commit(a)) => commit::run(cli, a),
+        Command::Export(a) | Command::Container(ContainerCmd::Export(a)) => export::run(cli, a),
+        Command::Diff(a) | Command::Container(ContainerCmd::Diff(a)) => diff::run(cli, a),
+        Command::Container(ContainerCmd::Prune(a)) => system::container_prune(cli, a),
+        Command::Volume(c) => volume::run(cli, c),
+        Command::System(c) => system::run(cli, c),
+        Command::Info(a) => info::run(cli, a),
+        Command::Version(a) => version::run(cli, a),
+        Command::Monitor(a) => Ok(crate::monitor::monitor_main(cli, a)),
+        Command::Exited { id, code } => Ok(crate::monitor::exited_main(cli, id, *code)),
+        Command::StartHelper { id } => Ok(crate::monitor::start_main(cli, id)),
     }
 }

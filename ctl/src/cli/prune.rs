@@ -28,7 +28,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         }
     }
     let mut store = cli.store()?;
-    super::run::reap_orphans(cli, &mut store);
+    crate::container::reconcile::all(cli, &mut store);
     let mut deleted = Vec::new();
     for img in store.images()? {
         if (a.all || img.tags.is_empty()) && store.containers_of(&img.id)?.is_empty() {

@@ -1,0 +1,35 @@
+//! `restart [-t SECONDS] CONTAINER...`: stop (as `stop`), then start under a new monitor.
+
+use super::{each, Cli, Result};
+use crate::container::{self, stop};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Seconds to wait before killing the container.
+    #[arg(short = 't', long = "time", visible_alias = "timeout", allow_hyphen_values = true)]
+    pub time: Option<i64>,
+    /// Signal to send to the container (default: its stop signal).
+    #[arg(short, long)]
+    pub signal: Option<String>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
+    let mut store = cli.store()?;
+    let sig = a.signal.as_deref().map(capsa::container::parse_signal).transpose().map_err(|e| super::fail(format!("--signal: {e}")))?;
+    each(&a.containers, |name| {
+        let rec = container::find(&store, name)?;
+        let rec = container::reconcile::one(&mut store, &cli.state_root, &rec)?
+            .ok_or_else(|| super::fail(format!("No such container: {name}")))?;
+        let t = stop::stop_timeout(&rec, a.time);
+        stop::stop(&mut store, &cli.state_root, &rec, t, sig)?;
+        let rec =
+            container::get(&store, &rec.id)?.ok_or_else(|| super::fail(format!("container {name} was removed when it stopped (--rm)")))?;
+        let lock = super::start::lock(&store, &rec.id)?;
+        super::start::prep(&mut store, &rec.id)?;
+        crate::monitor::spawn(cli, &mut store, &rec, lock, None).map_err(|e| super::run::failed_start(cli, &mut store, &rec.id, e))?;
+        println!("{name}");
+        Ok(())
+    })
+}
