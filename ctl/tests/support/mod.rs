@@ -269,8 +269,41 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Processes whose command line names this test's directory (monitors) or whose root
+    /// is inside it (container processes).
+    pub fn procs(&self) -> Vec<(i32, String)> {
+        let d = self.dir.to_string_lossy().into_owned();
+        let mut found = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+            if pid == std::process::id() as i32 {
+                continue;
+            }
+            let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
+            let root = std::fs::read_link(e.path().join("root")).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+            if cmd.contains(&d) || root.starts_with(&d) {
+                found.push((pid, cmd));
+            }
+        }
+        found
+    }
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
+        // A test that failed half-way may leave containers running under their monitors:
+        // remove them as a user would, then kill whatever is left, so that no monitor
+        // outlives the test (holding its mounts, or an fd of the harness).
+        if self.root().join("capsa.db").exists() {
+            for id in self.db("SELECT id FROM containers").lines() {
+                let _ = self.ctl(&["rm", "-f", id]);
+            }
+        }
+        for (pid, _) in self.procs() {
+            // SAFETY: kill(2) with a pid and a signal number.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
         let left = self.mounts();
         for m in left.iter().rev() {
             if let Some(p) = m.split(' ').nth(4) {
