@@ -48,6 +48,9 @@ const NR_OFFSET: u32 = 0;
 const ARCH_OFFSET: u32 = 4;
 const ARGS_OFFSET: u32 = 16;
 
+/// `SECCOMP_RET_ERRNO | ENOSYS`: what the ENOSYS stub returns.
+const ENOSYS_RET: u32 = 0x0005_0000 | libc::ENOSYS as u32;
+
 /// Longest distance a conditional jump can express.
 const MAX_JUMP: usize = 255;
 
@@ -84,6 +87,9 @@ pub(crate) struct Section<'r> {
     pub syscalls: Vec<(u32, Leaf<'r>)>,
     /// x86_64 without x32: numbers with the x32 bit get the bad-arch action.
     pub reject_x32: bool,
+    /// Sorted, disjoint `start..end` intervals (end exclusive, at most 2^32) of numbers that no
+    /// rule names and that return ENOSYS instead of the default (runc's stub).
+    pub enosys: Vec<(u64, u64)>,
 }
 
 /// Builds the whole program. The caller checks the length against the kernel's limit.
@@ -124,11 +130,29 @@ fn ranges<'a, 'r>(s: &'a Section<'r>, default_ret: u32, bad_arch_ret: u32) -> Ve
         }
         out.push((start, slot));
     }
-    let mut out = Vec::with_capacity(2 * s.syscalls.len() + 2);
+    // Numbers `from..to` that no rule names: the default, or ENOSYS inside a stub interval.
+    fn gap<'a, 'r>(out: &mut Vec<(u32, Slot<'a, 'r>)>, from: u64, to: u64, default_ret: u32, enosys: &[(u64, u64)]) {
+        let mut at = from;
+        for &(lo, hi) in enosys {
+            let (lo, hi) = (lo.max(at), hi.min(to));
+            if lo >= hi {
+                continue;
+            }
+            if at < lo {
+                push(out, at as u32, Slot::Ret(default_ret));
+            }
+            push(out, lo as u32, Slot::Ret(ENOSYS_RET));
+            at = hi;
+        }
+        if at < to {
+            push(out, at as u32, Slot::Ret(default_ret));
+        }
+    }
+    let mut out = Vec::with_capacity(2 * s.syscalls.len() + 4);
     let mut next: u64 = 0; // first number not covered yet
     for (nr, leaf) in &s.syscalls {
         if u64::from(*nr) > next {
-            push(&mut out, next as u32, Slot::Ret(default_ret));
+            gap(&mut out, next, u64::from(*nr), default_ret, &s.enosys);
         }
         let slot = match leaf {
             Leaf::Ret(v) => Slot::Ret(*v),
@@ -139,12 +163,10 @@ fn ranges<'a, 'r>(s: &'a Section<'r>, default_ret: u32, bad_arch_ret: u32) -> Ve
     }
     if s.reject_x32 {
         debug_assert!(next <= u64::from(X32_SYSCALL_BIT));
-        if next < u64::from(X32_SYSCALL_BIT) {
-            push(&mut out, next as u32, Slot::Ret(default_ret));
-        }
+        gap(&mut out, next, u64::from(X32_SYSCALL_BIT), default_ret, &s.enosys);
         push(&mut out, X32_SYSCALL_BIT, Slot::Ret(bad_arch_ret));
-    } else if next <= u64::from(u32::MAX) {
-        push(&mut out, next as u32, Slot::Ret(default_ret));
+    } else {
+        gap(&mut out, next, 1 << 32, default_ret, &s.enosys);
     }
     out
 }

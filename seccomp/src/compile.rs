@@ -2,7 +2,7 @@
 //! syscall names → numbers per architecture, and precedence between rules (see lib.rs).
 
 use crate::action::{Action, Op};
-use crate::arch::Arch;
+use crate::arch::{Arch, X32_SYSCALL_BIT};
 use crate::bpf::{self, Cond, Leaf, Rule, Section};
 use crate::error::{Error, LoadError};
 use crate::load::FilterFlags;
@@ -18,7 +18,8 @@ pub const MAX_INSTRUCTIONS: usize = 4096;
 /// action, `SCMP_ACT_KILL` (= `SECCOMP_RET_KILL_THREAD`), which runc keeps.
 pub const BAD_ARCH_ACTION: Action = Action::KillThread;
 
-/// Compile options; `Options::default()` is what the runtime wants.
+/// Compile options. `Options::default()` is strict (unknown names are errors, no ENOSYS
+/// stub); a runc-compatible runtime wants [`Options::runc`].
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// The host architecture; `None` = the one this crate was built for. Tests build aarch64
@@ -28,6 +29,20 @@ pub struct Options {
     /// skips them) instead of failing with [`Error::UnknownSyscall`]. Names that exist on
     /// some architecture but not on this filter's are skipped either way.
     pub ignore_unknown_syscalls: bool,
+    /// runc's ENOSYS stub: on each ABI of the filter, syscall numbers above the highest one the
+    /// profile names (in any rule, whatever its action) fail with ENOSYS instead of taking the
+    /// default action, so a program's fallback for a syscall newer than the profile (glibc's
+    /// clone3 → clone, statx → fstatat, ...) works under an old allowlist. Not applied when the
+    /// default action allows the call anyway (ALLOW, LOG, TRACE: a tracer handles new
+    /// syscalls itself), as runc.
+    pub enosys_for_newer_syscalls: bool,
+}
+
+impl Options {
+    /// What runc (with libseccomp) does: skip unknown names, add the ENOSYS stub.
+    pub fn runc() -> Options {
+        Options { native: None, ignore_unknown_syscalls: true, enosys_for_newer_syscalls: true }
+    }
 }
 
 /// A compiled filter, ready to load.
@@ -36,6 +51,10 @@ pub struct Program {
     filter: Vec<sock_filter>,
     flags: FilterFlags,
     arches: Vec<Arch>,
+    /// Names skipped because no architecture knows them ([`Options::ignore_unknown_syscalls`]).
+    skipped: Vec<String>,
+    /// Per ABI of the filter, the number above which the ENOSYS stub answers.
+    enosys_above: Vec<(Arch, u32)>,
 }
 
 impl fmt::Debug for Program {
@@ -44,6 +63,8 @@ impl fmt::Debug for Program {
             .field("instructions", &self.filter.len())
             .field("flags", &self.flags)
             .field("arches", &self.arches)
+            .field("skipped", &self.skipped)
+            .field("enosys_above", &self.enosys_above)
             .finish()
     }
 }
@@ -90,6 +111,9 @@ impl Program {
         let mut notify = false;
         let mut rules: Vec<Rule> = Vec::with_capacity(profile.syscalls.len());
         let mut hits: Vec<Vec<(u32, u32)>> = arches.iter().map(|_| Vec::with_capacity(512)).collect();
+        // Highest number named per arch (every rule counts, also one repeating the default).
+        let mut newest: Vec<Option<u32>> = arches.iter().map(|_| None).collect();
+        let mut skipped = Vec::new();
         for (i, entry) in profile.syscalls.iter().enumerate() {
             let field = |rest: String| format!("linux.seccomp.syscalls[{i}]{rest}");
             let act = action(&entry.action, entry.errno_ret, &field(".action".into()), &field(".errnoRet".into()))?;
@@ -128,34 +152,56 @@ impl Program {
                     return Err(Error::EmptyName { field: field(format!(".names[{j}]")) });
                 }
                 let mut known = false;
-                for (arch, hits) in arches.iter().zip(hits.iter_mut()) {
+                for ((arch, hits), newest) in arches.iter().zip(hits.iter_mut()).zip(newest.iter_mut()) {
                     if let Some(nr) = arch.syscall_nr(name) {
                         known = true;
                         hits.extend(made.clone().map(|r| (nr, r)));
+                        *newest = Some(newest.map_or(nr, |n| n.max(nr)));
                     }
                 }
                 // Unknown on this filter's ABIs but a real syscall elsewhere (docker's default
                 // profile lists `recv` and `send`, which only ARM has): skipped, as libseccomp
                 // and runc skip it. Known on no architecture at all: a typo, refused.
-                if !known && !options.ignore_unknown_syscalls && !Arch::knows_anywhere(name) {
-                    let archs = arches.iter().map(|a| a.oci_name()).collect::<Vec<_>>().join(", ");
-                    return Err(Error::UnknownSyscall { field: field(format!(".names[{j}]")), name: name.clone(), archs });
+                if !known && !Arch::knows_anywhere(name) {
+                    if !options.ignore_unknown_syscalls {
+                        let archs = arches.iter().map(|a| a.oci_name()).collect::<Vec<_>>().join(", ");
+                        return Err(Error::UnknownSyscall { field: field(format!(".names[{j}]")), name: name.clone(), archs });
+                    }
+                    if !skipped.contains(name) {
+                        skipped.push(name.clone());
+                    }
                 }
             }
         }
 
+        // runc's ENOSYS stub, unless the default lets every call through anyway.
+        let stub = options.enosys_for_newer_syscalls && !matches!(default, Action::Allow | Action::Log | Action::Trace(_));
+        let mut enosys_above = Vec::new();
+
         // One section per audit arch; x32 shares x86_64's (its numbers carry the x32 bit).
         let mut sections: Vec<Section> = Vec::with_capacity(arches.len());
-        for (arch, hits) in arches.iter().zip(hits.iter_mut()) {
+        for ((arch, hits), newest) in arches.iter().zip(hits.iter_mut()).zip(newest) {
             hits.sort_unstable();
             hits.dedup();
             let decided = decide(hits, &rules, arch.wide_args());
+            // The ENOSYS interval: above the newest named number, up to the end of this ABI's
+            // part of the number space (x86_64 stops where the x32 bit starts).
+            let enosys = match newest.filter(|_| stub) {
+                Some(n) => {
+                    enosys_above.push((*arch, n));
+                    let end = if *arch == Arch::X86_64 { u64::from(X32_SYSCALL_BIT) } else { 1 << 32 };
+                    vec![(u64::from(n) + 1, end)]
+                }
+                None => Vec::new(),
+            };
             match sections.iter_mut().find(|s| s.audit_arch == arch.audit_arch()) {
                 Some(section) => {
                     section.syscalls.extend(decided);
                     section.syscalls.sort_by_key(|(nr, _)| *nr);
+                    section.enosys.extend(enosys);
+                    section.enosys.sort_unstable();
                 }
-                None => sections.push(Section { audit_arch: arch.audit_arch(), syscalls: decided, reject_x32: false }),
+                None => sections.push(Section { audit_arch: arch.audit_arch(), syscalls: decided, reject_x32: false, enosys }),
             }
         }
         if !arches.contains(&Arch::X32) {
@@ -171,7 +217,7 @@ impl Program {
         if notify {
             flags = flags | FilterFlags::NEW_LISTENER;
         }
-        Ok(Program { filter, flags, arches })
+        Ok(Program { filter, flags, arches, skipped, enosys_above })
     }
 
     /// The BPF program.
@@ -187,6 +233,18 @@ impl Program {
     /// The ABIs the filter has a section for, native first.
     pub fn arches(&self) -> &[Arch] {
         &self.arches
+    }
+
+    /// Syscall names no architecture knows, skipped under [`Options::ignore_unknown_syscalls`]
+    /// (runc logs them at debug level).
+    pub fn skipped_names(&self) -> &[String] {
+        &self.skipped
+    }
+
+    /// With [`Options::enosys_for_newer_syscalls`]: per ABI, the highest syscall number the
+    /// profile names; higher numbers get ENOSYS. Empty when the stub does not apply.
+    pub fn enosys_above(&self) -> &[(Arch, u32)] {
+        &self.enosys_above
     }
 
     /// Whether [`Program::load`] returns a NOTIFY listener fd.

@@ -51,9 +51,14 @@
 //!   unless [`Options::ignore_unknown_syscalls`] (runc's behaviour: it logs and skips).
 //!   i386 socketcall/ipc multiplexing is not expanded: a rule for `connect` covers the direct
 //!   i386 syscall, not `socketcall(SYS_CONNECT, …)`.
-//! * Not done here (runtime's job): runc's `-ENOSYS` stub for syscalls newer than the
-//!   profile, sending the listener fd to `listenerPath`, refusing NOTIFY on the syscalls the
-//!   runtime needs to hand the listener over (`write`, `sendmsg` in capsa).
+//! * **ENOSYS stub** ([`Options::enosys_for_newer_syscalls`], runc's patchbpf): per ABI,
+//!   numbers above the highest one the profile names return ENOSYS instead of a blocking
+//!   default action, so programs fall back from syscalls newer than the profile. It is part of
+//!   the number ranges of each section (bpf.rs), not a separate prefix: no extra instructions
+//!   on the path of a named syscall.
+//! * Not done here (runtime's job): sending the listener fd to `listenerPath`, refusing
+//!   NOTIFY on the syscalls the runtime needs to hand the listener over (`write`, `sendmsg`
+//!   in capsa).
 
 mod action;
 mod arch;

@@ -386,11 +386,89 @@ fn names_unknown_on_every_arch_are_an_error_unless_ignored() {
         r#"linux.seccomp.syscalls[1].names[2] = "no_such_call": no architecture has a syscall of this name (filter: SCMP_ARCH_X86_64, SCMP_ARCH_X86)"#
     );
     let p = profile("SCMP_ACT_ERRNO", vec![rule(&["read", "no_such_call"], "SCMP_ACT_ALLOW")]);
-    let lenient = Options { native: Some(Arch::X86_64), ignore_unknown_syscalls: true };
+    let lenient = Options { native: Some(Arch::X86_64), ignore_unknown_syscalls: true, ..Default::default() };
     let prog = Program::compile_with(&p, &lenient).expect("ignored");
     check(prog.instructions());
     assert_eq!(call_nr(&prog, Arch::X86_64, 0), ALLOW);
     assert_eq!(call_nr(&prog, Arch::X86_64, 102), errno(1));
+    assert_eq!(prog.skipped_names(), ["no_such_call"]);
+}
+
+// ---------------------------------------------------------------- the ENOSYS stub
+
+fn runc_x86(p: &Seccomp) -> Program {
+    let prog = Program::compile_with(p, &Options { native: Some(Arch::X86_64), ..Options::runc() }).expect("profile compiles");
+    check(prog.instructions());
+    prog
+}
+
+const ENOSYS: u32 = errno(libc::ENOSYS as u32);
+
+/// Numbers above the newest named syscall get ENOSYS on each ABI; holes below it and numbers
+/// of other ABIs keep their default / bad-arch action; a rule repeating the default still
+/// counts as "named".
+#[test]
+fn enosys_stub_above_the_newest_named_syscall() {
+    let p = archs(
+        profile(
+            "SCMP_ACT_ERRNO",
+            vec![
+                rule(&["read", "write"], "SCMP_ACT_ALLOW"),
+                // openat2 is 437 on x86_64 and i386, 437|x32 on x32; ERRNO repeats the default.
+                rule(&["openat2"], "SCMP_ACT_ERRNO"),
+                rule(&["getpid"], "SCMP_ACT_KILL_PROCESS"),
+            ],
+        ),
+        &["SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+    );
+    let prog = runc_x86(&p);
+    for arch in [Arch::X86_64, Arch::X86, Arch::X32] {
+        let base = if arch == Arch::X32 { X32_SYSCALL_BIT } else { 0 };
+        assert_eq!(call(&prog, arch, "read", [0; 6]), ALLOW, "{arch:?}");
+        assert_eq!(call(&prog, arch, "getpid", [0; 6]), ret::KILL_PROCESS, "{arch:?}");
+        assert_eq!(call(&prog, arch, "openat2", [0; 6]), errno(1), "{arch:?} openat2 itself");
+        assert_eq!(call_nr(&prog, arch, base + 300), errno(1), "{arch:?} a hole below the newest");
+        assert_eq!(call_nr(&prog, arch, base + 438), ENOSYS, "{arch:?} above the newest");
+        assert_eq!(call_nr(&prog, arch, base + 1000), ENOSYS, "{arch:?}");
+    }
+    // x86_64 numbers just below the x32 bit are x86_64's; x32's reach the top of the space.
+    assert_eq!(call_nr(&prog, Arch::X86_64, X32_SYSCALL_BIT - 1), ENOSYS);
+    assert_eq!(call_nr(&prog, Arch::X32, u32::MAX), ENOSYS);
+    assert_eq!(call_nr(&prog, Arch::Aarch64, 0), KILL_THREAD, "other ABIs: bad arch");
+    let above: Vec<_> = prog.enosys_above().to_vec();
+    assert_eq!(above, [(Arch::X86_64, 437), (Arch::X86, 437), (Arch::X32, X32_SYSCALL_BIT + 437)]);
+}
+
+/// Without x32 in the profile, x32 numbers still get the bad-arch action, not ENOSYS; the
+/// stub's limit is per ABI (i386 names only what the profile names for it).
+#[test]
+fn enosys_stub_keeps_bad_arch_and_per_abi_limits() {
+    let p = archs(profile("SCMP_ACT_KILL_PROCESS", vec![rule(&["read", "close_range"], "SCMP_ACT_ALLOW")]), &["SCMP_ARCH_X86"]);
+    let prog = runc_x86(&p);
+    let cr = Arch::X86_64.syscall_nr("close_range").unwrap();
+    assert_eq!(call_nr(&prog, Arch::X86_64, cr + 1), ENOSYS);
+    assert_eq!(call_nr(&prog, Arch::X86_64, cr - 1), ret::KILL_PROCESS);
+    assert_eq!(call_nr(&prog, Arch::X86_64, X32_SYSCALL_BIT), KILL_THREAD, "x32 call: bad arch");
+    assert_eq!(call_nr(&prog, Arch::X86_64, X32_SYSCALL_BIT + 1), KILL_THREAD);
+    let cr32 = Arch::X86.syscall_nr("close_range").unwrap();
+    assert_eq!(call_nr(&prog, Arch::X86, cr32 + 1), ENOSYS);
+}
+
+/// No stub when the default already lets calls through (ALLOW, LOG, TRACE), nor when the
+/// option is off; an empty profile has no newest syscall, so no stub either.
+#[test]
+fn enosys_stub_only_under_a_blocking_default() {
+    for default in ["SCMP_ACT_ALLOW", "SCMP_ACT_LOG", "SCMP_ACT_TRACE"] {
+        let p = profile(default, vec![rule(&["read"], "SCMP_ACT_KILL")]);
+        let prog = runc_x86(&p);
+        assert!(prog.enosys_above().is_empty(), "{default}");
+        assert_ne!(call_nr(&prog, Arch::X86_64, 400), ENOSYS, "{default}");
+    }
+    let p = profile("SCMP_ACT_ERRNO", vec![rule(&["read"], "SCMP_ACT_ALLOW")]);
+    assert_eq!(call_nr(&x86(&p), Arch::X86_64, 400), errno(1), "option off");
+    assert_eq!(call_nr(&runc_x86(&p), Arch::X86_64, 400), ENOSYS);
+    let empty = runc_x86(&profile("SCMP_ACT_ERRNO", vec![]));
+    assert_eq!(call_nr(&empty, Arch::X86_64, 400), errno(1));
 }
 
 /// Names another ABI has are skipped, not refused, even when no ABI of the filter has them:
