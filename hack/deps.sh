@@ -5,16 +5,17 @@
 #   containerd (containerd, ctr, Go containerd-shim-runc-v2), umoci  shim tests (also util-linux script), bench-shim.sh
 #   containernetworking-plugins (bridge, host-local, loopback)  CRI tests (tests/cri.rs), bench-shim.sh
 #   protobuf-compiler (protoc)  builds the CRI v1 client (k8s-cri) of the CRI tests
+#   podman, conmon, netavark  podman tests (podman --runtime capsa, its stock seccomp profile)
 # The Rust toolchain (cargo) is expected on PATH; Debian's own rustc is too old.
 set -eu
 pkgs="busybox-static runc crun jq hyperfine time iproute2 util-linux mount passwd containerd umoci"
-pkgs="$pkgs containernetworking-plugins protobuf-compiler"
+pkgs="$pkgs containernetworking-plugins protobuf-compiler podman conmon netavark"
 # cgroup2-vm.sh, the cgroup v2 VM: qemu (TCG), a Debian kernel, cpio for the initramfs,
 # binutils (strip), procps (ps, for the `ps` tests inside the VM).
 pkgs="$pkgs qemu-system-x86 linux-image-amd64 cpio binutils procps"
 # capsa-image / capsactl tests: skopeo and umoci make and read image archives, sqlite3 checks the
 # store's database; bench-image.sh: podman and containerd as peers, debootstrap for the Debian image.
-pkgs="$pkgs skopeo sqlite3 podman debootstrap"
+pkgs="$pkgs skopeo sqlite3 debootstrap"
 # systemd-vm.sh, the systemd VM: debootstrap (its Debian root, from Debian's mirror, listed
 # above), e2fsprogs (mkfs.ext4 -d), kmod (modprobe --show-depends for the initramfs).
 pkgs="$pkgs e2fsprogs kmod"

@@ -296,16 +296,24 @@ fn devices(spec: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Vec<DeviceRule> {
     use oci_spec::runtime::LinuxDeviceType as T;
     let mut out: Vec<DeviceRule> = spec
         .iter()
-        .map(|d| DeviceRule {
-            allow: d.allow(),
-            kind: match d.typ() {
-                Some(T::C) | Some(T::U) => 'c',
-                Some(T::B) => 'b',
-                _ => 'a',
-            },
-            major: d.major(),
-            minor: d.minor(),
-            access: d.access().clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "rwm".to_string()),
+        .filter_map(|d| {
+            // runc keeps the letters r, w and m of an access string and ignores the others
+            // (config::warnings says so); a rule left with none grants or denies nothing.
+            let access = match d.access().as_deref() {
+                None | Some("") => "rwm".to_string(),
+                Some(a) => a.chars().filter(|c| "rwm".contains(*c)).collect(),
+            };
+            (!access.is_empty()).then(|| DeviceRule {
+                allow: d.allow(),
+                kind: match d.typ() {
+                    Some(T::C) | Some(T::U) => 'c',
+                    Some(T::B) => 'b',
+                    _ => 'a',
+                },
+                major: d.major(),
+                minor: d.minor(),
+                access,
+            })
         })
         .collect();
     let rule = |kind, major, minor, access: &str| DeviceRule { allow: true, kind, major, minor, access: access.to_string() };
@@ -334,6 +342,37 @@ fn from_paths(paths: &[PathBuf]) -> Option<Box<dyn Manager>> {
         return None;
     }
     capsa_cgroups::manager_from_paths(paths).ok()
+}
+
+/// runc's checks before `create` touches anything: a cgroup that already has processes gets
+/// a warning (returned); a frozen one — itself or an ancestor — is refused, as the
+/// container's init would freeze as it joins and `create` would wait for it for ever.
+/// systemd paths are left to [`Cgroup::create`].
+pub fn precheck(linux: &oci_spec::runtime::Linux, id: &str, systemd: bool) -> Result<Vec<String>> {
+    let path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().into_owned());
+    let path = path.as_deref().filter(|p| !p.is_empty());
+    if systemd || path.is_some_and(capsa_cgroups::is_systemd_path) {
+        return Ok(Vec::new());
+    }
+    let mgr = capsa_cgroups::manager(capsa_cgroups::detect()?, path, id)?;
+    let mut warnings = Vec::new();
+    if mgr.exists() {
+        let n = mgr.pids().map(|p| p.len()).unwrap_or(0);
+        if n > 0 {
+            warnings.push(format!("container's cgroup is not empty: {n} process(es) found"));
+        }
+    }
+    // Only the hierarchies that can freeze: v1's freezer, and cgroup2 (key "").
+    for (_, dir) in mgr.paths().into_iter().filter(|(k, _)| k == "freezer" || k.is_empty()) {
+        // The container's directory if it exists and its ancestors, up to the hierarchy root.
+        for d in dir.ancestors().take_while(|d| d.starts_with("/sys/fs/cgroup") && *d != std::path::Path::new("/sys/fs/cgroup")) {
+            if d.is_dir() && capsa_cgroups::is_frozen_at(&[d]) {
+                let field = path.map(|p| format!("linux.cgroupsPath {p:?}")).unwrap_or_else(|| "cgroup".to_string());
+                return Err(Error::new(format!("{field}: container's cgroup unexpectedly frozen ({} is frozen)", d.display())));
+            }
+        }
+    }
+    Ok(warnings)
 }
 
 pub fn is_frozen(paths: &[PathBuf]) -> bool {

@@ -22,6 +22,9 @@ pub struct Bundle {
     pub dir: PathBuf,
     pub spec: Spec,
     pub rootfs: PathBuf,
+    /// What the spec asks for that this host ignores, as runc or crun ignore it (for the
+    /// caller to log).
+    pub warnings: Vec<String>,
 }
 
 /// Loads `<bundle>/config.json` and validates it.
@@ -31,7 +34,27 @@ pub fn load(bundle_dir: &Path) -> Result<Bundle> {
     let text = std::fs::read(&file).with_ctx(|| format!("config.json: cannot read {}", file.display()))?;
     let spec = parse(&text)?;
     let rootfs = validate(&spec, &dir)?;
-    Ok(Bundle { dir, spec, rootfs })
+    let warnings = warnings(&spec);
+    Ok(Bundle { dir, spec, rootfs, warnings })
+}
+
+/// Fields that are accepted but have no effect here, each with the reason.
+pub fn warnings(spec: &Spec) -> Vec<String> {
+    let mut w = Vec::new();
+    let Some(linux) = spec.linux() else { return w };
+    if let Some(label) = linux.mount_label().as_deref().filter(|l| !l.is_empty() && !selinux_enabled()) {
+        // crun: a mount label on a host without SELinux is ignored with a warning.
+        w.push(format!("linux.mountLabel {label:?}: ignored, SELinux is not enabled on this host"));
+    }
+    for (i, d) in linux.resources().as_ref().and_then(|r| r.devices().as_ref()).into_iter().flatten().enumerate() {
+        if let Some(a) = d.access().as_deref().filter(|a| a.chars().any(|c| !"rwm".contains(c))) {
+            // runc keeps r, w and m and drops the rest.
+            let kept: String = a.chars().filter(|c| "rwm".contains(*c)).collect();
+            let what = if kept.is_empty() { "the rule is ignored".to_string() } else { format!("using {kept:?}") };
+            w.push(format!("linux.resources.devices[{i}].access {a:?}: letters other than r, w, m are ignored, {what}"));
+        }
+    }
+    w
 }
 
 /// Parses config.json text, naming the JSON path of a field that does not fit.
@@ -90,10 +113,10 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         bail!("linux.memoryPolicy: not supported by capsa yet");
     }
     if let Some(label) = linux.mount_label().as_deref().filter(|l| !l.is_empty()) {
-        if !std::path::Path::new("/sys/fs/selinux/enforce").exists() {
-            bail!("linux.mountLabel {label:?}: SELinux is not enabled on this host");
+        // Without SELinux the label means nothing: a warning (see `warnings`), as crun.
+        if selinux_enabled() {
+            bail!("linux.mountLabel {label:?}: SELinux labels are not supported by capsa yet");
         }
-        bail!("linux.mountLabel {label:?}: SELinux labels are not supported by capsa yet");
     }
     let mut seen = HashSet::new();
     let mut new_user = false;
@@ -172,6 +195,10 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         }
     }
     Ok(rootfs)
+}
+
+fn selinux_enabled() -> bool {
+    std::path::Path::new("/sys/fs/selinux/enforce").exists()
 }
 
 fn check_version(v: &str) -> Result<()> {

@@ -12,10 +12,21 @@
 //!
 //! (1) runc fails `start` on a failing poststart hook; the OCI spec says the runtime MUST
 //! log a warning and continue, and crun does that. The spec wins for what happens to the
-//! container.
+//! container. A failing poststart or poststop hook does not stop the ones after it either
+//! ([`run_all`]): the spec's "continue the lifecycle" covers the remaining hooks.
+//!
+//! The state on stdin says `created` for prestart, createRuntime and createContainer: the
+//! spec's lifecycle runs them after the environment is created (step 2), and its state
+//! table calls that `created` (runc 1.1 says `creating`). createContainer hooks run with the
+//! container's rootfs as their working directory (runc chdirs there before them).
+//!
+//! A failure reads `hooks.KIND[I] PATH: error running hook: exit status 3, stdout: "…",
+//! stderr: "…"` (or `signal: bad system call (core dumped)`): runc's words, which callers
+//! match on, after the field.
 
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -48,14 +59,32 @@ impl HookState<'_> {
 /// Runs `hooks` (the `kind` list of config.json) one after the other; stops at the first
 /// failure.
 pub fn run(kind: &str, hooks: &[Hook], state: &str) -> Result<()> {
+    run_in(kind, hooks, state, None)
+}
+
+/// [`run`], each hook started in `cwd` (createContainer: the container's rootfs).
+pub fn run_in(kind: &str, hooks: &[Hook], state: &str, cwd: Option<&Path>) -> Result<()> {
     for (i, h) in hooks.iter().enumerate() {
-        run_one(h, state).with_ctx(|| format!("hooks.{kind}[{i}] {}", h.path().display()))?;
+        run_one(h, state, cwd).with_ctx(|| format!("hooks.{kind}[{i}] {}", h.path().display()))?;
     }
     Ok(())
 }
 
-fn run_one(h: &Hook, state: &str) -> Result<()> {
+/// Runs every hook of `hooks` even when some fail (poststart, poststop: the spec says a
+/// failure is only a warning); returns one warning per failing hook.
+pub fn run_all(kind: &str, hooks: &[Hook], state: &str) -> Vec<String> {
+    hooks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, h)| run_one(h, state, None).err().map(|e| format!("hooks.{kind}[{i}] {}: {e}", h.path().display())))
+        .collect()
+}
+
+fn run_one(h: &Hook, state: &str, cwd: Option<&Path>) -> Result<()> {
     let mut cmd = Command::new(h.path());
+    if let Some(dir) = cwd {
+        cmd.current_dir(dir);
+    }
     let args = h.args().clone().unwrap_or_default();
     if let Some((arg0, rest)) = args.split_first() {
         std::os::unix::process::CommandExt::arg0(&mut cmd, arg0);
@@ -68,7 +97,7 @@ fn run_one(h: &Hook, state: &str) -> Result<()> {
         }
     }
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().ctx("start")?;
+    let mut child = cmd.spawn().ctx("error running hook")?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin must not make us fail.
         let _ = stdin.write_all(state.as_bytes());
@@ -87,7 +116,10 @@ fn run_one(h: &Hook, state: &str) -> Result<()> {
                 if left.is_zero() {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(Error::new(format!("killed: ran past its timeout of {}s", h.timeout().unwrap_or(0))));
+                    return Err(Error::new(format!(
+                        "error running hook: killed, it ran past its timeout of {}s",
+                        h.timeout().unwrap_or(0)
+                    )));
                 }
                 PollTimeout::try_from(left.as_millis().min(60_000) as i32).unwrap_or(PollTimeout::MAX)
             }
@@ -125,10 +157,43 @@ fn run_one(h: &Hook, state: &str) -> Result<()> {
             }
         }
     }
-    let status = child.wait().ctx("wait")?;
+    let status = child.wait().ctx("error running hook: wait")?;
     if status.success() {
         return Ok(());
     }
     let text = |b: &[u8]| String::from_utf8_lossy(b).trim().replace('\n', " ");
-    Err(Error::new(format!("{status}, stdout: {:?}, stderr: {:?}", text(&out), text(&err))))
+    Err(Error::new(format!("error running hook: {}, stdout: {:?}, stderr: {:?}", exit_text(status), text(&out), text(&err))))
+}
+
+/// How a process ended, in Go's words (runc's callers match on them): `exit status 3`,
+/// `signal: bad system call (core dumped)`.
+fn exit_text(status: std::process::ExitStatus) -> String {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("exit status {code}"),
+        (None, Some(sig)) => {
+            let core = if status.core_dumped() { " (core dumped)" } else { "" };
+            format!("signal: {}{core}", signal_description(sig))
+        }
+        _ => status.to_string(),
+    }
+}
+
+/// `bad system call` for SIGSYS: the C library's description, first letter lowered as Go
+/// writes them.
+fn signal_description(sig: i32) -> String {
+    // SAFETY: strsignal returns a pointer to a NUL-terminated string owned by the C library,
+    // valid until the next strsignal call; it is copied at once (capsa is single-threaded).
+    let text = unsafe {
+        let p = libc::strsignal(sig);
+        if p.is_null() {
+            return format!("signal {sig}");
+        }
+        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+    };
+    let mut c = text.chars();
+    match c.next() {
+        Some(first) => first.to_lowercase().chain(c).collect(),
+        None => format!("signal {sig}"),
+    }
 }

@@ -1,5 +1,5 @@
 //! The `capsa` command: parse the command line, run one command from [`cli`], turn an
-//! error into runc's log line and exit code 1.
+//! error into runc's log line and exit code (1, or 255 for `exec`'s own failures).
 
 // No std runtime setup: it reads /proc/self/maps (glibc's pthread_getattr_np, for the main
 // thread's stack guard) and installs a SIGSEGV handler, on every start of a program that runs
@@ -9,7 +9,7 @@
 mod cli;
 mod log;
 
-use clap::Parser;
+use clap::FromArgMatches;
 
 /// The C entry point (glibc calls it; std::env::args works without std's runtime on glibc).
 #[no_mangle]
@@ -31,26 +31,37 @@ fn run() {
             std::process::exit(1);
         }
     }
-    let args = cli::normalize_args(std::env::args_os());
-    let mut parsed = match cli::Cli::try_parse_from(args) {
+    let args = match cli::prepare(std::env::args_os().collect()) {
+        cli::Prepared::Run(args) => args,
+        cli::Prepared::Help(topic) => exit(cli::print_help(topic.as_deref())),
+    };
+    let mut parsed = match parse(args) {
         Ok(c) => c,
         Err(e) => {
-            use clap::error::ErrorKind;
-            let code = match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
-                _ => 1,
-            };
             let _ = e.print();
-            std::process::exit(code);
+            // runc exits 1 on a usage error (clap's default would be 2).
+            std::process::exit(1);
         }
     };
     parsed.fix_root();
-    log::init(parsed.log.as_deref(), &parsed.log_format, parsed.debug);
-    match cli::dispatch(&parsed) {
+    if let Err(e) = log::init(parsed.log.as_deref(), &parsed.log_format, parsed.debug) {
+        exit(Err(e.into()));
+    }
+    exit(cli::dispatch(&parsed))
+}
+
+fn parse(args: Vec<std::ffi::OsString>) -> Result<cli::Cli, clap::Error> {
+    use clap::CommandFactory;
+    let m = cli::Cli::command().try_get_matches_from(args)?;
+    cli::Cli::from_arg_matches(&m)
+}
+
+fn exit(outcome: cli::Outcome) -> ! {
+    match outcome {
         Ok(code) => std::process::exit(code),
-        Err(e) => {
-            log::error(&e.to_string());
-            std::process::exit(1);
+        Err(f) => {
+            log::error(&f.error.to_string());
+            std::process::exit(f.code);
         }
     }
 }

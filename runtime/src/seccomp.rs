@@ -2,6 +2,10 @@
 //! no libseccomp), loaded by the child as late as possible, and for SCMP_ACT_NOTIFY the
 //! listener fd handed to the agent at `listenerPath` with the state the OCI spec defines.
 //!
+//! Compiled as runc compiles it ([`capsa_seccomp::Options::runc`]): syscall names no
+//! architecture knows are skipped (logged at debug level), and syscalls newer than the newest
+//! one the profile names get ENOSYS instead of the default action (runc's stub).
+//!
 //! When it is loaded (the same points as runc):
 //! * with `noNewPrivileges`: after every other setup step, just before init reports ready;
 //!   after it init only writes one sync message, reads exec.fifo and execs — syscalls any
@@ -43,7 +47,15 @@ pub fn plan(seccomp: &oci_spec::runtime::LinuxSeccomp) -> Result<SeccompPlan> {
             )));
         }
     }
-    let program = Program::compile(&profile)?;
+    // As runc with libseccomp: names no architecture knows are skipped (podman's and
+    // docker's profiles list some), and syscalls newer than the profile get ENOSYS.
+    let program = Program::compile_with(&profile, &capsa_seccomp::Options::runc())?;
+    for name in program.skipped_names() {
+        log::debug!("seccomp: unknown syscall name {name:?} ignored");
+    }
+    for (arch, nr) in program.enosys_above() {
+        log::debug!("seccomp: syscalls above {nr} on {} return ENOSYS", arch.oci_name());
+    }
     let listener = if program.needs_listener() {
         // The crate refuses NOTIFY rules without a listenerPath.
         let path = profile.listener_path.clone().unwrap_or_default();
@@ -73,7 +85,9 @@ struct SeccompState<'a> {
 /// Connects to `listenerPath` and sends the listener fd with the seccomp state.
 pub fn send_to_agent(listener: &(PathBuf, String), fd: BorrowedFd<'_>, pid: i32, container_state: &str) -> Result<()> {
     let (path, metadata) = listener;
-    let sock = std::os::unix::net::UnixStream::connect(path).with_ctx(|| format!("linux.seccomp.listenerPath {}", path.display()))?;
+    // runc's words ("failed to connect with seccomp agent"), which callers match on.
+    let sock = std::os::unix::net::UnixStream::connect(path)
+        .with_ctx(|| format!("linux.seccomp.listenerPath {}: failed to connect with seccomp agent", path.display()))?;
     let state = SeccompState {
         oci_version: crate::config::OCI_VERSION,
         fds: ["seccompFd"],

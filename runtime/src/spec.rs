@@ -6,7 +6,9 @@ use serde_json::{json, Value};
 const CAPS: [&str; 3] = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
 
 /// The default spec; `rootless` maps the caller's uid/gid and avoids what needs real root.
-pub fn example(rootless: Option<(u32, u32)>) -> Value {
+/// `cgroup_ns`: add a cgroup namespace, which runc does only on a pure cgroup v2 host (on a
+/// v1 or hybrid host it changes what /proc/self/cgroup shows inside, unlike runc's spec).
+pub fn example(rootless: Option<(u32, u32)>, cgroup_ns: bool) -> Value {
     let mut devpts = vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"];
     if rootless.is_none() {
         devpts.push("gid=5");
@@ -20,7 +22,10 @@ pub fn example(rootless: Option<(u32, u32)>) -> Value {
     if rootless.is_none() {
         namespaces.push(json!({"type": "network"}));
     }
-    namespaces.extend([json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"}), json!({"type": "cgroup"})]);
+    namespaces.extend([json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})]);
+    if cgroup_ns {
+        namespaces.push(json!({"type": "cgroup"}));
+    }
     if rootless.is_some() {
         namespaces.push(json!({"type": "user"}));
     }
@@ -68,13 +73,18 @@ pub fn example(rootless: Option<(u32, u32)>) -> Value {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{json, Value};
+
     #[test]
     fn example_parses_and_validates_shape() {
-        let v = super::example(None);
+        let v = super::example(None, false);
         let text = serde_json::to_vec(&v).unwrap();
         let spec = crate::config::parse(&text).unwrap();
         assert_eq!(spec.mounts().as_ref().unwrap().len(), 7);
-        let r = super::example(Some((1000, 1000)));
+        let ns = |v: &Value| v["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].clone()).collect::<Vec<_>>();
+        assert!(!ns(&v).contains(&json!("cgroup")));
+        assert!(ns(&super::example(None, true)).contains(&json!("cgroup")));
+        let r = super::example(Some((1000, 1000)), false);
         assert_eq!(r["linux"]["uidMappings"][0]["hostID"], 1000);
         assert!(r["linux"].get("resources").is_none());
     }

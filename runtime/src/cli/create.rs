@@ -6,8 +6,9 @@ use capsa::Result;
 
 use super::Cli;
 
+/// The flags `create` and `run` share (runc's), flattened into both.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub struct CreateFlags {
     /// Path to the bundle (directory with config.json).
     #[arg(short = 'b', long, default_value = ".")]
     pub bundle: PathBuf,
@@ -26,11 +27,36 @@ pub struct Args {
     /// Pass N extra fds (3..3+N) to the container.
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: u32,
-    pub id: String,
 }
 
-pub fn opts(no_pivot: bool, no_new_keyring: bool, preserve_fds: u32) -> CreateOpts {
-    CreateOpts { no_pivot, no_new_keyring, preserve_fds: i32::try_from(preserve_fds).unwrap_or(i32::MAX), listen_fds: listen_fds() }
+impl CreateFlags {
+    /// The library's arguments; `hold_tty`: receive the pty master ourselves (`run` in the
+    /// foreground).
+    pub fn args<'a>(&'a self, cli: &'a Cli, id: &'a str, hold_tty: bool) -> CreateArgs<'a> {
+        CreateArgs {
+            root: &cli.root,
+            id,
+            bundle: &self.bundle,
+            pid_file: self.pid_file.as_deref(),
+            console_socket: self.console_socket.as_deref(),
+            hold_tty,
+            opts: CreateOpts {
+                no_pivot: self.no_pivot,
+                no_new_keyring: self.no_new_keyring,
+                preserve_fds: i32::try_from(self.preserve_fds).unwrap_or(i32::MAX),
+                listen_fds: listen_fds(),
+            },
+            systemd_cgroup: cli.systemd_cgroup,
+            rootless: cli.rootless(),
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub flags: CreateFlags,
+    pub id: String,
 }
 
 /// systemd socket activation: LISTEN_FDS=N when LISTEN_PID is this process (as runc reads it).
@@ -45,16 +71,8 @@ pub fn listen_fds() -> i32 {
 }
 
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
-    container::create(CreateArgs {
-        root: &cli.root,
-        id: &a.id,
-        bundle: &a.bundle,
-        pid_file: a.pid_file.as_deref(),
-        console_socket: a.console_socket.as_deref(),
-        hold_tty: false,
-        opts: opts(a.no_pivot, a.no_new_keyring, a.preserve_fds),
-        systemd_cgroup: cli.systemd_cgroup,
-        rootless: cli.rootless(),
-    })?;
+    let created = container::create(a.flags.args(cli, &a.id, false))?;
+    created.warnings.iter().for_each(|w| crate::log::warn(w));
+    log::debug!("container {} created, init pid {}", a.id, created.state.pid);
     Ok(0)
 }

@@ -19,6 +19,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
             for w in warnings {
                 crate::log::warn(&w);
             }
+            log::debug!("container {} deleted", a.id);
             Ok(0)
         }
     }

@@ -56,9 +56,9 @@ pub struct Args {
     /// Pass N extra fds (3..3+N) to the process.
     #[arg(long = "preserve-fds", default_value_t = 0)]
     pub preserve_fds: u32,
-    /// Run in a sub-cgroup of the container: [controller:]path.
+    /// Run the process in an (existing) sub-cgroup(s). Format is [<controller>:]<cgroup> (repeatable).
     #[arg(long)]
-    pub cgroup: Option<String>,
+    pub cgroup: Vec<String>,
     /// Allow exec in a paused container.
     #[arg(long = "ignore-paused")]
     pub ignore_paused: bool,
@@ -70,8 +70,13 @@ pub struct Args {
 
 fn read_process(path: &std::path::Path) -> Result<oci_spec::runtime::Process> {
     let text = std::fs::read(path).with_ctx(|| format!("--process {}", path.display()))?;
-    let de = &mut serde_json::Deserializer::from_slice(&text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| capsa::Error::new(format!("--process {}: {e}", path.display())))?;
+    // runc's process.json may leave `user` out: uid 0, gid 0.
+    if let Some(obj) = v.as_object_mut() {
+        obj.entry("user").or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+    }
+    serde_path_to_error::deserialize(v).map_err(|e| {
         let field = e.path().to_string();
         let inner = e.into_inner();
         if field.is_empty() || field == "." {
@@ -84,9 +89,6 @@ fn read_process(path: &std::path::Path) -> Result<oci_spec::runtime::Process> {
 
 /// runc's exec: the container's process, with the flags applied on top.
 fn inline_process(cli: &Cli, a: &Args) -> Result<(oci_spec::runtime::Process, Option<NamedUser>)> {
-    if a.command.is_empty() {
-        bail!("exec: a command is required (or --process FILE)");
-    }
     let mut p = container::container_process(&cli.root, &a.id)?;
     p.set_args(Some(a.command.clone()));
     if let Some(cwd) = &a.cwd {
@@ -159,14 +161,22 @@ fn inline_process(cli: &Cli, a: &Args) -> Result<(oci_spec::runtime::Process, Op
     Ok((p, named))
 }
 
-pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
+/// runc's exit codes: 1 for a bad command line, 255 for a failure of exec itself (no such
+/// container, a paused one, a missing binary, an unwritable pid file), so a caller cannot
+/// mistake it for the exit code of the process.
+pub fn run(cli: &Cli, a: &Args) -> super::Outcome {
+    if a.process.is_some() && !a.command.is_empty() {
+        return Err(capsa::Error::new("exec: give either --process FILE or a command, not both").into());
+    }
+    if a.process.is_none() && a.command.is_empty() {
+        return Err(capsa::Error::new("exec: a command is required (or --process FILE)").into());
+    }
+    exec(cli, a).map_err(|e| super::Failure { code: 255, error: e.context("exec failed") })
+}
+
+fn exec(cli: &Cli, a: &Args) -> Result<i32> {
     let (mut process, named_user) = match &a.process {
-        Some(f) => {
-            if !a.command.is_empty() {
-                bail!("exec: give either --process FILE or a command, not both");
-            }
-            (read_process(f)?, None)
-        }
+        Some(f) => (read_process(f)?, None),
         None => inline_process(cli, a)?,
     };
     if let Some(p) = &a.apparmor {
@@ -203,8 +213,9 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         pid_file: a.pid_file.as_deref(),
         preserve_fds: i32::try_from(a.preserve_fds).unwrap_or(i32::MAX),
         ignore_paused: a.ignore_paused,
-        sub_cgroup: a.cgroup.as_deref(),
+        sub_cgroups: &a.cgroup,
     })?;
+    log::debug!("exec into container {}: pid {pid}", a.id);
     if a.detach {
         return Ok(0);
     }

@@ -15,6 +15,7 @@ pub struct Args {
 
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     let sig = capsa::container::parse_signal(&a.signal)?;
+    log::debug!("kill {}: signal {sig}{}", a.id, if a.all { " to every process" } else { "" });
     capsa::container::kill(&cli.root, &a.id, sig, a.all)?;
     Ok(0)
 }

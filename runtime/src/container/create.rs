@@ -75,6 +75,8 @@ pub struct Created {
     pub state: State,
     /// With `hold_tty`: the socket the pty master arrives on (see [`crate::tty::recv_fd`]).
     pub tty: Option<OwnedFd>,
+    /// For the caller to log: fields this host ignores, a cgroup that already had processes.
+    pub warnings: Vec<String>,
 }
 
 /// Creates container `id`.
@@ -93,6 +95,12 @@ pub fn create(a: CreateArgs) -> Result<Created> {
         bail!("--console-socket given but process.terminal is false");
     }
 
+    let linux = spec.linux().as_ref().ok_or_else(|| Error::new("linux: missing"))?;
+    let mut warnings = bundle.warnings.clone();
+    if !a.rootless {
+        warnings.extend(crate::cgroup::precheck(linux, a.id, a.systemd_cgroup)?);
+    }
+
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(a.root).with_ctx(|| format!("--root {}", a.root.display()))?;
     let dir = a.root.join(a.id);
     match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
@@ -105,7 +113,6 @@ pub fn create(a: CreateArgs) -> Result<Created> {
     let mut cleanup = Cleanup { dir: Some(dir.clone()), cgroup: None, stage1: None, init: None };
     let _lock = Lock::acquire(&dir)?;
 
-    let linux = spec.linux().as_ref().ok_or_else(|| Error::new("linux: missing"))?;
     let (view, cgroup_paths, cgroup_created, systemd_unit) = if a.rootless && !a.systemd_cgroup {
         // runc's rule: without cgroup delegation a rootless container has no cgroup, and
         // limits it asks for cannot be honoured. (With --systemd-cgroup the user's systemd
@@ -120,6 +127,7 @@ pub fn create(a: CreateArgs) -> Result<Created> {
         let paths = cg.paths();
         let created = cg.created();
         let unit = cg.systemd_unit();
+        log::debug!("create {}: cgroup {:?}", a.id, paths);
         cleanup.cgroup = Some(cg);
         (view, paths, created, unit)
     };
@@ -217,7 +225,7 @@ pub fn create(a: CreateArgs) -> Result<Created> {
                 write_pid_file(p, init.as_raw())?;
             }
             cleanup.disarm();
-            Ok(Created { state, tty })
+            Ok(Created { state, tty, warnings })
         }
     }
 }
@@ -231,13 +239,14 @@ struct HookCtx<'a> {
 }
 
 impl HookCtx<'_> {
-    /// The OCI state hooks and the seccomp agent get while the container is created.
-    fn creating_state(&self, pid: Pid) -> String {
+    /// The OCI state the create-time hooks (status `created`, see crate::hooks) and the
+    /// seccomp agent (`creating`) get.
+    fn state(&self, pid: Pid, status: &str) -> String {
         let annotations = self.spec.annotations().clone().unwrap_or_default().into_iter().collect();
         crate::hooks::HookState {
             oci_version: crate::config::OCI_VERSION,
             id: self.id,
-            status: "creating",
+            status,
             pid: Some(pid.as_raw()),
             bundle: self.bundle,
             annotations: &annotations,
@@ -259,6 +268,7 @@ fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cl
                 chan.send(&Msg::IdsMapped)?;
             }
             Some(Msg::InitPid(pid)) => {
+                log::debug!("create {}: init forked, pid {pid}", hooks.id);
                 let pid = Pid::from_raw(pid);
                 init = Some(pid);
                 cleanup.init = Some(pid);
@@ -269,7 +279,8 @@ fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cl
             }
             Some(Msg::Hooks) => {
                 let pid = init.ok_or_else(|| Error::new("sync: Hooks before InitPid"))?;
-                let state = hooks.creating_state(pid);
+                let state = hooks.state(pid, "created");
+                log::debug!("create {}: rootfs ready, running prestart and createRuntime hooks", hooks.id);
                 use crate::process::plan::hooks_of;
                 // prestart is deprecated but still honoured, before createRuntime.
                 crate::hooks::run("prestart", &hooks_of(hooks.spec, |h| h.prestart()), &state)?;
@@ -281,10 +292,13 @@ fn drive_children(plan: &InitPlan, chan: &Channel, stage1: Pid, cleanup: &mut Cl
                 let fd = crate::tty::recv_fd(chan.as_fd())?;
                 let listener = plan.seccomp.as_ref().and_then(|s| s.listener.as_ref());
                 let listener = listener.ok_or_else(|| Error::new("sync: NotifyFd without a listener"))?;
-                let state = hooks.creating_state(pid);
+                let state = hooks.state(pid, "creating");
                 crate::seccomp::send_to_agent(listener, std::os::fd::AsFd::as_fd(&fd), pid.as_raw(), &state)?;
             }
-            Some(Msg::Ready) => return init.ok_or_else(|| Error::new("sync: Ready before InitPid")),
+            Some(Msg::Ready) => {
+                log::debug!("create {}: init ready, waiting for start", hooks.id);
+                return init.ok_or_else(|| Error::new("sync: Ready before InitPid"));
+            }
             Some(Msg::Error(e)) => return Err(Error::new(e)),
             Some(m) => bail!("sync: unexpected message {m:?}"),
             None => return Err(died_during_setup(cleanup.init.take().or(init))),

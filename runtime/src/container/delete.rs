@@ -52,13 +52,8 @@ fn destroy(c: &Container) -> Result<Vec<String>> {
     }
     crate::cgroup::destroy_paths(&c.state.cgroup_paths, &c.state.cgroup_created, c.state.systemd_unit.as_deref(), c.state.rootless)
         .ctx("remove cgroup")?;
+    log::debug!("delete {}: cgroup removed", c.state.id);
     std::fs::remove_dir_all(&c.dir).with_ctx(|| format!("remove {}", c.dir.display()))?;
-    let mut warnings = Vec::new();
-    let poststop = c.state.hook_list(|h| h.poststop());
-    if !poststop.is_empty() {
-        if let Err(e) = crate::hooks::run("poststop", &poststop, &c.state.hook_json("stopped", None)) {
-            warnings.push(e.to_string());
-        }
-    }
-    Ok(warnings)
+    // A failing poststop hook is a warning, and the others still run (see crate::hooks).
+    Ok(crate::hooks::run_all("poststop", &c.state.hook_list(|h| h.poststop()), &c.state.hook_json("stopped", None)))
 }

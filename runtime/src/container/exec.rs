@@ -29,8 +29,9 @@ pub struct ExecArgs<'a> {
     pub pid_file: Option<&'a Path>,
     pub preserve_fds: i32,
     pub ignore_paused: bool,
-    /// `--cgroup [controller:]path`: a sub-cgroup of the container's to run in.
-    pub sub_cgroup: Option<&'a str>,
+    /// `--cgroup [controller[,controller]:]path` (repeatable): sub-cgroups of the container's
+    /// to run in.
+    pub sub_cgroups: &'a [String],
 }
 
 /// The container's process settings, the base of `exec` without `--process`.
@@ -113,9 +114,14 @@ pub fn exec(a: ExecArgs) -> Result<i32> {
             _ => {}
         }
         let (join, joins_user) = namespaces_of(c.state.pid)?;
+        if !join.iter().any(|j| j.flag == CloneFlags::CLONE_NEWNS) {
+            // Its init only chrooted into the rootfs; joining namespaces would not put a new
+            // process there.
+            bail!("container {} shares the runtime's mount namespace (no \"mount\" in linux.namespaces): capsa cannot exec into it", a.id);
+        }
         (c.state.clone(), join, joins_user, status == Status::Paused)
     };
-    let mut cgroup_dirs = sub_cgroup_dirs(&state.cgroup_paths, a.sub_cgroup)?;
+    let mut cgroup_dirs = sub_cgroup_dirs(&state.cgroup_paths, a.sub_cgroups)?;
     let mut late_cgroup = Vec::new();
     if paused {
         for dir in cgroup_dirs.drain(..) {
@@ -230,35 +236,114 @@ fn drive(chan: &Channel, listener: Option<&(PathBuf, String)>, state: &super::St
     }
 }
 
-/// The cgroup directories the process joins: the container's, or `--cgroup` below them
-/// (`path` for every hierarchy, or `controller:path` for one).
-fn sub_cgroup_dirs(paths: &[PathBuf], sub: Option<&str>) -> Result<Vec<PathBuf>> {
-    let Some(sub) = sub else { return Ok(paths.to_vec()) };
-    let (controller, rel) = match sub.split_once(':') {
-        Some((c, r)) => (Some(c), r),
-        None => (None, sub),
-    };
-    let rel = rel.trim_start_matches('/');
-    if rel.split('/').any(|c| c == "..") {
-        bail!("--cgroup {sub:?}: must not contain ..");
+/// The cgroup directories the process joins: the container's, or below them as `--cgroup`
+/// asks (runc's rules): one `path` for every hierarchy (the only form on cgroup v2), or any
+/// number of `controller[,controller...]:path`, each controller named once, the others
+/// staying in the container's cgroup. A path must stay inside the container's cgroup and
+/// exist.
+fn sub_cgroup_dirs(paths: &[PathBuf], args: &[String]) -> Result<Vec<PathBuf>> {
+    if args.is_empty() {
+        return Ok(paths.to_vec());
     }
-    let mut out = Vec::new();
-    for p in paths {
-        let matches = controller.is_none_or(|c| {
-            p.strip_prefix("/sys/fs/cgroup")
-                .ok()
-                .and_then(|r| r.iter().next())
-                .is_some_and(|h| h.to_str().is_some_and(|h| h.split(',').any(|x| x == c || x == format!("name={c}"))))
-        });
-        if matches {
-            let d = p.join(rel);
-            if !d.is_dir() {
-                bail!("--cgroup {sub:?}: {} does not exist", d.display());
+    // controller ("" = every hierarchy) → (sub path, the argument it came from)
+    let mut wanted: Vec<(String, String, &str)> = Vec::new();
+    for arg in args {
+        match arg.split_once(':') {
+            Some((ctrls, sub)) => {
+                for c in ctrls.split(',') {
+                    if c.is_empty() {
+                        bail!("invalid --cgroup argument: {arg} (empty <controller> prefix)");
+                    }
+                    if wanted.iter().any(|(w, _, _)| w == c) {
+                        bail!("invalid --cgroup argument(s): controller {c} specified multiple times");
+                    }
+                    wanted.push((c.to_string(), sub.to_string(), arg));
+                }
             }
-            out.push(d);
-        } else {
-            out.push(p.clone());
+            None if args.len() == 1 => wanted.push((String::new(), arg.clone(), arg)),
+            None => bail!("invalid --cgroup argument: {arg} (missing <controller>: prefix)"),
         }
     }
+    let controllers: Vec<Vec<String>> = paths.iter().map(|p| controllers_of(p)).collect();
+    for (c, _, arg) in wanted.iter().filter(|(c, _, _)| !c.is_empty()) {
+        if !controllers.iter().flatten().any(|x| x == c) {
+            let known: Vec<&str> = controllers.iter().flatten().map(String::as_str).collect();
+            bail!("--cgroup {arg}: unknown controller {c} in SubCgroupPaths (this container's: {})", known.join(", "));
+        }
+    }
+    let mut out = Vec::with_capacity(paths.len());
+    for (p, ctrls) in paths.iter().zip(&controllers) {
+        let subs: Vec<&(String, String, &str)> = wanted.iter().filter(|(c, _, _)| c.is_empty() || ctrls.contains(c)).collect();
+        let Some((_, sub, arg)) = subs.first() else {
+            out.push(p.clone());
+            continue;
+        };
+        if let Some((_, other, _)) = subs.iter().find(|(_, s, _)| s != sub) {
+            bail!("--cgroup {arg}: controllers of one hierarchy ({}) given different paths {sub:?} and {other:?}", ctrls.join(","));
+        }
+        // runc 1.1's words (runc ≥1.2: "bad sub cgroup path").
+        let d = sub_path(p, sub).ok_or_else(|| Error::new(format!("--cgroup {arg}: {sub} is not a sub cgroup path")))?;
+        if !d.is_dir() {
+            bail!("--cgroup {arg}: {} does not exist", d.display());
+        }
+        out.push(d);
+    }
     Ok(out)
+}
+
+/// `base` joined with `sub`, cleaned lexically; None when the result is not inside `base`.
+fn sub_path(base: &Path, sub: &str) -> Option<PathBuf> {
+    let mut parts: Vec<&str> = Vec::new();
+    for c in sub.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            c => parts.push(c),
+        }
+    }
+    Some(parts.iter().fold(base.to_path_buf(), |p, c| p.join(c)))
+}
+
+/// The controller names of the hierarchy `dir` is in, as runc names them: `cpu`, `cpuacct`
+/// for `/sys/fs/cgroup/cpu,cpuacct/...`, `name=systemd` for a named hierarchy, and for a
+/// cgroup2 hierarchy the controllers in its root's `cgroup.controllers`.
+fn controllers_of(dir: &Path) -> Vec<String> {
+    let root = Path::new("/sys/fs/cgroup");
+    let Ok(rel) = dir.strip_prefix(root) else { return Vec::new() };
+    let first = rel.iter().next().and_then(|h| h.to_str()).unwrap_or_default();
+    let v2_root = if root.join("cgroup.controllers").exists() { root.to_path_buf() } else { root.join(first) };
+    match std::fs::read_to_string(v2_root.join("cgroup.controllers")) {
+        Ok(list) => list.split_whitespace().map(String::from).collect(),
+        Err(_) if first == "systemd" => vec!["name=systemd".to_string()],
+        Err(_) => first.split(',').map(String::from).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_paths_stay_inside() {
+        let base = Path::new("/sys/fs/cgroup/cpu/c1");
+        assert_eq!(sub_path(base, "a/b"), Some(base.join("a/b")));
+        assert_eq!(sub_path(base, "/a/../b/"), Some(base.join("b")));
+        assert_eq!(sub_path(base, "a/../.."), None);
+        assert_eq!(sub_path(base, "../c1x"), None);
+    }
+
+    #[test]
+    fn argument_errors_are_runcs() {
+        let paths = [PathBuf::from("/sys/fs/cgroup/memory/c1")];
+        let err = |args: &[&str]| {
+            let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            sub_cgroup_dirs(&paths, &args).unwrap_err().to_string()
+        };
+        assert_eq!(err(&[":x"]), "invalid --cgroup argument: :x (empty <controller> prefix)");
+        assert_eq!(err(&["memory:a", "memory:b"]), "invalid --cgroup argument(s): controller memory specified multiple times");
+        assert_eq!(err(&["a", "memory:b"]), "invalid --cgroup argument: a (missing <controller>: prefix)");
+        assert!(err(&["../x"]).contains("../x is not a sub cgroup path"));
+    }
 }

@@ -65,15 +65,13 @@ pub fn start(root: &Path, id: &str) -> Result<Vec<String>> {
         return Err(stopped());
     }
     std::fs::remove_file(&fifo_path).ctx("remove exec.fifo")?;
-    let mut warnings = Vec::new();
+    log::debug!("start {id}: init {} runs the user's process", c.state.pid);
     let poststart = c.state.hook_list(|h| h.poststart());
-    if !poststart.is_empty() {
-        let state = c.state.hook_json("running", Some(c.state.pid));
-        if let Err(e) = crate::hooks::run("poststart", &poststart, &state) {
-            warnings.push(e.to_string());
-        }
+    if poststart.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(warnings)
+    // A failing poststart hook is a warning, and the others still run (see crate::hooks).
+    Ok(crate::hooks::run_all("poststart", &poststart, &c.state.hook_json("running", Some(c.state.pid))))
 }
 
 /// A pidfd for `pid` (pid reuse cannot redirect our signals or waits).

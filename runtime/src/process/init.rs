@@ -114,7 +114,7 @@ fn init(plan: &InitPlan, chan: &Channel) -> Result<std::convert::Infallible> {
             Some(Msg::Error(e)) => return Err(Error::new(e)),
             other => return Err(Error::new(format!("sync: expected HooksDone, got {other:?}"))),
         };
-        crate::hooks::run("createContainer", &plan.create_container_hooks, &hook_state)?;
+        crate::hooks::run_in("createContainer", &plan.create_container_hooks, &hook_state, Some(&plan.rootfs.rootfs))?;
     }
     crate::rootfs::enter(&plan.rootfs, root).ctx("rootfs")?;
     if p.terminal {

@@ -198,8 +198,9 @@ impl InitPlan {
         let Some(linux) = spec.linux() else { bail!("linux: missing") };
         let Some(process) = spec.process() else { bail!("process: missing") };
         let ns = NsPlan::from_spec(linux)?;
-        if !ns.has(CloneFlags::CLONE_NEWNS) {
-            bail!("linux.namespaces: a mount namespace is required (add {{\"type\": \"mount\"}})");
+        let own_mount_ns = ns.has(CloneFlags::CLONE_NEWNS);
+        if !own_mount_ns {
+            refuse_without_mount_ns(spec, linux)?;
         }
         let in_userns = ns.new_user || ns.joins_user;
 
@@ -217,8 +218,9 @@ impl InitPlan {
             m.id_maps = Some((crate::namespaces::id_map(uids), crate::namespaces::id_map(gids)));
             m.idmap = Some(recursive);
         }
-        // runc leaves /dev alone when it is bind-mounted from the host.
-        let setup_dev = !mounts.iter().any(|m| m.destination == std::path::Path::new("/dev") && m.is_bind());
+        // runc leaves /dev alone when it is bind-mounted from the host; without a mount
+        // namespace of its own the container's /dev is the image's (nothing is made in it).
+        let setup_dev = own_mount_ns && !mounts.iter().any(|m| m.destination == std::path::Path::new("/dev") && m.is_bind());
         let mut devs: Vec<devices::DevicePlan> = Vec::new();
         for d in linux.devices().iter().flatten() {
             devs.push(devices::from_spec(d)?);
@@ -274,6 +276,7 @@ impl InitPlan {
             readonly_paths: linux.readonly_paths().clone().unwrap_or_default().into_iter().map(PathBuf::from).collect(),
             sysctl,
             cwd: process.cwd().clone(),
+            own_mount_ns,
         };
         let uses_cgroupns = ns.has(CloneFlags::CLONE_NEWCGROUP);
         let mut rootfs_plan = rootfs_plan;
@@ -351,6 +354,38 @@ impl InitPlan {
         }
         Ok(())
     }
+}
+
+/// A container without a mount namespace of its own shares the runtime's (the OCI spec: a
+/// namespace type not listed MUST be inherited from the runtime). capsa mounts nothing into
+/// that namespace — a mount there would be the host's and outlive the container (runc does
+/// mount, and leaves them) — so init only chroots into the rootfs, and every field that
+/// needs a mount or a device node in the rootfs is refused, naming it. runc refuses masked
+/// and read-only paths the same way ("unable to restrict sys entries without a private MNT
+/// namespace").
+fn refuse_without_mount_ns(spec: &Spec, linux: &oci_spec::runtime::Linux) -> Result<()> {
+    const WHY: &str = "needs a mount namespace of the container's own (add {\"type\": \"mount\"} to linux.namespaces): \
+                       without one the container shares the runtime's, and capsa mounts nothing there";
+    let non_empty = |v: &Option<Vec<String>>| v.as_ref().is_some_and(|v| !v.is_empty());
+    if spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) {
+        bail!("mounts: {WHY}");
+    }
+    if linux.devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        bail!("linux.devices: {WHY}");
+    }
+    if non_empty(linux.masked_paths()) {
+        bail!("linux.maskedPaths: {WHY}");
+    }
+    if non_empty(linux.readonly_paths()) {
+        bail!("linux.readonlyPaths: {WHY}");
+    }
+    if linux.rootfs_propagation().is_some() {
+        bail!("linux.rootfsPropagation: {WHY}");
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        bail!("root.readonly: {WHY}");
+    }
+    Ok(())
 }
 
 /// One list of hooks from config.json (empty when absent).

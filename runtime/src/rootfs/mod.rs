@@ -51,6 +51,10 @@ pub struct RootfsPlan {
     pub sysctl: Vec<(String, String)>,
     /// process.cwd, created (0755) if missing, as runc does.
     pub cwd: PathBuf,
+    /// False when the container shares the runtime's mount namespace: then nothing is
+    /// mounted and init only chroots into the rootfs (see process::plan, which refuses the
+    /// fields that would need mounts).
+    pub own_mount_ns: bool,
 }
 
 /// `linux.rootfsPropagation` value to mount flags.
@@ -92,6 +96,11 @@ fn initial_propagation(p: &RootfsPlan) -> MsFlags {
 /// Steps 1–4: runs in init, in its own mount namespace, before pivot_root. Returns the
 /// rootfs as a [`Root`].
 pub fn prepare(p: &RootfsPlan) -> Result<Root> {
+    if !p.own_mount_ns {
+        let root = Root::open(&p.rootfs).with_ctx(|| format!("open rootfs {}", p.rootfs.display()))?;
+        make_cwd(&root, &p.cwd)?;
+        return Ok(root);
+    }
     mount(None::<&str>, "/", None::<&str>, initial_propagation(p), None::<&str>).ctx("set propagation of /")?;
     make_parent_mount_private(&p.rootfs)?;
     mount(Some(&p.rootfs), &p.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
@@ -103,13 +112,7 @@ pub fn prepare(p: &RootfsPlan) -> Result<Root> {
         r.with_ctx(|| format!("mounts[{i}] {}", m.destination.display()))?;
     }
 
-    match root.open_path(&p.cwd, Follow::InRoot) {
-        Ok(_) => {}
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            root.mkdir_all(&p.cwd, 0o755, Follow::InRoot).with_ctx(|| format!("process.cwd {}", p.cwd.display()))?;
-        }
-        Err(e) => return Err(Error::from(e).context(format!("process.cwd {}", p.cwd.display()))),
-    }
+    make_cwd(&root, &p.cwd)?;
     if p.setup_dev {
         for d in &p.devices {
             devices::create(&root, d, p.bind_devices).with_ctx(|| format!("linux.devices {}", d.path.display()))?;
@@ -120,8 +123,27 @@ pub fn prepare(p: &RootfsPlan) -> Result<Root> {
     Ok(root)
 }
 
+/// process.cwd, made (0755) if missing.
+fn make_cwd(root: &Root, cwd: &Path) -> Result<()> {
+    match root.open_path(cwd, Follow::InRoot) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            root.mkdir_all(cwd, 0o755, Follow::InRoot).with_ctx(|| format!("process.cwd {}", cwd.display())).map(drop)
+        }
+        Err(e) => Err(Error::from(e).context(format!("process.cwd {}", cwd.display()))),
+    }
+}
+
 /// Step 5. `root` is the rootfs from [`prepare`].
 pub fn enter(p: &RootfsPlan, root: Root) -> Result<()> {
+    if !p.own_mount_ns {
+        // The runtime's mount namespace: no pivot_root (it would change the host's root).
+        fchdir(root.as_fd()).with_ctx(|| format!("chdir {}", p.rootfs.display()))?;
+        drop(root);
+        chroot(".").ctx("chroot")?;
+        chdir("/").ctx("chdir /")?;
+        return Ok(());
+    }
     if p.no_pivot {
         hide_host_proc_and_sys(&p.rootfs)?;
         fchdir(root.as_fd()).with_ctx(|| format!("chdir {}", p.rootfs.display()))?;

@@ -59,7 +59,7 @@ pub fn runtime_bin() -> &'static Path {
         };
         assert!(
             p.is_file(),
-            "runtime binary {} not found: build it with `cargo build --release -p capsa` or set \
+            "runtime binary {} not found: build it with `hack/build.sh` or set \
              CAPSA_BIN (e.g. CAPSA_BIN=/usr/sbin/runc to validate the suite against runc)",
             p.display()
         );
@@ -176,7 +176,14 @@ impl Output {
     /// not a usage dump).
     #[track_caller]
     pub fn fails_cleanly(self) -> Self {
-        assert_eq!(self.code, Some(1), "expected exit code 1:\n{self}");
+        self.fails_cleanly_with(1)
+    }
+
+    /// [`Output::fails_cleanly`] with exit code `code` (255: runc's code for exec's own
+    /// failures).
+    #[track_caller]
+    pub fn fails_cleanly_with(self, code: i32) -> Self {
+        assert_eq!(self.code, Some(code), "expected exit code {code}:\n{self}");
         let err = self.stderr.trim();
         assert!(!err.is_empty(), "expected an error message on stderr:\n{self}");
         assert_eq!(err.lines().count(), 1, "expected exactly one line on stderr:\n{self}");

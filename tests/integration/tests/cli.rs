@@ -156,15 +156,164 @@ fn features_json() {
     assert!(v["annotations"].is_object());
 }
 
+/// `--version` and `-v` in runc's layout: `NAME version V`, then `key: value` lines with
+/// `commit:` and `spec:` (docker and podman parse them; docker takes the last line with the
+/// word "version" as the runtime's, so only the first has it). capsa says how it was built:
+/// the binary under test is the one hack/build.sh (and hack/install.sh) makes, static and
+/// non-PIE, and `features` says the same.
 #[test]
 fn version_flag() {
     let c = Container::shared("version");
     let out = runtime_cmd(&c.dir, &c.out).arg("--version").run().ok();
-    let first = out.stdout.lines().next().unwrap_or("");
-    assert!(first.contains("version"), "{out}");
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    let name = if is_capsa() { "capsa" } else { "runc" };
+    assert!(lines[0].starts_with(&format!("{name} version ")), "{out}");
+    assert!(lines[1..].iter().all(|l| l.contains(": ") && !l.contains("version")), "key: value lines: {out}");
+    assert!(lines.iter().any(|l| l.starts_with("commit: ")), "{out}");
     // runc prints "spec: <OCI runtime-spec version>" among the lines; tools grep for it.
-    assert!(out.stdout.lines().any(|l| l.starts_with("spec: 1.")), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("spec: 1.")), "{out}");
     assert_eq!(out.stderr, "");
+    let short = runtime_cmd(&c.dir, &c.out).arg("-v").run().ok();
+    assert_eq!(short.stdout, out.stdout);
+    if is_capsa() {
+        let commit = lines.iter().find_map(|l| l.strip_prefix("commit: ")).unwrap();
+        assert!(commit.len() >= 12 && commit != "unknown", "{out}");
+        assert!(lines.contains(&"build: static, non-PIE, release"), "the fast build (hack/build.sh): {out}");
+        let f = runtime_cmd(&c.dir, &c.out).arg("features").run().ok().json();
+        assert_eq!(f["annotations"]["org.opencontainers.capsa.build"], "static, non-PIE, release", "{f}");
+        assert_eq!(f["annotations"]["org.opencontainers.capsa.commit"], commit, "{f}");
+    }
+}
+
+/// `-h`, `--help`, `help`, `help CMD`, `CMD -h`: runc's layout (urfave/cli), exit 0.
+#[test]
+fn help_in_runcs_layout() {
+    let c = Container::shared("help");
+    let name = if is_capsa() { "capsa" } else { "runc" };
+    for args in [vec!["-h"], vec!["--help"], vec!["help"], vec!["--root", "/x", "-h"]] {
+        let out = runtime_cmd(&c.dir, &c.out).args(args).run().ok();
+        let t = &out.stdout;
+        assert!(t.starts_with(&format!("NAME:\n   {name} - ")), "{out}");
+        for section in ["\nUSAGE:\n   ", "\nVERSION:\n   ", "\nCOMMANDS:\n", "\nGLOBAL OPTIONS:\n"] {
+            assert!(t.contains(section), "{section:?}: {out}");
+        }
+        assert!(t.contains("\nspec: 1."), "the version lines: {out}");
+        for cmd in ["create", "delete", "exec", "kill", "list", "run", "spec", "start", "state", "update", "features"] {
+            assert!(t.contains(&format!("\n   {cmd}")), "COMMANDS lists {cmd}: {out}");
+        }
+        assert!(t.contains("\n   --root value"), "{out}");
+        assert!(t.contains("\n   --version, -v"), "{out}");
+    }
+    for args in [vec!["exec", "-h"], vec!["exec", "--help"], vec!["help", "exec"]] {
+        let out = runtime_cmd(&c.dir, &c.out).args(args).run().ok();
+        let t = &out.stdout;
+        assert!(t.starts_with(&format!("NAME:\n   {name} exec - ")), "{out}");
+        assert!(t.contains(&format!("\nUSAGE:\n   {name} exec [command options] <container-id> <command>")), "{out}");
+        assert!(t.contains("\nOPTIONS:\n"), "{out}");
+        for flag in ["--cwd value", "--env value, -e value", "--tty, -t", "--process value, -p value", "--cgroup value"] {
+            assert!(t.contains(&format!("\n   {flag}")), "{flag}: {out}");
+        }
+        assert!(!t.contains("--root"), "global options are not exec's: {out}");
+    }
+}
+
+/// `--debug` logs the lifecycle steps (text and JSON); without it there is no debug line. With
+/// `--log FILE` the file is created at start, as runc does, even when nothing else is logged.
+#[test]
+fn debug_logs_lifecycle_steps() {
+    let mut c = Container::shared("debug");
+    c.args(&["true"]);
+    c.write_config();
+    let b = c.bundle.to_str().unwrap();
+    let out = c.cmd(["--debug", "run", "--bundle", b, &c.id]).run().ok();
+    assert!(out.stderr.lines().any(|l| l.contains("level=debug")), "text debug lines on stderr: {out}");
+    let quiet = c.run(&[]).ok();
+    assert!(!quiet.stderr.contains("level=debug"), "{quiet}");
+
+    let log = c.dir.join("debug.json");
+    let l = log.to_str().unwrap();
+    c.cmd(["--log", l, "--log-format", "json", "--debug", "create", "--bundle", b, &c.id]).run().ok();
+    c.cmd(["--log", l, "--log-format", "json", "--debug", "start", &c.id]).run().ok();
+    c.wait_status("stopped");
+    c.cmd(["--log", l, "--log-format", "json", "--debug", "delete", &c.id]).run().ok();
+    let text = read(&log);
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"))).collect();
+    assert!(lines.iter().all(|v| v["level"].is_string() && v["msg"].is_string() && v["time"].is_string()), "{text}");
+    let debug: Vec<&str> = lines.iter().filter(|v| v["level"] == "debug").map(|v| v["msg"].as_str().unwrap()).collect();
+    assert!(!debug.is_empty(), "{text}");
+    if is_capsa() {
+        for step in ["create", "init forked", "created", "start", "deleted"] {
+            assert!(debug.iter().any(|m| m.contains(step)), "a debug line for {step:?}: {text}");
+        }
+    }
+
+    let created = c.dir.join("new-log.json");
+    c.cmd(["--log", created.to_str().unwrap(), "--debug", "list"]).run().ok();
+    assert!(created.exists(), "--log FILE is created");
+    let quiet_log = c.dir.join("quiet-log.json");
+    c.cmd(["--log", quiet_log.to_str().unwrap(), "list"]).run().ok();
+    assert!(quiet_log.exists(), "--log FILE is created without --debug too");
+    c.assert_clean();
+}
+
+/// `spec` adds a cgroup namespace only on a pure cgroup v2 host, as runc does.
+#[test]
+fn spec_cgroup_namespace_only_on_cgroup_v2() {
+    let c = Container::shared("spec-cgroupns");
+    let dir = c.host_dir("spec");
+    runtime_cmd(&dir, &c.out).arg("spec").run().ok();
+    let v: Value = serde_json::from_str(&read(dir.join("config.json"))).unwrap();
+    let has = v["linux"]["namespaces"].as_array().unwrap().iter().any(|n| n["type"] == "cgroup");
+    let v2 = fs::metadata("/sys/fs/cgroup/cgroup.controllers").is_ok();
+    assert_eq!(has, v2, "cgroup namespace in spec on a {} host: {v}", if v2 { "cgroup v2" } else { "v1/hybrid" });
+}
+
+/// checkpoint and restore check their flags as runc does before saying that checkpointing is
+/// not available (CRIU does not work on this host): a caller learns about its own mistake
+/// first. Nothing is created.
+#[test]
+fn checkpoint_and_restore_check_flags_first() {
+    let mut c = Container::shared("checkpoint");
+    c.args(&["sleep", "100"]);
+    c.create_start();
+    let images = c.host_dir("images");
+    let img = images.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--image-path", img, "--parent-path", "/abs"], "--parent-path must be relative"),
+        (vec!["--image-path", img, "--parent-path", "missing"], "invalid --parent-path"),
+        (vec!["--image-path", img, "--page-server", "nohostport"], "--page-server"),
+    ];
+    for (flags, want) in cases {
+        let mut args = vec!["checkpoint"];
+        args.extend(flags);
+        args.push(&c.id);
+        let out = c.rt(args).fails_cleanly();
+        assert!(out.err_msg().contains(want), "want {want:?}: {out}");
+    }
+    let ghost = format!("{}-ghost", c.id);
+    let out = c.rt(["checkpoint", "--image-path", img, &ghost]).fails_cleanly();
+    assert!(out.err_msg().contains("does not exist"), "{out}");
+    if is_capsa() {
+        for (flags, want) in [(vec!["--manage-cgroups-mode", "bogus"], "--manage-cgroups-mode"), (vec!["--empty-ns", "pid"], "--empty-ns")]
+        {
+            let mut args = vec!["checkpoint", "--image-path", img];
+            args.extend(flags);
+            args.push(&c.id);
+            let out = c.rt(args).fails_cleanly();
+            assert!(out.err_msg().contains(want), "want {want:?}: {out}");
+        }
+        let out = c.rt(["checkpoint", "--image-path", img, &c.id]).fails_cleanly();
+        assert!(out.err_msg().contains("CRIU"), "valid flags: then not supported: {out}");
+        let out = c.rt(["restore", "--image-path", img, "--bundle", "/nonexistent-bundle", &ghost]).fails_cleanly();
+        assert!(out.err_msg().contains("nonexistent-bundle"), "{out}");
+        let out = c.rt(["restore", "--image-path", img, "--manage-cgroups-mode", "x", &ghost]).fails_cleanly();
+        assert!(out.err_msg().contains("--manage-cgroups-mode"), "{out}");
+        let b = c.bundle.to_str().unwrap();
+        let out = c.rt(["restore", "--image-path", img, "--bundle", b, &ghost]).fails_cleanly();
+        assert!(out.err_msg().contains("CRIU"), "{out}");
+    }
+    assert_eq!(fs::read_dir(&images).unwrap().count(), 0, "nothing created in the image dir");
+    assert_eq!(c.status(), "running");
 }
 
 /// `--log FILE --log-format json`: every line is a JSON object; a failing create leaves an

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
 
 use capsa_integration::*;
+use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 /// Field `n` (1-based) of /proc/self/stat as printed by the container.
@@ -291,4 +292,110 @@ fn overlay_mount() {
     assert_eq!(out.stdout, "L\nfrom-lower new ", "{out}");
     assert_eq!(std::fs::read_to_string(upper.join("new")).unwrap(), "U\n");
     assert!(!lower.join("new").exists());
+}
+
+/// `linux.mountLabel` on a host without SELinux is ignored with a warning (crun's behaviour),
+/// not refused: container engines set it whether or not the host has SELinux.
+#[test]
+fn mount_label_without_selinux_warns() {
+    assert!(!std::path::Path::new("/sys/fs/selinux/enforce").exists(), "needs a host without SELinux");
+    let mut c = Container::shared("mount-label");
+    c.set("/linux/mountLabel", json!("system_u:object_r:container_file_t:s0:c1,c2"));
+    c.sh("echo ran");
+    if !is_capsa() {
+        // runc 1.1.5 passes the label to tmpfs as `context=` and fails (EINVAL).
+        c.write_config();
+        c.run_cmd(&[]).run().fails_cleanly();
+        return;
+    }
+    let out = c.run(&[]).ok();
+    assert_eq!(out.stdout, "ran\n", "{out}");
+    assert!(out.stderr.contains("level=warning") && out.stderr.contains("linux.mountLabel"), "{out}");
+    c.assert_clean();
+}
+
+/// Device cgroup access strings: letters other than r, w, m are ignored with a warning (runc
+/// keeps r/w/m and drops the rest), so "rwx" means "rw"; a rule left with no letter does
+/// nothing (it must not become "rwm").
+#[test]
+fn device_access_letters_other_than_rwm_are_ignored() {
+    let mut c = Container::shared("dev-access");
+    c.set(
+        "/linux/resources/devices",
+        json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwx"},
+            {"allow": true, "type": "c", "major": 1, "minor": 5, "access": "x"}
+        ]),
+    );
+    c.sh("echo hi > /dev/null && echo null-ok; head -c1 /dev/zero >/dev/null 2>&1 && echo zero-open || echo zero-denied");
+    let out = c.run(&[]).ok();
+    assert!(out.stdout.contains("null-ok"), "rwx on /dev/null grants rw: {out}");
+    // /dev/zero (1:5) is in the runtime's default allow list either way; the "x" rule must not
+    // have become a deny-all or an error.
+    assert!(out.stdout.contains("zero-open"), "{out}");
+    if is_capsa() {
+        let warnings: Vec<&str> = out.stderr.lines().filter(|l| l.contains("level=warning")).collect();
+        assert_eq!(warnings.len(), 2, "{out}");
+        assert!(warnings[0].contains("linux.resources.devices[1].access") && warnings[0].contains("rw"), "{out}");
+        assert!(warnings[1].contains("linux.resources.devices[2].access") && warnings[1].contains("ignored"), "{out}");
+    }
+    c.assert_clean();
+}
+
+/// A namespace type missing from linux.namespaces is the runtime's (the spec's MUST). Without
+/// a mount namespace the container shares the host's mount table: capsa mounts nothing into
+/// it and only chroots into the rootfs, and refuses, naming the field, what would need a
+/// mount (mounts, devices, masked and read-only paths, a read-only root).
+#[test]
+fn missing_mount_namespace_is_inherited() {
+    if !is_capsa() {
+        // runc 1.1.5 cannot start it (it reads /proc/self/fd after the chroot, where the
+        // rootfs has no /proc mounted), and it would mount `mounts` into the host's namespace.
+        return;
+    }
+    let mut c = Container::new("no-mntns");
+    c.no_namespace("mount");
+    c.set("/mounts", json!([]));
+    c.set("/linux/maskedPaths", json!([]));
+    c.set("/linux/readonlyPaths", json!([]));
+    c.set("/root/readonly", json!(false));
+    fs::write(c.bundle.join("rootfs/marker"), "in-the-rootfs\n").unwrap();
+    c.args(&["sleep", "100"]);
+    let mounts_before = host_mount_points();
+    c.create_start();
+    let pid = c.pid();
+    assert_eq!(ns_link(&pid.to_string(), "mnt"), ns_link("self", "mnt"), "the host's mount namespace");
+    assert_ne!(ns_link(&pid.to_string(), "pid"), ns_link("self", "pid"), "listed namespaces are still new");
+    let root = fs::read_link(format!("/proc/{pid}/root")).unwrap();
+    assert_eq!(root, c.bundle.join("rootfs").canonicalize().unwrap(), "chrooted into the rootfs");
+    assert_eq!(read(format!("/proc/{pid}/root/marker")), "in-the-rootfs\n");
+    assert_eq!(host_mount_points(), mounts_before, "nothing mounted on the host");
+    c.kill("KILL").ok();
+    c.wait_status("stopped");
+    c.delete().ok();
+
+    // What needs a mount is refused, naming the field.
+    for (ptr, v, field) in [
+        ("/mounts", json!([{"destination": "/proc", "type": "proc", "source": "proc"}]), "mounts"),
+        ("/linux/maskedPaths", json!(["/proc/kcore"]), "linux.maskedPaths"),
+        ("/linux/readonlyPaths", json!(["/proc/sys"]), "linux.readonlyPaths"),
+        ("/root/readonly", json!(true), "root.readonly"),
+    ] {
+        let mut d = Container::new(&format!("no-mntns-{}", field.replace('.', "-")));
+        d.no_namespace("mount");
+        d.set("/mounts", json!([]));
+        d.set("/linux/maskedPaths", json!([]));
+        d.set("/linux/readonlyPaths", json!([]));
+        d.set("/root/readonly", json!(false));
+        d.set(ptr, v);
+        d.args(&["true"]);
+        d.write_config();
+        let out = d.create_cmd(&[]).run().fails_cleanly();
+        assert!(out.err_msg().starts_with(&format!("{field}: ")) || out.err_msg().contains(&format!(" {field}: ")), "{field}: {out}");
+        assert!(out.err_msg().contains("mount namespace"), "{out}");
+        d.assert_clean();
+    }
+
+    c.assert_clean();
 }

@@ -884,3 +884,19 @@ fn systemd_cgroup_option_reaches_the_runtime() {
         assert_eq!(show("LoadState"), "LoadState=not-found", "{rt:?}: the task's unit is gone");
     }
 }
+
+/// containerd's default seccomp profile (`ctr run --seccomp`; CRI's `RuntimeDefault`, which
+/// Kubernetes asks for, is made by the same code in containerd) loads and applies, through
+/// the shim, on the reference runtime and on the one under test (issue 11: the stock
+/// profiles of docker, podman, containerd and Kubernetes must all load).
+#[test]
+fn containerd_default_seccomp_profile() {
+    let cd = Containerd::start();
+    for rt in RUNTIMES {
+        let id = format!("seccomp-{rt:?}").to_lowercase();
+        let out = cd.run(rt, &["--rm", "--seccomp"], &id, &["cat", "/proc/self/status"]).run().ok();
+        let mode = out.stdout.lines().find_map(|l| l.strip_prefix("Seccomp:")).map(str::trim);
+        assert_eq!(mode, Some("2"), "{rt:?}: a filter is loaded: {out}");
+        assert!(wait_until(POLL_TIMEOUT, || cd.shims().is_empty()), "{rt:?}: shim still running");
+    }
+}
