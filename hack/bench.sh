@@ -3,6 +3,10 @@
 #
 #   sudo hack/bench.sh [RUNS]        (default 30 runs per measurement)
 #
+# The capsa measured is the installed one (`capsa` on PATH, as hack/install.sh puts it), or
+# CAPSA_BENCH_BIN; the first line of the report says which binary and which build it is
+# (`capsa --version`: commit, static or dynamic, PIE or not), so figures can be compared.
+#
 # Measures, for each runtime, on the same busybox bundle:
 #   1. `run` of /bin/true (create + start + wait + delete in one command);
 #   2. create, start, wait until stopped, delete: four commands, as containerd drives them;
@@ -28,14 +32,19 @@ if [ -z "${CAPSA_BENCH_INNER:-}" ]; then
 	if [ -n "$need" ]; then
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine runc crun jq busybox-static time >/dev/null
 	fi
-	[ -x "$repo/target/release/capsa" ] || (cd "$repo" && cargo build --release -q -p capsa)
+	capsa=${CAPSA_BENCH_BIN:-$(command -v capsa || true)}
+	if [ -z "$capsa" ] || [ ! -x "$capsa" ]; then
+		echo "bench.sh: no installed capsa on PATH: run hack/install.sh [PREFIX] (and put PREFIX/bin on PATH), or set CAPSA_BENCH_BIN" >&2
+		exit 1
+	fi
+	export CAPSA_BENCH_BIN=$capsa
 	empty=$(mktemp)
 	CAPSA_BENCH_INNER=1 exec unshare -m --propagation private bash -c \
 		'mount --bind "$1" /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null || true; exec "$2" "$3"' \
 		bench "$empty" "$0" "$runs"
 fi
 
-capsa=$repo/target/release/capsa
+capsa=$CAPSA_BENCH_BIN
 # The cgroup driver: "" (cgroupfs) or --systemd-cgroup.
 sd=""
 [ "${BENCH_CGROUP:-}" = systemd ] && sd="--systemd-cgroup"
@@ -61,7 +70,9 @@ median_ms() { # hyperfine json -> median in ms
 	jq '.results[0].median * 1000' "$1"
 }
 
-echo "capsa $("$capsa" --version | head -1 | awk '{print $3}') / $(runc --version | head -1) / $(crun --version | head -1), $runs runs each, cgroup driver ${BENCH_CGROUP:-cgroupfs}"
+build() { "$capsa" --version | sed -n "s/^$1: //p"; }
+echo "capsa $("$capsa" --version | head -1 | awk '{print $3}') at $capsa (commit $(build commit), build $(build build))"
+echo "vs $(runc --version | head -1) / $(crun --version | head -1), $runs runs each, cgroup driver ${BENCH_CGROUP:-cgroupfs}"
 declare -A run_ms cycle_ms rss_kb exec_ms
 for r in "${order[@]}"; do
 	b=${bin[$r]}

@@ -23,6 +23,7 @@ mod console;
 mod container;
 mod host;
 mod image;
+mod podman;
 mod runner;
 
 pub use config::*;
@@ -30,5 +31,6 @@ pub use console::*;
 pub use container::*;
 pub use host::*;
 pub use image::*;
+pub use podman::*;
 pub use runner::*;
 pub use serde_json::{json, Value};

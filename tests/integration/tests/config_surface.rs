@@ -361,6 +361,9 @@ fn missing_mount_namespace_is_inherited() {
     c.set("/linux/readonlyPaths", json!([]));
     c.set("/root/readonly", json!(false));
     fs::write(c.bundle.join("rootfs/marker"), "in-the-rootfs\n").unwrap();
+    // With HOME set, init does not read the image's /etc/passwd, which it does through a
+    // procfs (there is none in the chroot: nothing is mounted).
+    c.set("/process/env", json!(["PATH=/bin:/usr/bin", "HOME=/root"]));
     c.args(&["sleep", "100"]);
     let mounts_before = host_mount_points();
     c.create_start();
