@@ -328,15 +328,23 @@ fn filter_flag_log_audits_errno_actions() {
     match audited(&c, &comm, &format!("syscall={SYS_MKDIR}"), "code=0x50000", check) {
         None => println!("NOTE: /dev/kmsg is not readable here: SECCOMP_FILTER_FLAG_LOG checked as loading only"),
         Some(_) => {
-            // Control: no flag, no record.
+            // Control: no flag, no record. The same process then makes a call a LOG rule
+            // audits: records reach the kernel log in order, so once that one is there, a
+            // record of the mkdir would be there too.
+            let mut rules = rules;
+            rules.as_array_mut().unwrap().push(json!({"names": ["getppid"], "action": "SCMP_ACT_LOG"}));
             let mut c = probe_container("sc-flaglog0", allow_with(rules));
             let comm = unique_comm("snl");
-            probe(&mut c, &format!("name {comm} | {SYS_MKDIR} s:/tmp/a 0o755"));
+            probe(&mut c, &format!("name {comm} | {SYS_MKDIR} s:/tmp/a 0o755 | {}", libc::SYS_getppid));
             let mut kmsg = Kmsg::open().unwrap();
-            check(&c.run(&[]).ok());
-            std::thread::sleep(Duration::from_millis(500));
+            let check = |out: &Output| assert_eq!(lines(out), ["0 0", "-1 13", "0 0"], "{out}");
+            audited(&c, &comm, &format!("syscall={}", libc::SYS_getppid), "code=0x7ffc0000", check).unwrap();
             let log = kmsg.read_new();
-            assert!(!log.contains(&format!("comm=\"{comm}\"")), "ERRNO audited without the flag:\n{log}");
+            let mkdir = format!("syscall={SYS_MKDIR} ");
+            assert!(
+                !log.lines().any(|l| l.contains(&format!("comm=\"{comm}\"")) && l.contains(&mkdir)),
+                "ERRNO audited without the flag:\n{log}"
+            );
         }
     }
 }
@@ -731,8 +739,12 @@ fn wait_killable_recv_flag() {
         let n = notif_recv(&fd);
         // SAFETY: kill with a pid and signal number.
         assert_eq!(unsafe { libc::kill(n.pid as i32, libc::SIGUSR1) }, 0);
-        // Give the signal time to interrupt the wait if it can.
-        std::thread::sleep(Duration::from_millis(300));
+        // kill(2) has queued the signal when it returns. Killable-only waits leave it pending
+        // (nothing to wait for); otherwise it interrupts the wait, which ends the notification:
+        // wait for that.
+        if !killable {
+            wait_until(POLL_TIMEOUT, || !notif_id_valid(&fd, n.id));
+        }
         let out = created.stdout_now();
         let valid = notif_id_valid(&fd, n.id);
         let sent = notif_send(&fd, n.id, 0, -libc::EXDEV, false);
@@ -875,7 +887,7 @@ fn bad_profiles_fail_cleanly() {
 }
 
 /// A listenerPath nobody listens on: the container's init already exists when the fd is to be
-/// sent, so this checks the failure path kills and removes it.
+/// sent, so this checks the failure path kills and removes it; the message is runc's.
 #[test]
 fn notify_listener_path_unreachable_fails_cleanly() {
     let mut c = probe_container("sc-bad-listener", json!({}));
@@ -888,6 +900,8 @@ fn notify_listener_path_unreachable_fails_cleanly() {
     c.args(&["true"]);
     let out = c.create(&[]).fails_cleanly();
     assert!(out.err_msg().contains("nobody-listens"), "{out}");
+    // runc's words, which its callers match on.
+    assert!(out.err_msg().contains("failed to connect with seccomp agent"), "{out}");
     c.assert_clean();
 }
 
