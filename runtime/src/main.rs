@@ -3,15 +3,15 @@
 
 // No std runtime setup: it reads /proc/self/maps (glibc's pthread_getattr_np, for the main
 // thread's stack guard) and installs a SIGSEGV handler, on every start of a program that runs
-// twice per container (see exeseal). What capsa needs of it is done in `main` below.
-#![no_main]
+// twice per container (see exeseal). What capsa needs of it is done in `main` below. The unit
+// tests' harness keeps its own main (hence the cfg).
+#![cfg_attr(not(test), no_main)]
 
 mod cli;
 mod log;
 
-use clap::FromArgMatches;
-
 /// The C entry point (glibc calls it; std::env::args works without std's runtime on glibc).
+#[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     // As std's runtime does: a write to a closed pipe is an EPIPE error, not a SIGPIPE death.
@@ -21,6 +21,7 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
     0
 }
 
+#[cfg_attr(test, allow(dead_code))]
 fn run() {
     // Commands that fork into a container restart from a sealed copy of this binary before
     // anything else (CVE-2019-5736; see capsa::process::exeseal). A container named like a
@@ -31,11 +32,11 @@ fn run() {
             std::process::exit(1);
         }
     }
-    let args = match cli::prepare(std::env::args_os().collect()) {
-        cli::Prepared::Run(args) => args,
+    let (args, command) = match cli::prepare(std::env::args_os().collect()) {
+        cli::Prepared::Run(args, command) => (args, command),
         cli::Prepared::Help(topic) => exit(cli::print_help(topic.as_deref())),
     };
-    let mut parsed = match parse(args) {
+    let mut parsed = match cli::parse(args, command.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -48,12 +49,6 @@ fn run() {
         exit(Err(e.into()));
     }
     exit(cli::dispatch(&parsed))
-}
-
-fn parse(args: Vec<std::ffi::OsString>) -> Result<cli::Cli, clap::Error> {
-    use clap::CommandFactory;
-    let m = cli::Cli::command().try_get_matches_from(args)?;
-    cli::Cli::from_arg_matches(&m)
 }
 
 fn exit(outcome: cli::Outcome) -> ! {

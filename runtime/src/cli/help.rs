@@ -148,12 +148,9 @@ pub fn command(cmd: &Command) -> String {
 
 #[cfg(test)]
 mod tests {
-    use clap::CommandFactory;
-
     #[test]
     fn runc_layout() {
-        let mut root = super::super::Cli::command();
-        root.build();
+        let root = super::super::full_command();
         let main = super::main(&root);
         for needle in ["NAME:\n   capsa - ", "\nUSAGE:\n   capsa [global options] command", "\nVERSION:\n   ", "\nspec: ", "\nCOMMANDS:\n"]
         {

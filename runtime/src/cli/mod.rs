@@ -30,17 +30,10 @@ mod update;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{FromArgMatches, Subcommand};
 
-/// Global flags, in runc's order.
-#[derive(Parser, Debug)]
-#[command(
-    name = "capsa",
-    about = "an OCI container runtime, runc-compatible",
-    disable_version_flag = true,
-    disable_help_flag = true,
-    disable_help_subcommand = true
-)]
+/// Global flags, in runc's order, and the command.
+#[derive(clap::Args, Debug)]
 pub struct Cli {
     /// Enable debug logging.
     #[arg(long, global = true, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = clap::ArgAction::Set)]
@@ -66,7 +59,8 @@ pub struct Cli {
     /// Print the version.
     #[arg(short = 'v', long = "version")]
     pub version: bool,
-    #[command(subcommand)]
+    /// Set by [`parse`] from the one command clap was given.
+    #[arg(skip)]
     pub cmd: Option<Command>,
 }
 
@@ -110,6 +104,91 @@ pub enum Command {
     Features,
 }
 
+/// The commands' names and aliases, in [`Command`]'s order (a unit test holds them equal).
+const COMMANDS: &[(&str, &[&str])] = &[
+    ("checkpoint", &[]),
+    ("create", &[]),
+    ("delete", &[]),
+    ("events", &[]),
+    ("exec", &[]),
+    ("kill", &[]),
+    ("list", &["ls"]),
+    ("pause", &[]),
+    ("ps", &[]),
+    ("restore", &[]),
+    ("resume", &[]),
+    ("run", &[]),
+    ("spec", &[]),
+    ("start", &[]),
+    ("state", &[]),
+    ("update", &[]),
+    ("features", &[]),
+];
+
+/// The canonical name of command `name` (or alias).
+fn command_name_of(name: &str) -> Option<&'static str> {
+    COMMANDS.iter().find(|(n, aliases)| *n == name || aliases.contains(&name)).map(|(n, _)| *n)
+}
+
+/// capsa with its global flags and no command.
+fn root_command() -> clap::Command {
+    let c = clap::Command::new("capsa")
+        .about("an OCI container runtime, runc-compatible")
+        .disable_version_flag(true)
+        .disable_help_flag(true)
+        .disable_help_subcommand(true);
+    <Cli as clap::Args>::augment_args(c)
+}
+
+/// One command's definition, the derived one, made without the others: clap's cost of
+/// building every command's flags on each start (capsa starts for every container
+/// operation) is paid only by `help`, which needs the whole tree ([`full_command`]).
+fn command_def(name: &str) -> Option<clap::Command> {
+    use clap::Args as _;
+    let name = command_name_of(name)?;
+    let c = clap::Command::new(name);
+    Some(match name {
+        "checkpoint" => checkpoint::CheckpointArgs::augment_args(c),
+        "create" => create::Args::augment_args(c),
+        "delete" => delete::Args::augment_args(c),
+        "events" => events::Args::augment_args(c),
+        "exec" => exec::Args::augment_args(c),
+        "kill" => kill::Args::augment_args(c),
+        "list" => list::Args::augment_args(c).visible_alias("ls"),
+        "pause" => pause::Args::augment_args(c),
+        "ps" => ps::Args::augment_args(c),
+        "restore" => checkpoint::RestoreArgs::augment_args(c),
+        "resume" => resume::Args::augment_args(c),
+        "run" => run::Args::augment_args(c),
+        "spec" => spec::Args::augment_args(c),
+        "start" => start::Args::augment_args(c),
+        "state" => state::Args::augment_args(c),
+        "update" => update::Args::augment_args(c),
+        _ => c, // features
+    })
+}
+
+/// Every command, for help.
+fn full_command() -> clap::Command {
+    let mut c = Command::augment_subcommands(root_command());
+    c.build();
+    c
+}
+
+/// Parses prepared arguments (see [`prepare`]) with the global flags and `command`'s only.
+pub fn parse(args: Vec<OsString>, command: Option<&str>) -> Result<Cli, clap::Error> {
+    let mut cmd = root_command();
+    if let Some(c) = command.and_then(command_def) {
+        cmd = cmd.subcommand(c);
+    }
+    let m = cmd.try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&m)?;
+    if m.subcommand().is_some() {
+        cli.cmd = Some(Command::from_arg_matches(&m)?);
+    }
+    Ok(cli)
+}
+
 /// A failed command: the error and the exit code (1, or 255 for `exec`'s own failures, as runc).
 pub struct Failure {
     pub code: i32,
@@ -126,28 +205,19 @@ pub type Outcome = std::result::Result<i32, Failure>;
 
 /// What the command line asks for, before clap parses it.
 pub enum Prepared {
-    /// Parse these (normalised) arguments with clap and run the command.
-    Run(Vec<OsString>),
+    /// Parse these (normalised) arguments with clap ([`parse`]) and run the command, whose
+    /// name (as given) is the second field.
+    Run(Vec<OsString>, Option<String>),
     /// Print help for this command (None: the main help).
     Help(Option<String>),
 }
 
-/// runc's conventions applied to argv (see the module comment).
+/// runc's conventions applied to argv (see the module comment), and which command it names.
 pub fn prepare(args: Vec<OsString>) -> Prepared {
-    use clap::CommandFactory;
-    // Only argv that needs it pays for building clap's command tree twice.
-    let needs_scan = args
-        .iter()
-        .skip(1)
-        .filter_map(|a| a.to_str())
-        .any(|a| a == "help" || a == "h" || a == "-h" || a == "--help" || (a.starts_with('-') && !a.starts_with("--") && a.len() > 2));
-    if !needs_scan {
-        return Prepared::Run(args);
-    }
-    let mut root = Cli::command();
-    root.build();
+    let root = root_command();
     let mut out: Vec<OsString> = Vec::with_capacity(args.len());
-    let mut sub: Option<&clap::Command> = None;
+    let mut sub_def: Option<clap::Command> = None;
+    let mut sub_name: Option<String> = None;
     let mut verbatim = false;
     let mut help = false;
     let mut it = args.into_iter();
@@ -157,10 +227,10 @@ pub fn prepare(args: Vec<OsString>) -> Prepared {
             out.push(a);
             continue;
         }
-        let cmd = sub.unwrap_or(&root);
+        let cmd = sub_def.as_ref().unwrap_or(&root);
         let Some(s) = a.to_str().map(str::to_string) else {
             // Not UTF-8: an argument, not a flag.
-            verbatim = sub.is_some();
+            verbatim = sub_name.is_some();
             out.push(a);
             continue;
         };
@@ -196,15 +266,16 @@ pub fn prepare(args: Vec<OsString>) -> Prepared {
             }
             continue;
         }
-        match sub {
+        match sub_name {
             None if s == "help" || s == "h" => {
                 let topic = it.next().and_then(|t| t.into_string().ok());
                 return Prepared::Help(topic);
             }
             None => {
-                sub = root.find_subcommand(&s);
+                sub_def = command_def(&s);
                 // An unknown command: clap reports it; nothing after it is rewritten.
-                verbatim = sub.is_none();
+                verbatim = sub_def.is_none();
+                sub_name = Some(s);
             }
             // The command's first argument: what follows belongs to it (and the container).
             Some(_) => verbatim = true,
@@ -212,9 +283,9 @@ pub fn prepare(args: Vec<OsString>) -> Prepared {
         out.push(a);
     }
     if help {
-        return Prepared::Help(sub.map(|s| s.get_name().to_string()));
+        return Prepared::Help(sub_name.and_then(|n| command_name_of(&n)).map(str::to_string));
     }
-    Prepared::Run(out)
+    Prepared::Run(out, sub_name)
 }
 
 fn find_long<'a>(cmd: &'a clap::Command, root: &'a clap::Command, name: &str) -> Option<&'a clap::Arg> {
@@ -263,9 +334,7 @@ pub fn version_text() -> String {
 }
 
 pub fn print_help(topic: Option<&str>) -> Outcome {
-    use clap::CommandFactory;
-    let mut root = Cli::command();
-    root.build();
+    let root = full_command();
     let text = match topic {
         None => help::main(&root),
         Some(name) => match root.find_subcommand(name) {
@@ -344,9 +413,28 @@ mod tests {
     fn prep(args: &[&str]) -> Vec<String> {
         let v = std::iter::once("capsa").chain(args.iter().copied()).map(OsString::from).collect();
         match prepare(v) {
-            Prepared::Run(v) => v.into_iter().skip(1).map(|a| a.into_string().unwrap()).collect(),
+            Prepared::Run(v, _) => v.into_iter().skip(1).map(|a| a.into_string().unwrap()).collect(),
             Prepared::Help(t) => vec![format!("HELP {t:?}")],
         }
+    }
+
+    /// COMMANDS and command_def agree with the derived enum (names, aliases, every flag).
+    #[test]
+    fn command_table_matches_the_enum() {
+        let full = full_command();
+        let names: Vec<&str> = full.get_subcommands().map(|c| c.get_name()).collect();
+        assert_eq!(names, COMMANDS.iter().map(|(n, _)| *n).collect::<Vec<_>>());
+        for sub in full.get_subcommands() {
+            let (_, aliases) = COMMANDS.iter().find(|(n, _)| *n == sub.get_name()).unwrap();
+            assert_eq!(sub.get_all_aliases().collect::<Vec<_>>(), aliases.to_vec(), "{}", sub.get_name());
+            let def = command_def(sub.get_name()).unwrap();
+            let ids =
+                |c: &clap::Command| c.get_arguments().filter(|a| !a.is_global_set()).map(|a| a.get_id().to_string()).collect::<Vec<_>>();
+            assert_eq!(ids(&def), ids(sub), "{}", sub.get_name());
+        }
+        let cli = parse(["capsa", "--root", "/r", "ls", "-q"].map(OsString::from).to_vec(), Some("ls")).unwrap();
+        assert!(matches!(cli.cmd, Some(Command::List(_))));
+        assert_eq!(cli.root, PathBuf::from("/r"));
     }
 
     #[test]
