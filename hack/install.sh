@@ -9,6 +9,7 @@
 #                                         measurably faster to start than a plain `cargo build`
 #   PREFIX/bin/containerd-shim-capsa-v2   containerd finds shims on its PATH: runtime name
 #                                         io.containerd.capsa.v2 (ctr, CRI)
+#   PREFIX/bin/capsactl                   the docker-like front end (images, containers; no daemon)
 #   SYSCONFDIR/containers/containers.conf.d/50-capsa.conf
 #                                         podman (containers.conf drop-in): `podman --runtime capsa`
 # and prints the docker daemon.json entry (dockerd is configured by hand: the file is its own).
@@ -35,9 +36,8 @@ esac
 dest=${DESTDIR:-}
 
 # What gets installed: "binary:cargo-package". capsa itself is built by hack/build.sh (static,
-# non-PIE); every other binary is a plain release build. A new binary (capsactl) is one more
-# entry here.
-binaries="capsa:capsa containerd-shim-capsa-v2:containerd-shim-capsa-v2"
+# non-PIE); every other binary is a plain release build. A new binary is one more entry here.
+binaries="capsa:capsa containerd-shim-capsa-v2:containerd-shim-capsa-v2 capsactl:capsactl"
 
 if [ -z "${CAPSA_INSTALL_NO_BUILD:-}" ]; then
 	hack/build.sh
@@ -74,6 +74,7 @@ capsa = ["$prefix/bin/capsa"]
 EOF
 
 echo "installed: $("$dest$prefix/bin/capsa" --version | head -1) ($build) in $dest$prefix/bin"
+echo "  capsactl:    capsactl --help"
 echo "  containerd:  ctr run --runtime io.containerd.capsa.v2 ...   (shim on containerd's PATH)"
 echo "  podman:      podman --runtime capsa run ...                 ($conf/50-capsa.conf)"
 echo "  docker:      add to /etc/docker/daemon.json, then restart dockerd and use --runtime capsa:"

@@ -5,10 +5,16 @@ use serde_json::{json, Value};
 
 const CAPS: [&str; 3] = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
 
-/// The default spec; `rootless` maps the caller's uid/gid and avoids what needs real root.
-/// `cgroup_ns`: add a cgroup namespace, which runc does only on a pure cgroup v2 host (on a
-/// v1 or hybrid host it changes what /proc/self/cgroup shows inside, unlike runc's spec).
-pub fn example(rootless: Option<(u32, u32)>, cgroup_ns: bool) -> Value {
+/// The default spec for this host; `rootless` maps the caller's uid/gid and avoids what needs
+/// real root. It has a cgroup namespace only on a pure cgroup v2 host, as runc's (on a v1 or
+/// hybrid host one changes what /proc/self/cgroup shows inside, unlike runc's spec).
+pub fn example(rootless: Option<(u32, u32)>) -> Value {
+    let unified = capsa_cgroups::detect().is_ok_and(|m| m == capsa_cgroups::Mode::Unified);
+    example_for(rootless, unified)
+}
+
+/// [`example`] with or without a cgroup namespace, whatever the host.
+pub fn example_for(rootless: Option<(u32, u32)>, cgroup_ns: bool) -> Value {
     let mut devpts = vec!["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"];
     if rootless.is_none() {
         devpts.push("gid=5");
@@ -77,14 +83,14 @@ mod tests {
 
     #[test]
     fn example_parses_and_validates_shape() {
-        let v = super::example(None, false);
+        let v = super::example_for(None, false);
         let text = serde_json::to_vec(&v).unwrap();
         let spec = crate::config::parse(&text).unwrap();
         assert_eq!(spec.mounts().as_ref().unwrap().len(), 7);
         let ns = |v: &Value| v["linux"]["namespaces"].as_array().unwrap().iter().map(|n| n["type"].clone()).collect::<Vec<_>>();
         assert!(!ns(&v).contains(&json!("cgroup")));
-        assert!(ns(&super::example(None, true)).contains(&json!("cgroup")));
-        let r = super::example(Some((1000, 1000)), false);
+        assert!(ns(&super::example_for(None, true)).contains(&json!("cgroup")));
+        let r = super::example_for(Some((1000, 1000)), false);
         assert_eq!(r["linux"]["uidMappings"][0]["hostID"], 1000);
         assert!(r["linux"].get("resources").is_none());
     }

@@ -19,9 +19,7 @@ pub fn run(a: &Args) -> Result<i32> {
         bail!("File {} exists. Remove it first", path.display());
     }
     let ids = a.rootless.then(|| (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw()));
-    // runc adds a cgroup namespace only where cgroups are pure v2.
-    let unified = capsa_cgroups::detect().is_ok_and(|m| m == capsa_cgroups::Mode::Unified);
-    let v = capsa::spec::example(ids, unified);
+    let v = capsa::spec::example(ids);
     // Tab-indented, as runc writes it.
     let mut text = Vec::new();
     let fmt = serde_json::ser::PrettyFormatter::with_indent(b"\t");

@@ -1,7 +1,7 @@
 //! hack/install.sh, as the README tells a new user to run it, into a temporary PREFIX (never
 //! into /usr/local on this shared machine): it installs the build the benchmarks measure
-//! (static, non-PIE, what `--version` says), the containerd shim next to it, and a podman
-//! drop-in that makes `podman --runtime capsa` find it.
+//! (static, non-PIE, what `--version` says), the containerd shim and capsactl next to it, and
+//! a podman drop-in that makes `podman --runtime capsa` find it.
 //!
 //! The build steps of install.sh are cargo no-ops here when hack/test.sh has built the release
 //! binaries first (it does); run alone, the test builds them (minutes).
@@ -29,7 +29,7 @@ fn install_into_a_prefix() {
     assert!(out.success(), "hack/install.sh failed:\n{out}");
 
     // The binaries, executable, where containerd (shim on PATH) and people (capsa) look.
-    for bin in ["capsa", "containerd-shim-capsa-v2"] {
+    for bin in ["capsa", "containerd-shim-capsa-v2", "capsactl"] {
         let m = fs::metadata(prefix.join("bin").join(bin)).unwrap_or_else(|e| panic!("{bin}: {e}\n{out}"));
         assert_eq!(m.permissions().mode() & 0o777, 0o755, "{bin}");
     }
@@ -39,6 +39,7 @@ fn install_into_a_prefix() {
     assert_eq!(fs::read(&capsa).unwrap(), fs::read(workspace_root().join("target/release/capsa")).unwrap(), "the build the suite tests");
     let shim = Cmd::new(prefix.join("bin/containerd-shim-capsa-v2"), &p.out).arg("-v").run().ok();
     assert!(shim.stdout.contains("io.containerd.capsa.v2"), "{shim}");
+    Cmd::new(prefix.join("bin/capsactl"), &p.out).arg("--help").run().ok();
 
     // podman finds it by name through the drop-in, read from the real drop-in directory: a
     // private mount namespace puts a copy of /etc/containers with the drop-in (and this
