@@ -18,7 +18,7 @@
 #   SYSCONFDIR  where configuration goes: /etc for PREFIX /usr or /usr/local, else PREFIX/etc
 #   DESTDIR     a staging root prepended to every installed path (packaging); the paths written
 #               into configuration files are the final ones
-#   CAPSA_INSTALL_NO_BUILD=1  install what target/release holds (already built by this script's
+#   CAPSA_INSTALL_NO_BUILD=1  install what target/release{,-shim} hold (already built by this script's
 #               build step, e.g. by hack/test.sh); the capsa binary is still checked to be the
 #               static non-PIE build
 #
@@ -35,16 +35,19 @@ case $prefix in
 esac
 dest=${DESTDIR:-}
 
-# What gets installed: "binary:cargo-package". capsa itself is built by hack/build.sh (static,
-# non-PIE); every other binary is a plain release build. A new binary is one more entry here.
-binaries="capsa:capsa containerd-shim-capsa-v2:containerd-shim-capsa-v2 capsactl:capsactl"
+# What gets installed: "binary:cargo-package:profile". capsa itself is built by hack/build.sh
+# (static, non-PIE); the shim with its own profile release-shim (a panicking request fails alone
+# instead of aborting the shim of a whole pod); the rest is a plain release build. A new binary
+# is one more entry here.
+binaries="capsa:capsa:release containerd-shim-capsa-v2:containerd-shim-capsa-v2:release-shim capsactl:capsactl:release"
 
 if [ -z "${CAPSA_INSTALL_NO_BUILD:-}" ]; then
 	hack/build.sh
 	for entry in $binaries; do
-		bin=${entry%%:*} pkg=${entry#*:}
+		bin=${entry%%:*} rest=${entry#*:}
+		pkg=${rest%%:*} profile=${rest#*:}
 		[ "$bin" = capsa ] && continue
-		cargo build --release --locked -q -p "$pkg" --bin "$bin"
+		cargo build --profile "$profile" --locked -q -p "$pkg" --bin "$bin"
 	done
 fi
 
@@ -60,8 +63,8 @@ esac
 
 install -d "$dest$prefix/bin"
 for entry in $binaries; do
-	bin=${entry%%:*}
-	install -m 0755 "target/release/$bin" "$dest$prefix/bin/$bin"
+	bin=${entry%%:*} profile=${entry##*:}
+	install -m 0755 "target/$profile/$bin" "$dest$prefix/bin/$bin"
 done
 
 conf=$dest$sysconfdir/containers/containers.conf.d

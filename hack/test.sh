@@ -14,7 +14,8 @@ cargo clippy --locked --workspace --all-targets -q -- -D warnings
 # The release binaries hack/install.sh installs (tests/install.rs runs it into a temp prefix;
 # its own build steps are then no-ops): capsa static non-PIE, the shim, capsactl.
 hack/build.sh
-cargo build --release --locked -q -p containerd-shim-capsa-v2 --bin containerd-shim-capsa-v2 -p capsactl --bin capsactl
+cargo build --profile release-shim --locked -q -p containerd-shim-capsa-v2 --bin containerd-shim-capsa-v2
+cargo build --release --locked -q -p capsactl --bin capsactl
 export CAPSA_BIN="$PWD/target/release/capsa"
 rc=0
 cargo test --locked --workspace --no-fail-fast -- --test-threads "${TEST_THREADS:-8}" || rc=1

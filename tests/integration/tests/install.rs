@@ -39,6 +39,9 @@ fn install_into_a_prefix() {
     assert_eq!(fs::read(&capsa).unwrap(), fs::read(workspace_root().join("target/release/capsa")).unwrap(), "the build the suite tests");
     let shim = Cmd::new(prefix.join("bin/containerd-shim-capsa-v2"), &p.out).arg("-v").run().ok();
     assert!(shim.stdout.contains("io.containerd.capsa.v2"), "{shim}");
+    // The shim of its own profile (release-shim: a panicking request fails alone).
+    let built = workspace_root().join("target/release-shim/containerd-shim-capsa-v2");
+    assert_eq!(fs::read(prefix.join("bin/containerd-shim-capsa-v2")).unwrap(), fs::read(built).unwrap(), "the release-shim build");
     Cmd::new(prefix.join("bin/capsactl"), &p.out).arg("--help").run().ok();
 
     // podman finds it by name through the drop-in, read from the real drop-in directory: a
