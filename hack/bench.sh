@@ -10,9 +10,15 @@
 # Measures, for each runtime, on the same busybox bundle:
 #   1. `run` of /bin/true (create + start + wait + delete in one command);
 #   2. create, start, wait until stopped, delete: four commands, as containerd drives them;
-#   3. peak RSS of `run /bin/true` (max of the runtime's process tree, /usr/bin/time %M);
-#   4. `exec` of /bin/true into a running container.
-# It is a benchmark, not a test: the machine is shared and noisy; compare ratios of medians.
+#   3. `exec` of /bin/true into a running container;
+#   4. an occasional start: `run` of /bin/true after 300 ms of idleness (caches and CPU
+#      frequency as a container meets them when starts are rare, not back to back);
+#   5. peak RSS of `run /bin/true` (max of the runtime's process tree, /usr/bin/time %M).
+# The runtimes interleave: each round measures every step once for each runtime, one runtime
+# after another (the order rotating from round to round), so noise from the shared machine
+# falls on all of them alike. Three unmeasured warm-up rounds come first. Times are wall
+# clock from bash ($EPOCHREALTIME around the commands, which bash forks and execs the same way
+# for all three). It is a benchmark, not a test: compare ratios of medians.
 #
 # BENCH_CGROUP=systemd runs every runtime with --systemd-cgroup (a systemd host: each container
 # is a transient scope); hack/systemd-vm.sh with VM_BENCH=RUNS prints both drivers' tables.
@@ -28,9 +34,9 @@ runs=${1:-30}
 
 if [ -z "${CAPSA_BENCH_INNER:-}" ]; then
 	need=""
-	for c in hyperfine runc crun jq busybox /usr/bin/time; do command -v "$c" >/dev/null || need=1; done
+	for c in runc crun jq busybox /usr/bin/time; do command -v "$c" >/dev/null || need=1; done
 	if [ -n "$need" ]; then
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine runc crun jq busybox-static time >/dev/null
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runc crun jq busybox-static time >/dev/null
 	fi
 	capsa=${CAPSA_BENCH_BIN:-$(command -v capsa || true)}
 	if [ -z "$capsa" ] || [ ! -x "$capsa" ]; then
@@ -47,11 +53,13 @@ fi
 capsa=$CAPSA_BENCH_BIN
 # The cgroup driver: "" (cgroupfs) or --systemd-cgroup.
 sd=""
-[ "${BENCH_CGROUP:-}" = systemd ] && sd="--systemd-cgroup"
+if [ "${BENCH_CGROUP:-}" = systemd ]; then sd="--systemd-cgroup"; fi
 work=$(mktemp -d /tmp/capsa-bench.XXXXXX)
+declare -A bin=([capsa]=$capsa [runc]=runc [crun]=crun)
+order=(capsa runc crun)
 cleanup() {
-	for r in "$capsa" runc crun; do
-		for id in bench sleeper; do "$r" $sd --root "$work/root-$(basename "$r")" delete -f "$id" >/dev/null 2>&1 || true; done
+	for r in "${order[@]}"; do
+		for id in bench sleeper; do "${bin[$r]}" $sd --root "$work/root-$r" delete -f "$id" >/dev/null 2>&1 || true; done
 	done
 	rm -rf "$work"
 }
@@ -63,36 +71,69 @@ jq '.ociVersion = "1.0.2-dev"' "$work/bundle/config.json" >"$work/c" && mv "$wor
 mkdir -p "$work/sleeper"
 jq --arg r "$work/bundle/rootfs" '.root.path = $r | .process.args = ["sleep", "1000"]' "$work/bundle/config.json" >"$work/sleeper/config.json"
 
-declare -A bin=([capsa]=$capsa [runc]=runc [crun]=crun)
-order=(capsa runc crun)
-
-median_ms() { # hyperfine json -> median in ms
-	jq '.results[0].median * 1000' "$1"
+# One measurement of runtime $1 (binary $2, state root $3), appended to $work/$4-$1:
+#   run | cycle | exec | idle: milliseconds;  rss: peak KB.
+fail() { echo "bench.sh: $1: $(cat "$work/err")" >&2; exit 1; }
+measure() {
+	local r=$1 b=$2 root=$3 what=$4 t0 t1
+	case $what in
+	run | idle)
+		if [ "$what" = idle ]; then sleep 0.3; fi
+		t0=$EPOCHREALTIME
+		"$b" $sd --root "$root" run -b "$work/bundle" bench >/dev/null 2>"$work/err" </dev/null || fail "$r run"
+		t1=$EPOCHREALTIME
+		;;
+	cycle)
+		t0=$EPOCHREALTIME
+		"$b" $sd --root "$root" create -b "$work/bundle" bench >/dev/null 2>"$work/err" </dev/null || fail "$r create"
+		"$b" $sd --root "$root" start bench 2>"$work/err" || fail "$r start"
+		until "$b" $sd --root "$root" state bench 2>"$work/err" | grep -q stopped; do :; done
+		"$b" $sd --root "$root" delete bench 2>"$work/err" || fail "$r delete"
+		t1=$EPOCHREALTIME
+		;;
+	exec)
+		t0=$EPOCHREALTIME
+		"$b" $sd --root "$root" exec sleeper /bin/true >/dev/null 2>"$work/err" </dev/null || fail "$r exec"
+		t1=$EPOCHREALTIME
+		;;
+	rss)
+		/usr/bin/time -o "$work/rss" -f %M "$b" $sd --root "$root" run -b "$work/bundle" bench >/dev/null 2>"$work/err" </dev/null || fail "$r run (rss)"
+		cat "$work/rss" >>"$work/$what-$r"
+		return
+		;;
+	esac
+	awk -v a="${t0/./}" -v b="${t1/./}" 'BEGIN { printf "%.3f\n", (b - a) / 1000 }' >>"$work/$what-$r"
+}
+median() { # file of numbers -> median
+	sort -n "$1" | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 build() { "$capsa" --version | sed -n "s/^$1: //p"; }
 echo "capsa $("$capsa" --version | head -1 | awk '{print $3}') at $capsa (commit $(build commit), build $(build build))"
-echo "vs $(runc --version | head -1) / $(crun --version | head -1), $runs runs each, cgroup driver ${BENCH_CGROUP:-cgroupfs}"
-declare -A run_ms cycle_ms rss_kb exec_ms
+echo "vs $(runc --version | head -1) / $(crun --version | head -1), $runs rounds, runtimes interleaved, cgroup driver ${BENCH_CGROUP:-cgroupfs}"
 for r in "${order[@]}"; do
-	b=${bin[$r]}
-	root="$work/root-$r"
-	hyperfine -N -w 3 -r "$runs" --export-json "$work/run-$r.json" \
-		"$b $sd --root $root run -b $work/bundle bench" >/dev/null 2>&1
-	run_ms[$r]=$(median_ms "$work/run-$r.json")
-	hyperfine -w 3 -r "$runs" --export-json "$work/cycle-$r.json" -S none \
-		"sh -c 'R=\"\$0 $sd --root $root\"; \$R create -b $work/bundle bench && \$R start bench && until \$R state bench | grep -q stopped; do :; done; \$R delete bench' $b" >/dev/null 2>&1
-	cycle_ms[$r]=$(median_ms "$work/cycle-$r.json")
-	samples=()
-	for _ in $(seq 1 9); do
-		samples+=("$(/usr/bin/time -f %M "$b" $sd --root "$root" run -b "$work/bundle" bench 2>&1 >/dev/null | tail -1)")
+	"${bin[$r]}" $sd --root "$work/root-$r" run -d -b "$work/sleeper" sleeper >/dev/null 2>"$work/err" </dev/null || fail "$r run -d sleeper"
+done
+steps=(run cycle exec idle rss)
+for round in $(seq -2 "$runs"); do
+	# Rotate the order each round: no runtime always comes first (or right after another).
+	k=$(((round + 3) % ${#order[@]}))
+	rot=("${order[@]:k}" "${order[@]:0:k}")
+	for what in "${steps[@]}"; do
+		for r in "${rot[@]}"; do
+			measure "$r" "${bin[$r]}" "$work/root-$r" "$what"
+		done
 	done
-	rss_kb[$r]=$(printf '%s\n' "${samples[@]}" | sort -n | sed -n 5p)
-	"$b" $sd --root "$root" run -d -b "$work/sleeper" sleeper >/dev/null 2>&1 </dev/null
-	hyperfine -N -w 3 -r "$runs" --export-json "$work/exec-$r.json" \
-		"$b $sd --root $root exec sleeper /bin/true" >/dev/null 2>&1
-	exec_ms[$r]=$(median_ms "$work/exec-$r.json")
-	"$b" $sd --root "$root" delete -f sleeper >/dev/null 2>&1 || true
+	# Rounds -2..0 warm up: their figures are dropped.
+	if [ "$round" -le 0 ]; then rm -f "$work"/{run,cycle,exec,idle,rss}-*; fi
+done
+declare -A run_ms cycle_ms exec_ms idle_ms rss_mb
+for r in "${order[@]}"; do
+	run_ms[$r]=$(median "$work/run-$r")
+	cycle_ms[$r]=$(median "$work/cycle-$r")
+	exec_ms[$r]=$(median "$work/exec-$r")
+	idle_ms[$r]=$(median "$work/idle-$r")
+	rss_mb[$r]=$(awk -v k="$(median "$work/rss-$r")" 'BEGIN { print k / 1024 }')
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -105,6 +146,5 @@ row() { # label unit assoc-name
 row "run /bin/true" ms run_ms
 row "create+start+wait+delete" ms cycle_ms
 row "exec /bin/true" ms exec_ms
-declare -A rss_mb
-for r in "${order[@]}"; do rss_mb[$r]=$(awk -v k="${rss_kb[$r]}" 'BEGIN { print k / 1024 }'); done
+row "occasional run (after 300 ms idle)" ms idle_ms
 row "peak RSS of run /bin/true" MB rss_mb

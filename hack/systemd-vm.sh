@@ -156,6 +156,8 @@ cd $ws
 if [ -s /capsa/sh ] && [ -n "\$(cat /capsa/sh)" ]; then
 	sh -x /capsa/sh 2>&1 | sed 's/^/VM-SH /'
 elif [ -n "\$VM_BENCH" ]; then
+	# The staged target/release/capsa (hack/build.sh's, the build hack/install.sh installs).
+	export CAPSA_BENCH_BIN=$ws/target/release/capsa
 	hack/bench.sh "\$VM_BENCH" 2>&1 | sed 's/^/VM-BENCH /'
 	BENCH_CGROUP=systemd hack/bench.sh "\$VM_BENCH" 2>&1 | sed 's/^/VM-BENCH /'
 else
