@@ -137,10 +137,10 @@ for r in "${order[@]}"; do
 done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-printf '\n%-34s %10s %10s %10s   %s\n' "median" capsa runc crun "capsa/runc capsa/crun"
+printf '\n%-40s %10s %10s %10s   %s\n' "median" capsa runc crun "capsa/runc capsa/crun"
 row() { # label unit assoc-name
 	local -n m=$3
-	printf '%-34s %10.2f %10.2f %10.2f   %10s %10s\n' "$1 ($2)" "${m[capsa]}" "${m[runc]}" "${m[crun]}" \
+	printf '%-40s %10.2f %10.2f %10.2f   %10s %10s\n' "$1 ($2)" "${m[capsa]}" "${m[runc]}" "${m[crun]}" \
 		"$(ratio "${m[capsa]}" "${m[runc]}")" "$(ratio "${m[capsa]}" "${m[crun]}")"
 }
 row "run /bin/true" ms run_ms
