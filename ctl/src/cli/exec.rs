@@ -150,7 +150,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         pid_file: None,
         preserve_fds: 0,
         ignore_paused: false,
-        sub_cgroup: None,
+        sub_cgroups: &[],
     });
     if a.detach {
         if let Some(e) = &saved_err {
