@@ -837,7 +837,7 @@ fn syscall_tables_are_sorted_and_plausible() {
 /// Not a check: prints how long compiling the docker-like profile takes. Run with
 /// `cargo test -p capsa-seccomp --release --lib -- --ignored --nocapture measure`.
 #[test]
-#[ignore]
+#[ignore = "a measurement, not a check: run by hand with --release"]
 fn measure_compile_time() {
     let p = docker_like();
     let names: usize = p.syscalls.iter().map(|s| s.names.len()).sum();
