@@ -19,6 +19,8 @@ pkgs="$pkgs skopeo sqlite3 debootstrap"
 # systemd-vm.sh, the systemd VM: debootstrap (its Debian root, from Debian's mirror, listed
 # above), e2fsprogs (mkfs.ext4 -d), kmod (modprobe --show-depends for the initramfs).
 pkgs="$pkgs e2fsprogs kmod"
+# capsa-network: nftables (nft, which the crate drives for its NAT rules and the tests list).
+pkgs="$pkgs nftables"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -1,0 +1,127 @@
+//! The network's bridge in the host namespace, and a container's veth pair on it.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+
+use crate::error::{Context, Error, Result};
+use crate::ipam::Network;
+use crate::netns::Ns;
+use crate::rtnl::Rtnl;
+
+/// Makes the network's bridge if it is missing (gateway address, up), turns on IPv4
+/// forwarding and lets 127.0.0.1 be routed to the bridge (route_localnet, as docker does, so
+/// a published port answers on 127.0.0.1). A subnet that overlaps a route of the host that
+/// is not the bridge's is refused before anything is made. Returns the bridge's index.
+pub fn ensure(host: &Ns, net: &Network, mtu: u32) -> Result<u32> {
+    host.run(|| {
+        let mut rt = Rtnl::open()?;
+        let index = match rt.link(&net.bridge)? {
+            Some(l) => l.index,
+            None => {
+                for (dst, len, _) in rt.routes_v4()? {
+                    // The default route (0.0.0.0/0) overlaps everything and is fine.
+                    if len > 0 && net.subnet.overlaps(crate::ipam::Subnet { addr: dst, prefix: len }) {
+                        return Err(Error::new(format!(
+                            "network {}: subnet {} overlaps the host's route to {dst}/{len}",
+                            net.name, net.subnet
+                        )));
+                    }
+                }
+                match rt.add_bridge(&net.bridge, mtu) {
+                    Ok(()) => {}
+                    // Another process made it first.
+                    Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(e),
+                }
+                rt.link(&net.bridge)?.ok_or_else(|| Error::new(format!("bridge {}: gone right after it was made", net.bridge)))?.index
+            }
+        };
+        let gw = IpAddr::V4(net.gateway);
+        if !rt.addrs(index)?.iter().any(|(a, _)| *a == gw) {
+            match rt.add_addr(index, gw, net.subnet.prefix) {
+                Ok(()) => {}
+                Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        rt.set_up(index)?;
+        sysctl("net/ipv4/ip_forward", "1")?;
+        sysctl(&format!("net/ipv4/conf/{}/route_localnet", net.bridge), "1")?;
+        Ok(index)
+    })
+}
+
+/// Removes the network's bridge (and with it its address and routes); a missing one is fine.
+pub fn remove(host: &Ns, net: &Network) -> Result<()> {
+    host.run(|| {
+        let mut rt = Rtnl::open()?;
+        if let Some(l) = rt.link(&net.bridge)? {
+            rt.del_link(l.index)?;
+        }
+        Ok(())
+    })
+}
+
+/// The host end's name for a container: derived from the container id alone, so that
+/// cleanup after a crash finds it (15 characters at most, the kernel's limit).
+pub fn veth_name(container: &str) -> String {
+    // FNV-1a, 64 bits, shown as 11 hex digits (44 bits).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in container.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("veth{:011x}", h & 0xfff_ffff_ffff)
+}
+
+/// Puts a container on the bridge: a veth pair with the host end a hairpin port of the bridge
+/// and the other end `eth0` in the container's namespace, with `ip/prefix`, `lo` and `eth0` up
+/// and the default route via the gateway.
+pub fn attach(host: &Ns, container_ns: &Path, net: &Network, bridge_index: u32, container: &str, ip: Ipv4Addr, mtu: u32) -> Result<String> {
+    let veth = veth_name(container);
+    let cns = Ns::Path(container_ns.to_path_buf());
+    let cfd = cns.open()?;
+    host.run(|| {
+        let mut rt = Rtnl::open()?;
+        rt.add_veth(&veth, Some(bridge_index), mtu, "eth0", &cfd)?;
+        let l = rt.link(&veth)?.ok_or_else(|| Error::new(format!("veth {veth}: gone right after it was made")))?;
+        rt.set_hairpin(l.index, true)?;
+        rt.set_up(l.index)
+    })?;
+    cns.run(|| {
+        let mut rt = Rtnl::open()?;
+        let lo = rt.link("lo")?.ok_or_else(|| Error::new("no lo in the container's network namespace"))?;
+        rt.set_up(lo.index)?;
+        let eth = rt.link("eth0")?.ok_or_else(|| Error::new("eth0 missing in the container's network namespace"))?;
+        rt.add_addr(eth.index, IpAddr::V4(ip), net.subnet.prefix)?;
+        rt.set_up(eth.index)?;
+        rt.add_default_route(eth.index, net.gateway)
+    })
+    .with_ctx(|| format!("container {container}: set up eth0"))?;
+    Ok(veth)
+}
+
+/// Removes a container's veth pair (both ends go with the host end); a missing one is fine.
+pub fn detach(host: &Ns, container: &str) -> Result<()> {
+    let veth = veth_name(container);
+    host.run(|| {
+        let mut rt = Rtnl::open()?;
+        if let Some(l) = rt.link(&veth)? {
+            match rt.del_link(l.index) {
+                Ok(()) => {}
+                Err(e) if e.errno() == Some(libc::ENODEV) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Writes a sysctl of the calling thread's network namespace.
+pub fn sysctl(key: &str, value: &str) -> Result<()> {
+    let p = Path::new("/proc/sys").join(key);
+    if std::fs::read_to_string(&p).map(|v| v.trim() == value).unwrap_or(false) {
+        return Ok(());
+    }
+    std::fs::write(&p, value).with_ctx(|| format!("write {} = {value}", p.display()))
+}

@@ -1,0 +1,317 @@
+//! IPAM: networks (subnet, gateway, bridge) and the address each container leases, in the
+//! store's SQLite database (`capsa.db`, the connection capsa-image opens).
+//!
+//! Every function takes the caller's connection or transaction; a caller that writes opens
+//! the transaction with `BEGIN IMMEDIATE` (rusqlite's `TransactionBehavior::Immediate`), so
+//! the writer lock is taken up front and two processes allocating at once are serialised by
+//! SQLite (busy_timeout makes the second wait), never given the same address: the primary key
+//! (network, ip) would refuse a second lease of an address in any case.
+//!
+//! The tables are made here with `CREATE TABLE IF NOT EXISTS` and versioned in a table of
+//! their own (`network_schema`) for now; they move into the store's migrations
+//! (capsa-image's db.rs) once capsactl wires networks in, with this version as their start.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::str::FromStr;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{Error, Result};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS network_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS networks (
+    name TEXT PRIMARY KEY,
+    bridge TEXT NOT NULL UNIQUE,   -- the bridge link's name
+    subnet INTEGER NOT NULL,       -- IPv4 network address as a number
+    prefix INTEGER NOT NULL,
+    gateway INTEGER NOT NULL,      -- the bridge's address
+    created INTEGER NOT NULL       -- unix time
+);
+CREATE TABLE IF NOT EXISTS leases (
+    network TEXT NOT NULL REFERENCES networks(name),
+    ip INTEGER NOT NULL,
+    container TEXT NOT NULL,
+    PRIMARY KEY (network, ip),
+    UNIQUE (network, container)
+);
+CREATE INDEX IF NOT EXISTS leases_container ON leases(container);
+";
+
+/// Makes the tables if they are missing; refuses a database from a newer capsa.
+pub fn ensure_schema(conn: &Connection) -> Result<()> {
+    let have: Option<i64> = conn.query_row("SELECT version FROM network_schema", [], |r| r.get(0)).optional().or_else(|e| {
+        if e.to_string().contains("no such table") {
+            Ok(None)
+        } else {
+            Err(e)
+        }
+    })?;
+    match have {
+        Some(v) if v == SCHEMA_VERSION => Ok(()),
+        Some(v) if v > SCHEMA_VERSION => {
+            Err(Error::new(format!("network tables version {v} are newer than this capsa knows ({SCHEMA_VERSION})")))
+        }
+        _ => conn
+            .execute_batch(&format!(
+                "BEGIN IMMEDIATE; {SCHEMA}
+                 INSERT INTO network_schema (version) SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM network_schema);
+                 COMMIT;"
+            ))
+            .map_err(|e| {
+                let _ = conn.execute_batch("ROLLBACK");
+                Error::from(e).context("create the network tables")
+            }),
+    }
+}
+
+/// An IPv4 subnet, `a.b.c.d/len` with no host bits set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnet {
+    pub addr: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    fn mask(self) -> u32 {
+        if self.prefix == 0 {
+            0
+        } else {
+            u32::MAX << (32 - self.prefix)
+        }
+    }
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr)
+    }
+    pub fn overlaps(self, o: Subnet) -> bool {
+        let m = self.mask() & o.mask();
+        u32::from(self.addr) & m == u32::from(o.addr) & m
+    }
+    pub fn broadcast(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !self.mask())
+    }
+    /// The first usable address (docker's default gateway).
+    pub fn first(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) + 1)
+    }
+}
+
+impl FromStr for Subnet {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Subnet> {
+        let bad = |why: &str| Error::new(format!("subnet {s:?}: {why}"));
+        let (a, p) = s.split_once('/').ok_or_else(|| bad("expected ADDRESS/PREFIX, as 10.88.0.0/16"))?;
+        let addr: Ipv4Addr = a.parse().map_err(|_| bad("not an IPv4 address"))?;
+        let prefix: u8 = p.parse().map_err(|_| bad("prefix length is not a number"))?;
+        if !(8..=30).contains(&prefix) {
+            return Err(bad("prefix length must be between 8 and 30"));
+        }
+        let sn = Subnet { addr, prefix };
+        if u32::from(addr) & !sn.mask() != 0 {
+            return Err(bad(&format!(
+                "host bits are set (the network address is {}/{prefix})",
+                Ipv4Addr::from(u32::from(addr) & sn.mask())
+            )));
+        }
+        Ok(sn)
+    }
+}
+
+impl fmt::Display for Subnet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Network {
+    pub name: String,
+    pub bridge: String,
+    pub subnet: Subnet,
+    pub gateway: Ipv4Addr,
+}
+
+fn row_network(r: &rusqlite::Row) -> rusqlite::Result<Network> {
+    Ok(Network {
+        name: r.get(0)?,
+        bridge: r.get(1)?,
+        subnet: Subnet { addr: Ipv4Addr::from(r.get::<_, u32>(2)?), prefix: r.get(3)? },
+        gateway: Ipv4Addr::from(r.get::<_, u32>(4)?),
+    })
+}
+
+/// Records a network; its name, bridge and subnet must be new, its subnet overlapping no other
+/// network's; the gateway (default: the subnet's first address) must be inside the subnet.
+pub fn create_network(conn: &Connection, name: &str, bridge: &str, subnet: Subnet, gateway: Option<Ipv4Addr>) -> Result<Network> {
+    let gateway = gateway.unwrap_or(subnet.first());
+    if !subnet.contains(gateway) || gateway == subnet.addr || gateway == subnet.broadcast() {
+        return Err(Error::new(format!("gateway {gateway}: not a host address of subnet {subnet}")));
+    }
+    if bridge.is_empty() || bridge.len() > 15 || bridge.contains(['/', ' ', ':']) {
+        return Err(Error::new(format!("bridge name {bridge:?}: must be 1 to 15 characters, no '/', ':' or space")));
+    }
+    for n in networks(conn)? {
+        if n.name == name {
+            return Err(Error::new(format!("network {name}: already exists")));
+        }
+        if n.bridge == bridge {
+            return Err(Error::new(format!("bridge {bridge}: already used by network {}", n.name)));
+        }
+        if n.subnet.overlaps(subnet) {
+            return Err(Error::new(format!("subnet {subnet}: overlaps network {} ({})", n.name, n.subnet)));
+        }
+    }
+    conn.execute(
+        "INSERT INTO networks (name, bridge, subnet, prefix, gateway, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![name, bridge, u32::from(subnet.addr), subnet.prefix, u32::from(gateway), now()],
+    )?;
+    Ok(Network { name: name.to_string(), bridge: bridge.to_string(), subnet, gateway })
+}
+
+pub fn networks(conn: &Connection) -> Result<Vec<Network>> {
+    let mut st = conn.prepare("SELECT name, bridge, subnet, prefix, gateway FROM networks ORDER BY name")?;
+    let v = st.query_map([], row_network)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(v)
+}
+
+pub fn network(conn: &Connection, name: &str) -> Result<Option<Network>> {
+    Ok(conn.query_row("SELECT name, bridge, subnet, prefix, gateway FROM networks WHERE name = ?1", [name], row_network).optional()?)
+}
+
+/// Forgets a network; one with leases left is refused.
+pub fn remove_network(conn: &Connection, name: &str) -> Result<()> {
+    let n: i64 = conn.query_row("SELECT count(*) FROM leases WHERE network = ?1", [name], |r| r.get(0))?;
+    if n > 0 {
+        return Err(Error::new(format!("network {name}: {n} container(s) still have addresses on it")));
+    }
+    if conn.execute("DELETE FROM networks WHERE name = ?1", [name])? == 0 {
+        return Err(Error::new(format!("network {name}: no such network")));
+    }
+    Ok(())
+}
+
+/// Leases the lowest free host address of `network` to `container` (the network address,
+/// the gateway and the broadcast address are never leased). A container has at most one
+/// lease per network. Call inside a `BEGIN IMMEDIATE` transaction.
+pub fn allocate(conn: &Connection, network: &str, container: &str) -> Result<Ipv4Addr> {
+    let net = self::network(conn, network)?.ok_or_else(|| Error::new(format!("network {network}: no such network")))?;
+    if let Some(ip) = lease(conn, network, container)? {
+        return Err(Error::new(format!("container {container}: already has address {ip} on network {network}")));
+    }
+    let mut used: Vec<u32> = {
+        let mut st = conn.prepare("SELECT ip FROM leases WHERE network = ?1 ORDER BY ip")?;
+        let v = st.query_map([network], |r| r.get::<_, u32>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        v
+    };
+    used.push(u32::from(net.gateway));
+    used.sort_unstable();
+    let (lo, hi) = (u32::from(net.subnet.addr) + 1, u32::from(net.subnet.broadcast()));
+    let mut cand = lo;
+    for u in used {
+        if u == cand {
+            cand += 1;
+        } else if u > cand {
+            break;
+        }
+    }
+    if cand >= hi {
+        return Err(Error::new(format!("network {network}: no free address left in {}", net.subnet)));
+    }
+    conn.execute("INSERT INTO leases (network, ip, container) VALUES (?1, ?2, ?3)", params![network, cand, container])?;
+    Ok(Ipv4Addr::from(cand))
+}
+
+/// Leases a given address (docker's `--ip`): refused if outside the subnet, the gateway, or
+/// leased already.
+pub fn allocate_exact(conn: &Connection, network: &str, container: &str, ip: Ipv4Addr) -> Result<()> {
+    let net = self::network(conn, network)?.ok_or_else(|| Error::new(format!("network {network}: no such network")))?;
+    if !net.subnet.contains(ip) || ip == net.subnet.addr || ip == net.subnet.broadcast() || ip == net.gateway {
+        return Err(Error::new(format!("address {ip}: not a free host address of network {network} ({})", net.subnet)));
+    }
+    let holder: Option<String> = conn
+        .query_row("SELECT container FROM leases WHERE network = ?1 AND ip = ?2", params![network, u32::from(ip)], |r| r.get(0))
+        .optional()?;
+    if let Some(h) = holder {
+        return Err(Error::new(format!("address {ip}: already in use by container {h} on network {network}")));
+    }
+    conn.execute("INSERT INTO leases (network, ip, container) VALUES (?1, ?2, ?3)", params![network, u32::from(ip), container])?;
+    Ok(())
+}
+
+/// The address `container` leases on `network`.
+pub fn lease(conn: &Connection, network: &str, container: &str) -> Result<Option<Ipv4Addr>> {
+    Ok(conn
+        .query_row("SELECT ip FROM leases WHERE network = ?1 AND container = ?2", [network, container], |r| r.get::<_, u32>(0))
+        .optional()?
+        .map(Ipv4Addr::from))
+}
+
+/// Every lease of a container: (network, address).
+pub fn leases_of(conn: &Connection, container: &str) -> Result<Vec<(String, Ipv4Addr)>> {
+    let mut st = conn.prepare("SELECT network, ip FROM leases WHERE container = ?1 ORDER BY network")?;
+    let v = st
+        .query_map([container], |r| Ok((r.get::<_, String>(0)?, Ipv4Addr::from(r.get::<_, u32>(1)?))))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(v)
+}
+
+/// Every lease on a network: (address, container).
+pub fn leases_on(conn: &Connection, network: &str) -> Result<Vec<(Ipv4Addr, String)>> {
+    let mut st = conn.prepare("SELECT ip, container FROM leases WHERE network = ?1 ORDER BY ip")?;
+    let v = st
+        .query_map([network], |r| Ok((Ipv4Addr::from(r.get::<_, u32>(0)?), r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(v)
+}
+
+/// Releases every lease of a container; returns how many there were.
+pub fn release(conn: &Connection, container: &str) -> Result<usize> {
+    Ok(conn.execute("DELETE FROM leases WHERE container = ?1", [container])?)
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_parse_and_refuse() {
+        let s: Subnet = "10.88.0.0/16".parse().unwrap();
+        assert_eq!(s.broadcast(), Ipv4Addr::new(10, 88, 255, 255));
+        assert!(s.contains(Ipv4Addr::new(10, 88, 3, 4)));
+        assert!(!s.contains(Ipv4Addr::new(10, 89, 0, 1)));
+        assert!(s.overlaps("10.88.5.0/24".parse().unwrap()));
+        assert!(!s.overlaps("10.89.0.0/24".parse().unwrap()));
+        for bad in ["10.88.0.1/16", "10.88.0.0", "10.88.0.0/31", "x/16", "10.88.0.0/x"] {
+            let e = bad.parse::<Subnet>().unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn leases_skip_gateway_and_run_out() {
+        let c = Connection::open_in_memory().unwrap();
+        ensure_schema(&c).unwrap();
+        ensure_schema(&c).unwrap();
+        create_network(&c, "n", "br-n", "10.1.0.0/30".parse().unwrap(), None).unwrap();
+        assert_eq!(allocate(&c, "n", "a").unwrap(), Ipv4Addr::new(10, 1, 0, 2));
+        let e = allocate(&c, "n", "b").unwrap_err().to_string();
+        assert!(e.contains("no free address"), "{e}");
+        let e = allocate(&c, "n", "a").unwrap_err().to_string();
+        assert!(e.contains("already has address 10.1.0.2"), "{e}");
+        assert_eq!(release(&c, "a").unwrap(), 1);
+        assert_eq!(allocate(&c, "n", "b").unwrap(), Ipv4Addr::new(10, 1, 0, 2));
+        let e = create_network(&c, "m", "br-m", "10.1.0.0/24".parse().unwrap(), None).unwrap_err().to_string();
+        assert!(e.contains("overlaps network n"), "{e}");
+        let e = remove_network(&c, "n").unwrap_err().to_string();
+        assert!(e.contains("still have addresses"), "{e}");
+        let e = allocate_exact(&c, "n", "c", Ipv4Addr::new(10, 1, 0, 2)).unwrap_err().to_string();
+        assert!(e.contains("in use by container b"), "{e}");
+    }
+}

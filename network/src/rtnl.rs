@@ -1,0 +1,257 @@
+//! A small synchronous rtnetlink client over netlink-packet-route and netlink-sys: one socket,
+//! one request at a time, each acknowledged before the next. The socket belongs to the
+//! network namespace of the thread that opened it (see [`crate::netns::Ns::run`]).
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::OwnedFd;
+
+use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use crate::error::{Error, Result};
+
+pub struct Rtnl {
+    sock: Socket,
+    seq: u32,
+}
+
+/// A link as the kernel reports it.
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub up: bool,
+    pub mtu: u32,
+    /// The bridge it is a port of.
+    pub master: Option<u32>,
+    pub kind: Option<String>,
+}
+
+impl Rtnl {
+    /// Opens a socket in the calling thread's network namespace.
+    pub fn open() -> Result<Rtnl> {
+        let mut sock = Socket::new(NETLINK_ROUTE).map_err(|e| Error::os("open an rtnetlink socket", e))?;
+        sock.bind_auto().map_err(|e| Error::os("bind the rtnetlink socket", e))?;
+        sock.connect(&SocketAddr::new(0, 0)).map_err(|e| Error::os("connect the rtnetlink socket", e))?;
+        sock.set_ext_ack(true).map_err(|e| Error::os("rtnetlink extended acks", e))?;
+        Ok(Rtnl { sock, seq: 0 })
+    }
+
+    /// Sends one request and collects the answers until its ACK (or DONE for a dump).
+    fn request(&mut self, msg: RouteNetlinkMessage, flags: u16, what: &str) -> Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut hdr = NetlinkHeader::default();
+        hdr.flags = NLM_F_REQUEST | flags;
+        hdr.sequence_number = self.seq;
+        let mut req = NetlinkMessage::new(hdr, NetlinkPayload::from(msg));
+        req.finalize();
+        let mut buf = vec![0; req.header.length as usize];
+        req.serialize(&mut buf);
+        self.sock.send(&buf, 0).map_err(|e| Error::os(what, e))?;
+        let mut out = Vec::new();
+        loop {
+            let (data, _) = self.sock.recv_from_full().map_err(|e| Error::os(what, e))?;
+            let mut off = 0;
+            while off < data.len() {
+                let m: NetlinkMessage<RouteNetlinkMessage> =
+                    NetlinkMessage::deserialize(&data[off..]).map_err(|e| Error::new(format!("{what}: bad netlink answer: {e}")))?;
+                let len = m.header.length as usize;
+                let seq = m.header.sequence_number;
+                match m.payload {
+                    _ if seq != self.seq => {}
+                    NetlinkPayload::Error(e) => match e.code {
+                        None => return Ok(out),
+                        Some(_) => return Err(Error::os(what, e.to_io())),
+                    },
+                    NetlinkPayload::Done(_) => return Ok(out),
+                    NetlinkPayload::InnerMessage(i) => out.push(i),
+                    _ => {}
+                }
+                if len == 0 {
+                    break;
+                }
+                off += len;
+            }
+        }
+    }
+
+    fn ack(&mut self, msg: RouteNetlinkMessage, flags: u16, what: &str) -> Result<()> {
+        self.request(msg, NLM_F_ACK | flags, what).map(|_| ())
+    }
+
+    /// The link named `name`, or None.
+    pub fn link(&mut self, name: &str) -> Result<Option<Link>> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.request(RouteNetlinkMessage::GetLink(m), NLM_F_ACK, &format!("look up link {name}")) {
+            Ok(v) => Ok(v.into_iter().find_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(to_link(l)),
+                _ => None,
+            })),
+            Err(e) if e.errno() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every link of the namespace.
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        let v = self.request(RouteNetlinkMessage::GetLink(LinkMessage::default()), NLM_F_DUMP, "list links")?;
+        Ok(v.into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => Some(to_link(l)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Makes a bridge (an existing link of that name is an error, EEXIST).
+    pub fn add_bridge(&mut self, name: &str, mtu: u32) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_string()));
+        if mtu != 0 {
+            m.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        m.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+        self.ack(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL, &format!("create bridge {name}"))
+    }
+
+    /// Makes a veth pair: `host` here, a port of bridge `master` if given; `peer` made directly
+    /// in the namespace `peer_ns` (so it never appears in ours under its final name).
+    pub fn add_veth(&mut self, host: &str, master: Option<u32>, mtu: u32, peer: &str, peer_ns: &OwnedFd) -> Result<()> {
+        let mut p = LinkMessage::default();
+        p.attributes.push(LinkAttribute::IfName(peer.to_string()));
+        p.attributes.push(LinkAttribute::NetNsFd(crate::netns::raw(peer_ns)));
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(host.to_string()));
+        if let Some(master) = master {
+            m.attributes.push(LinkAttribute::Controller(master));
+        }
+        if mtu != 0 {
+            p.attributes.push(LinkAttribute::Mtu(mtu));
+            m.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        m.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Veth), LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p)))]));
+        self.ack(RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL, &format!("create veth pair {host} / {peer}"))
+    }
+
+    /// Turns hairpin mode on for a bridge port (a packet may leave by the port it came in:
+    /// a container reaching its own published port through the host's address).
+    pub fn set_hairpin(&mut self, index: u32, on: bool) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::PortKind(InfoPortKind::Bridge),
+            LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(on)])),
+        ]));
+        self.ack(RouteNetlinkMessage::NewLink(m), 0, &format!("set hairpin mode on link {index}"))
+    }
+
+    pub fn set_up(&mut self, index: u32) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        self.ack(RouteNetlinkMessage::SetLink(m), 0, &format!("set link {index} up"))
+    }
+
+    pub fn del_link(&mut self, index: u32) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        self.ack(RouteNetlinkMessage::DelLink(m), 0, &format!("delete link {index}"))
+    }
+
+    /// Adds `addr/prefix` to a link (EEXIST if it has it).
+    pub fn add_addr(&mut self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
+        let mut m = AddressMessage::default();
+        m.header.family = family(addr);
+        m.header.prefix_len = prefix;
+        m.header.index = index;
+        m.attributes.push(AddressAttribute::Local(addr));
+        m.attributes.push(AddressAttribute::Address(addr));
+        self.ack(RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_EXCL, &format!("add address {addr}/{prefix} to link {index}"))
+    }
+
+    /// The addresses of a link.
+    pub fn addrs(&mut self, index: u32) -> Result<Vec<(IpAddr, u8)>> {
+        let v = self.request(RouteNetlinkMessage::GetAddress(AddressMessage::default()), NLM_F_DUMP, "list addresses")?;
+        Ok(v.into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => a.attributes.iter().find_map(|at| match at {
+                    AddressAttribute::Local(ip) => Some((*ip, a.header.prefix_len)),
+                    _ => None,
+                }),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Adds the default route via `gw` on link `index`.
+    pub fn add_default_route(&mut self, index: u32, gw: Ipv4Addr) -> Result<()> {
+        let mut m = RouteMessage::default();
+        m.header.address_family = AddressFamily::Inet;
+        m.header.table = RouteHeader::RT_TABLE_MAIN;
+        m.header.protocol = RouteProtocol::Boot;
+        m.header.scope = RouteScope::Universe;
+        m.header.kind = RouteType::Unicast;
+        m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+        m.attributes.push(RouteAttribute::Oif(index));
+        self.ack(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL, &format!("add default route via {gw}"))
+    }
+
+    /// The IPv4 routes of the main table: (destination, prefix length, output link).
+    pub fn routes_v4(&mut self) -> Result<Vec<(Ipv4Addr, u8, Option<u32>)>> {
+        let mut q = RouteMessage::default();
+        q.header.address_family = AddressFamily::Inet;
+        let v = self.request(RouteNetlinkMessage::GetRoute(q), NLM_F_DUMP, "list routes")?;
+        Ok(v.into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) if r.header.table == RouteHeader::RT_TABLE_MAIN => {
+                    let dst = r.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Destination(RouteAddress::Inet(d)) => Some(*d),
+                        _ => None,
+                    });
+                    let oif = r.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Oif(i) => Some(*i),
+                        _ => None,
+                    });
+                    Some((dst.unwrap_or(Ipv4Addr::UNSPECIFIED), r.header.destination_prefix_length, oif))
+                }
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+fn family(a: IpAddr) -> AddressFamily {
+    match a {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn to_link(l: LinkMessage) -> Link {
+    let mut link =
+        Link { index: l.header.index, name: String::new(), up: l.header.flags.contains(LinkFlags::Up), mtu: 0, master: None, kind: None };
+    for a in l.attributes {
+        match a {
+            LinkAttribute::IfName(n) => link.name = n,
+            LinkAttribute::Mtu(m) => link.mtu = m,
+            LinkAttribute::Controller(c) => link.master = Some(c),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        link.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}

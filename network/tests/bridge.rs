@@ -1,0 +1,322 @@
+//! capsa-network on the real kernel, as root. Each test makes its own "host" network
+//! namespace (and an "upstream" one standing in for the outside world) and does everything,
+//! bridge and rules included, inside them: the machine's own network is never touched and no
+//! packet leaves the namespaces the test made. Every test ends by proving that nothing is left:
+//! links, nft ruleset and namespace bind mounts listed before and after.
+
+#![allow(clippy::unwrap_used)] // test helpers: a failed step fails the test
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use capsa_network::container::{self, Setup};
+use capsa_network::firewall::{self, PortMap};
+use capsa_network::ipam::{self, Network};
+use capsa_network::netns::{self, Ns};
+use capsa_network::rtnl::Rtnl;
+use capsa_network::{bridge, Result};
+use rusqlite::{Connection, TransactionBehavior};
+
+/// A test's own namespaces and run dir.
+struct Env {
+    dir: PathBuf,
+    /// The test's own namespaces (host, upstream): `dir/test-ns`.
+    host: Ns,
+    upstream: Ns,
+}
+
+const UPLINK_HOST: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const UPLINK_UPSTREAM: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+impl Env {
+    /// "host" and "upstream" joined by a veth pair on 192.0.2.0/24 (TEST-NET-1), `lo` up in both.
+    fn new(tag: &str) -> Env {
+        let dir = PathBuf::from(format!("/run/capsa-nettest-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tdir = dir.join("test-ns");
+        let host = Ns::Path(netns::create(&tdir, "host").unwrap());
+        let upstream = Ns::Path(netns::create(&tdir, "upstream").unwrap());
+        let up_fd = upstream.open().unwrap();
+        host.run(|| {
+            let mut rt = Rtnl::open()?;
+            rt.add_veth("uplink", None, 0, "downlink", &up_fd)?;
+            let l = rt.link("uplink")?.unwrap();
+            rt.add_addr(l.index, IpAddr::V4(UPLINK_HOST), 24)?;
+            rt.set_up(l.index)?;
+            let lo = rt.link("lo")?.unwrap();
+            rt.set_up(lo.index)
+        })
+        .unwrap();
+        upstream
+            .run(|| {
+                let mut rt = Rtnl::open()?;
+                let l = rt.link("downlink")?.unwrap();
+                rt.add_addr(l.index, IpAddr::V4(UPLINK_UPSTREAM), 24)?;
+                rt.set_up(l.index)?;
+                let lo = rt.link("lo")?.unwrap();
+                rt.set_up(lo.index)
+            })
+            .unwrap();
+        Env { dir, host, upstream }
+    }
+
+    fn db(&self) -> Connection {
+        let c = Connection::open(self.dir.join("capsa.db")).unwrap();
+        c.busy_timeout(Duration::from_secs(60)).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        ipam::ensure_schema(&c).unwrap();
+        c
+    }
+
+    /// What the host namespace holds: its links, its nft ruleset, our namespace mounts.
+    fn listing(&self) -> (Vec<String>, String, Vec<PathBuf>) {
+        let links = self.host.run(|| Ok(Rtnl::open()?.links()?.into_iter().map(|l| l.name).collect::<Vec<_>>())).unwrap();
+        let rules = self.host.run(|| Ok(run("nft", &["list", "ruleset"]))).unwrap();
+        let cdir = container::netns_dir(&self.dir);
+        let mounts = if cdir.exists() { netns::mounts_under(&cdir).unwrap() } else { Vec::new() };
+        (links, rules, mounts)
+    }
+
+    fn finish(mut self) {
+        self.remove_all(true);
+    }
+
+    /// Removes the test's namespaces (with them go every link and rule made in them) and its
+    /// dirs; `strict`: every step must succeed.
+    fn remove_all(&mut self, strict: bool) {
+        if !self.dir.exists() {
+            return;
+        }
+        for sub in ["netns", "test-ns"] {
+            let d = self.dir.join(sub);
+            for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let r = netns::remove(&e.path());
+                assert!(!strict || r.is_ok(), "{r:?}");
+            }
+            if d.exists() {
+                let r = netns::remove_dir(&d);
+                assert!(!strict || r.is_ok(), "{r:?}");
+            }
+        }
+        let r = std::fs::remove_dir_all(&self.dir);
+        assert!(!strict || r.is_ok(), "{r:?}");
+    }
+}
+
+impl Drop for Env {
+    /// A failed test still removes what it made.
+    fn drop(&mut self) {
+        self.remove_all(false);
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let o = std::process::Command::new(cmd).args(args).output().unwrap();
+    assert!(o.status.success(), "{cmd} {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// A TCP server in `ns` on port `port` that answers each connection with `name` and the
+/// peer's address, then closes.
+fn serve(ns: &Ns, port: u16, name: &'static str) {
+    let l = ns.run(|| Ok(TcpListener::bind(("0.0.0.0", port))?)).unwrap();
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            let Ok(mut c) = c else { return };
+            let peer = c.peer_addr().map(|p| p.ip().to_string()).unwrap_or_default();
+            let _ = c.write_all(format!("{name} {peer}").as_bytes());
+        }
+    });
+}
+
+/// Connects from `ns` and returns what the server said ("NAME PEER").
+fn ask(ns: &Ns, to: SocketAddr) -> Result<String> {
+    ns.run(|| {
+        let mut s =
+            TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|e| capsa_network::Error::os(format!("connect to {to}"), e))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out)
+    })
+}
+
+fn lease(c: &mut Connection, net: &str, id: &str) -> Ipv4Addr {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
+    let ip = ipam::allocate(&tx, net, id).unwrap();
+    tx.commit().unwrap();
+    ip
+}
+
+fn make_network(c: &Connection, name: &str, bridge: &str, subnet: &str) -> Network {
+    ipam::create_network(c, name, bridge, subnet.parse().unwrap(), None).unwrap()
+}
+
+fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(ip), port)
+}
+
+#[test]
+fn bridge_ports_hairpin_masquerade_and_nothing_left() {
+    let real_links_before = Rtnl::open().unwrap().links().unwrap().len();
+    let env = Env::new("main");
+    let before = env.listing();
+    let mut db = env.db();
+    let net = make_network(&db, "t", "capsa-t0", "10.77.0.0/24");
+    let (ia, ib) = (lease(&mut db, "t", "ctr-a"), lease(&mut db, "t", "ctr-b"));
+    assert_eq!((ia, ib), (Ipv4Addr::new(10, 77, 0, 2), Ipv4Addr::new(10, 77, 0, 3)));
+    let ports: Vec<PortMap> = vec!["8080:80".parse().unwrap(), "127.0.0.1:8081:81".parse().unwrap()];
+    let a =
+        container::attach(&Setup { host: &env.host, run_dir: &env.dir, net: &net, container: "ctr-a", ip: ia, ports: &ports, mtu: 1400 })
+            .unwrap();
+    let b = container::attach(&Setup { host: &env.host, run_dir: &env.dir, net: &net, container: "ctr-b", ip: ib, ports: &[], mtu: 1400 })
+        .unwrap();
+    let (na, nb) = (Ns::Path(a.netns.clone()), Ns::Path(b.netns.clone()));
+
+    // Inside a container: lo and eth0 up, its address, MTU, default route via the gateway.
+    let (eth0, lo, routes) = na
+        .run(|| {
+            let mut rt = Rtnl::open()?;
+            let eth0 = rt.link("eth0")?.unwrap();
+            let addrs = rt.addrs(eth0.index)?;
+            Ok(((eth0.up, eth0.mtu, addrs), rt.link("lo")?.unwrap().up, rt.routes_v4()?))
+        })
+        .unwrap();
+    assert_eq!(eth0, (true, 1400, vec![(IpAddr::V4(ia), 24)]));
+    assert!(lo);
+    assert!(routes.iter().any(|(d, l, _)| *d == Ipv4Addr::UNSPECIFIED && *l == 0), "{routes:?}");
+    // On the host: the veth is an up port of the bridge, hairpin on.
+    let (veth, br) = env.host.run(|| Ok((Rtnl::open()?.link(&a.veth)?.unwrap(), Rtnl::open()?.link("capsa-t0")?.unwrap()))).unwrap();
+    assert_eq!((veth.master, veth.up, veth.mtu), (Some(br.index), true, 1400));
+    // (Hairpin mode is proven by the container reaching its own published port below.)
+
+    serve(&na, 80, "a80");
+    serve(&na, 81, "a81");
+    serve(&nb, 80, "b80");
+    serve(&env.upstream, 9000, "upstream");
+
+    // Container to container on the bridge.
+    assert_eq!(ask(&nb, sa(ia, 80)).unwrap(), format!("a80 {ib}"));
+    assert_eq!(ask(&na, sa(ib, 80)).unwrap(), format!("b80 {ia}"));
+    // Published port from the host: 127.0.0.1 and its own addresses (uplink, gateway).
+    assert!(ask(&env.host, sa(Ipv4Addr::LOCALHOST, 8080)).unwrap().starts_with("a80 "));
+    assert!(ask(&env.host, sa(UPLINK_HOST, 8080)).unwrap().starts_with("a80 "));
+    assert!(ask(&env.host, sa(net.gateway, 8080)).unwrap().starts_with("a80 "));
+    // A port published on 127.0.0.1 only.
+    assert!(ask(&env.host, sa(Ipv4Addr::LOCALHOST, 8081)).unwrap().starts_with("a81 "));
+    // From another machine (upstream), through the host's address; not on 8081.
+    assert_eq!(ask(&env.upstream, sa(UPLINK_HOST, 8080)).unwrap(), format!("a80 {UPLINK_UPSTREAM}"));
+    assert!(ask(&env.upstream, sa(UPLINK_HOST, 8081)).is_err());
+    // Hairpin: another container, and the container itself, through the host's address.
+    assert!(ask(&nb, sa(UPLINK_HOST, 8080)).unwrap().starts_with("a80 "));
+    assert!(ask(&na, sa(UPLINK_HOST, 8080)).unwrap().starts_with("a80 "));
+    // Egress is masqueraded: upstream sees the host's address, never the container's.
+    assert_eq!(ask(&na, sa(UPLINK_UPSTREAM, 9000)).unwrap(), format!("upstream {UPLINK_HOST}"));
+
+    // A port published already is refused, and the refused container leaves nothing.
+    let ic = lease(&mut db, "t", "ctr-c");
+    let e = container::attach(&Setup {
+        host: &env.host,
+        run_dir: &env.dir,
+        net: &net,
+        container: "ctr-c",
+        ip: ic,
+        ports: &["8080:8080".parse().unwrap()],
+        mtu: 0,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("already published by container ctr-a"), "{e}");
+    assert!(!container::netns_dir(&env.dir).join("ctr-c").exists());
+    assert!(env.host.run(|| Rtnl::open()?.link(&bridge::veth_name("ctr-c"))).unwrap().is_none());
+    container::cleanup(&env.host, &env.dir, &db, "ctr-c").unwrap();
+
+    // Teardown: containers, then the network.
+    for id in ["ctr-a", "ctr-b"] {
+        container::cleanup(&env.host, &env.dir, &db, id).unwrap();
+    }
+    assert!(ask(&env.host, sa(Ipv4Addr::LOCALHOST, 8080)).is_err());
+    assert_eq!(ipam::leases_on(&db, "t").unwrap(), vec![]);
+    firewall::remove_network(&env.host, &net).unwrap();
+    bridge::remove(&env.host, &net).unwrap();
+    ipam::remove_network(&db, "t").unwrap();
+    firewall::remove_table(&env.host).unwrap();
+    let after = env.listing();
+    assert_eq!(before, after, "before/after: links, nft ruleset, namespace mounts");
+    drop(db);
+    env.finish();
+    assert_eq!(Rtnl::open().unwrap().links().unwrap().len(), real_links_before, "the machine's own links changed");
+}
+
+/// 50 allocations at once, each on its own connection (as 50 `capsactl run`s would be):
+/// 50 distinct addresses; then an address asked for twice is refused.
+#[test]
+fn fifty_concurrent_leases_are_distinct() {
+    let dir = PathBuf::from(format!("/run/capsa-nettest-{}-ipam", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("capsa.db");
+    {
+        let c = Connection::open(&path).unwrap();
+        c.pragma_update(None, "journal_mode", "WAL").unwrap();
+        ipam::ensure_schema(&c).unwrap();
+        make_network(&c, "n", "capsa-n0", "10.78.0.0/24");
+    }
+    let start = std::sync::Arc::new(std::sync::Barrier::new(50));
+    let threads: Vec<_> = (0..50)
+        .map(|i| {
+            let (path, start) = (path.clone(), start.clone());
+            std::thread::spawn(move || {
+                let mut c = Connection::open(&path).unwrap();
+                c.busy_timeout(Duration::from_secs(60)).unwrap();
+                ipam::ensure_schema(&c).unwrap();
+                start.wait();
+                lease(&mut c, "n", &format!("c{i}"))
+            })
+        })
+        .collect();
+    let mut ips: Vec<Ipv4Addr> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 50);
+    assert!(ips.iter().all(|ip| (2..=51).contains(&ip.octets()[3])), "{ips:?}");
+    let c = Connection::open(&path).unwrap();
+    let e = ipam::allocate_exact(&c, "n", "other", ips[0]).unwrap_err().to_string();
+    assert!(e.contains("already in use"), "{e}");
+    drop(c);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A setup that died half-way (namespace, veth and rules made, then the process gone) is
+/// removed completely by `cleanup` given the container id alone.
+#[test]
+fn cleanup_after_a_crash_leaves_nothing() {
+    let env = Env::new("crash");
+    let before = env.listing();
+    let mut db = env.db();
+    let net = make_network(&db, "c", "capsa-c0", "10.79.0.0/24");
+    let ip = lease(&mut db, "c", "crashed");
+    // The steps of attach, by hand, then abandoned as a killed process would leave them.
+    let br = bridge::ensure(&env.host, &net, 0).unwrap();
+    firewall::add_network(&env.host, &net).unwrap();
+    let ns = netns::create(&container::netns_dir(&env.dir), "crashed").unwrap();
+    bridge::attach(&env.host, &ns, &net, br, "crashed", ip, 0).unwrap();
+    firewall::publish(&env.host, &env.dir, "crashed", ip, &["9090:90".parse().unwrap()]).unwrap();
+    assert!(env.host.run(|| Ok(run("nft", &["list", "table", "ip", "capsa"]))).unwrap().contains("capsa:crashed"));
+    // Cleanup from nothing but the id.
+    container::cleanup(&env.host, &env.dir, &db, "crashed").unwrap();
+    container::cleanup(&env.host, &env.dir, &db, "crashed").unwrap();
+    let rules = env.host.run(|| Ok(run("nft", &["list", "table", "ip", "capsa"]))).unwrap();
+    assert!(!rules.contains("capsa:crashed"), "{rules}");
+    assert!(env.host.run(|| Rtnl::open()?.link(&bridge::veth_name("crashed"))).unwrap().is_none());
+    assert!(!Path::new(&ns).exists());
+    assert_eq!(ipam::leases_of(&db, "crashed").unwrap(), vec![]);
+    firewall::remove_network(&env.host, &net).unwrap();
+    bridge::remove(&env.host, &net).unwrap();
+    firewall::remove_table(&env.host).unwrap();
+    assert_eq!(before, env.listing());
+    drop(db);
+    env.finish();
+}
