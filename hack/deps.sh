@@ -19,7 +19,7 @@ pkgs="$pkgs skopeo sqlite3 debootstrap"
 # systemd-vm.sh, the systemd VM: debootstrap (its Debian root, from Debian's mirror, listed
 # above), e2fsprogs (mkfs.ext4 -d), kmod (modprobe --show-depends for the initramfs).
 pkgs="$pkgs e2fsprogs kmod"
-# capsa-network: nftables (nft, which the crate drives for its NAT rules and the tests list).
+# capsa-network tests: nftables (nft lists the rules the crate writes over netlink).
 pkgs="$pkgs nftables"
 missing=""
 for p in $pkgs; do

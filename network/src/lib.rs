@@ -8,7 +8,7 @@
 //!   gateway address ([`bridge`], spoken over rtnetlink by [`rtnl`], no `ip` binary);
 //! - an address leased from the network's subnet in the store's database ([`ipam`]);
 //! - masquerade out of the subnet and DNAT for published ports, tagged per container in
-//!   capsa's own nftables table ([`firewall`]).
+//!   capsa's own nftables table ([`firewall`], spoken over netlink by [`nftnl`], no `nft` binary).
 //!
 //! [`container`] puts these together: `attach` makes everything (undoing what it made on any
 //! failure) and `detach` removes everything a container was given, also after a crash, from
@@ -24,6 +24,7 @@ pub mod error;
 pub mod firewall;
 pub mod ipam;
 pub mod netns;
+pub mod nftnl;
 pub mod rtnl;
 
 pub use error::{Error, Result};

@@ -304,7 +304,18 @@ fn cleanup_after_a_crash_leaves_nothing() {
     let ns = netns::create(&container::netns_dir(&env.dir), "crashed").unwrap();
     bridge::attach(&env.host, &ns, &net, br, "crashed", ip, 0).unwrap();
     firewall::publish(&env.host, &env.dir, "crashed", ip, &["9090:90".parse().unwrap()]).unwrap();
-    assert!(env.host.run(|| Ok(run("nft", &["list", "table", "ip", "capsa"]))).unwrap().contains("capsa:crashed"));
+    // The rules, as nft reads them back from the kernel.
+    let listed = env.host.run(|| Ok(run("nft", &["list", "table", "ip", "capsa"]))).unwrap();
+    for want in [
+        "type nat hook prerouting priority dstnat; policy accept;",
+        "type nat hook output priority -100; policy accept;",
+        "type nat hook postrouting priority srcnat; policy accept;",
+        "fib daddr type local tcp dport 9090 dnat to 10.79.0.2:90 comment \"capsa:crashed tcp/*:9090\"",
+        "ip saddr 10.79.0.0/24 oifname != \"capsa-c0\" masquerade comment \"capsa-net:c\"",
+        "oifname \"capsa-c0\" ct status dnat ip saddr 127.0.0.0/8 masquerade comment \"capsa-net:c\"",
+    ] {
+        assert!(listed.contains(want), "{want}\nnot in\n{listed}");
+    }
     // Cleanup from nothing but the id.
     container::cleanup(&env.host, &env.dir, &db, "crashed").unwrap();
     container::cleanup(&env.host, &env.dir, &db, "crashed").unwrap();
