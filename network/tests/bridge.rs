@@ -331,3 +331,66 @@ fn cleanup_after_a_crash_leaves_nothing() {
     drop(db);
     env.finish();
 }
+
+/// A process killed with SIGKILL after each step of a container's setup (lease, netns, veth,
+/// published port): `cleanup` from the id alone then leaves no veth, namespace, rule or lease.
+#[test]
+fn kill_9_mid_setup_then_cleanup_leaves_nothing() {
+    let helper = env!("CARGO_BIN_EXE_capsa-network-crash-helper");
+    let env = Env::new("kill");
+    let db = env.db();
+    let net = make_network(&db, "k", "capsa-k0", "10.80.0.0/24");
+    bridge::ensure(&env.host, &net, 0).unwrap();
+    firewall::add_network(&env.host, &net).unwrap();
+    let before = env.listing();
+    let Ns::Path(host_path) = &env.host else { unreachable!() };
+    for steps in 1..=4 {
+        let id = format!("killed{steps}");
+        let mut child = std::process::Command::new(helper)
+            .args([
+                host_path.to_str().unwrap(),
+                env.dir.to_str().unwrap(),
+                env.dir.join("capsa.db").to_str().unwrap(),
+                "k",
+                &id,
+                &steps.to_string(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+        assert_eq!(line.trim(), "ready", "helper, {steps} steps");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // What the killed process left.
+        assert!(ipam::lease(&db, "k", &id).unwrap().is_some());
+        assert_eq!(container::netns_dir(&env.dir).join(&id).exists(), steps >= 2);
+        assert_eq!(env.host.run(|| Rtnl::open()?.link(&bridge::veth_name(&id))).unwrap().is_some(), steps >= 3);
+        let rules = env.host.run(|| capsa_network::nftnl::list_rules("capsa")).unwrap();
+        assert_eq!(rules.iter().any(|r| r.comment.starts_with(&format!("capsa:{id} "))), steps >= 4);
+        container::cleanup(&env.host, &env.dir, &db, &id).unwrap();
+        assert_eq!(ipam::lease(&db, "k", &id).unwrap(), None);
+        assert_eq!(before, env.listing(), "after a kill at step {steps} and cleanup");
+    }
+    firewall::remove_network(&env.host, &net).unwrap();
+    bridge::remove(&env.host, &net).unwrap();
+    firewall::remove_table(&env.host).unwrap();
+    drop(db);
+    env.finish();
+}
+
+/// A subnet overlapping a route of the host is refused before anything is made.
+#[test]
+fn subnet_overlapping_a_host_route_is_refused() {
+    let env = Env::new("overlap");
+    let before = env.listing();
+    let db = env.db();
+    // 192.0.2.0/24 is the uplink's subnet in the test's host namespace.
+    let net = make_network(&db, "o", "capsa-o0", "192.0.2.0/25");
+    let e = bridge::ensure(&env.host, &net, 0).unwrap_err().to_string();
+    assert!(e.contains("subnet 192.0.2.0/25 overlaps the host's route to 192.0.2.0/24"), "{e}");
+    assert_eq!(before, env.listing());
+    drop(db);
+    env.finish();
+}
