@@ -75,7 +75,7 @@ pub fn veth_name(container: &str) -> String {
 }
 
 /// Puts a container on the bridge: a veth pair with the host end a hairpin port of the bridge
-/// and the other end `eth0` in the container's namespace, with `ip/prefix`, `lo` and `eth0` up
+/// and the other end `eth0` in the container's namespace (MAC [`mac_of`] the address), with `ip/prefix`, `lo` and `eth0` up
 /// and the default route via the gateway.
 pub fn attach(host: &Ns, container_ns: &Path, net: &Network, bridge_index: u32, container: &str, ip: Ipv4Addr, mtu: u32) -> Result<String> {
     let veth = veth_name(container);
@@ -83,7 +83,7 @@ pub fn attach(host: &Ns, container_ns: &Path, net: &Network, bridge_index: u32, 
     let cfd = cns.open()?;
     host.run(|| {
         let mut rt = Rtnl::open()?;
-        rt.add_veth(&veth, Some(bridge_index), mtu, "eth0", &cfd)?;
+        rt.add_veth(&veth, Some(bridge_index), mtu, "eth0", Some(mac_of(ip)), &cfd)?;
         let l = rt.link(&veth)?.ok_or_else(|| Error::new(format!("veth {veth}: gone right after it was made")))?;
         rt.set_hairpin(l.index, true)?;
         rt.set_up(l.index)
@@ -99,6 +99,14 @@ pub fn attach(host: &Ns, container_ns: &Path, net: &Network, bridge_index: u32, 
     })
     .with_ctx(|| format!("container {container}: set up eth0"))?;
     Ok(veth)
+}
+
+/// The container's MAC address, derived from its IPv4 address as docker did before 26.0
+/// (02:42 and the four bytes of the address: locally administered, unicast, and the same for
+/// the same address, so neighbours' ARP caches stay right across a restart).
+pub fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
 /// Removes a container's veth pair (both ends go with the host end); a missing one is fine.

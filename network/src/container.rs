@@ -16,6 +16,64 @@ use crate::ipam::Network;
 use crate::netns::Ns;
 use crate::{bridge, firewall, ipam, netns};
 
+/// docker's `--network` modes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// On the named bridge network (`bridge`, docker's default, or a user network).
+    Bridge(String),
+    /// The host's namespace: no namespace of its own (the runtime spec has none).
+    Host,
+    /// A namespace of its own with only `lo`, up ([`attach_none`]).
+    None,
+    /// Another container's namespace ([`joined`]).
+    Container(String),
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Mode> {
+        Ok(match s {
+            "host" => Mode::Host,
+            "none" => Mode::None,
+            "" => return Err(Error::new("network mode \"\": expected bridge, host, none, container:ID or a network name")),
+            _ => match s.strip_prefix("container:") {
+                Some(id) => {
+                    check_id(id).map_err(|e| e.context(format!("network mode {s:?}")))?;
+                    Mode::Container(id.to_string())
+                }
+                None => Mode::Bridge(s.to_string()),
+            },
+        })
+    }
+}
+
+/// `--network none`: a namespace of its own with `lo` up and nothing else; removed by
+/// [`detach`] like any other.
+pub fn attach_none(run_dir: &Path, container: &str) -> Result<PathBuf> {
+    check_id(container)?;
+    let path = netns::create(&netns_dir(run_dir), container)?;
+    let up = Ns::Path(path.clone()).run(|| {
+        let mut rt = crate::rtnl::Rtnl::open()?;
+        let lo = rt.link("lo")?.ok_or_else(|| Error::new("no lo in a new network namespace"))?;
+        rt.set_up(lo.index)
+    });
+    if let Err(e) = up {
+        let _ = netns::remove(&path);
+        return Err(e);
+    }
+    Ok(path)
+}
+
+/// `--network container:OTHER`: the namespace OTHER was given (it must have one of ours).
+pub fn joined(run_dir: &Path, other: &str) -> Result<PathBuf> {
+    check_id(other)?;
+    let path = netns_dir(run_dir).join(other);
+    if !netns::is_mount_point(&path).unwrap_or(false) {
+        return Err(Error::new(format!("network mode container:{other}: that container has no network namespace of capsa's")));
+    }
+    Ok(path)
+}
+
 /// What `attach` needs.
 pub struct Setup<'a> {
     /// The namespace the bridge and the rules live in (the host's).

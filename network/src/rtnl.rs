@@ -31,6 +31,7 @@ pub struct Link {
     /// The bridge it is a port of.
     pub master: Option<u32>,
     pub kind: Option<String>,
+    pub mac: Vec<u8>,
 }
 
 impl Rtnl {
@@ -123,9 +124,20 @@ impl Rtnl {
 
     /// Makes a veth pair: `host` here, a port of bridge `master` if given; `peer` made directly
     /// in the namespace `peer_ns` (so it never appears in ours under its final name).
-    pub fn add_veth(&mut self, host: &str, master: Option<u32>, mtu: u32, peer: &str, peer_ns: &OwnedFd) -> Result<()> {
+    pub fn add_veth(
+        &mut self,
+        host: &str,
+        master: Option<u32>,
+        mtu: u32,
+        peer: &str,
+        peer_mac: Option<[u8; 6]>,
+        peer_ns: &OwnedFd,
+    ) -> Result<()> {
         let mut p = LinkMessage::default();
         p.attributes.push(LinkAttribute::IfName(peer.to_string()));
+        if let Some(mac) = peer_mac {
+            p.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
         p.attributes.push(LinkAttribute::NetNsFd(crate::netns::raw(peer_ns)));
         let mut m = LinkMessage::default();
         m.attributes.push(LinkAttribute::IfName(host.to_string()));
@@ -236,12 +248,20 @@ fn family(a: IpAddr) -> AddressFamily {
 }
 
 fn to_link(l: LinkMessage) -> Link {
-    let mut link =
-        Link { index: l.header.index, name: String::new(), up: l.header.flags.contains(LinkFlags::Up), mtu: 0, master: None, kind: None };
+    let mut link = Link {
+        index: l.header.index,
+        name: String::new(),
+        up: l.header.flags.contains(LinkFlags::Up),
+        mtu: 0,
+        master: None,
+        kind: None,
+        mac: Vec::new(),
+    };
     for a in l.attributes {
         match a {
             LinkAttribute::IfName(n) => link.name = n,
             LinkAttribute::Mtu(m) => link.mtu = m,
+            LinkAttribute::Address(a) => link.mac = a,
             LinkAttribute::Controller(c) => link.master = Some(c),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {

@@ -41,7 +41,7 @@ impl Env {
         let up_fd = upstream.open().unwrap();
         host.run(|| {
             let mut rt = Rtnl::open()?;
-            rt.add_veth("uplink", None, 0, "downlink", &up_fd)?;
+            rt.add_veth("uplink", None, 0, "downlink", None, &up_fd)?;
             let l = rt.link("uplink")?.unwrap();
             rt.add_addr(l.index, IpAddr::V4(UPLINK_HOST), 24)?;
             rt.set_up(l.index)?;
@@ -181,10 +181,10 @@ fn bridge_ports_hairpin_masquerade_and_nothing_left() {
             let mut rt = Rtnl::open()?;
             let eth0 = rt.link("eth0")?.unwrap();
             let addrs = rt.addrs(eth0.index)?;
-            Ok(((eth0.up, eth0.mtu, addrs), rt.link("lo")?.unwrap().up, rt.routes_v4()?))
+            Ok(((eth0.up, eth0.mtu, addrs, eth0.mac), rt.link("lo")?.unwrap().up, rt.routes_v4()?))
         })
         .unwrap();
-    assert_eq!(eth0, (true, 1400, vec![(IpAddr::V4(ia), 24)]));
+    assert_eq!(eth0, (true, 1400, vec![(IpAddr::V4(ia), 24)], vec![0x02, 0x42, 10, 77, 0, 2]));
     assert!(lo);
     assert!(routes.iter().any(|(d, l, _)| *d == Ipv4Addr::UNSPECIFIED && *l == 0), "{routes:?}");
     // On the host: the veth is an up port of the bridge, hairpin on.
@@ -392,5 +392,27 @@ fn subnet_overlapping_a_host_route_is_refused() {
     assert!(e.contains("subnet 192.0.2.0/25 overlaps the host's route to 192.0.2.0/24"), "{e}");
     assert_eq!(before, env.listing());
     drop(db);
+    env.finish();
+}
+
+/// `--network none` gets a namespace with only lo, up; `container:ID` joins ID's; bad modes
+/// are refused by name.
+#[test]
+fn modes_none_and_container() {
+    let env = Env::new("modes");
+    assert_eq!("host".parse::<container::Mode>().unwrap(), container::Mode::Host);
+    assert_eq!("mynet".parse::<container::Mode>().unwrap(), container::Mode::Bridge("mynet".into()));
+    assert_eq!("container:abc".parse::<container::Mode>().unwrap(), container::Mode::Container("abc".into()));
+    let e = "container:../x".parse::<container::Mode>().unwrap_err().to_string();
+    assert!(e.contains("network mode \"container:../x\""), "{e}");
+    let p = container::attach_none(&env.dir, "lonely").unwrap();
+    let links = Ns::Path(p.clone()).run(|| Ok(Rtnl::open()?.links()?.into_iter().map(|l| (l.name, l.up)).collect::<Vec<_>>())).unwrap();
+    assert_eq!(links, vec![("lo".to_string(), true)]);
+    assert_eq!(container::joined(&env.dir, "lonely").unwrap(), p);
+    let e = container::joined(&env.dir, "nobody").unwrap_err().to_string();
+    assert!(e.contains("container:nobody"), "{e}");
+    container::detach(&env.host, &env.dir, "lonely").unwrap();
+    assert!(!p.exists());
+    assert!(container::joined(&env.dir, "lonely").is_err());
     env.finish();
 }
