@@ -7,7 +7,10 @@
 //! `nft` binary costs about 5 ms a run here (measured: 20 runs of `nft -f -` adding one rule,
 //! 5.2 ms each; `nft -j list table`, 4.6 ms), above the 1 ms per container the issue allows.
 //!
-//! Chains, all NAT, in table `ip capsa`:
+//! Chains in table `ip capsa`:
+//! - `localnet` (filter, raw priority): drop what comes in from a bridge to 127.0.0.0/8 (the
+//!   bridge has route_localnet for published ports on 127.0.0.1; containers must not use it
+//!   to reach the host's loopback services);
 //! - `prerouting` (dstnat): `fib daddr type local` + port → DNAT, for traffic from other
 //!   hosts and from containers (hairpin);
 //! - `output` (dstnat): the same for the host's own connections (127.0.0.1 and its addresses);
@@ -95,12 +98,13 @@ impl PortMap {
     }
 }
 
-/// The table and its three NAT chains, added (idempotently) in front of a batch of rules.
+/// The table and its chains, added (idempotently) in front of a batch of rules.
 fn base(b: &mut Batch) {
     b.add_table();
-    b.add_nat_chain("prerouting", Hook::Prerouting, -100);
-    b.add_nat_chain("output", Hook::Output, -100);
-    b.add_nat_chain("postrouting", Hook::Postrouting, 100);
+    b.add_base_chain("localnet", "filter", Hook::Prerouting, -300);
+    b.add_base_chain("prerouting", "nat", Hook::Prerouting, -100);
+    b.add_base_chain("output", "nat", Hook::Output, -100);
+    b.add_base_chain("postrouting", "nat", Hook::Postrouting, 100);
 }
 
 /// Commits rules made by `rules`: first alone, and only if the table or a chain is missing
@@ -129,6 +133,9 @@ pub fn add_network(host: &Ns, net: &Network) -> Result<()> {
         }
         let (sn, br) = (net.subnet, &net.bridge);
         commit_rules(|b| {
+            // iifname BRIDGE ip daddr 127.0.0.0/8 drop: route_localnet on the bridge must not
+            // let a container reach the host's 127.0.0.1 services (CVE-2020-8558's lesson).
+            b.add_rule("localnet", vec![expr::iifname(br), expr::daddr_in(Ipv4Addr::new(127, 0, 0, 0), 8), expr::drop()], &tag);
             // ip saddr SUBNET oifname != BRIDGE masquerade
             b.add_rule("postrouting", vec![expr::saddr_in(sn.addr, sn.prefix), expr::oifname(false, br), expr::masquerade()], &tag);
             // oifname BRIDGE ct status dnat ip saddr 127.0.0.0/8 masquerade (and from SUBNET)

@@ -130,6 +130,23 @@ pub mod expr {
         let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
         vec![payload(1, 12, 4), and(&mask.to_be_bytes()), cmp(true, &(u32::from(addr) & mask).to_be_bytes())]
     }
+    /// `ip daddr SUBNET`.
+    pub fn daddr_in(addr: Ipv4Addr, prefix: u8) -> Vec<Expr> {
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - prefix) };
+        vec![payload(1, 16, 4), and(&mask.to_be_bytes()), cmp(true, &(u32::from(addr) & mask).to_be_bytes())]
+    }
+    /// `iifname NAME`.
+    pub fn iifname(name: &str) -> Vec<Expr> {
+        let mut b = [0u8; 16];
+        let n = name.as_bytes();
+        b[..n.len().min(15)].copy_from_slice(&n[..n.len().min(15)]);
+        vec![meta(6), cmp(true, &b)]
+    }
+    /// `drop` (the verdict register, 0, set to NF_DROP, 0).
+    pub fn drop() -> Vec<Expr> {
+        let verdict = Attrs::default().be32(1, 0);
+        vec![Expr("immediate", Attrs::default().be32(1, 0).nest(2, Attrs::default().nest(2, verdict)))]
+    }
     /// `ip daddr ADDR`.
     pub fn daddr_is(addr: Ipv4Addr) -> Vec<Expr> {
         vec![payload(1, 16, 4), cmp(true, &addr.octets())]
@@ -199,15 +216,16 @@ impl Batch {
         self.msgs.push((NFT_MSG_DELTABLE, 0, Attrs::default().str(TABLE_NAME, &self.table)));
     }
 
-    /// `add chain` of type nat on `hook` at `priority`, policy accept (no error if it exists).
-    pub fn add_nat_chain(&mut self, name: &str, hook: Hook, priority: i32) {
+    /// `add chain` of type `ty` (nat, filter) on `hook` at `priority`, policy accept (no error
+    /// if it exists).
+    pub fn add_base_chain(&mut self, name: &str, ty: &str, hook: Hook, priority: i32) {
         let h = Attrs::default().be32(HOOK_HOOKNUM, hook as u32).be32(HOOK_PRIORITY, priority as u32);
         let a = Attrs::default()
             .str(CHAIN_TABLE, &self.table)
             .str(CHAIN_NAME, name)
             .nest(CHAIN_HOOK, h)
             .be32(CHAIN_POLICY, 1)
-            .str(CHAIN_TYPE, "nat");
+            .str(CHAIN_TYPE, ty);
         self.msgs.push((NFT_MSG_NEWCHAIN, NLM_F_CREATE, a));
     }
 

@@ -205,7 +205,26 @@ impl Rtnl {
 
     /// Adds the default route via `gw` on link `index`.
     pub fn add_default_route(&mut self, index: u32, gw: Ipv4Addr) -> Result<()> {
+        self.add_route(Ipv4Addr::UNSPECIFIED, 0, index, gw)
+    }
+
+    /// Removes `addr/prefix` from a link.
+    pub fn del_addr(&mut self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
+        let mut m = AddressMessage::default();
+        m.header.family = family(addr);
+        m.header.prefix_len = prefix;
+        m.header.index = index;
+        m.attributes.push(AddressAttribute::Local(addr));
+        self.ack(RouteNetlinkMessage::DelAddress(m), 0, &format!("remove address {addr}/{prefix} from link {index}"))
+    }
+
+    /// Adds a route to `dst/prefix` via `gw` on link `index`.
+    pub fn add_route(&mut self, dst: Ipv4Addr, prefix: u8, index: u32, gw: Ipv4Addr) -> Result<()> {
         let mut m = RouteMessage::default();
+        m.header.destination_prefix_length = prefix;
+        if prefix > 0 {
+            m.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        }
         m.header.address_family = AddressFamily::Inet;
         m.header.table = RouteHeader::RT_TABLE_MAIN;
         m.header.protocol = RouteProtocol::Boot;
@@ -213,7 +232,7 @@ impl Rtnl {
         m.header.kind = RouteType::Unicast;
         m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
         m.attributes.push(RouteAttribute::Oif(index));
-        self.ack(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL, &format!("add default route via {gw}"))
+        self.ack(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL, &format!("add route to {dst}/{prefix} via {gw}"))
     }
 
     /// The IPv4 routes of the main table: (destination, prefix length, output link).

@@ -133,9 +133,12 @@ fn serve(ns: &Ns, port: u16, name: &'static str) {
 
 /// Connects from `ns` and returns what the server said ("NAME PEER").
 fn ask(ns: &Ns, to: SocketAddr) -> Result<String> {
+    ask_within(ns, to, Duration::from_secs(5))
+}
+
+fn ask_within(ns: &Ns, to: SocketAddr, timeout: Duration) -> Result<String> {
     ns.run(|| {
-        let mut s =
-            TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|e| capsa_network::Error::os(format!("connect to {to}"), e))?;
+        let mut s = TcpStream::connect_timeout(&to, timeout).map_err(|e| capsa_network::Error::os(format!("connect to {to}"), e))?;
         s.set_read_timeout(Some(Duration::from_secs(5)))?;
         let mut out = String::new();
         s.read_to_string(&mut out)?;
@@ -214,6 +217,28 @@ fn bridge_ports_hairpin_masquerade_and_nothing_left() {
     assert!(ask(&na, sa(UPLINK_HOST, 8080)).unwrap().starts_with("a80 "));
     // Egress is masqueraded: upstream sees the host's address, never the container's.
     assert_eq!(ask(&na, sa(UPLINK_UPSTREAM, 9000)).unwrap(), format!("upstream {UPLINK_HOST}"));
+
+    // A container cannot reach the host's 127.0.0.1 services through the bridge (which has
+    // route_localnet): a (root, hence able) container routes 127.0.0.0/8 to the gateway.
+    let lo_only = env.host.run(|| Ok(TcpListener::bind(("127.0.0.1", 7000))?)).unwrap();
+    std::thread::spawn(move || {
+        for c in lo_only.incoming() {
+            let Ok(mut c) = c else { return };
+            let _ = c.write_all(b"host-lo");
+        }
+    });
+    assert_eq!(ask(&env.host, sa(Ipv4Addr::LOCALHOST, 7000)).unwrap(), "host-lo");
+    nb.run(|| {
+        let mut rt = Rtnl::open()?;
+        let lo = rt.link("lo")?.unwrap();
+        rt.del_addr(lo.index, IpAddr::V4(Ipv4Addr::LOCALHOST), 8)?;
+        let eth0 = rt.link("eth0")?.unwrap();
+        rt.add_route(Ipv4Addr::new(127, 0, 0, 0), 8, eth0.index, net.gateway)?;
+        bridge::sysctl("net/ipv4/conf/eth0/route_localnet", "1")
+    })
+    .unwrap();
+    let e = ask_within(&nb, sa(Ipv4Addr::LOCALHOST, 7000), Duration::from_millis(500)).unwrap_err().to_string();
+    assert!(e.contains("timed out"), "{e}");
 
     // A port published already is refused, and the refused container leaves nothing.
     let ic = lease(&mut db, "t", "ctr-c");
@@ -313,6 +338,8 @@ fn cleanup_after_a_crash_leaves_nothing() {
         "fib daddr type local tcp dport 9090 dnat to 10.79.0.2:90 comment \"capsa:crashed tcp/*:9090\"",
         "ip saddr 10.79.0.0/24 oifname != \"capsa-c0\" masquerade comment \"capsa-net:c\"",
         "oifname \"capsa-c0\" ct status dnat ip saddr 127.0.0.0/8 masquerade comment \"capsa-net:c\"",
+        "type filter hook prerouting priority raw; policy accept;",
+        "iifname \"capsa-c0\" ip daddr 127.0.0.0/8 drop comment \"capsa-net:c\"",
     ] {
         assert!(listed.contains(want), "{want}\nnot in\n{listed}");
     }
