@@ -19,6 +19,9 @@ pkgs="$pkgs skopeo sqlite3 debootstrap"
 # systemd-vm.sh, the systemd VM: debootstrap (its Debian root, from Debian's mirror, listed
 # above), e2fsprogs (mkfs.ext4 -d), kmod (modprobe --show-depends for the initramfs).
 pkgs="$pkgs e2fsprogs kmod"
+# capsa-registry tests and bench-registry.sh: docker-registry (a real registry on 127.0.0.1), htpasswd
+# (bcrypt users), openssl (a test CA, the token server's RS256 signatures).
+pkgs="$pkgs docker-registry apache2-utils openssl"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
