@@ -108,7 +108,8 @@ PM="podman --storage-driver overlay --cgroup-manager cgroupfs --events-backend n
 # No state of the machine's own: skopeo's blob info cache (which would let it mount blobs
 # it saw before) and auth files under a private HOME.
 export HOME="$W/home" XDG_RUNTIME_DIR="$W/xdg" DOCKER_CONFIG="$W/docker" CAPSA_DAEMON_JSON="$W/none.json"
-mkdir -p "$HOME" "$XDG_RUNTIME_DIR"
+mkdir -p "$HOME" "$XDG_RUNTIME_DIR" "$DOCKER_CONFIG"
+echo "{}" >"$DOCKER_CONFIG/config.json"
 
 # --- The image: 4 layers of the Debian rootfs, gzip, as umoci's OCI layout, pushed once.
 echo "building the Debian image (4 gzip layers)..." >&2

@@ -392,3 +392,31 @@ fn corrupt_or_cut_blobs() {
     assert_eq!(blob_count(&env2), blob_count(&env), "the same blobs as the source store");
     assert_no_leftovers(&env2);
 }
+
+/// What the registry serves must be what it says it is: a Content-Type that is not the
+/// document's mediaType is refused, a schema 1 manifest is refused by name.
+#[test]
+fn content_type_mismatch_and_schema1_refused() {
+    let env = Env::new("reg-ctype");
+    let reg = Registry::start(&env.dir.join("reg"), Auth::None);
+    let name = format!("{}/typed:1", reg.host());
+    load_image(&env, &name, "typed", None);
+    ok(&env, &["push", &name], &[]);
+    let oci = "Content-Type: application/vnd.oci.image.manifest.v1+json";
+    for (to, want) in [
+        (
+            "Content-Type: application/vnd.docker.distribution.manifest.v2+json",
+            "its mediaType is \"application/vnd.oci.image.manifest.v1+json\" (refused)",
+        ),
+        ("Content-Type: application/vnd.oci.image.index.v1+json", "(refused)"),
+        ("Content-Type: application/vnd.docker.distribution.manifest.v1+prettyjws", "Docker schema 1 manifests are not supported"),
+    ] {
+        let p = Proxy::start(reg.port, Fault::Rewrite(oci, to));
+        let e2 = Env::new("reg-ctype-2");
+        let e = fails(&e2, &["pull", &format!("127.0.0.1:{}/typed:1", p.port)], &[]);
+        assert!(p.fired.load(Ordering::SeqCst) > 0, "the proxy rewrote nothing");
+        assert!(e.contains(want), "{to}: {e}");
+        assert_eq!(blob_count(&e2), 0, "nothing stored");
+        assert_no_leftovers(&e2);
+    }
+}

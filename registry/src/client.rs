@@ -568,3 +568,20 @@ impl ServerCertVerifier for NoVerify {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_above_the_limit_are_refused() {
+        let big = vec![b' '; 5 << 20];
+        let r = ureq::Response::new(200, "OK", std::str::from_utf8(&big).unwrap()).unwrap();
+        let e = read_limited(r, 4 << 20, "manifest").unwrap_err().to_string();
+        assert!(e.contains("more than the 4194304"), "{e}");
+        let r = ureq::Response::new(200, "OK", "{}").unwrap();
+        assert_eq!(read_limited(r, 4 << 20, "manifest").unwrap(), b"{}");
+        assert_eq!(encode("repository:a/b:pull,push"), "repository%3Aa%2Fb%3Apull%2Cpush");
+        assert_eq!(origin("https://h:5000/v2/x?y"), "https://h:5000");
+    }
+}

@@ -380,6 +380,8 @@ pub enum Fault {
     Corrupt(u64),
     /// Closes the first connection whose answers pass this many bytes (once).
     Cut(u64),
+    /// Replaces these bytes by those wherever a read of the answers holds them (headers).
+    Rewrite(&'static str, &'static str),
 }
 
 /// A TCP proxy to a registry on 127.0.0.1 that applies a [`Fault`], and notes whether a
@@ -456,6 +458,20 @@ fn pipe_answers(mut from: TcpStream, mut to: TcpStream, fault: Fault, fired: &At
             Fault::Corrupt(at) if pos <= at && at < end => {
                 b[(at - pos) as usize] ^= 0x55;
                 fired.fetch_add(1, Ordering::SeqCst);
+            }
+            Fault::Rewrite(old, new) => {
+                let chunk = &b[..n];
+                if let Some(i) = chunk.windows(old.len()).position(|w| w == old.as_bytes()) {
+                    fired.fetch_add(1, Ordering::SeqCst);
+                    let mut v = chunk[..i].to_vec();
+                    v.extend_from_slice(new.as_bytes());
+                    v.extend_from_slice(&chunk[i + old.len()..]);
+                    if to.write_all(&v).is_err() {
+                        break;
+                    }
+                    pos = end;
+                    continue;
+                }
             }
             Fault::Cut(at) if end > at && fired.load(Ordering::SeqCst) == 0 => {
                 fired.fetch_add(1, Ordering::SeqCst);
