@@ -275,6 +275,12 @@ fn htpasswd_over_tls_login_logout_and_helpers() {
     assert!(!o.status.success());
     assert!(err(&o).contains("UnknownIssuer") || err(&o).contains("certificate"), "{}", err(&o));
     assert!(!cfg_path.exists());
+    // Listed as insecure: TLS without verification (docker's rule), so login works.
+    std::fs::write(env.dir.join("daemon.json"), format!(r#"{{"insecure-registries": ["{h}"]}}"#)).unwrap();
+    let o = ctl(&env, &["login", "-u", "alice", "--password-stdin", &h], &[], b"secret\n");
+    assert!(o.status.success(), "{}", err(&o));
+    std::fs::remove_file(env.dir.join("daemon.json")).unwrap();
+    std::fs::remove_file(&cfg_path).unwrap();
     // A wrong password is refused and not written.
     let o = ctl(&env, &["login", "-u", "alice", "--password-stdin", &h], &with_ca, b"wrong\n");
     assert!(!o.status.success());
@@ -391,6 +397,25 @@ fn corrupt_or_cut_blobs() {
     );
     assert_eq!(blob_count(&env2), blob_count(&env), "the same blobs as the source store");
     assert_no_leftovers(&env2);
+    drop(cut);
+
+    // A stalled connection: the idle timeout (1 s here) ends it, the download resumes.
+    let stall = Proxy::start(reg.port, Fault::Stall(900_000));
+    let via = format!("127.0.0.1:{}/faulty:1", stall.port);
+    let env3 = Env::new("reg-faults-3");
+    let t0 = std::time::Instant::now();
+    ok(&env3, &["pull", "-q", &via], &[("CAPSA_REGISTRY_TIMEOUT", "1")]);
+    assert_eq!(stall.fired.load(Ordering::SeqCst), 1);
+    assert!(stall.saw_range.load(Ordering::SeqCst), "the download resumed with a Range request");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(9), "resumed before the stall ended");
+    drop(env3);
+
+    // 503s are retried with backoff.
+    let busy = Proxy::start(reg.port, Fault::Unavailable(2));
+    let via = format!("127.0.0.1:{}/faulty:1", busy.port);
+    let env4 = Env::new("reg-faults-4");
+    ok(&env4, &["pull", "-q", &via], &[]);
+    assert_eq!(busy.fired.load(Ordering::SeqCst), 2);
 }
 
 /// What the registry serves must be what it says it is: a Content-Type that is not the

@@ -418,7 +418,13 @@ pub fn status_error(method: &str, url: &str, r: ureq::Response) -> Error {
         detail = String::from_utf8_lossy(&body[..body.len().min(200)]).trim().to_string();
     }
     let sep = if detail.is_empty() { "" } else { ": " };
-    Error::new(format!("{method} {url}: {code} {text}{sep}{detail}"))
+    let hint = if code == 401 || code == 403 {
+        let host = origin(url).split("://").nth(1).unwrap_or("");
+        format!(" (not logged in, or not allowed: capsactl login {host})")
+    } else {
+        String::new()
+    };
+    Error::new(format!("{method} {url}: {code} {text}{sep}{detail}{hint}"))
 }
 
 /// Percent-encoding of a query value.

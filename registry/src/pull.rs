@@ -122,7 +122,7 @@ fn pull_from(store: &mut Store, c: &Client, r: &Reference, path: &str, opts: &Pu
             for m in &idx.manifests {
                 let p = m.platform.clone().unwrap_or_default();
                 // Attestations (unknown/unknown) and nested indexes are not images.
-                if oci::is_manifest_type(&m.media_type) && !p.os.is_empty() {
+                if oci::is_manifest_type(&m.media_type) && !p.os.is_empty() && p.os != "unknown" {
                     seen.push(p.to_string());
                     if picked.is_none() && platform.matches(&p) {
                         picked = Some(m.clone());

@@ -382,6 +382,10 @@ pub enum Fault {
     Cut(u64),
     /// Replaces these bytes by those wherever a read of the answers holds them (headers).
     Rewrite(&'static str, &'static str),
+    /// Answers the first N connections with 503 Service Unavailable, then passes through.
+    Unavailable(usize),
+    /// Stops sending (for 10 s) once the first connection's answers pass this offset.
+    Stall(u64),
 }
 
 /// A TCP proxy to a registry on 127.0.0.1 that applies a [`Fault`], and notes whether a
@@ -406,7 +410,16 @@ impl Proxy {
                 if st.load(Ordering::SeqCst) {
                     return;
                 }
-                let Ok(client) = conn else { continue };
+                let Ok(mut client) = conn else { continue };
+                if let Fault::Unavailable(n) = fault {
+                    if fi.load(Ordering::SeqCst) < n {
+                        fi.fetch_add(1, Ordering::SeqCst);
+                        // Whatever the request (a TLS hello too), one read, then the answer.
+                        let _ = client.read(&mut [0u8; 4096]);
+                        let _ = client.write_all(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        continue;
+                    }
+                }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else { continue };
                 let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
                 let sr = sr.clone();
@@ -472,6 +485,14 @@ fn pipe_answers(mut from: TcpStream, mut to: TcpStream, fault: Fault, fired: &At
                     pos = end;
                     continue;
                 }
+            }
+            Fault::Stall(at) if end > at && fired.load(Ordering::SeqCst) == 0 => {
+                fired.fetch_add(1, Ordering::SeqCst);
+                let _ = to.write_all(&b[..(at - pos.min(at)) as usize]);
+                std::thread::sleep(std::time::Duration::from_secs(10));
+                let _ = to.shutdown(std::net::Shutdown::Both);
+                let _ = from.shutdown(std::net::Shutdown::Both);
+                return;
             }
             Fault::Cut(at) if end > at && fired.load(Ordering::SeqCst) == 0 => {
                 fired.fetch_add(1, Ordering::SeqCst);
