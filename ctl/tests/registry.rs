@@ -381,6 +381,9 @@ fn corrupt_or_cut_blobs() {
     let big_blob_present =
         std::fs::read_dir(env2.root().join("blobs/sha256")).unwrap().flatten().any(|e| e.metadata().unwrap().len() > 1_000_000);
     assert!(!big_blob_present, "a corrupt blob was committed");
+    // Nor the good blobs and snapshots of the failed pull: it leaves nothing.
+    assert_eq!(blob_count(&env2), 0, "blobs of the failed pull left behind");
+    assert_eq!(env2.count("snapshots"), 0, "snapshots of the failed pull left behind");
     assert_eq!(ok(&env2, &["images", "-q"], &[]), "");
     assert_no_leftovers(&env2);
     drop(bad);
@@ -444,4 +447,212 @@ fn content_type_mismatch_and_schema1_refused() {
         assert_eq!(blob_count(&e2), 0, "nothing stored");
         assert_no_leftovers(&e2);
     }
+}
+
+/// An image as a hostile registry would serve it under `evil:1`: its gzip layers, config,
+/// manifest, and the answers (`/v2/`, the manifest by tag and by digest, each blob).
+struct EvilImage {
+    layers: Vec<Vec<u8>>,
+    config: Vec<u8>,
+    manifest: Vec<u8>,
+}
+
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+impl EvilImage {
+    fn new(tars: Vec<Vec<u8>>) -> EvilImage {
+        let layers: Vec<Vec<u8>> = tars.iter().map(|t| gzip(t)).collect();
+        let config = serde_json::to_vec(&config(&tars, json!({"Cmd": ["sh"]}))).unwrap();
+        let manifest = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": desc("application/vnd.oci.image.config.v1+json", &config),
+            "layers": layers.iter().map(|l| desc("application/vnd.oci.image.layer.v1.tar+gzip", l)).collect::<Vec<_>>()});
+        EvilImage { layers, config, manifest: serde_json::to_vec(&manifest).unwrap() }
+    }
+
+    /// The same image with its manifest changed by `edit`.
+    fn with_manifest(&self, edit: impl FnOnce(&mut Value)) -> EvilImage {
+        let mut m: Value = serde_json::from_slice(&self.manifest).unwrap();
+        edit(&mut m);
+        EvilImage { layers: self.layers.clone(), config: self.config.clone(), manifest: serde_json::to_vec(&m).unwrap() }
+    }
+
+    fn blob_path(b: &[u8]) -> String {
+        format!("/v2/evil/blobs/{}", capsa_image::Digest::of(b))
+    }
+
+    /// The honest answers; `edit` then changes them as the attack needs.
+    fn answers(&self) -> Vec<(String, Answer)> {
+        let m = Answer::new(200, &self.manifest).header("Content-Type", OCI_MANIFEST);
+        let mut v = vec![
+            ("/v2/".to_string(), Answer::new(200, b"{}")),
+            ("/v2/evil/manifests/1".to_string(), m.clone()),
+            (format!("/v2/evil/manifests/{}", capsa_image::Digest::of(&self.manifest)), m),
+            (Self::blob_path(&self.config), Answer::new(200, &self.config)),
+        ];
+        for l in &self.layers {
+            v.push((Self::blob_path(l), Answer::new(200, l)));
+        }
+        v
+    }
+}
+
+fn set(answers: &mut [(String, Answer)], path: &str, a: Answer) {
+    let slot = answers.iter_mut().find(|(p, _)| p == path).unwrap_or_else(|| panic!("no answer for {path}"));
+    slot.1 = a;
+}
+
+/// Pulls `reference` (after `127.0.0.1:PORT/`) from a registry giving `answers`: it must
+/// fail, and the store must hold nothing afterwards (no image, blob, snapshot, ingest).
+fn refused(name: &str, answers: Vec<(String, Answer)>, reference: &str) -> String {
+    let evil = Evil::start(answers);
+    let env = Env::new(&format!("reg-evil-{name}"));
+    let e = fails(&env, &["pull", &format!("{}/{reference}", evil.host())], &[]);
+    assert_eq!(ok(&env, &["images", "-q"], &[]), "", "{name}: an image was recorded");
+    assert_eq!(blob_count(&env), 0, "{name}: blobs left behind");
+    assert_eq!(env.count("snapshots"), 0, "{name}: snapshots left behind");
+    assert_eq!(env.count("l"), 0, "{name}: snapshot links left behind");
+    assert_no_leftovers(&env);
+    e
+}
+
+/// A registry is an attacker: documents and blobs that lie about their digest or size, a
+/// huge manifest, redirects elsewhere, layers with `../` and symlink escapes. Each is
+/// refused with a clear error and leaves nothing in the store; credentials never follow
+/// a redirect to another host.
+#[test]
+fn hostile_registry_is_refused_and_leaves_nothing() {
+    // Bytes gzip cannot shrink, so the second layer's blob is ~200 kB.
+    let noise: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let img = EvilImage::new(vec![
+        Layer::new().dir("srv/", 0o755).file("srv/one", 0o644, b"one").tar(),
+        Layer::new().dir("srv/", 0o755).file("srv/two", 0o644, &noise).tar(),
+    ]);
+    let (l0, l1) = (EvilImage::blob_path(&img.layers[0]), EvilImage::blob_path(&img.layers[1]));
+
+    // A layer whose bytes are not its digest (same size).
+    let mut a = img.answers();
+    let mut lie = img.layers[1].clone();
+    let mid = lie.len() / 2;
+    lie[mid] ^= 0xff;
+    set(&mut a, &l1, Answer::new(200, &lie));
+    let e = refused("digest", a, "evil:1");
+    assert!(e.contains("digest mismatch") && e.contains(&l1[15..]), "{e}");
+
+    // A layer longer than its descriptor says.
+    let mut a = img.answers();
+    let mut long = img.layers[1].clone();
+    long.extend_from_slice(b"and more");
+    set(&mut a, &l1, Answer::new(200, &long));
+    let e = refused("long", a, "evil:1");
+    assert!(e.contains("sent more than"), "{e}");
+
+    // A layer that always ends early (200 to every Range request): retried, then given up.
+    let mut a = img.answers();
+    let mut short = Answer::new(200, &img.layers[1][..1000]);
+    short.length = Some(img.layers[1].len() as u64);
+    set(&mut a, &l1, short);
+    let e = refused("short", a, "evil:1");
+    assert!(e.contains("interrupted") && e.contains(&l1[15..]), "{e}");
+
+    // A descriptor size at the top of u64 (no overflow, no endless read).
+    let a = img.with_manifest(|m| m["layers"][0]["size"] = json!(u64::MAX)).answers();
+    let e = refused("u64max", a, "evil:1");
+    assert!(e.contains(&l0[15..]), "{e}");
+
+    // A manifest that is not the digest it is pulled by, and one whose
+    // Docker-Content-Digest lies.
+    let mut a = img.answers();
+    let asked = capsa_image::Digest::of(&img.manifest);
+    let other = img.manifest.iter().chain(b" ").copied().collect::<Vec<u8>>();
+    set(&mut a, &format!("/v2/evil/manifests/{asked}"), Answer::new(200, &other).header("Content-Type", OCI_MANIFEST));
+    let e = refused("manifest-digest", a, &format!("evil@{asked}"));
+    assert!(e.contains("digest mismatch"), "{e}");
+    let mut a = img.answers();
+    let wrong = capsa_image::Digest::of(b"something else").to_string();
+    set(
+        &mut a,
+        "/v2/evil/manifests/1",
+        Answer::new(200, &img.manifest).header("Content-Type", OCI_MANIFEST).header("Docker-Content-Digest", &wrong),
+    );
+    let e = refused("header-digest", a, "evil:1");
+    assert!(e.contains("digest mismatch") && e.contains(&wrong), "{e}");
+
+    // A manifest of 5 MiB, announced, and not announced (read until the connection ends).
+    let mut fat: Value = serde_json::from_slice(&img.manifest).unwrap();
+    fat["annotations"] = json!({"padding": "x".repeat(5 << 20)});
+    let fat = serde_json::to_vec(&fat).unwrap();
+    for (label, length) in [("announced", Some(fat.len() as u64)), ("unannounced", None)] {
+        let mut a = img.answers();
+        let mut big = Answer::new(200, &fat).header("Content-Type", OCI_MANIFEST);
+        big.length = length;
+        set(&mut a, "/v2/evil/manifests/1", big);
+        let e = refused(&format!("fat-{label}"), a, "evil:1");
+        assert!(e.contains("more than the 4194304"), "{label}: {e}");
+    }
+    // A config descriptor claiming 1 TiB.
+    let a = img.with_manifest(|m| m["config"]["size"] = json!(1u64 << 40)).answers();
+    let e = refused("config-size", a, "evil:1");
+    assert!(e.contains("more than the 4194304"), "{e}");
+
+    // A layer redirected to another host that serves other bytes: refused as any lie.
+    let elsewhere = Evil::start(vec![("/blob".to_string(), Answer::new(200, &lie))]);
+    let mut a = img.answers();
+    set(&mut a, &l1, Answer::new(307, b"").header("Location", &format!("http://{}/blob", elsewhere.host())));
+    let e = refused("redirect-lie", a, "evil:1");
+    assert!(e.contains("digest mismatch"), "{e}");
+    assert_eq!(elsewhere.requests_for("/blob").len(), 1, "the redirect was followed once");
+    // A redirect loop ends.
+    let mut a = img.answers();
+    set(&mut a, &l1, Answer::new(307, b"").header("Location", &l1));
+    let e = refused("redirect-loop", a, "evil:1");
+    assert!(e.to_lowercase().contains("too many redirects"), "{e}");
+
+    // A registry with Basic auth redirecting a layer elsewhere (as registries do to their
+    // storage): the pull works and the password goes to the registry only.
+    let storage = Evil::start(vec![("/storage/l1".to_string(), Answer::new(200, &img.layers[1]))]);
+    let mut a = img.answers();
+    set(&mut a, &l1, Answer::new(307, b"").header("Location", &format!("http://{}/storage/l1", storage.host())));
+    set(&mut a, "/v2/", Answer::new(401, b"").header("WWW-Authenticate", "Basic realm=\"evil\""));
+    let reg = Evil::start(a);
+    let env = Env::new("reg-evil-auth-redirect");
+    std::fs::create_dir_all(env.dir.join("docker")).unwrap();
+    std::fs::write(env.dir.join("docker/config.json"), format!(r#"{{"auths": {{"{}": {{"auth": "YWxpY2U6c2VjcmV0"}}}}}}"#, reg.host()))
+        .unwrap();
+    ok(&env, &["pull", "-q", &format!("{}/evil:1", reg.host())], &[]);
+    let has_auth = |h: &String| h.to_ascii_lowercase().contains("\r\nauthorization:");
+    assert!(reg.requests_for(&l1).iter().all(has_auth), "the registry got the credentials");
+    let at_storage = storage.requests_for("/storage/l1");
+    assert_eq!(at_storage.len(), 1);
+    assert!(!at_storage.iter().any(has_auth), "credentials followed the redirect: {at_storage:?}");
+    drop(env);
+
+    // Layers whose entries climb out: `../` names and a write through a symlink that
+    // points outside. The blobs are honest (digest, size, diff_id): unpacking refuses.
+    let mark = format!("capsa-evil-{}", std::process::id());
+    let outside = std::path::PathBuf::from("/tmp").join(&mark);
+    let _ = std::fs::remove_dir_all(&outside);
+    std::fs::create_dir_all(&outside).unwrap();
+    let climb = format!("../../../../../../../../..{}/dotdot", outside.display());
+    let escape = EvilImage::new(vec![
+        Layer::new().dir("srv/", 0o755).file("srv/fine", 0o644, b"fine").tar(),
+        Layer::new().file(&climb, 0o644, b"escaped").tar(),
+    ]);
+    let e = refused("dotdot", escape.answers(), "evil:1");
+    assert!(e.contains("dotdot"), "the error names the entry: {e}");
+    let via_link = EvilImage::new(vec![
+        Layer::new().symlink("out", &format!("/../../../../..{}", outside.display())).tar(),
+        Layer::new().dir("out/", 0o755).file("out/through-link", 0o644, b"escaped").tar(),
+    ]);
+    let env = Env::new("reg-evil-symlink");
+    let evil = Evil::start(via_link.answers());
+    // Either refused or unpacked inside the layer; never written outside.
+    let o = ctl(&env, &["pull", "-q", &format!("{}/evil:1", evil.host())], &[], b"");
+    let left: Vec<_> = std::fs::read_dir(&outside).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "written outside the store through the layers: {left:?} ({})", err(&o));
+    if !o.status.success() {
+        assert_eq!(blob_count(&env), 0);
+        assert_eq!(env.count("snapshots"), 0);
+    }
+    assert_no_leftovers(&env);
+    std::fs::remove_dir_all(&outside).unwrap();
 }

@@ -63,6 +63,18 @@ pub struct Pulled {
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.v1+prettyjws;q=0.1, application/vnd.docker.distribution.manifest.v1+json;q=0.1";
 
 pub fn pull(store: &mut Store, name: &str, opts: &PullOpts) -> Result<Pulled> {
+    let res = pull_any(store, name, opts);
+    if res.is_err() {
+        // A failed pull leaves nothing behind: the blobs it committed and the snapshots it
+        // unpacked before the failure belong to no image. Garbage collection removes them
+        // under the store's exclusive lock, so no other process's pull or load (which hold
+        // the shared lock until their image is recorded) loses anything it is adding.
+        let _ = store.gc();
+    }
+    res
+}
+
+fn pull_any(store: &mut Store, name: &str, opts: &PullOpts) -> Result<Pulled> {
     let r = Reference::parse(name)?;
     let (domain, path) = split_repo(&r.repo);
     let endpoints = opts.settings.pull_endpoints(domain)?;
@@ -437,7 +449,7 @@ fn download(c: &Client, path: &str, content: &Content, d: &Descriptor, progress:
         }
         let start = w.size();
         // One byte more than the descriptor allows, to see a registry sending too much.
-        let mut r = resp.into_reader().take(d.size + 1 - start);
+        let mut r = resp.into_reader().take(d.size.saturating_add(1).saturating_sub(start));
         let cut = loop {
             match r.read(&mut buf) {
                 Ok(0) => break None,

@@ -510,3 +510,101 @@ fn pipe_answers(mut from: TcpStream, mut to: TcpStream, fault: Fault, fired: &At
     }
     let _ = to.shutdown(std::net::Shutdown::Both);
 }
+
+/// One canned answer of an [`Evil`] registry.
+#[derive(Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The Content-Length to announce; None: none (the body ends when the connection does).
+    pub length: Option<u64>,
+}
+
+impl Answer {
+    pub fn new(status: u16, body: &[u8]) -> Answer {
+        Answer { status, headers: Vec::new(), body: body.to_vec(), length: Some(body.len() as u64) }
+    }
+
+    pub fn header(mut self, k: &str, v: &str) -> Answer {
+        self.headers.push((k.to_string(), v.to_string()));
+        self
+    }
+}
+
+/// A hostile registry on 127.0.0.1 (plain HTTP): canned answers by path (query ignored),
+/// whatever the request; 404 for other paths. Every request's head is kept in `seen`.
+pub struct Evil {
+    pub port: u16,
+    pub seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Evil {
+    pub fn start(routes: Vec<(String, Answer)>) -> Evil {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let routes = Arc::new(routes);
+        let (se, st) = (seen.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if st.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(c) = conn else { continue };
+                let (routes, se) = (routes.clone(), se.clone());
+                std::thread::spawn(move || Evil::serve(c, &routes, &se));
+            }
+        });
+        Evil { port, seen, stop }
+    }
+
+    fn serve(mut c: TcpStream, routes: &[(String, Answer)], seen: &Mutex<Vec<String>>) {
+        let mut first = [0u8; 1];
+        if c.peek(&mut first).is_err() {
+            return;
+        }
+        if first[0] == 0x16 {
+            // A TLS hello: answer as a plain HTTP server does (the client falls back).
+            let _ = c.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            return;
+        }
+        let Some((head, _)) = read_head(&mut c) else { return };
+        seen.lock().unwrap().push(head.clone());
+        let target = head.lines().next().unwrap_or("").split(' ').nth(1).unwrap_or("").to_string();
+        let path = target.split('?').next().unwrap_or("");
+        let a = routes.iter().find(|(p, _)| p == path).map(|(_, a)| a.clone()).unwrap_or_else(|| {
+            Answer::new(404, br#"{"errors":[{"code":"NAME_UNKNOWN","message":"nothing here"}]}"#).header("Content-Type", "application/json")
+        });
+        let mut h = format!("HTTP/1.1 {} Evil\r\nConnection: close\r\n", a.status);
+        for (k, v) in &a.headers {
+            h += &format!("{k}: {v}\r\n");
+        }
+        if let Some(n) = a.length {
+            h += &format!("Content-Length: {n}\r\n");
+        }
+        h += "\r\n";
+        let _ = c.write_all(h.as_bytes());
+        let _ = c.write_all(&a.body);
+        let _ = c.shutdown(std::net::Shutdown::Both);
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The heads of the requests for `path` so far.
+    pub fn requests_for(&self, path: &str) -> Vec<String> {
+        let want = format!(" {path}");
+        self.seen.lock().unwrap().iter().filter(|h| h.lines().next().unwrap_or("").contains(&want)).cloned().collect()
+    }
+}
+
+impl Drop for Evil {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
