@@ -21,6 +21,9 @@ pkgs="$pkgs skopeo sqlite3 debootstrap"
 pkgs="$pkgs e2fsprogs kmod"
 # capsa-network tests: nftables (nft lists the rules the crate writes over netlink).
 pkgs="$pkgs nftables"
+# capsa-registry tests and bench-registry.sh: docker-registry (a real registry on 127.0.0.1), htpasswd
+# (bcrypt users), openssl (a test CA, the token server's RS256 signatures).
+pkgs="$pkgs docker-registry apache2-utils openssl"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

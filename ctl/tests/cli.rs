@@ -45,9 +45,9 @@ fn load_then_run_prints_hi() {
     let o = env.ctl(&["run", "--rm", "busybox", "/nonexistent"]);
     assert_eq!(o.status.code(), Some(127), "{}", err(&o));
     assert_clean(&env);
-    let o = env.ctl(&["run", "--rm", "nosuchimage"]);
+    let o = env.ctl(&["run", "--rm", "--pull", "never", "nosuchimage"]);
     assert_eq!(o.status.code(), Some(125));
-    assert!(err(&o).contains("Unable to find image 'nosuchimage' locally"), "{}", err(&o));
+    assert!(err(&o).contains("Unable to find image 'nosuchimage:latest' locally"), "{}", err(&o));
 }
 
 #[test]

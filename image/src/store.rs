@@ -351,6 +351,14 @@ impl Store {
         Ok(out)
     }
 
+    /// The unpacked size of layer `chain`, if the store has its row (registry pulls skip
+    /// such layers when their snapshot is there too).
+    pub fn layer_size(&self, chain: &Digest) -> Result<Option<u64>> {
+        let size: Option<i64> =
+            self.db.conn().query_row("SELECT size FROM layers WHERE chain_id = ?1", [chain.to_string()], |r| r.get(0)).optional()?;
+        Ok(size.map(|s| s as u64))
+    }
+
     /// Layer rows of an image (bottom first): (chainID, diffID, blob, media type, size).
     pub fn layers(&self, img: &ImageInfo) -> Result<Vec<NewLayer>> {
         let mut out = Vec::new();

@@ -116,6 +116,9 @@ pub struct Opts {
     /// Optional parent cgroup for the container (default /capsa).
     #[arg(long = "cgroup-parent")]
     pub cgroup_parent: Option<String>,
+    /// Pull the image before creating: missing (default), always, never.
+    #[arg(long, value_enum, default_value = "missing")]
+    pub pull: super::pull::PullPolicy,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     pub help: Option<bool>,

@@ -14,11 +14,15 @@ mod info;
 mod inspect;
 mod kill;
 mod load;
+mod login;
+mod logout;
 mod logs;
 mod pause;
 mod port;
 mod prune;
 mod ps;
+pub mod pull;
+mod push;
 mod rename;
 mod restart;
 mod rm;
@@ -139,6 +143,14 @@ pub enum Command {
     Exited { id: String, code: i32 },
     #[command(name = "__start", hide = true)]
     StartHelper { id: String },
+    /// Download an image from a registry.
+    Pull(pull::Args),
+    /// Upload an image to a registry.
+    Push(push::Args),
+    /// Log in to a registry (credentials kept in docker's config.json).
+    Login(login::Args),
+    /// Log out from a registry.
+    Logout(logout::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,6 +166,8 @@ pub enum ImageCmd {
     Load(load::Args),
     Save(save::Args),
     Import(import::Args),
+    Pull(pull::Args),
+    Push(push::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -296,5 +310,9 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Monitor(a) => Ok(crate::monitor::monitor_main(cli, a)),
         Command::Exited { id, code } => Ok(crate::monitor::exited_main(cli, id, *code)),
         Command::StartHelper { id } => Ok(crate::monitor::start_main(cli, id)),
+        Command::Pull(a) | Command::Image(ImageCmd::Pull(a)) => pull::run(cli, a),
+        Command::Push(a) | Command::Image(ImageCmd::Push(a)) => push::run(cli, a),
+        Command::Login(a) => login::run(cli, a),
+        Command::Logout(a) => logout::run(cli, a),
     }
 }

@@ -30,13 +30,8 @@ fn bad(msg: impl Into<String>) -> Failure {
 /// user, and the container's lock (held).
 pub fn create(store: &mut Store, o: &Opts, attached: bool, state: &str) -> Result<((Record, Vec<String>), Lock)> {
     let mut warnings = Vec::new();
-    let img = match store.resolve(&o.image) {
-        Ok(i) => i,
-        Err(e) if e.kind() == capsa_image::error::Kind::NotFound => {
-            return Err(bad(format!("Unable to find image '{}' locally (capsactl has no pull yet: load it)", o.image)));
-        }
-        Err(e) => return Err(bad(e.to_string())),
-    };
+    // Pulled first when missing (or always, per --pull), as docker's run and create do.
+    let img = crate::cli::pull::image_or_pull(store, &o.image, o.pull)?;
     let (icfg, _) = store.config(&img)?;
     let ic = icfg.config.clone().unwrap_or_default();
     let id = super::random_id();
