@@ -378,12 +378,13 @@ fn killed_create_is_cleaned_up_by_delete() {
     }
     let mut c = Container::shared("killed-create");
     c.args(&["sleep", "100"]);
-    c.set("/hooks/prestart", json!([{"path": "/bin/sh", "args": ["sh", "-c", "sleep 30"]}]));
+    // A sleep no other test runs: another suite's `sleep 30` must not pass for this hook.
+    c.set("/hooks/prestart", json!([{"path": "/bin/sh", "args": ["sh", "-c", "sleep 3017"]}]));
     c.write_config();
     let running = c.create_cmd(&[]).spawn();
     let pid = running.pid();
     poll(POLL_TIMEOUT, "create reaches the hook", || {
-        (!processes_for("sleep 30").is_empty() || all_pids().iter().any(|p| proc_cmdline(*p) == "sleep 30")).then_some(())
+        (!processes_for("sleep 3017").is_empty() || all_pids().iter().any(|p| proc_cmdline(*p) == "sleep 3017")).then_some(())
     });
     // SAFETY: kill with a pid we spawned.
     unsafe { libc::kill(pid, libc::SIGKILL) };
@@ -391,7 +392,7 @@ fn killed_create_is_cleaned_up_by_delete() {
     assert_eq!(c.status(), "creating");
     c.delete_force().ok();
     for p in all_pids() {
-        if proc_cmdline(p) == "sleep 30" {
+        if proc_cmdline(p) == "sleep 3017" {
             // SAFETY: kill of the hook process the killed create left behind.
             unsafe { libc::kill(p, libc::SIGKILL) };
         }
