@@ -17,7 +17,9 @@
 //! - `delete`: clean up after a shim that died (runtime `delete --force`, unmount the rootfs).
 //! - no action: serve the task API on the listener passed as fd 3 (or `-socket`).
 
+mod args;
 mod io;
+mod logger;
 mod metrics;
 mod options;
 mod publisher;
@@ -35,7 +37,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use containerd_shim::{api, Flags};
+use args::Flags;
 use protobuf::Message;
 use sha2::{Digest, Sha256};
 
@@ -50,7 +52,7 @@ const GROUP_LABELS: [&str; 2] = ["io.containerd.runc.v2.group", "io.kubernetes.c
 
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let flags = match containerd_shim::parse(args.get(1..).unwrap_or(&[])) {
+    let flags = match args::parse(args.get(1..).unwrap_or(&[])) {
         Ok(f) => f,
         Err(e) => fail(&format!("arguments: {e}")),
     };
@@ -187,7 +189,8 @@ fn start(flags: &Flags) -> Result<(), String> {
         // Like containerd-shim-runc-v2: the shim goes just before containerd for the OOM killer.
         let _ = adjust_oom_score(child.id());
     }
-    containerd_shim::util::write_address(&address).map_err(|e| format!("write address: {e}"))?;
+    // For containerd's later `delete`: written whole under another name, then renamed.
+    std::fs::write(".address", &address).and_then(|_| std::fs::rename(".address", "address")).map_err(|e| format!("write address: {e}"))?;
     let mut out = std::io::stdout().lock();
     out.write_all(address.as_bytes()).and_then(|_| out.flush()).map_err(|e| format!("stdout: {e}"))?;
     Ok(())
@@ -241,7 +244,11 @@ fn delete(flags: &Flags) -> Result<(), String> {
     let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     ts.seconds = d.as_secs() as i64;
     ts.nanos = d.subsec_nanos() as i32;
-    let resp = api::DeleteResponse { exit_status: 128 + libc::SIGKILL as u32, exited_at: Some(ts).into(), ..Default::default() };
+    let resp = containerd_shim_protos::shim::shim::DeleteResponse {
+        exit_status: 128 + libc::SIGKILL as u32,
+        exited_at: Some(ts).into(),
+        ..Default::default()
+    };
     let bytes = resp.write_to_bytes().map_err(|e| format!("encode: {e}"))?;
     std::io::stdout().write_all(&bytes).map_err(|e| format!("stdout: {e}"))?;
     Ok(())
@@ -275,7 +282,7 @@ fn serve(flags: &Flags) -> Result<(), String> {
         let l = UnixListener::bind(socket_path(&flags.socket)).map_err(|e| format!("listen {}: {e}", flags.socket))?;
         OwnedFd::from(l)
     };
-    if containerd_shim::logger::init(flags.debug, "info", &flags.namespace, &flags.id).is_err() {
+    if logger::init(flags.debug).is_err() {
         // No log fifo (started by hand): stay quiet.
     }
     if cfg!(panic = "abort") {
@@ -295,7 +302,8 @@ fn serve(flags: &Flags) -> Result<(), String> {
         .spawn(move || publisher::run(rx, ttrpc_address, ns))
         .map_err(|e| format!("publisher thread: {e}"))?;
     let service = Service::new(&flags.namespace, &flags.address, Arc::clone(&reaper), Arc::clone(&reactor), tx);
-    let methods = containerd_shim::protos::shim_sync::create_task(Arc::clone(&service) as Arc<dyn containerd_shim::Task + Send + Sync>);
+    let methods =
+        containerd_shim_protos::shim_sync::create_task(Arc::clone(&service) as Arc<dyn containerd_shim_protos::Task + Send + Sync>);
     let mut deferred: std::collections::HashMap<String, server::Deferred> = std::collections::HashMap::new();
     let s = Arc::clone(&service);
     deferred.insert("/containerd.task.v2.Task/Wait".into(), Box::new(move |payload, r| s.wait_deferred(payload, r)));

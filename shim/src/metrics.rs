@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
 use capsa_cgroups::{oom_kill_count, BlkioEntry, Mode, Stats};
-use containerd_shim::protos::cgroups::metrics as v1m;
-use containerd_shim::protos::cgroups_v2::metrics as v2m;
+use containerd_shim_protos::cgroups::metrics as v1m;
+use containerd_shim_protos::cgroups_v2::metrics as v2m;
 use protobuf::well_known_types::any::Any;
 use protobuf::Message;
 

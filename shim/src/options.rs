@@ -16,7 +16,7 @@ use protobuf::well_known_types::any::Any;
 use protobuf::{CodedInputStream, Message};
 use serde::Deserialize;
 
-use containerd_shim::api::Options as RuncOptions;
+use containerd_shim_protos::shim::oci::Options as RuncOptions;
 
 /// The `TypeUrl` of capsa's settings in generic runtime options.
 pub const CAPSA_OPTIONS_TYPE: &str = "io.containerd.capsa.v1.options";

@@ -9,8 +9,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use containerd_shim::protos::shim::event::Envelope;
-use containerd_shim::protos::shim::events::ForwardRequest;
+use containerd_shim_protos::shim::event::Envelope;
+use containerd_shim_protos::shim::events::ForwardRequest;
 use protobuf::well_known_types::any::Any;
 use protobuf::Message;
 use ttrpc::proto::{Codec, MESSAGE_HEADER_LENGTH, MESSAGE_LENGTH_MAX, MESSAGE_TYPE_REQUEST, MESSAGE_TYPE_RESPONSE};
@@ -77,9 +77,7 @@ pub fn run(rx: Receiver<Event>, ttrpc_address: String, namespace: String) {
         let mut env = Envelope::new();
         env.topic = topic.to_string();
         env.namespace = namespace.clone();
-        if let Ok(ts) = containerd_shim::util::timestamp() {
-            env.timestamp = Some(ts).into();
-        }
+        env.timestamp = Some(protobuf::well_known_types::timestamp::Timestamp::now()).into();
         env.event = Some(any).into();
         let req = ForwardRequest { envelope: Some(env).into(), ..Default::default() };
         for attempt in 0..50 {

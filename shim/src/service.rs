@@ -7,18 +7,19 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use capsa_cgroups::{Manager, OomEvent, OomWatcher};
-use containerd_shim::api::{
+use containerd_shim_protos::events::task::{
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed, TaskStart,
+};
+use containerd_shim_protos::shim::oci::{CheckpointOptions, ProcessDetails};
+use containerd_shim_protos::shim::shim::{
     CheckpointTaskRequest, CloseIORequest, ConnectRequest, ConnectResponse, CreateTaskRequest, CreateTaskResponse, DeleteRequest,
-    DeleteResponse, Empty, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest,
+    DeleteResponse, ExecProcessRequest, KillRequest, PauseRequest, PidsRequest, PidsResponse, ResizePtyRequest, ResumeRequest,
     ShutdownRequest, StartRequest, StartResponse, StateRequest, StateResponse, StatsRequest, StatsResponse, UpdateTaskRequest, WaitRequest,
     WaitResponse,
 };
-use containerd_shim::protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused, TaskResumed, TaskStart,
-};
-use containerd_shim::protos::shim::oci::{CheckpointOptions, ProcessDetails};
-use containerd_shim::protos::topics::*;
-use containerd_shim::protos::types::task::{ProcessInfo, Status};
+use containerd_shim_protos::topics::*;
+use containerd_shim_protos::types::empty::Empty;
+use containerd_shim_protos::types::task::{ProcessInfo, Status};
 use protobuf::well_known_types::any::Any;
 use protobuf::well_known_types::timestamp::Timestamp;
 use protobuf::Message;
@@ -268,7 +269,7 @@ fn unmount_rootfs(bundle: &Path) {
 }
 
 /// Mount one rootfs mount from the Create request (overlay from the snapshotter, or a bind).
-/// Not containerd_shim::mount::mount_rootfs: it forks and waits through the crate's own
+/// Not the containerd-shim crate's mount_rootfs: it forks and waits through the crate's own
 /// reaper, which this shim does not run.
 fn mount_one(fstype: &str, source: &str, options: &[String], target: &Path) -> Result<(), String> {
     use nix::mount::MsFlags;
@@ -683,7 +684,7 @@ fn signal_of(n: u32) -> ttrpc::Result<Option<nix::sys::signal::Signal>> {
     nix::sys::signal::Signal::try_from(n as i32).map(Some).map_err(|_| err(Code::INVALID_ARGUMENT, format!("signal {n}: invalid")))
 }
 
-impl containerd_shim::Task for Service {
+impl containerd_shim_protos::Task for Service {
     fn state(&self, _ctx: &TtrpcContext, req: StateRequest) -> ttrpc::Result<StateResponse> {
         log::debug!("state {}", req.id);
         let c = self.get(&req.id)?;
