@@ -52,6 +52,13 @@ fn mask(field: &str, set: Option<&oci_spec::runtime::Capabilities>, last_cap: u3
     Ok(m)
 }
 
+/// Every capability this build knows, by name, in kernel order (`CAP_CHOWN` = 0 first).
+pub fn all_names() -> Vec<String> {
+    let mut all: Vec<caps::Capability> = caps::all().into_iter().collect();
+    all.sort_by_key(|c| c.index());
+    all.iter().map(|c| c.to_string()).collect()
+}
+
 pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
 }
@@ -117,6 +124,16 @@ impl CapPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn all_names_in_kernel_order() {
+        let all = all_names();
+        assert_eq!(
+            (all.len(), all[0].as_str(), all[21].as_str(), all[40].as_str()),
+            (41, "CAP_CHOWN", "CAP_SYS_ADMIN", "CAP_CHECKPOINT_RESTORE")
+        );
+        assert!(all.iter().enumerate().all(|(i, c)| cap_number(c) == Some(i as u32)));
+    }
 
     #[test]
     fn names_to_masks() {

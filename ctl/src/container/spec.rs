@@ -19,51 +19,6 @@ fn bad(msg: impl Into<String>) -> Failure {
     Failure { msg: msg.into(), code: 125 }
 }
 
-/// Every capability name, in kernel order.
-pub const ALL_CAPS: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
 /// `net_admin`, `NET_ADMIN`, `CAP_NET_ADMIN` → `CAP_NET_ADMIN`; `ALL` stays `ALL`.
 pub fn normalize_cap(c: &str) -> std::result::Result<String, String> {
     let up = c.to_ascii_uppercase();
@@ -71,7 +26,7 @@ pub fn normalize_cap(c: &str) -> std::result::Result<String, String> {
         return Ok(up);
     }
     let full = if up.starts_with("CAP_") { up } else { format!("CAP_{up}") };
-    if ALL_CAPS.contains(&full.as_str()) {
+    if capsa::capabilities::cap_number(&full).is_some() {
         Ok(full)
     } else {
         Err(format!("invalid capability {c:?}"))
@@ -90,7 +45,10 @@ fn own_bounding() -> u64 {
 /// docker's rule: the default set, plus --cap-add, minus --cap-drop (`ALL` in either).
 pub fn capabilities(privileged: bool, add: &[String], drop: &[String]) -> Vec<String> {
     let own = own_bounding();
-    let all: Vec<String> = ALL_CAPS.iter().enumerate().filter(|(i, _)| own & (1u64 << i) != 0).map(|(_, c)| c.to_string()).collect();
+    let all: Vec<String> = capsa::capabilities::all_names()
+        .into_iter()
+        .filter(|c| capsa::capabilities::cap_number(c).is_some_and(|n| own & (1u64 << n) != 0))
+        .collect();
     if privileged {
         return all;
     }
