@@ -31,27 +31,11 @@ hack/build.sh
 CTL="$PWD/target/release/capsactl"
 CAPSA="$PWD/target/release/capsa"
 
-CACHE=/var/cache/capsa-bench
-if [ ! -x "$CACHE/debian-rootfs/bin/true" ]; then
-	mkdir -p "$CACHE"
-	rm -rf "$CACHE/debian-rootfs"
-	debootstrap --variant=minbase bookworm "$CACHE/debian-rootfs" http://deb.debian.org/debian >"$CACHE/debootstrap.log" 2>&1
-fi
-R="$CACHE/debian-rootfs"
+R=$(debian_rootfs)
 
-W=$(mktemp -d /tmp/capsa-bench-image.XXXXXX)
-NS=bench$$
-PIDS=""
-cleanup() {
-	for p in $PIDS; do kill "$p" 2>/dev/null || true; done
-	for p in $PIDS; do while kill -0 "$p" 2>/dev/null; do sleep 0.05; done; done
-	grep " $W/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do umount -l "$m" || true; done
-	rm -rf "$W"
-}
-trap cleanup EXIT INT TERM
+bench_workdir image
 
 ms() { awk '{printf "%.1f", $1 / 1e6}'; }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
 
 # once FILE PREPARE CMD: one timed run of CMD (ns appended to FILE), PREPARE untimed before.
 once() {

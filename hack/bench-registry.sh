@@ -17,6 +17,7 @@
 # Usage (root): hack/bench-registry.sh [RUNS (default 5)]
 set -eu
 cd "$(dirname "$0")/.."
+. hack/lib.sh
 RUNS=${1:-5}
 [ "$(id -u)" = 0 ] || { echo "bench-registry.sh: run as root" >&2; exit 1; }
 for c in docker-registry umoci skopeo podman containerd ctr debootstrap; do
@@ -25,27 +26,11 @@ done
 cargo build --release --locked -q -p capsactl
 CTL="$PWD/target/release/capsactl"
 
-CACHE=/var/cache/capsa-bench
-if [ ! -x "$CACHE/debian-rootfs/bin/true" ]; then
-	mkdir -p "$CACHE"
-	rm -rf "$CACHE/debian-rootfs"
-	debootstrap --variant=minbase bookworm "$CACHE/debian-rootfs" http://deb.debian.org/debian >"$CACHE/debootstrap.log" 2>&1
-fi
-R="$CACHE/debian-rootfs"
+R=$(debian_rootfs)
 
-W=$(mktemp -d /tmp/capsa-bench-registry.XXXXXX)
-NS=bench$$
-PIDS=""
-cleanup() {
-	for p in $PIDS; do kill "$p" 2>/dev/null || true; done
-	for p in $PIDS; do while kill -0 "$p" 2>/dev/null; do sleep 0.05; done; done
-	grep " $W/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do umount -l "$m" || true; done
-	rm -rf "$W"
-}
-trap cleanup EXIT INT TERM
+bench_workdir registry
 
 ms() { awk '{printf "%.0f", $1 / 1e6}'; }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
 ratio() { echo "$1 $2" | awk '{printf "%.2f", $1/$2}'; }
 
 # once FILE CMD...: one timed run of CMD (ns appended to FILE).

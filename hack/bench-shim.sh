@@ -113,7 +113,6 @@ ln -s "$SHIM" "$W/rsbin/containerd-shim-runc-v2"
 ln -s "$SHIM" "$W/rsbin/containerd-shim-capsa-v2"
 SYS_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 ms() { echo "$1" | awk '{printf "%.1f", $1 / 1e6}'; }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
 echo "containerd $(containerd --version | awk '{print $3}'), runc $($RUNC --version | awk 'NR==1 {print $3}'), $(nproc) cores"
 
 if [ "${CRI_ONLY:-}" != 1 ]; then

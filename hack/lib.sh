@@ -28,3 +28,33 @@ wait_containerd() {
 		sleep 0.05
 	done
 }
+
+# median: the median of the numbers on stdin, one per line.
+median() { sort -g | awk '{a[NR]=$1} END {if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
+
+# debian_rootfs: prints the path of a Debian bookworm minbase root made by debootstrap, cached
+# in /var/cache/capsa-bench (made on the first call, about a minute).
+debian_rootfs() {
+	cache=/var/cache/capsa-bench
+	if [ ! -x "$cache/debian-rootfs/bin/true" ]; then
+		mkdir -p "$cache"
+		rm -rf "$cache/debian-rootfs"
+		debootstrap --variant=minbase bookworm "$cache/debian-rootfs" http://deb.debian.org/debian >"$cache/debootstrap.log" 2>&1
+	fi
+	echo "$cache/debian-rootfs"
+}
+
+# bench_workdir NAME: sets W (a fresh dir /tmp/capsa-bench-NAME.*), NS and PIDS, and traps the
+# exit to kill PIDS, unmount what is mounted under W and remove it.
+bench_workdir() {
+	W=$(mktemp -d "/tmp/capsa-bench-$1.XXXXXX")
+	NS=bench$$
+	PIDS=""
+	trap bench_cleanup EXIT INT TERM
+}
+bench_cleanup() {
+	for p in $PIDS; do kill "$p" 2>/dev/null || true; done
+	for p in $PIDS; do while kill -0 "$p" 2>/dev/null; do sleep 0.05; done; done
+	grep " $W/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do umount -l "$m" || true; done
+	rm -rf "$W"
+}
