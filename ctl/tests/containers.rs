@@ -31,6 +31,12 @@ fn load_busybox(env: &Env) {
 /// Nothing of any container is left: processes, mounts, rootfs dirs, rows, capsa state,
 /// anonymous volumes.
 fn assert_clean(env: &Env) {
+    // A killed process may take a moment to be gone from /proc (its exit runs on another
+    // CPU, and PID 1 reaps orphans slowly here): poll a few seconds before calling it left.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !env.procs().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert!(env.procs().is_empty(), "processes left: {:?}", env.procs());
     assert!(env.mounts().is_empty(), "mounts left: {:?}", env.mounts());
     assert_eq!(env.count("containers"), 0, "container dirs left");

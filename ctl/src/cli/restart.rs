@@ -3,17 +3,8 @@
 use super::{each, Cli, Result};
 use crate::container::{self, stop};
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// Seconds to wait before killing the container.
-    #[arg(short = 't', long = "time", visible_alias = "timeout", allow_hyphen_values = true)]
-    pub time: Option<i64>,
-    /// Signal to send to the container (default: its stop signal).
-    #[arg(short, long)]
-    pub signal: Option<String>,
-    #[arg(required = true)]
-    pub containers: Vec<String>,
-}
+/// The same flags as `stop`.
+pub use super::stop::Args;
 
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     let mut store = cli.store()?;
