@@ -128,3 +128,31 @@ pub fn setup_console(console_socket: BorrowedFd<'_>, size: Option<(u16, u16)>, b
     }
     Ok(())
 }
+
+/// Our own terminal (stdin) in raw mode while we proxy a container's tty (`capsa run`,
+/// capsactl attach); the previous mode comes back on drop. Without a terminal it does nothing.
+pub struct RawMode(Option<nix::sys::termios::Termios>);
+
+impl RawMode {
+    pub fn enter() -> RawMode {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        match tcgetattr(&stdin) {
+            Ok(orig) => {
+                let mut raw = orig.clone();
+                cfmakeraw(&mut raw);
+                let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+                RawMode(Some(orig))
+            }
+            Err(_) => RawMode(None),
+        }
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(orig) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, orig);
+        }
+    }
+}

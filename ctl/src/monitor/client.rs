@@ -73,7 +73,7 @@ pub fn session(sock: &OwnedFd, send_attach: Option<(bool, bool, bool)>, tty: boo
     let mut old = SigSet::empty();
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&sigs), Some(&mut old)).map_err(std::io::Error::from)?;
     let sfd = SignalFd::with_flags(&sigs, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).map_err(std::io::Error::from)?;
-    let _raw = if tty { Some(RawMode::enter()) } else { None };
+    let _raw = if tty { Some(capsa::tty::RawMode::enter()) } else { None };
     if tty {
         if let Some((r, c)) = term_size() {
             let _ = proto::send(sock.as_fd(), &format!("resize {r} {c}"), &[]);
@@ -119,31 +119,4 @@ pub fn session(sock: &OwnedFd, send_attach: Option<(bool, bool, bool)>, tty: boo
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
     let _ = sock.as_raw_fd();
     end
-}
-
-/// Our terminal in raw mode while attached to a container's tty; restored on drop.
-struct RawMode(Option<nix::sys::termios::Termios>);
-
-impl RawMode {
-    fn enter() -> RawMode {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let stdin = std::io::stdin();
-        match tcgetattr(&stdin) {
-            Ok(orig) => {
-                let mut raw = orig.clone();
-                cfmakeraw(&mut raw);
-                let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
-                RawMode(Some(orig))
-            }
-            Err(_) => RawMode(None),
-        }
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(orig) = &self.0 {
-            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, orig);
-        }
-    }
 }

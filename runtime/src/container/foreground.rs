@@ -36,7 +36,7 @@ pub fn forwarded() -> SigSet {
 /// init exits; returns the exit code to use.
 pub fn wait(init: i32, sigs: &SigSet, master: Option<OwnedFd>) -> Result<i32> {
     let sfd = SignalFd::with_flags(sigs, SfdFlags::SFD_CLOEXEC).ctx("signalfd")?;
-    let _raw = master.as_ref().map(|_| RawMode::enter());
+    let _raw = master.as_ref().map(|_| crate::tty::RawMode::enter());
     if let Some(m) = &master {
         copy_winsize(m);
     }
@@ -152,33 +152,6 @@ fn copy_winsize(master: &OwnedFd) {
     unsafe {
         if libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) == 0 {
             libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws);
-        }
-    }
-}
-
-/// Puts our terminal in raw mode while we proxy a container's tty; restores on drop.
-struct RawMode(Option<nix::sys::termios::Termios>);
-
-impl RawMode {
-    fn enter() -> RawMode {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let stdin = std::io::stdin();
-        match tcgetattr(&stdin) {
-            Ok(orig) => {
-                let mut raw = orig.clone();
-                cfmakeraw(&mut raw);
-                let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
-                RawMode(Some(orig))
-            }
-            Err(_) => RawMode(None),
-        }
-    }
-}
-
-impl Drop for RawMode {
-    fn drop(&mut self) {
-        if let Some(orig) = &self.0 {
-            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, orig);
         }
     }
 }
