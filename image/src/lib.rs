@@ -24,6 +24,7 @@ pub mod reference;
 pub mod runspec;
 pub mod snapshot;
 pub mod store;
+pub mod workers;
 
 pub use digest::Digest;
 pub use error::{Error, Result};

@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::{Read, Write};
-use std::sync::Mutex;
 
 use capsa_image::content::Content;
 use capsa_image::digest::{Algo, Hasher};
@@ -343,36 +342,7 @@ fn bring_layers(store: &Store, c: &Client, path: &str, jobs: &[Job], opts: &Pull
         }
     }
     let workers = opts.settings.max_downloads.clamp(1, 64).min(queue.len().max(1));
-    let queue = Mutex::new(queue);
-    let done: Mutex<BTreeMap<Digest, Done>> = Mutex::new(BTreeMap::new());
-    let failed: Mutex<Option<Error>> = Mutex::new(None);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
-                    return;
-                }
-                let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) else { return };
-                match bring_one(c, path, content, snapshots, &job, opts) {
-                    Ok(d) => {
-                        if let Ok(mut m) = done.lock() {
-                            m.insert(job.chain.clone(), d);
-                        }
-                    }
-                    Err(e) => {
-                        if let Ok(mut f) = failed.lock() {
-                            f.get_or_insert(e);
-                        }
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failed.into_inner().ok().flatten() {
-        return Err(e);
-    }
-    done.into_inner().map_err(|_| Error::new("pull: a worker thread panicked"))
+    capsa_image::workers::run(queue, workers, "pull", |job| job.chain.clone(), |job| bring_one(c, path, content, snapshots, job, opts))
 }
 
 fn bring_one(c: &Client, path: &str, content: &Content, snapshots: &Snapshots, job: &Job, opts: &PullOpts) -> Result<Done> {

@@ -10,7 +10,6 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::io::Read;
-use std::sync::Mutex;
 
 use serde::Deserialize;
 
@@ -297,37 +296,14 @@ fn bring_layers(store: &Store, src: &Source, plans: &[ImagePlan], opts: &LoadOpt
         }
     }
     opts.progress.start(total);
-    let queue = Mutex::new(jobs);
-    let done: Mutex<BTreeMap<Digest, LayerDone>> = Mutex::new(BTreeMap::new());
-    let failed: Mutex<Option<Error>> = Mutex::new(None);
     let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(8);
-    std::thread::scope(|s| {
-        for _ in 0..workers {
-            s.spawn(|| loop {
-                if failed.lock().map(|f| f.is_some()).unwrap_or(true) {
-                    return;
-                }
-                let Some(job) = queue.lock().ok().and_then(|mut q| q.pop_front()) else { return };
-                match bring_one(content, snapshots, known.get(&job.chain).copied(), src, &job, opts) {
-                    Ok(d) => {
-                        if let Ok(mut m) = done.lock() {
-                            m.insert(job.chain.clone(), d);
-                        }
-                    }
-                    Err(e) => {
-                        if let Ok(mut f) = failed.lock() {
-                            f.get_or_insert(e);
-                        }
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failed.into_inner().ok().flatten() {
-        return Err(e);
-    }
-    done.into_inner().map_err(|_| Error::new("load: a worker thread panicked"))
+    crate::workers::run(
+        jobs,
+        workers,
+        "load",
+        |job| job.chain.clone(),
+        |job| bring_one(content, snapshots, known.get(&job.chain).copied(), src, job, opts),
+    )
 }
 
 fn bring_one(
