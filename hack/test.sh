@@ -18,7 +18,15 @@ cargo build --profile release-shim --locked -q -p containerd-shim-capsa-v2 --bin
 cargo build --release --locked -q -p capsactl --bin capsactl
 export CAPSA_BIN="$PWD/target/release/capsa"
 rc=0
+# Leak gate: every cgroup the suites make is gone at the end (capsactl's shared parent /capsa
+# with its last container). Compared with what was there before, in case the host has some.
+cgroup_dirs() { find /sys/fs/cgroup -maxdepth 3 -type d -name 'capsa*' 2>/dev/null | sort; }
+cgroups_before=$(mktemp)
+cgroup_dirs >"$cgroups_before"
 cargo test --locked --workspace --no-fail-fast -- --test-threads "${TEST_THREADS:-8}" || rc=1
+left=$(cgroup_dirs | comm -13 "$cgroups_before" -)
+rm -f "$cgroups_before"
+[ -z "$left" ] || { echo "test.sh: cgroups left behind by the tests:"; echo "$left"; rc=1; } >&2
 # The cgroup host tests of one kind of host (v1 or hybrid: this one), ignored by default
 # (the systemd ones run in hack/systemd-vm.sh).
 cargo test --locked -p capsa-cgroups --lib -- --ignored --skip systemd_host_tests:: || rc=1

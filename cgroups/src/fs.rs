@@ -39,18 +39,27 @@ pub(crate) fn read_i128(path: &Path) -> Result<i128> {
 
 /// Creates `leaf` and any missing parents below `mount` (mode 0755), appending every
 /// directory it actually created to `created`, parents first. Existing directories are fine.
+/// A shared parent another container's delete removes at the wrong moment (it was empty
+/// between our mkdir of it and of the next level) is made again: a few rounds, then the error.
 pub(crate) fn mkdir_all(mount: &Path, leaf: &Path, created: &mut Vec<PathBuf>) -> Result<()> {
     let rel = leaf.strip_prefix(mount).map_err(|_| Error::Msg(format!("{} is not inside {}", leaf.display(), mount.display())))?;
-    let mut dir = mount.to_path_buf();
-    for part in rel.components() {
-        dir.push(part);
-        match fs::DirBuilder::new().mode(0o755).create(&dir) {
-            Ok(()) => created.push(dir.clone()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::io("mkdir", &dir, e)),
+    let mut round = 0;
+    'again: loop {
+        let mut dir = mount.to_path_buf();
+        for part in rel.components() {
+            dir.push(part);
+            match fs::DirBuilder::new().mode(0o755).create(&dir) {
+                Ok(()) => created.push(dir.clone()),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound && round < 10 => {
+                    round += 1;
+                    continue 'again;
+                }
+                Err(e) => return Err(Error::io("mkdir", &dir, e)),
+            }
         }
+        return Ok(());
     }
-    Ok(())
 }
 
 /// Removes the cgroup `dir` and every cgroup below it, deepest first. A missing directory is

@@ -298,6 +298,22 @@ pub fn is_frozen_at<P: AsRef<Path>>(paths: &[P]) -> bool {
     freezer.is_frozen().unwrap_or(false)
 }
 
+/// Removes the cgroup `rel` (such as a front end's own parent, `/capsa`) from every hierarchy
+/// where nothing uses it any more: the kernel refuses to remove a cgroup with child cgroups or
+/// processes, so where one is there, or it is missing, it stays as it is. `rel` must be a plain
+/// path below the hierarchy roots (no `..`).
+pub fn remove_if_unused(rel: &str) -> Result<()> {
+    let rel = Path::new(rel.trim_start_matches('/'));
+    if rel.as_os_str().is_empty() || !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(Error::Msg(format!("cgroup {}: want a path below the hierarchy roots, without ..", rel.display())));
+    }
+    let mounts = capsa_sys::mountinfo::read_self().map_err(|e| Error::io("read", Path::new("/proc/self/mountinfo"), e))?;
+    for m in mounts.iter().filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2") {
+        fs::rmdir_if_unused(&m.mount_point.join(rel));
+    }
+    Ok(())
+}
+
 /// Whether `cgroups_path` is a systemd-driver `slice:prefix:name` path (which the cgroupfs
 /// driver rejects with [`Error::SystemdDriver`]).
 pub fn is_systemd_path(cgroups_path: &str) -> bool {

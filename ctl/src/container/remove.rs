@@ -59,6 +59,11 @@ pub fn rm(store: &mut Store, state_root: &Path, rec: &Record, force: bool, vols:
 pub fn remove_down(store: &mut Store, state_root: &Path, rec: &Record, vols: bool) -> Result<()> {
     super::set_state(store, &rec.id, "removing")?;
     reconcile::runtime_down(store, state_root, rec);
+    if rec.stored.host.cgroup_parent.is_empty() {
+        // The shared default parent goes with its last container (the kernel keeps it while
+        // another container's cgroup is below it; a create racing this makes it again).
+        let _ = capsa_cgroups::remove_if_unused(super::spec::DEFAULT_CGROUP_PARENT);
+    }
     let dir = super::dir(store, &rec.id);
     capsa_image::snapshot::remove_rootfs(&dir).map_err(|e| fail(format!("remove container {}: {e}", rec.id)))?;
     forget(store, rec, vols)

@@ -15,6 +15,10 @@ use super::config::MountPoint;
 use super::{volumes, Record};
 use crate::cli::{Failure, Result};
 
+/// The cgroup containers go below without `--cgroup-parent` (docker's is `/docker`); made by
+/// the first container, removed with the last (see remove.rs).
+pub const DEFAULT_CGROUP_PARENT: &str = "/capsa";
+
 fn bad(msg: impl Into<String>) -> Failure {
     Failure { msg: msg.into(), code: 125 }
 }
@@ -145,7 +149,7 @@ pub fn build(store: &Store, rec: &Record, rootfs: &Path, dir: &Path) -> Result<V
     }
 
     // linux: seccomp, cgroup, resources, devices, masked paths.
-    let parent = if h.cgroup_parent.is_empty() { "/capsa" } else { h.cgroup_parent.trim_end_matches('/') };
+    let parent = if h.cgroup_parent.is_empty() { DEFAULT_CGROUP_PARENT } else { h.cgroup_parent.trim_end_matches('/') };
     spec["linux"]["cgroupsPath"] = json!(format!("{parent}/{}", rec.id));
     let seccomp_opt = sec.iter().find_map(|s| s.strip_prefix("seccomp=").or_else(|| s.strip_prefix("seccomp:")));
     if !h.privileged && seccomp_opt != Some("unconfined") {
