@@ -146,43 +146,14 @@ pub fn remove_dir(dir: &Path) -> Result<()> {
 /// Whether `dir` is the mount point of a mount in our mount namespace.
 pub fn is_mount_point(dir: &Path) -> Result<bool> {
     let dir = std::fs::canonicalize(dir).with_ctx(|| format!("resolve {}", dir.display()))?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ctx("read /proc/self/mountinfo")?;
-    Ok(info.lines().any(|l| l.split(' ').nth(4).is_some_and(|m| unescape(m) == dir.as_os_str().as_encoded_bytes())))
+    Ok(capsa_sys::mountinfo::read_self().ctx("read /proc/self/mountinfo")?.iter().any(|m| m.mount_point == dir))
 }
 
 /// Lists the namespace bind mounts under `dir` (from mountinfo).
 pub fn mounts_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let dir = std::fs::canonicalize(dir).with_ctx(|| format!("resolve {}", dir.display()))?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ctx("read /proc/self/mountinfo")?;
-    let mut v = Vec::new();
-    for l in info.lines() {
-        if let Some(m) = l.split(' ').nth(4) {
-            let p = PathBuf::from(<OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&unescape(m)));
-            if p.starts_with(&dir) && p != dir {
-                v.push(p);
-            }
-        }
-    }
-    Ok(v)
-}
-
-/// mountinfo escapes space, tab, newline and backslash as \ooo.
-fn unescape(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
+    let mounts = capsa_sys::mountinfo::read_self().ctx("read /proc/self/mountinfo")?;
+    Ok(mounts.into_iter().map(|m| m.mount_point).filter(|p| p.starts_with(&dir) && *p != dir).collect())
 }
 
 /// The raw fd number, for netlink attributes that carry one.

@@ -392,14 +392,17 @@ fn parse_target(uri: &str) -> io::Result<Target> {
     Ok(Target::Fifo(uri.to_string()))
 }
 
+/// `%XX` (two hex digits) to the byte; anything else is kept as it is. Works on bytes: a `%`
+/// before a multi-byte character is not a place to cut the string.
 fn percent_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
+            if let (Some(hi), Some(lo)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push(hi << 4 | lo);
                 i += 3;
                 continue;
             }
@@ -687,5 +690,7 @@ mod tests {
             _ => panic!("not binary"),
         }
         assert!(parse_target("http://x").is_err());
+        // Not escapes: a `%` before a multi-byte character or a sign.
+        assert!(matches!(parse_target("file:///l/x%\u{e9}%+1").expect("file"), Target::File(p) if p == Path::new("/l/x%\u{e9}%+1")));
     }
 }

@@ -93,15 +93,19 @@ fn try_start(store: &Store, state_root: &Path, rec: &Record, dir: &Path) -> Resu
     Ok(Started { pid: created.state.pid, master, note: rootfs.note })
 }
 
-/// `CAPSACTL_TRACE=1`: the time of each step on stderr (for benchmarks).
+/// `CAPSACTL_TRACE=FILE`: appends the time of each step to FILE (for benchmarks; not stderr,
+/// which in the monitor may be a pipe of the container). FILE is the user's own choice; a
+/// symlink there is not followed.
 pub fn trace(what: &str) {
     use std::sync::OnceLock;
     static START: OnceLock<Option<std::time::Instant>> = OnceLock::new();
-    if let Some(t0) = START.get_or_init(|| std::env::var_os("CAPSACTL_TRACE").map(|_| std::time::Instant::now())) {
+    static FILE: OnceLock<Option<std::ffi::OsString>> = OnceLock::new();
+    let Some(path) = FILE.get_or_init(|| std::env::var_os("CAPSACTL_TRACE")) else { return };
+    if let Some(t0) = START.get_or_init(|| Some(std::time::Instant::now())) {
         use std::io::Write;
-        // The monitor's stderr may be a pipe of the container: write to the trace file.
+        use std::os::unix::fs::OpenOptionsExt;
         let line = format!("{:8.2} ms  [{}] {what}\n", t0.elapsed().as_secs_f64() * 1e3, std::process::id());
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open("/tmp/capsactl-trace.log") {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).custom_flags(libc::O_NOFOLLOW).open(path) {
             let _ = f.write_all(line.as_bytes());
         }
     }

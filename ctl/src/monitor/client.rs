@@ -3,7 +3,7 @@
 //! mode when the container has one, its size sent on every SIGWINCH, signals forwarded
 //! (docker's --sig-proxy) when it has none, until the monitor says `exit CODE`.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -117,6 +117,5 @@ pub fn session(sock: &OwnedFd, send_attach: Option<(bool, bool, bool)>, tty: boo
         }
     };
     let _ = nix::sys::signal::sigprocmask(SigmaskHow::SIG_SETMASK, Some(&old), None);
-    let _ = sock.as_raw_fd();
     end
 }

@@ -364,7 +364,7 @@ pub fn start_main(cli: &Cli, id: &str) -> i32 {
     0
 }
 
-/// Whether the store root and the container dir exist (for messages).
+/// The monitor's control socket in the container's directory.
 pub fn socket_path(dir: &Path) -> std::path::PathBuf {
     dir.join("ctl.sock")
 }

@@ -74,8 +74,13 @@ impl Source {
         let len = file.metadata().map_err(|e| Error::new(format!("{name}: {e}")))?.len();
         for (k, e) in &entries {
             if let Ent::File { off, size } = e {
-                if off + size > len {
-                    return Err(Error::new(format!("{name}: truncated archive: {k:?} needs {} bytes past its end", off + size - len)));
+                // Sizes come from the archive's headers: a sum that overflows is past any end.
+                match off.checked_add(*size) {
+                    Some(end) if end <= len => {}
+                    Some(end) => {
+                        return Err(Error::new(format!("{name}: truncated archive: {k:?} needs {} bytes past its end", end - len)))
+                    }
+                    None => return Err(Error::new(format!("{name}: {k:?}: size {size} at offset {off} is past any end"))),
                 }
             }
         }

@@ -259,7 +259,7 @@ impl Applier<'_> {
             return Err("symlink with an empty target".into());
         }
         let (dir, name) = self.parent(rel)?;
-        let (_, removed) = Self::make_room(dir, &name, false)?;
+        Self::make_room(dir, &name, false)?;
         // The target is stored as it is: it is only ever resolved inside a root.
         nix::unistd::symlinkat(target, dir, name.as_os_str()).map_err(errno)?;
         fchownat(dir, name.as_os_str(), Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)), AtFlags::AT_SYMLINK_NOFOLLOW)
@@ -267,7 +267,6 @@ impl Applier<'_> {
         utimensat(dir, name.as_os_str(), &meta.mtime, &meta.mtime, UtimensatFlags::NoFollowSymlink).map_err(errno)?;
         // A symlink may replace a directory that later names go through.
         self.cache = None;
-        let _ = removed;
         Ok(())
     }
 
