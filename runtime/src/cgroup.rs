@@ -4,7 +4,7 @@
 //! can rebuild a manager in another process.
 
 use std::os::fd::OwnedFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use capsa_cgroups::{DeviceRule, Manager, Resources};
 
@@ -109,6 +109,55 @@ impl SelfJoin {
     }
 }
 
+/// A cgroup named but not made yet (see [`Cgroup::plan`]).
+pub struct PlannedCgroup {
+    cg: Cgroup,
+    resources: Resources,
+}
+
+impl PlannedCgroup {
+    /// The directories the cgroup will have, one per hierarchy.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.cg.paths()
+    }
+
+    /// The parents of [`PlannedCgroup::paths`] that do not exist yet, parents first: what
+    /// creating will make besides the cgroup's own directories. A parent made meanwhile by
+    /// someone else is harmless here: removal skips a directory still in use.
+    /// (None with the systemd driver: systemd makes and removes its slices.)
+    pub fn missing_parents(&self) -> Vec<PathBuf> {
+        let mut missing = Vec::new();
+        if self.cg.systemd {
+            return missing;
+        }
+        for p in self.paths() {
+            let mut up: Vec<PathBuf> = p.ancestors().skip(1).take_while(|a| !a.exists()).map(Path::to_path_buf).collect();
+            up.reverse();
+            for d in up {
+                if !missing.contains(&d) {
+                    missing.push(d);
+                }
+            }
+        }
+        missing
+    }
+
+    pub fn systemd_unit(&self) -> Option<String> {
+        self.cg.systemd_unit()
+    }
+
+    /// Makes the directories and applies the limits; on failure nothing is left behind.
+    pub fn create(self) -> Result<Cgroup> {
+        let PlannedCgroup { cg, resources } = self;
+        cg.mgr.create()?;
+        if let Err(e) = cg.mgr.apply(&resources) {
+            let _ = cg.mgr.destroy();
+            return Err(e.into());
+        }
+        Ok(cg)
+    }
+}
+
 /// The systemd manager a container's unit belongs to: the user's for a rootless container.
 fn systemd_bus(rootless: bool) -> capsa_cgroups::SystemdBus {
     if rootless {
@@ -124,6 +173,13 @@ impl Cgroup {
     /// the cgroup is a systemd scope (of the user's manager when `rootless`), started by the
     /// first [`Cgroup::add_task`].
     pub fn create(linux: &oci_spec::runtime::Linux, id: &str, systemd: bool, rootless: bool) -> Result<Cgroup> {
+        Cgroup::plan(linux, id, systemd, rootless)?.create()
+    }
+
+    /// Where the cgroup will be, without making anything yet: `create` records this in the
+    /// container's state first, so that a create killed while making the directories can
+    /// still be cleaned up by `delete`.
+    pub fn plan(linux: &oci_spec::runtime::Linux, id: &str, systemd: bool, rootless: bool) -> Result<PlannedCgroup> {
         let mode = capsa_cgroups::detect()?;
         let path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().into_owned());
         let path = path.as_deref().filter(|p| !p.is_empty());
@@ -139,15 +195,8 @@ impl Cgroup {
             // runc and crun do for rootless containers).
             resources.devices.clear();
         }
-        mgr.create()?;
-        let cg = Cgroup { mgr, unified: mode == capsa_cgroups::Mode::Unified, systemd };
-        if let Err(e) = cg.mgr.apply(&resources) {
-            let _ = cg.mgr.destroy();
-            return Err(e.into());
-        }
-        Ok(cg)
+        Ok(PlannedCgroup { cg: Cgroup { mgr, unified: mode == capsa_cgroups::Mode::Unified, systemd }, resources })
     }
-
     /// What a child needs to join the cgroups by itself: every hierarchy of a cgroupfs
     /// manager (the systemd driver places processes through systemd instead).
     pub fn self_join(&self) -> Result<Option<SelfJoin>> {

@@ -113,26 +113,8 @@ pub fn create(a: CreateArgs) -> Result<Created> {
     let mut cleanup = Cleanup { dir: Some(dir.clone()), cgroup: None, stage1: None, init: None };
     let _lock = Lock::acquire(&dir)?;
 
-    let (view, cgroup_paths, cgroup_created, systemd_unit) = if a.rootless && !a.systemd_cgroup {
-        // runc's rule: without cgroup delegation a rootless container has no cgroup, and
-        // limits it asks for cannot be honoured. (With --systemd-cgroup the user's systemd
-        // manager delegates one.)
-        if crate::cgroup::asks_for_limits(linux) {
-            bail!("linux.resources: a rootless container cannot set resource limits (cgroups are not delegated to this user)");
-        }
-        (crate::cgroup::CgroupView::default(), Vec::new(), Vec::new(), None)
-    } else {
-        let cg = Cgroup::create(linux, a.id, a.systemd_cgroup, a.rootless)?;
-        let view = cg.view()?;
-        let paths = cg.paths();
-        let created = cg.created();
-        let unit = cg.systemd_unit();
-        log::debug!("create {}: cgroup {:?}", a.id, paths);
-        cleanup.cgroup = Some(cg);
-        (view, paths, created, unit)
-    };
-    // A first state, pid 0 ("creating"): if this process is killed half-way, `delete`
-    // still finds the cgroups to remove.
+    // A first state, pid 0 ("creating"), naming the cgroup before any directory of it is
+    // made: if this process is killed half-way, `delete` still finds what to remove.
     let mut state = State {
         id: a.id.to_string(),
         pid: 0,
@@ -141,16 +123,41 @@ pub fn create(a: CreateArgs) -> Result<Created> {
         rootfs: bundle.rootfs.clone(),
         created: crate::timefmt::rfc3339_nano(std::time::SystemTime::now()),
         annotations: spec.annotations().clone().unwrap_or_default().into_iter().collect(),
-        cgroup_paths,
-        cgroup_created,
-        systemd_unit,
+        cgroup_paths: Vec::new(),
+        cgroup_created: Vec::new(),
+        systemd_unit: None,
         own_pid_ns: false,
         rootless: a.rootless,
         hooks: spec.hooks().clone(),
         process: spec.process().clone(),
         seccomp: linux.seccomp().clone(),
     };
-    save_state(&dir, &state)?;
+    let view = if a.rootless && !a.systemd_cgroup {
+        // runc's rule: without cgroup delegation a rootless container has no cgroup, and
+        // limits it asks for cannot be honoured. (With --systemd-cgroup the user's systemd
+        // manager delegates one.)
+        if crate::cgroup::asks_for_limits(linux) {
+            bail!("linux.resources: a rootless container cannot set resource limits (cgroups are not delegated to this user)");
+        }
+        save_state(&dir, &state)?;
+        crate::cgroup::CgroupView::default()
+    } else {
+        let planned = Cgroup::plan(linux, a.id, a.systemd_cgroup, a.rootless)?;
+        state.cgroup_paths = planned.paths();
+        state.cgroup_created = planned.missing_parents();
+        state.systemd_unit = planned.systemd_unit();
+        save_state(&dir, &state)?;
+        let cg = planned.create()?;
+        // What was really made (a parent may have appeared meanwhile).
+        if cg.created() != state.cgroup_created {
+            state.cgroup_created = cg.created();
+            save_state(&dir, &state)?;
+        }
+        let view = cg.view()?;
+        log::debug!("create {}: cgroup {:?}", a.id, state.cgroup_paths);
+        cleanup.cgroup = Some(cg);
+        view
+    };
 
     let mut plan = InitPlan::build(spec, &bundle.dir, &bundle.rootfs, &a.opts, view)?;
     plan.make_trees()?;

@@ -8,7 +8,14 @@ use crate::error::{Context, Result};
 
 /// Deletes the container; returns warnings (a failing poststop hook) for the caller to log.
 pub fn delete(root: &Path, id: &str, force: bool) -> Result<Vec<String>> {
-    let c = Container::load(root, id)?;
+    let c = match Container::load(root, id) {
+        Ok(c) => c,
+        Err(e) if e.is_not_exist() => {
+            super::remove_stateless(root, id)?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     match c.status() {
         Status::Stopped => {}
         // runc deletes a created (never started) container without --force.

@@ -99,6 +99,29 @@ impl Container {
     }
 }
 
+/// Removes the directory of a create killed before it wrote the first state (it holds
+/// nothing else: the cgroup is named in the state before it is made). Under the lock, so
+/// never the directory of a create still running. As runc's `delete` does.
+pub fn remove_stateless(root: &Path, id: &str) -> Result<()> {
+    validate_id(id)?;
+    let dir = root.join(id);
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    let _lock = match Lock::acquire(&dir) {
+        Ok(l) => l,
+        Err(_) if !dir.exists() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if dir.join(STATE_FILE).exists() {
+        return Ok(());
+    }
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::from(e).context(format!("remove {}", dir.display()))),
+        _ => Ok(()),
+    }
+}
+
 pub fn save_state(dir: &Path, state: &State) -> Result<()> {
     let tmp = dir.join(".state.json.tmp");
     let b = serde_json::to_vec(state).map_err(|e| Error::new(format!("encode state: {e}")))?;

@@ -372,6 +372,23 @@ fn concurrent_create_same_id() {
 /// A `create` killed half-way (here while a prestart hook runs) leaves a container that
 /// `delete --force` removes completely: state dir, cgroups and the orphaned init.
 #[test]
+fn delete_removes_the_dir_of_a_create_killed_before_its_first_state() {
+    // What a create killed right after making its state dir leaves: the dir, no state.json.
+    let c = Container::shared("stateless");
+    let dir = c.root.join(&c.id);
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join(".state.json.tmp"), b"{").unwrap();
+    let out = c.rt(["delete", &c.id]).fails_cleanly();
+    assert!(out.stderr.contains("does not exist"), "{out}");
+    assert!(!dir.exists(), "delete left the state dir of a killed create");
+    // The same with --force, which succeeds.
+    fs::create_dir_all(&dir).unwrap();
+    c.delete_force().ok();
+    assert!(!dir.exists(), "delete --force left the state dir of a killed create");
+    c.assert_clean();
+}
+
+#[test]
 fn killed_create_is_cleaned_up_by_delete() {
     if !is_capsa() {
         return; // runc 1.1 leaves the cgroups of a killed create behind.
