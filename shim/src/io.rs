@@ -250,7 +250,7 @@ impl Pump {
             let ms = if step == Step::Idle { left.min(Duration::from_millis(50)) } else { left };
             let mut pfd = libc::pollfd { fd, events, revents: 0 };
             // SAFETY: one valid pollfd for an fd this pump owns, which stays open (we hold the lock).
-            let n = unsafe { libc::poll(&mut pfd, 1, ms.as_millis() as libc::c_int) };
+            let n = unsafe { libc::poll(&mut pfd, 1, libc::c_int::try_from(ms.as_millis()).unwrap_or(libc::c_int::MAX)) };
             if n <= 0 {
                 break;
             }

@@ -458,14 +458,15 @@ impl Message {
                 u32::from_le_bytes(a)
             }
         };
-        let body = num(&head[4..8]) as usize;
-        let fields = num(&head[12..16]) as usize;
+        // In u64: two u32 lengths plus padding cannot overflow it, on any target.
+        let body = u64::from(num(&head[4..8]));
+        let fields = u64::from(num(&head[12..16]));
         let total = (16 + fields).div_ceil(8) * 8 + body;
         // The specification's limit for one message.
         if total > 128 << 20 {
             return bad(format!("message of {total} bytes"));
         }
-        Ok(total)
+        usize::try_from(total).or_else(|_| bad(format!("message of {total} bytes")))
     }
 
     /// Parses one whole message.

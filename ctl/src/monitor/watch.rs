@@ -404,7 +404,7 @@ impl Watch {
                 fds.push(PollFd::new(e.as_fd(), PollFlags::POLLIN));
                 which.push(Stream::Stderr);
             }
-            let left = deadline.saturating_duration_since(Instant::now()).as_millis() as u16;
+            let left = u16::try_from(deadline.saturating_duration_since(Instant::now()).as_millis()).unwrap_or(u16::MAX);
             match poll(&mut fds, PollTimeout::from(left)) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {}
