@@ -24,6 +24,8 @@ pkgs="$pkgs nftables"
 # capsa-registry tests and bench-registry.sh: docker-registry (a real registry on 127.0.0.1), htpasswd
 # (bcrypt users), openssl (a test CA, the token server's RS256 signatures).
 pkgs="$pkgs docker-registry apache2-utils openssl"
+# lifecycle tests: strace's fault injection kills a create at each directory it makes.
+pkgs="$pkgs strace"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

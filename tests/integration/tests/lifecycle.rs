@@ -372,6 +372,44 @@ fn concurrent_create_same_id() {
 /// A `create` killed half-way (here while a prestart hook runs) leaves a container that
 /// `delete --force` removes completely: state dir, cgroups and the orphaned init.
 #[test]
+fn create_killed_at_each_directory_it_makes_is_cleaned_up_by_delete() {
+    if !is_capsa() {
+        return; // runc 1.1 leaves the cgroups of a killed create behind.
+    }
+    let mut c = Container::shared("killed-mkdir");
+    // Nested, so that creating makes parents too.
+    let cg = format!("/{}-parent/nested/{}", c.id, c.id);
+    c.set("/linux/cgroupsPath", json!(cg));
+    c.write_config();
+    // strace's fault injection SIGKILLs the create process (its children are not traced) on
+    // entry to its n-th mkdir: the state dirs, then each cgroup directory of each hierarchy.
+    let mut n = 1;
+    loop {
+        let inject = format!("inject=mkdir,mkdirat:signal=KILL:when={n}");
+        let out = Cmd::new("strace", &c.out)
+            .current_dir(&c.bundle)
+            .args(["-qq", "-o", "/dev/null", "-e", "trace=mkdir,mkdirat", "-e", &inject])
+            .arg(runtime_bin())
+            .arg("--root")
+            .arg(&c.root)
+            .args(["create", "--bundle", c.bundle.to_str().expect("utf-8 path"), &c.id])
+            .run();
+        if out.success() {
+            break; // past the last mkdir
+        }
+        // A kill before the first state leaves only the dir: "does not exist", and removed.
+        c.rt(["delete", &c.id]);
+        c.assert_clean();
+        n += 1;
+        assert!(n < 100, "create never got past its mkdirs:\n{out}");
+    }
+    // The state dirs and at least the cgroup's three levels were kill points.
+    assert!(n > 5, "only {n} mkdirs before create succeeded: is the injection working?");
+    c.delete_force().ok();
+    c.assert_clean();
+}
+
+#[test]
 fn delete_removes_the_dir_of_a_create_killed_before_its_first_state() {
     // What a create killed right after making its state dir leaves: the dir, no state.json.
     let c = Container::shared("stateless");
