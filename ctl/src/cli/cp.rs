@@ -69,31 +69,18 @@ fn parent_and_name(p: &Path) -> (PathBuf, OsString) {
     (parent, name)
 }
 
-/// Resolves `rel` in `root` to a source entry (following a final symlink only with -L,
-/// each step resolved again inside the root).
-fn container_source(root: &Root, rel: &Path, follow: bool, contents: bool) -> Result<Source> {
-    let mut rel = rel.to_path_buf();
-    for _ in 0..40 {
-        if rel == Path::new("/") || rel.as_os_str().is_empty() {
-            // The root itself: its content.
-            let fd = root.open_at(Path::new("/"), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::InRoot).map_err(|e| err(e, "open /"))?;
-            return Ok(Source { parent: fd, name: OsString::from("."), contents: true });
-        }
-        let (parent, name) = parent_and_name(&rel);
-        let pfd = root
-            .open_at(&parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::InRoot)
-            .map_err(|e| fail(format!("Could not find the file {} in container: {e}", rel.display())))?;
-        let st = fstree::lstat_at(pfd.as_fd(), &name)
-            .map_err(|e| fail(format!("Could not find the file {} in container: {e}", rel.display())))?;
-        if follow && fstree::kind(&st) == SFlag::S_IFLNK {
-            let target = fstree::read_link_at(pfd.as_fd(), &name).map_err(|e| err(e, "readlink"))?;
-            let t = Path::new(&target);
-            rel = if t.is_absolute() { t.to_path_buf() } else { parent.join(t) };
-            continue;
-        }
-        return Ok(Source { parent: pfd, name, contents });
+/// The entry `rel` of `root` as a source (`rel` is resolved already: see View::resolve).
+fn container_source(root: &Root, rel: &Path, contents: bool) -> Result<Source> {
+    if rel == Path::new("/") || rel.as_os_str().is_empty() {
+        // The root itself: its content.
+        let fd = root.open_at(Path::new("/"), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::InRoot).map_err(|e| err(e, "open /"))?;
+        return Ok(Source { parent: fd, name: OsString::from("."), contents: true });
     }
-    Err(fail("too many levels of symbolic links"))
+    let (parent, name) = parent_and_name(rel);
+    let missing = |e| fail(format!("Could not find the file {} in container: {e}", rel.display()));
+    let pfd = root.open_at(&parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::InRoot).map_err(missing)?;
+    fstree::lstat_at(pfd.as_fd(), &name).map_err(missing)?;
+    Ok(Source { parent: pfd, name, contents })
 }
 
 fn host_source(path: &str, follow: bool) -> Result<Source> {
@@ -150,8 +137,9 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
             let rec =
                 container::reconcile::one(&mut store, &cli.state_root, &rec)?.ok_or_else(|| fail(format!("No such container: {c}")))?;
             let view = View::open(&store, &cli.state_root, &rec)?;
-            let (root, rel) = view.resolve(&store, &rec, path)?;
-            let src = container_source(&root, &rel, a.follow_link, wants_contents(path))?;
+            // -L: a symlink named last is followed too (inside the container's tree).
+            let (root, rel) = view.resolve(&store, &rec, path, a.follow_link)?;
+            let src = container_source(&root, &rel, wants_contents(path))?;
             if a.dest == "-" {
                 let stdout = std::io::stdout();
                 let mut w = fstree::TarWriter::new(std::io::BufWriter::new(stdout.lock()), fstree::TarOpts::default());
@@ -172,7 +160,9 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
             let rec =
                 container::reconcile::one(&mut store, &cli.state_root, &rec)?.ok_or_else(|| fail(format!("No such container: {c}")))?;
             let view = View::open(&store, &cli.state_root, &rec)?;
-            let (root, rel) = view.resolve(&store, &rec, path)?;
+            // A destination that is a symlink is followed, as docker does (so that one can
+            // copy into a symlink to a directory).
+            let (root, rel) = view.resolve(&store, &rec, path, true)?;
             if a.src == "-" {
                 // A tar stream into the destination directory (which must exist).
                 let d = root

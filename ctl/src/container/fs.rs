@@ -1,16 +1,21 @@
 //! A container's filesystem as `cp`, `export`, `diff` and `commit` see it from the host:
 //! the rootfs overlay (mounted by the monitor while the container runs, mounted here for
 //! the duration while it is down, under its lock), and its volumes and binds at their
-//! destinations, found by the path (as docker does: tmpfs mounts and what the container
-//! mounted itself are not visible from outside). Paths inside it are resolved with
+//! destinations, found by the path once resolved (as docker does: tmpfs mounts and what
+//! the container mounted itself are not visible from outside). Paths inside it are resolved with
 //! `capsa_sys::Root` (RESOLVE_IN_ROOT), never joined.
 
-use std::path::{Path, PathBuf};
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::os::fd::AsFd;
+use std::path::{Component, Path, PathBuf};
+
+use nix::fcntl::OFlag;
 
 use capsa_image::Store;
-use capsa_sys::Root;
+use capsa_sys::{Follow, Root};
 
-use super::{create::clean_dest, stop, volumes, Lock, Record};
+use super::{stop, volumes, Lock, Record};
 use crate::cli::{fail, Result};
 
 pub struct View {
@@ -44,20 +49,130 @@ impl View {
     }
 
     /// The root a container path lives in (the rootfs, or a volume's or bind's source)
-    /// and the path inside that root.
-    pub fn resolve(&self, store: &Store, rec: &Record, path: &str) -> Result<(Root, PathBuf)> {
-        let clean = clean_dest(&format!("/{path}"));
-        let mut mounts: Vec<_> = rec.stored.mounts.iter().filter(|m| m.typ == "volume" || m.typ == "bind").collect();
-        mounts.sort_by_key(|m| std::cmp::Reverse(m.destination.len()));
-        for m in mounts {
-            let rest = if clean == m.destination { Some("/") } else { clean.strip_prefix(&m.destination).filter(|r| r.starts_with('/')) };
-            if let Some(rest) = rest {
-                let src = if m.typ == "volume" { volumes::data_dir(store, &m.name) } else { PathBuf::from(&m.source) };
-                let root = Root::open(&src).map_err(|e| fail(format!("mount {} ({}): {e}", m.destination, src.display())))?;
-                return Ok((root, PathBuf::from(rest)));
+    /// and the path inside that root, found as docker finds it: the path is resolved
+    /// first, symlinks followed inside the container's tree (across its mounts), and only
+    /// then matched against the mount points. `follow_last`: follow a symlink in the last
+    /// component too (it is always followed when the path ends in `/` or `/.`).
+    ///
+    /// Every step looks inside one root by `RESOLVE_IN_ROOT`, and so does the caller's
+    /// final open: a container that swaps a component meanwhile can at worst redirect the
+    /// copy to another place inside that same root, never to the host.
+    pub fn resolve(&self, store: &Store, rec: &Record, path: &str, follow_last: bool) -> Result<(Root, PathBuf)> {
+        let tree = Tree::new(self.root()?, store, rec)?;
+        let follow_last = follow_last || path.ends_with('/') || path.ends_with("/.") || path == ".";
+        let comps = tree.resolve(Path::new(&format!("/{path}")), follow_last).map_err(|e| fail(format!("{path}: {e}")))?;
+        let (i, rel) = tree.locate(&comps);
+        let root = tree.take(i);
+        Ok((root, rel))
+    }
+}
+
+/// The container's tree as its processes see it, for lookups from the host: the rootfs
+/// with the volumes and binds on top. tmpfs mounts are not part of it (docker's `cp`
+/// does not see them either).
+struct Tree {
+    rootfs: Root,
+    /// Each mount's place (components of its destination, resolved as the runtime
+    /// resolved it when mounting: in the tree made of the mounts before it) and root.
+    mounts: Vec<(Vec<OsString>, Root)>,
+}
+
+/// The components of `p` that name something (`/` and `.` dropped, `..` kept).
+fn components(p: &Path) -> VecDeque<OsString> {
+    p.components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Symlinks followed in one lookup before giving up (the kernel's limit).
+const MAX_LINKS: usize = 40;
+
+impl Tree {
+    fn new(rootfs: Root, store: &Store, rec: &Record) -> Result<Tree> {
+        let mut tree = Tree { rootfs, mounts: Vec::new() };
+        // The order the runtime mounts them in (see spec.rs): parents first.
+        let mut ms: Vec<_> = rec.stored.mounts.iter().filter(|m| m.typ == "volume" || m.typ == "bind").collect();
+        ms.sort_by_key(|m| m.destination.split('/').filter(|c| !c.is_empty()).count());
+        for m in ms {
+            let src = if m.typ == "volume" { volumes::data_dir(store, &m.name) } else { PathBuf::from(&m.source) };
+            let root = Root::open(&src).map_err(|e| fail(format!("mount {} ({}): {e}", m.destination, src.display())))?;
+            let place = tree.resolve(Path::new(&m.destination), true).map_err(|e| fail(format!("mount {}: {e}", m.destination)))?;
+            tree.mounts.push((place, root));
+        }
+        Ok(tree)
+    }
+
+    /// Which root holds the (resolved) path `comps`: the index of the mount (or None,
+    /// the rootfs) and the path inside it. The last mount on a place is the one seen.
+    fn locate(&self, comps: &[OsString]) -> (Option<usize>, PathBuf) {
+        let mut best: Option<usize> = None;
+        for (i, (place, _)) in self.mounts.iter().enumerate() {
+            if comps.starts_with(place) && best.is_none_or(|b| place.len() >= self.mounts[b].0.len()) {
+                best = Some(i);
             }
         }
-        Ok((self.root()?, PathBuf::from(clean)))
+        let skip = best.map_or(0, |b| self.mounts[b].0.len());
+        let mut rel = PathBuf::from("/");
+        rel.extend(&comps[skip..]);
+        (best, rel)
+    }
+
+    fn root(&self, i: Option<usize>) -> &Root {
+        i.map_or(&self.rootfs, |i| &self.mounts[i].1)
+    }
+
+    fn take(mut self, i: Option<usize>) -> Root {
+        match i {
+            Some(i) => self.mounts.swap_remove(i).1,
+            None => self.rootfs,
+        }
+    }
+
+    /// `path` with every symlink followed as the kernel would inside the container (an
+    /// absolute target starts again at the container's `/`, `..` stops there), except the
+    /// last component unless `follow_last`. Components that do not exist are kept as they
+    /// are (a file about to be created).
+    fn resolve(&self, path: &Path, follow_last: bool) -> std::io::Result<Vec<OsString>> {
+        let mut pending = components(path);
+        let mut done: Vec<OsString> = Vec::new();
+        let mut links = 0;
+        while let Some(c) = pending.pop_front() {
+            if c == ".." {
+                done.pop();
+                continue;
+            }
+            done.push(c);
+            if pending.is_empty() && !follow_last {
+                break;
+            }
+            let (i, rel) = self.locate(&done);
+            let fd = match self.root(i).open_at(&rel, OFlag::O_PATH, Follow::NotLast) {
+                Ok(fd) => fd,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => continue,
+                Err(e) => return Err(e),
+            };
+            let st = nix::sys::stat::fstat(fd.as_fd()).map_err(std::io::Error::from)?;
+            if capsa_sys::root::kind(&st) != nix::sys::stat::SFlag::S_IFLNK {
+                continue;
+            }
+            links += 1;
+            if links > MAX_LINKS {
+                return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+            }
+            let target = nix::fcntl::readlinkat(fd.as_fd(), "").map_err(std::io::Error::from)?;
+            done.pop();
+            if Path::new(&target).is_absolute() {
+                done.clear();
+            }
+            for c in components(Path::new(&target)).into_iter().rev() {
+                pending.push_front(c);
+            }
+        }
+        Ok(done)
     }
 }
 
