@@ -183,3 +183,51 @@ impl Drop for View {
         }
     }
 }
+
+/// Mount points the runtime makes in a container's upper directory when the image lacks
+/// them. docker keeps these in a separate init layer, so they are not the user's changes:
+/// neither `diff` nor `commit` shows them (when they are still empty).
+const INIT_PATHS: &[&str] = &[
+    "/dev",
+    "/dev/pts",
+    "/dev/shm",
+    "/dev/mqueue",
+    "/dev/console",
+    "/proc",
+    "/sys",
+    "/etc/hostname",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/mtab",
+    "/sbin/docker-init",
+];
+
+/// The image's layers under a container, top first, to ask what the image holds.
+pub struct Lowers(Vec<Root>);
+
+impl Lowers {
+    pub fn open(store: &Store, rec: &Record) -> Result<Lowers> {
+        let chain = store.chain_of(rec.top_chain.clone())?;
+        Ok(Lowers(chain.iter().rev().filter_map(|c| Root::open(&store.snapshots.fs(c)).ok()).collect()))
+    }
+
+    /// What the image has at `p` (None: nothing, or hidden by a whiteout).
+    pub fn stat(&self, p: &Path) -> Option<nix::sys::stat::FileStat> {
+        for l in &self.0 {
+            if let Ok(fd) = l.open_at(p, OFlag::O_PATH, Follow::NotLast) {
+                let st = nix::sys::stat::fstat(fd.as_fd()).ok()?;
+                // A whiteout in a higher layer hides the lower ones.
+                return (!crate::fstree::is_whiteout(&st)).then_some(st);
+            }
+        }
+        None
+    }
+
+    /// Whether upper entry `p` (container path) is a mount point the runtime made: an
+    /// init path the image lacks, still an empty file or a directory.
+    pub fn is_init_entry(&self, p: &Path, st: &nix::sys::stat::FileStat) -> bool {
+        let k = crate::fstree::kind(st);
+        let empty = k == nix::sys::stat::SFlag::S_IFDIR || (k == nix::sys::stat::SFlag::S_IFREG && st.st_size == 0);
+        empty && INIT_PATHS.iter().any(|i| Path::new(i) == p) && self.stat(p).is_none()
+    }
+}
