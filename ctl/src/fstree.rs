@@ -467,12 +467,6 @@ impl<W: Write> TarWriter<W> {
     }
 }
 
-/// Wraps a raw fd number we were given (stdin/stdout) for the duration of a copy.
-pub fn borrow_raw(fd: i32) -> BorrowedFd<'static> {
-    // SAFETY: only used for the process's standard streams, open for the whole run.
-    unsafe { BorrowedFd::borrow_raw(fd) }
-}
-
 /// An owned duplicate of `fd`.
 pub fn dup(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC returns a new fd we own (or -1).

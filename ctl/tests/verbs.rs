@@ -407,3 +407,30 @@ fn bad_input_to_the_other_verbs_fails_clearly_and_leaves_nothing() {
     env.ok(&["rm", "-f", "bb"]);
     assert_clean(&env, &[id]);
 }
+
+/// The monitor runs as the small `capsactl-monitor` binary beside capsactl, and its helpers
+/// (`__exited`, `__start`) get their fds right: a restart with a terminal hands the new pty
+/// master back over fd 4, the answer comes over fd 3.
+#[test]
+fn the_monitor_binary_restarts_a_container_with_a_terminal() {
+    let env = Env::new("montty");
+    load_busybox(&env);
+    let id = env
+        .ok(&["run", "-d", "-t", "--name", "tty", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run on $(tty); exit 1"])
+        .trim()
+        .to_string();
+    let mut mon = None;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
+        if cmd.contains(&format!("id={id} ")) {
+            mon = Some(cmd);
+        }
+    }
+    let mon = mon.expect("a monitor");
+    assert!(mon.starts_with("capsactl-monitor id="), "{mon}");
+    until("two restarts", || env.ok(&["inspect", "-f", "{{.RestartCount}} {{.State.Status}}", "tty"]) == "2 exited\n");
+    let logs = env.ok(&["logs", "tty"]);
+    assert_eq!(logs.matches("run on /dev/pts/").count(), 3, "{logs:?}");
+    env.ok(&["rm", "tty"]);
+    assert_clean(&env, &[id]);
+}
