@@ -291,3 +291,72 @@ fn cp_never_loads_or_runs_anything_of_the_container() {
     env.ok(&["rm", "trap"]);
     assert_clean(&env, &[id]);
 }
+
+/// `cp -` extracts a plain archive, as docker does: `.wh.` names are files (not whiteouts
+/// that delete), entries cannot leave the destination (`..`, a symlink to `/` in the same
+/// tar), and entries under a volume land in the volume; a read-only volume refuses.
+/// Reading a directory that has a volume below it gives the volume's files.
+#[test]
+fn cp_tar_in_is_a_plain_archive_confined_to_the_container_and_crosses_into_volumes() {
+    let env = Env::new("cp-tar");
+    load_image(&env, |l| {
+        l.dir("srv/", 0o755).file("srv/keep", 0o644, b"keep\n").dir("srv/data/", 0o755).file("srv/data/hidden", 0o644, b"image\n")
+    });
+    let vol = env.dir.join("vol");
+    let ro = env.dir.join("ro");
+    for d in [&vol, &ro] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(vol.join("v"), "volume\n").unwrap();
+    let (b1, b2) = (format!("{}:/srv/data", vol.display()), format!("{}:/ro:ro", ro.display()));
+    let id = env.ok(&["run", "-d", "--name", "tarred", "-v", &b1, "-v", &b2, "cpimg", "sleep", "1000"]).trim().to_string();
+    let cp_in = |tar: &[u8], dest: &str| {
+        let mut cp = Command::new(env!("CARGO_BIN_EXE_capsactl"))
+            .arg("--root")
+            .arg(env.root())
+            .arg("--state-root")
+            .arg(env.state())
+            .args(["cp", "-", dest])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut cp.stdin.take().unwrap(), tar).unwrap();
+        cp.wait_with_output().unwrap()
+    };
+    // Whiteout names are plain files; nothing is deleted.
+    let o = cp_in(&Layer::new().file(".wh.keep", 0o644, b"w\n").file(".wh..wh..opq", 0o644, b"o\n").tar(), "tarred:/srv");
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(env.ok(&["exec", "tarred", "sh", "-c", "cat /srv/keep /srv/.wh.keep /srv/.wh..wh..opq"]), "keep\nw\no\n");
+    // Entries under /srv/data go into the volume, not under the image's hidden dir.
+    let o = cp_in(&Layer::new().dir("data/", 0o755).file("data/new", 0o644, b"new\n").tar(), "tarred:/srv");
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(read(&vol.join("new")), "new\n");
+    // A hostile archive: a name climbing out, and a symlink to / then a file through it.
+    let host = env.dir.join("host-target");
+    let o = cp_in(&Layer::new().file(&format!("../../../../../..{}", host.display()), 0o644, b"x").tar(), "tarred:/tmp");
+    assert!(!o.status.success() && err(&o).contains("escapes"), "{}", err(&o));
+    let through = format!("esc{}", host.display());
+    let o = cp_in(&Layer::new().symlink("esc", "/").file(&through, 0o644, b"x").tar(), "tarred:/tmp");
+    assert!(!host.exists(), "cp - wrote through a symlink to the host ({})", err(&o));
+    // A read-only volume stays read-only.
+    let o = cp_in(&Layer::new().file("f", 0o644, b"x").tar(), "tarred:/ro");
+    assert!(!o.status.success() && err(&o).contains("Read-only"), "{}", err(&o));
+    let o = env.ctl(&["cp", env.write("plain", b"p").to_str().unwrap(), "tarred:/ro/f"]);
+    assert!(!o.status.success() && err(&o).contains("Read-only"), "{}", err(&o));
+    assert_eq!(std::fs::read_dir(&ro).unwrap().count(), 0, "nothing written into the read-only volume");
+    // Reading a directory with a volume below it: the volume's files, not the image's.
+    let out = env.dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    env.ok(&["cp", "tarred:/srv", out.to_str().unwrap()]);
+    assert_eq!(read(&out.join("srv/data/v")), "volume\n");
+    assert!(!out.join("srv/data/hidden").exists(), "the image's hidden file was copied");
+    let o = env.ctl(&["cp", "tarred:/srv", "-"]);
+    let names: Vec<String> =
+        tar::Archive::new(&o.stdout[..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+    assert!(names.contains(&"srv/data/v".to_string()) && !names.contains(&"srv/data/hidden".to_string()), "{names:?}");
+    // cp's own mounts stayed in its own mount namespace.
+    assert!(env.mounts().iter().all(|m| !m.contains("/vol ") && !m.contains("/ro ")), "{:?}", env.mounts());
+    env.ok(&["rm", "-f", "tarred"]);
+    assert_clean(&env, &[id]);
+}

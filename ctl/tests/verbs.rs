@@ -118,6 +118,11 @@ fn diff_and_commit_show_only_the_users_changes_and_the_committed_image_runs() {
         tar::Archive::new(&o.stdout[..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
     assert!(names.contains(&"newfile".to_string()) && names.contains(&"bin/busybox".to_string()), "{names:?}");
     assert!(!names.contains(&"etc/group".to_string()), "{names:?}");
+    // Of a stopped container too (its rootfs mounted for the export, then unmounted).
+    env.ok(&["stop", "-t", "0", "src"]);
+    let o = env.ctl(&["export", "src"]);
+    assert!(o.status.success() && o.stdout.len() > 1 << 20, "{}", err(&o));
+    assert!(env.mounts().is_empty(), "export left a mount: {:?}", env.mounts());
     env.ok(&["rm", "-f", "src"]);
     env.ok(&["rmi", "snap:v1"]);
     assert_clean(&env, &[id]);
@@ -432,5 +437,139 @@ fn the_monitor_binary_restarts_a_container_with_a_terminal() {
     let logs = env.ok(&["logs", "tty"]);
     assert_eq!(logs.matches("run on /dev/pts/").count(), 3, "{logs:?}");
     env.ok(&["rm", "tty"]);
+    assert_clean(&env, &[id]);
+}
+
+/// The image is the attacker: its User is looked up in its own /etc/passwd and /etc/group,
+/// read inside its root (a symlink to the host's file, a FIFO, an endless file do not get
+/// through), ids that wrap to root refused; its WorkingDir is made and entered inside the
+/// container, whatever symlinks lead there.
+#[test]
+fn a_hostile_images_user_and_working_dir_stay_inside_it() {
+    let env = Env::new("hostile-cfg");
+    let host_passwd = env.write("host-passwd", b"evil:x:0:0::/:/bin/sh\n");
+    let host_dir = env.dir.join("host-wd");
+    let load = |name: &str, extra: &dyn Fn(Layer) -> Layer, cfg: serde_json::Value| {
+        let l = extra(Layer::new().busybox()).tar();
+        let c = config(std::slice::from_ref(&l), cfg);
+        let p = env.write(&format!("{name}.tar"), &docker_archive(&[l], &c, &[&format!("{name}:latest")]));
+        env.ok(&["load", "-i", p.to_str().unwrap()]);
+    };
+    let passwd_link = format!("/../../../../..{}", host_passwd.display());
+    // /etc/passwd a symlink to a host file naming "evil": not found (read inside the root).
+    load("linked", &|l: Layer| l.symlink("etc/passwd", &passwd_link), serde_json::json!({"User": "evil", "Cmd": ["id"]}));
+    let o = env.ctl(&["run", "--rm", "linked"]);
+    assert!(!o.status.success() && err(&o).contains("unable to find user evil"), "{}", err(&o));
+    // /etc/passwd a FIFO: refused at once, no hang.
+    load("fifo", &|l: Layer| l.fifo("etc/passwd"), serde_json::json!({"User": "alice", "Cmd": ["id"]}));
+    let o = env.ctl(&["run", "--rm", "fifo"]);
+    assert!(!o.status.success() && err(&o).contains("not a regular file"), "{}", err(&o));
+    // An id that would wrap to root.
+    load("wrap", &|l: Layer| l, serde_json::json!({"User": "4294967296", "Cmd": ["id"]}));
+    let o = env.ctl(&["run", "--rm", "wrap"]);
+    assert!(!o.status.success() && err(&o).contains("CVE-2024-40635"), "{}", err(&o));
+    // The named user of the image's own passwd works.
+    load("alice", &|l: Layer| l, serde_json::json!({"User": "alice", "Cmd": ["id", "-u"]}));
+    assert_eq!(env.ok(&["run", "--rm", "alice"]), "1000\n");
+    // WorkingDir through a symlink climbing out: made and entered inside the container.
+    let wd_link = format!("/../../../..{}", host_dir.display());
+    load("wd", &|l: Layer| l.symlink("w", &wd_link), serde_json::json!({"WorkingDir": "/w/sub", "Cmd": ["pwd"]}));
+    let o = env.ctl(&["run", "--rm", "wd"]);
+    assert!(!host_dir.exists(), "the working dir was made on the host: {}", err(&o));
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), format!("{}/sub\n", host_dir.display()), "the container's own path");
+    assert_eq!(env.ok(&["run", "--rm", "-w", "/made/here", "alice", "pwd"]), "/made/here\n");
+    assert_clean(&env, &[]);
+}
+
+/// The README's walk through the container half of docker's tutorial, as typed there
+/// (exec -it and logs -f are covered in containers.rs).
+#[test]
+fn the_readme_tutorial_runs() {
+    let env = Env::new("tutorial");
+    load_busybox(&env);
+    let id = env
+        .ok(&[
+            "run",
+            "-d",
+            "--name",
+            "app",
+            "-v",
+            "todo-db:/etc/todos",
+            "busybox",
+            "sh",
+            "-c",
+            "while true; do date >> /etc/todos/log; echo tick; sleep 1; done",
+        ])
+        .trim()
+        .to_string();
+    assert!(env.ok(&["ps"]).contains(" app\n"));
+    until("a tick logged", || env.ok(&["logs", "app"]).contains("tick"));
+    env.ok(&["stop", "app"]);
+    env.ok(&["start", "app"]);
+    env.ok(&["restart", "app"]);
+    let log = env.dir.join("log");
+    env.ok(&["cp", "app:/etc/todos/log", log.to_str().unwrap()]);
+    assert!(std::fs::read_to_string(&log).unwrap().lines().count() >= 1);
+    env.ok(&["exec", "app", "sh", "-c", "echo configured > /etc/motd"]);
+    env.ok(&["commit", "app", "app:v2"]);
+    env.ok(&["rm", "-f", "app"]);
+    assert_eq!(env.ok(&["volume", "ls", "-q"]), "todo-db\n", "the named volume stays");
+    let o =
+        env.ok(&["run", "--rm", "-v", "todo-db:/etc/todos", "app:v2", "sh", "-c", "cat /etc/motd; test -s /etc/todos/log && echo kept"]);
+    assert_eq!(o, "configured\nkept\n");
+    assert!(env.ok(&["volume", "inspect", "todo-db"]).contains("\"Name\": \"todo-db\""));
+    env.ok(&["volume", "rm", "todo-db"]);
+    assert_clean(&env, &[id]);
+}
+
+/// commit reads a tree the container controls: a FIFO (never opened: it would block), a
+/// symlink to a host path (kept as a link, not followed), a device node, a file still
+/// growing; the layer holds them as they are.
+#[test]
+fn commit_of_a_hostile_upper_dir() {
+    let env = Env::new("commit-hostile");
+    load_busybox(&env);
+    let secret = env.write("secret", b"HOST\n");
+    let id =
+        env.ok(&["run", "-d", "--name", "evil", "busybox", "sh", "-c", "while true; do echo grow >> /growing; done"]).trim().to_string();
+    let setup = format!("mkfifo /fifo && ln -s {} /link && mknod /null c 1 3 && ln -s /proc/self/root /procroot", secret.display());
+    env.ok(&["exec", "evil", "sh", "-c", &setup]);
+    // Paused by default: the growing file is read as it is at that moment.
+    env.ok(&["commit", "evil", "evil:1"]);
+    let p = env.dir.join("saved.tar");
+    env.ok(&["save", "-o", p.to_str().unwrap(), "evil:1"]);
+    let bytes = std::fs::read(&p).unwrap();
+    let mut files = std::collections::HashMap::new();
+    for e in tar::Archive::new(&bytes[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        files.insert(name, data);
+    }
+    let m: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
+    let last = m[0]["Layers"].as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
+    let mut kinds = std::collections::BTreeMap::new();
+    for e in tar::Archive::new(&files[&last][..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let link = e.link_name().unwrap().map(|l| l.display().to_string()).unwrap_or_default();
+        let mut data = String::new();
+        if e.header().entry_type() == tar::EntryType::Regular {
+            e.read_to_string(&mut data).unwrap();
+        }
+        kinds.insert(name, (e.header().entry_type(), link, data));
+    }
+    assert_eq!(kinds["fifo"].0, tar::EntryType::Fifo);
+    assert_eq!(kinds["link"], (tar::EntryType::Symlink, secret.display().to_string(), String::new()), "the link itself");
+    assert_eq!(kinds["procroot"].1, "/proc/self/root");
+    assert_eq!(kinds["null"].0, tar::EntryType::Char);
+    assert!(kinds["growing"].2.lines().all(|l| l == "grow"), "whole lines only: the container was paused");
+    assert!(kinds.values().all(|(_, _, d)| !d.contains("HOST")), "nothing of the host's was read");
+    // The image runs, its FIFO a FIFO.
+    assert_eq!(env.ok(&["run", "--rm", "evil:1", "sh", "-c", "test -p /fifo && readlink /link"]), format!("{}\n", secret.display()));
+    env.ok(&["rm", "-f", "evil"]);
+    env.ok(&["rmi", "evil:1"]);
     assert_clean(&env, &[id]);
 }

@@ -1,14 +1,12 @@
 //! A container's filesystem as `cp`, `export`, `diff` and `commit` see it from the host:
 //! the rootfs overlay (mounted by the monitor while the container runs, mounted here for
-//! the duration while it is down, under its lock), and its volumes and binds at their
-//! destinations, found by the path once resolved (as docker does: tmpfs mounts and what
-//! the container mounted itself are not visible from outside). Paths inside it are resolved with
-//! `capsa_sys::Root` (RESOLVE_IN_ROOT), never joined.
+//! the duration while it is down, under its lock), and for `cp` its volumes and binds
+//! mounted on it at their destinations, in a private mount namespace (as docker does:
+//! tmpfs mounts and what the container mounted itself are not visible from outside).
+//! Paths inside it are resolved with `capsa_sys::Root` (RESOLVE_IN_ROOT), never joined.
 
-use std::collections::VecDeque;
-use std::ffi::OsString;
 use std::os::fd::AsFd;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 
@@ -48,131 +46,33 @@ impl View {
         Root::open(&self.rootfs).map_err(|e| fail(format!("rootfs {}: {e}", self.rootfs.display())))
     }
 
-    /// The root a container path lives in (the rootfs, or a volume's or bind's source)
-    /// and the path inside that root, found as docker finds it: the path is resolved
-    /// first, symlinks followed inside the container's tree (across its mounts), and only
-    /// then matched against the mount points. `follow_last`: follow a symlink in the last
-    /// component too (it is always followed when the path ends in `/` or `/.`).
-    ///
-    /// Every step looks inside one root by `RESOLVE_IN_ROOT`, and so does the caller's
-    /// final open: a container that swaps a component meanwhile can at worst redirect the
-    /// copy to another place inside that same root, never to the host.
-    pub fn resolve(&self, store: &Store, rec: &Record, path: &str, follow_last: bool) -> Result<(Root, PathBuf)> {
-        let tree = Tree::new(self.root()?, store, rec)?;
-        let follow_last = follow_last || path.ends_with('/') || path.ends_with("/.") || path == ".";
-        let comps = tree.resolve(Path::new(&format!("/{path}")), follow_last).map_err(|e| fail(format!("{path}: {e}")))?;
-        let (i, rel) = tree.locate(&comps);
-        let root = tree.take(i);
-        Ok((root, rel))
-    }
-}
-
-/// The container's tree as its processes see it, for lookups from the host: the rootfs
-/// with the volumes and binds on top. tmpfs mounts are not part of it (docker's `cp`
-/// does not see them either).
-struct Tree {
-    rootfs: Root,
-    /// Each mount's place (components of its destination, resolved as the runtime
-    /// resolved it when mounting: in the tree made of the mounts before it) and root.
-    mounts: Vec<(Vec<OsString>, Root)>,
-}
-
-/// The components of `p` that name something (`/` and `.` dropped, `..` kept).
-fn components(p: &Path) -> VecDeque<OsString> {
-    p.components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_os_string()),
-            Component::ParentDir => Some(OsString::from("..")),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Symlinks followed in one lookup before giving up (the kernel's limit).
-const MAX_LINKS: usize = 40;
-
-impl Tree {
-    fn new(rootfs: Root, store: &Store, rec: &Record) -> Result<Tree> {
-        let mut tree = Tree { rootfs, mounts: Vec::new() };
-        // The order the runtime mounts them in (see spec.rs): parents first.
+    /// Puts the container's volumes and binds on its rootfs, where the runtime puts them
+    /// (in the same order, each destination resolved inside the tree made so far), so that
+    /// every path the caller then resolves with `RESOLVE_IN_ROOT` follows the image's
+    /// symlinks and crosses into the mounts as the container's own processes would (docker
+    /// mounts the volumes on the container's rootfs for `cp` the same way). Read-only
+    /// mounts stay read-only. Only in this process's private mount namespace: see
+    /// [`private_mounts`], which must come first.
+    pub fn mount_volumes(&self, store: &Store, rec: &Record) -> Result<()> {
+        let root = self.root()?;
         let mut ms: Vec<_> = rec.stored.mounts.iter().filter(|m| m.typ == "volume" || m.typ == "bind").collect();
         ms.sort_by_key(|m| m.destination.split('/').filter(|c| !c.is_empty()).count());
         for m in ms {
             let src = if m.typ == "volume" { volumes::data_dir(store, &m.name) } else { PathBuf::from(&m.source) };
-            let root = Root::open(&src).map_err(|e| fail(format!("mount {} ({}): {e}", m.destination, src.display())))?;
-            let place = tree.resolve(Path::new(&m.destination), true).map_err(|e| fail(format!("mount {}: {e}", m.destination)))?;
-            tree.mounts.push((place, root));
+            let at = |e: std::io::Error| fail(format!("mount {} ({}): {e}", m.destination, src.display()));
+            let dest = Path::new(&m.destination);
+            // As the runtime does: a directory (or file) made where the image has none.
+            let target =
+                if src.is_dir() { root.mkdir_all(dest, 0o755, Follow::InRoot) } else { root.create_file(dest, 0o644, Follow::InRoot) }
+                    .map_err(at)?;
+            let tree = capsa_sys::mount::clone_tree_at(&src.to_string_lossy(), true).map_err(at)?;
+            if !m.rw {
+                let ro = capsa_sys::mount::Attr { set: capsa_sys::mount::MOUNT_ATTR_RDONLY, recursive: true, ..Default::default() };
+                capsa_sys::mount::set_attr(tree.as_fd(), ro).map_err(at)?;
+            }
+            capsa_sys::mount::attach(tree.as_fd(), target.as_fd()).map_err(at)?;
         }
-        Ok(tree)
-    }
-
-    /// Which root holds the (resolved) path `comps`: the index of the mount (or None,
-    /// the rootfs) and the path inside it. The last mount on a place is the one seen.
-    fn locate(&self, comps: &[OsString]) -> (Option<usize>, PathBuf) {
-        let mut best: Option<usize> = None;
-        for (i, (place, _)) in self.mounts.iter().enumerate() {
-            if comps.starts_with(place) && best.is_none_or(|b| place.len() >= self.mounts[b].0.len()) {
-                best = Some(i);
-            }
-        }
-        let skip = best.map_or(0, |b| self.mounts[b].0.len());
-        let mut rel = PathBuf::from("/");
-        rel.extend(&comps[skip..]);
-        (best, rel)
-    }
-
-    fn root(&self, i: Option<usize>) -> &Root {
-        i.map_or(&self.rootfs, |i| &self.mounts[i].1)
-    }
-
-    fn take(mut self, i: Option<usize>) -> Root {
-        match i {
-            Some(i) => self.mounts.swap_remove(i).1,
-            None => self.rootfs,
-        }
-    }
-
-    /// `path` with every symlink followed as the kernel would inside the container (an
-    /// absolute target starts again at the container's `/`, `..` stops there), except the
-    /// last component unless `follow_last`. Components that do not exist are kept as they
-    /// are (a file about to be created).
-    fn resolve(&self, path: &Path, follow_last: bool) -> std::io::Result<Vec<OsString>> {
-        let mut pending = components(path);
-        let mut done: Vec<OsString> = Vec::new();
-        let mut links = 0;
-        while let Some(c) = pending.pop_front() {
-            if c == ".." {
-                done.pop();
-                continue;
-            }
-            done.push(c);
-            if pending.is_empty() && !follow_last {
-                break;
-            }
-            let (i, rel) = self.locate(&done);
-            let fd = match self.root(i).open_at(&rel, OFlag::O_PATH, Follow::NotLast) {
-                Ok(fd) => fd,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => continue,
-                Err(e) => return Err(e),
-            };
-            let st = nix::sys::stat::fstat(fd.as_fd()).map_err(std::io::Error::from)?;
-            if capsa_sys::root::kind(&st) != nix::sys::stat::SFlag::S_IFLNK {
-                continue;
-            }
-            links += 1;
-            if links > MAX_LINKS {
-                return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
-            }
-            let target = nix::fcntl::readlinkat(fd.as_fd(), "").map_err(std::io::Error::from)?;
-            done.pop();
-            if Path::new(&target).is_absolute() {
-                done.clear();
-            }
-            for c in components(Path::new(&target)).into_iter().rev() {
-                pending.push_front(c);
-            }
-        }
-        Ok(done)
+        Ok(())
     }
 }
 
@@ -182,6 +82,16 @@ impl Drop for View {
             let _ = capsa_image::snapshot::unmount_rootfs(&self.dir);
         }
     }
+}
+
+/// Gives this process a mount namespace of its own, with nothing propagating back to the
+/// host's: what [`View::mount_volumes`] (and a stopped container's rootfs mount) puts there
+/// is gone when the process exits, however it exits. Call before [`View::open`], in a
+/// single-threaded process (unshare refuses otherwise).
+pub fn private_mounts() -> Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| fail(format!("unshare the mount namespace: {}", e.desc())))?;
+    nix::mount::mount(None::<&str>, "/", None::<&str>, nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| fail(format!("make the mount namespace private: {}", e.desc())))
 }
 
 /// Mount points the runtime makes in a container's upper directory when the image lacks
