@@ -16,6 +16,8 @@ pkgs="$pkgs qemu-system-x86 linux-image-amd64 cpio binutils procps"
 # capsa-image / capsactl tests: skopeo and umoci make and read image archives, sqlite3 checks the
 # store's database; bench-image.sh: podman and containerd as peers, debootstrap for the Debian image.
 pkgs="$pkgs skopeo sqlite3 debootstrap"
+# capsactl cp tests: gcc builds the booby-trapped library of the CVE-2019-14271 test.
+pkgs="$pkgs gcc"
 # systemd-vm.sh, the systemd VM: debootstrap (its Debian root, from Debian's mirror, listed
 # above), e2fsprogs (mkfs.ext4 -d), kmod (modprobe --show-depends for the initramfs).
 pkgs="$pkgs e2fsprogs kmod"

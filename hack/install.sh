@@ -10,6 +10,7 @@
 #   PREFIX/bin/containerd-shim-capsa-v2   containerd finds shims on its PATH: runtime name
 #                                         io.containerd.capsa.v2 (ctr, CRI)
 #   PREFIX/bin/capsactl                   the docker-like front end (images, containers; no daemon)
+#   PREFIX/bin/capsactl-monitor           its per-container monitor (run by capsactl only)
 #   SYSCONFDIR/containers/containers.conf.d/50-capsa.conf
 #                                         podman (containers.conf drop-in): `podman --runtime capsa`
 # and prints the docker daemon.json entry (dockerd is configured by hand: the file is its own).
@@ -40,13 +41,15 @@ dest=${DESTDIR:-}
 # instead of aborting the shim of a whole pod); the rest is a plain release build. A new binary
 # is one more entry here.
 binaries="capsa:capsa:release containerd-shim-capsa-v2:containerd-shim-capsa-v2:release-shim capsactl:capsactl:release"
+# capsactl runs the capsactl-monitor beside it as each container's monitor (build.sh: static).
+binaries="$binaries capsactl-monitor:capsactl:release"
 
 if [ -z "${CAPSA_INSTALL_NO_BUILD:-}" ]; then
 	hack/build.sh
 	for entry in $binaries; do
 		bin=${entry%%:*} rest=${entry#*:}
 		pkg=${rest%%:*} profile=${rest#*:}
-		[ "$bin" = capsa ] && continue
+		case $bin in capsa | capsactl-monitor) continue ;; esac
 		cargo build --profile "$profile" --locked -q -p "$pkg" --bin "$bin"
 	done
 fi

@@ -365,7 +365,16 @@ impl<W: Write> TarWriter<W> {
 
     /// Adds everything under directory `dir`, with paths under `prefix`.
     pub fn add_tree(&mut self, dir: BorrowedFd<'_>, prefix: &Path) -> io::Result<()> {
+        self.add_tree_except(dir, prefix, &|_, _| false)
+    }
+
+    /// As [`TarWriter::add_tree`], leaving out the entries `skip` names (by their path
+    /// relative to `dir`; what is under a skipped directory is still added).
+    pub fn add_tree_except(&mut self, dir: BorrowedFd<'_>, prefix: &Path, skip: &dyn Fn(&Path, &FileStat) -> bool) -> io::Result<()> {
         walk(dir, &mut |n: &Node| {
+            if skip(n.path, n.st) {
+                return Ok(true);
+            }
             let full = prefix.join(n.path);
             let node = Node { parent: n.parent, name: n.name, path: &full, st: n.st, dir: n.dir };
             self.add(&node)?;
@@ -456,12 +465,6 @@ impl<W: Write> TarWriter<W> {
     pub fn finish(self) -> io::Result<W> {
         self.b.into_inner()
     }
-}
-
-/// Wraps a raw fd number we were given (stdin/stdout) for the duration of a copy.
-pub fn borrow_raw(fd: i32) -> BorrowedFd<'static> {
-    // SAFETY: only used for the process's standard streams, open for the whole run.
-    unsafe { BorrowedFd::borrow_raw(fd) }
 }
 
 /// An owned duplicate of `fd`.

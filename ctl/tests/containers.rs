@@ -65,12 +65,13 @@ fn until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// The pid of a container's monitor (`capsactl __watch id=ID ...`).
+/// The pid of a container's monitor (`capsactl-monitor id=ID ...`, or `capsactl __watch
+/// id=ID ...` without that binary).
 fn monitor_pid(id: &str) -> Option<i32> {
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmd.contains("__watch") && cmd.contains(&format!("id={id} ")) {
+        if (cmd.starts_with("capsactl-monitor ") || cmd.contains("__watch")) && cmd.contains(&format!("id={id} ")) {
             return e.file_name().to_str().and_then(|p| p.parse().ok());
         }
     }

@@ -69,8 +69,10 @@ fn parent_and_name(p: &Path) -> (PathBuf, OsString) {
     (parent, name)
 }
 
-/// Resolves `rel` in `root` to a source entry (following a final symlink only with -L,
-/// each step resolved again inside the root).
+/// Resolves `rel` in `root` to a source entry: every component but the last is followed
+/// inside the root by the kernel (RESOLVE_IN_ROOT, crossing into the volumes mounted
+/// there); a final symlink is the entry itself, or with `follow` (-L, or a path ending in
+/// `/` or `/.`) is followed too, each step resolved again inside the root.
 fn container_source(root: &Root, rel: &Path, follow: bool, contents: bool) -> Result<Source> {
     let mut rel = rel.to_path_buf();
     for _ in 0..40 {
@@ -80,11 +82,9 @@ fn container_source(root: &Root, rel: &Path, follow: bool, contents: bool) -> Re
             return Ok(Source { parent: fd, name: OsString::from("."), contents: true });
         }
         let (parent, name) = parent_and_name(&rel);
-        let pfd = root
-            .open_at(&parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::InRoot)
-            .map_err(|e| fail(format!("Could not find the file {} in container: {e}", rel.display())))?;
-        let st = fstree::lstat_at(pfd.as_fd(), &name)
-            .map_err(|e| fail(format!("Could not find the file {} in container: {e}", rel.display())))?;
+        let missing = |e| fail(format!("Could not find the file {} in container: {e}", rel.display()));
+        let pfd = root.open_at(&parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::InRoot).map_err(missing)?;
+        let st = fstree::lstat_at(pfd.as_fd(), &name).map_err(missing)?;
         if follow && fstree::kind(&st) == SFlag::S_IFLNK {
             let target = fstree::read_link_at(pfd.as_fd(), &name).map_err(|e| err(e, "readlink"))?;
             let t = Path::new(&target);
@@ -94,6 +94,24 @@ fn container_source(root: &Root, rel: &Path, follow: bool, contents: bool) -> Re
         return Ok(Source { parent: pfd, name, contents });
     }
     Err(fail("too many levels of symbolic links"))
+}
+
+/// The container's tree, as its processes see it, for `cp`: in a mount namespace of our
+/// own, the rootfs with its volumes and binds mounted on it (see container::fs).
+fn open_tree(cli: &Cli, c: &str) -> Result<(View, Root)> {
+    let mut store = cli.store()?;
+    let rec = container::find(&store, c)?;
+    let rec = container::reconcile::one(&mut store, &cli.state_root, &rec)?.ok_or_else(|| fail(format!("No such container: {c}")))?;
+    container::fs::private_mounts()?;
+    let view = View::open(&store, &cli.state_root, &rec)?;
+    view.mount_volumes(&store, &rec)?;
+    let root = view.root()?;
+    Ok((view, root))
+}
+
+/// A container path as typed, made absolute and clean (the kernel resolves it in the root).
+fn container_path(p: &str) -> PathBuf {
+    PathBuf::from(crate::container::create::clean_dest(&format!("/{p}")))
 }
 
 fn host_source(path: &str, follow: bool) -> Result<Source> {
@@ -145,13 +163,10 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         (Some(_), Some(_)) => Err(fail("copying between containers is not supported")),
         (None, None) => Err(fail("must specify at least one container source")),
         (Some((c, path)), None) => {
-            let mut store = cli.store()?;
-            let rec = container::find(&store, c)?;
-            let rec =
-                container::reconcile::one(&mut store, &cli.state_root, &rec)?.ok_or_else(|| fail(format!("No such container: {c}")))?;
-            let view = View::open(&store, &cli.state_root, &rec)?;
-            let (root, rel) = view.resolve(&store, &rec, path)?;
-            let src = container_source(&root, &rel, a.follow_link, wants_contents(path))?;
+            let (_view, root) = open_tree(cli, c)?;
+            // -L, or a path naming a directory's inside: a symlink named last is followed.
+            let follow = a.follow_link || path.ends_with('/') || wants_contents(path);
+            let src = container_source(&root, &container_path(path), follow, wants_contents(path))?;
             if a.dest == "-" {
                 let stdout = std::io::stdout();
                 let mut w = fstree::TarWriter::new(std::io::BufWriter::new(stdout.lock()), fstree::TarOpts::default());
@@ -167,21 +182,20 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
             Ok(0)
         }
         (None, Some((c, path))) => {
-            let mut store = cli.store()?;
-            let rec = container::find(&store, c)?;
-            let rec =
-                container::reconcile::one(&mut store, &cli.state_root, &rec)?.ok_or_else(|| fail(format!("No such container: {c}")))?;
-            let view = View::open(&store, &cli.state_root, &rec)?;
-            let (root, rel) = view.resolve(&store, &rec, path)?;
+            let (_view, root) = open_tree(cli, c)?;
+            // A destination that is a symlink is followed, as docker does (so that one can
+            // copy into a symlink to a directory): resolved inside the root by the kernel.
+            let rel = container_path(path);
             if a.src == "-" {
-                // A tar stream into the destination directory (which must exist).
+                // A tar stream into the destination directory (which must exist). Its
+                // entries are plain files: `.wh.` names are not whiteouts here.
                 let d = root
                     .open_at(&rel, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::InRoot)
                     .map_err(|e| fail(format!("Could not find the file {path} in container: {e}")))?;
                 let droot = Root::from_fd(d, &rel);
                 let mut ar = tar::Archive::new(std::io::stdin().lock());
                 let entries = ar.entries().map_err(|e| err(e, "read tar"))?;
-                capsa_image::layer::apply(entries, &droot, "stdin", None)?;
+                capsa_image::layer::apply_plain(entries, &droot, "stdin")?;
                 return Ok(0);
             }
             let src = host_source(&a.src, a.follow_link)?;

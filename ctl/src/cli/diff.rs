@@ -4,12 +4,10 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use nix::fcntl::OFlag;
-
-use capsa_sys::{Follow, Root};
+use nix::sys::stat::SFlag;
 
 use super::{fail, Cli, Result};
-use crate::container;
+use crate::container::{self, fs::Lowers};
 use crate::fstree;
 
 #[derive(clap::Args, Debug)]
@@ -24,33 +22,34 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         container::reconcile::one(&mut store, &cli.state_root, &rec)?.ok_or_else(|| fail(format!("No such container: {}", a.container)))?;
     let upper = container::dir(&store, &rec.id).join("upper");
     let dir = std::fs::File::open(&upper).map_err(|e| fail(format!("{}: {e}", upper.display())))?;
-    // The image's layers, top first, to tell "changed" from "added".
-    let lowers: Vec<Root> =
-        store.chain_of(rec.top_chain.clone())?.iter().rev().filter_map(|c| Root::open(&store.snapshots.fs(c)).ok()).collect();
-    let in_image = |p: &Path| -> bool {
-        for l in &lowers {
-            match l.open_at(p, OFlag::O_PATH, Follow::NotLast) {
-                Ok(fd) => {
-                    // A whiteout in a higher layer hides the lower ones.
-                    return nix::sys::stat::fstat(fd.as_fd()).map(|st| !fstree::is_whiteout(&st)).unwrap_or(true);
-                }
-                Err(_) => continue,
-            }
-        }
-        false
-    };
-    let mut out = Vec::new();
+    let lowers = Lowers::open(&store, &rec)?;
+    // (line, path, whether it only holds mount points the runtime made)
+    let mut out: Vec<(String, std::path::PathBuf, bool)> = Vec::new();
     fstree::walk(dir.as_fd(), &mut |n| {
         let p = Path::new("/").join(n.path);
         if fstree::is_whiteout(n.st) {
-            out.push(format!("D {}", p.display()));
+            out.push((format!("D {}", p.display()), p, false));
             return Ok(false);
         }
-        let tag = if in_image(&p) { "C" } else { "A" };
-        out.push(format!("{tag} {}", p.display()));
+        if lowers.is_init_entry(&p, n.st) {
+            return Ok(true);
+        }
+        match lowers.stat(&p) {
+            // A directory of the image copied up only because something was made in it:
+            // shown only if something shown is under it (docker's init layer again).
+            Some(l) if fstree::kind(n.st) == SFlag::S_IFDIR => {
+                let same = (l.st_mode, l.st_uid, l.st_gid) == (n.st.st_mode, n.st.st_uid, n.st.st_gid);
+                out.push((format!("C {}", p.display()), p, same));
+            }
+            Some(_) => out.push((format!("C {}", p.display()), p, false)),
+            None => out.push((format!("A {}", p.display()), p, false)),
+        }
         Ok(true)
     })
     .map_err(|e| fail(format!("diff: {e}")))?;
+    let shown: Vec<&std::path::PathBuf> = out.iter().filter(|(_, _, only)| !only).map(|(_, p, _)| p).collect();
+    let out: Vec<String> =
+        out.iter().filter(|(_, p, only)| !only || shown.iter().any(|s| s.starts_with(p) && *s != p)).map(|(l, _, _)| l.clone()).collect();
     for l in out {
         println!("{l}");
     }

@@ -126,7 +126,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     }
     // Without -i the process gets an empty stdin; detached, no stdio of ours at all.
     let null = std::fs::File::options().read(true).write(true).open("/dev/null")?;
-    let saved_err = crate::fstree::dup(crate::fstree::borrow_raw(2)).ok();
+    let saved_err = std::io::stderr().as_fd().try_clone_to_owned().ok();
     if !a.interactive || a.detach {
         let _ = nix::unistd::dup2_stdin(&null);
     }

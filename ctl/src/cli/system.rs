@@ -57,17 +57,24 @@ fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
     let images = store.images()?;
     let ctrs = container::list(&store)?;
     let used: std::collections::HashSet<&str> = ctrs.iter().map(|c| c.image.as_str()).collect();
-    // Layers are shared: an image's size counts each of its layers once overall.
-    let mut seen = std::collections::HashSet::new();
-    let mut img_total = 0u64;
-    let mut img_reclaim = 0u64;
+    // Layers are shared: an image's size counts each of its layers once overall, and a
+    // layer is reclaimable only if no image in use has it.
+    let mut layers = Vec::new();
+    let mut in_use = std::collections::HashSet::new();
     for i in &images {
-        for l in store.layers(i)? {
-            if seen.insert(l.chain.to_string()) {
-                img_total += l.size;
-                if !used.contains(i.id.to_string().as_str()) {
-                    img_reclaim += l.size;
-                }
+        let ls = store.layers(i)?;
+        if used.contains(i.id.to_string().as_str()) {
+            in_use.extend(ls.iter().map(|l| l.chain.to_string()));
+        }
+        layers.extend(ls);
+    }
+    let mut seen = std::collections::HashSet::new();
+    let (mut img_total, mut img_reclaim) = (0u64, 0u64);
+    for l in &layers {
+        if seen.insert(l.chain.to_string()) {
+            img_total += l.size;
+            if !in_use.contains(&l.chain.to_string()) {
+                img_reclaim += l.size;
             }
         }
     }

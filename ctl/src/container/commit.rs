@@ -90,11 +90,13 @@ pub fn apply_change(cfg: &mut Value, change: &str) -> Result<()> {
 }
 
 /// Writes the upper directory as a layer blob; returns its digest (= diffID).
-fn layer_blob(store: &Store, upper: &Path) -> Result<Digest> {
+/// Leaves out the mount points the runtime made (docker's init layer: see fs::Lowers).
+fn layer_blob(store: &Store, upper: &Path, lowers: &super::fs::Lowers) -> Result<Digest> {
     let dir = std::fs::File::open(upper).map_err(|e| fail(format!("open {}: {e}", upper.display())))?;
     let w = store.content.writer(Algo::Sha256)?;
     let mut t = TarWriter::new(std::io::BufWriter::with_capacity(1 << 20, w), TarOpts { overlay_upper: true });
-    t.add_tree(dir.as_fd(), Path::new("")).map_err(|e| fail(format!("write the layer: {e}")))?;
+    let skip = |p: &Path, st: &nix::sys::stat::FileStat| lowers.is_init_entry(&Path::new("/").join(p), st);
+    t.add_tree_except(dir.as_fd(), Path::new(""), &skip).map_err(|e| fail(format!("write the layer: {e}")))?;
     let w = t.finish().map_err(|e| fail(format!("write the layer: {e}")))?;
     let w = w.into_inner().map_err(|e| fail(format!("write the layer: {}", e.error())))?;
     Ok(w.commit(None, None)?)
@@ -107,10 +109,11 @@ pub fn commit(store: &mut Store, state_root: &Path, rec: &Record, o: &Opts) -> R
     let (base_manifest, _) = store.manifest(&img)?;
     let mut layers = store.layers(&img)?;
     let upper = super::dir(store, &rec.id).join("upper");
+    let lowers = super::fs::Lowers::open(store, rec)?;
     let running = super::stop::runtime_status(state_root, &rec.id).is_some_and(|(_, s)| s == capsa::container::Status::Running);
     let paused_here = o.pause && running && capsa::container::pause(state_root, &rec.id).is_ok();
     let _guard = store.lock_shared()?;
-    let blob = layer_blob(store, &upper);
+    let blob = layer_blob(store, &upper, &lowers);
     if paused_here {
         let _ = capsa::container::resume(state_root, &rec.id);
     }

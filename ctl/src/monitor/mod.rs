@@ -21,7 +21,7 @@ pub mod client;
 pub mod proto;
 pub mod watch;
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -38,9 +38,27 @@ pub struct Spawned {
     pub monitor: std::process::Child,
 }
 
-fn clear_cloexec(fd: RawFd) {
-    // SAFETY: F_SETFD on an fd we own, clearing FD_CLOEXEC only.
-    unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+fn clear_cloexec(fd: BorrowedFd<'_>) {
+    let _ = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()));
+}
+
+/// Takes fd number `n` handed to us by the process that started us, after checking that
+/// it is open, is not our stdio, and is of `kind`.
+fn take_fd(n: RawFd, what: &str, kind: nix::sys::stat::SFlag) -> Result<OwnedFd> {
+    if n <= 2 {
+        return Err(fail(format!("{what} fd {n}: not a handed-over fd")));
+    }
+    // SAFETY: fstat of a plain fd number into a zeroed struct we own (EBADF if closed).
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::fstat(n, &mut st) } < 0 {
+        return Err(fail(format!("{what} fd {n}: {}", std::io::Error::last_os_error())));
+    }
+    if nix::sys::stat::SFlag::from_bits_truncate(st.st_mode & libc::S_IFMT) != kind {
+        return Err(fail(format!("{what} fd {n}: not a {kind:?}")));
+    }
+    // SAFETY: the fd is open and was left to us alone by our parent (checked above).
+    Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
 /// Starts the monitor of `rec` (its lock, held by the caller, passes to the monitor) and
@@ -134,16 +152,28 @@ pub struct MonitorArgs {
 
 /// `__monitor`: starts the container, answers the starting command, becomes the watcher.
 pub fn monitor_main(cli: &Cli, a: &MonitorArgs) -> i32 {
-    // SAFETY: these fd numbers were left open for us by the command that forked us.
-    let chan = unsafe { OwnedFd::from_raw_fd(a.chan) };
-    // SAFETY: as above.
-    let lock = unsafe { OwnedFd::from_raw_fd(a.lock) };
+    let fds = take_fd(a.chan, "channel", nix::sys::stat::SFlag::S_IFSOCK)
+        .and_then(|c| Ok((c, take_fd(a.lock, "lock", nix::sys::stat::SFlag::S_IFREG)?)));
+    let (chan, lock) = match fds {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("Error: __monitor: {e}");
+            return 125;
+        }
+    };
     match first_start(cli, a, &chan, lock) {
-        Ok(w) => {
-            let argv = w.to_argv();
+        Ok(mut w) => {
             start::trace("exec watch");
-            // Drop what the start touched: a fresh image for the long wait.
-            let err = Command::new("/proc/self/exe").arg0("capsactl").arg("__watch").args(&argv).exec();
+            // Drop what the start touched: a fresh, small image for the long wait, the
+            // capsactl-monitor binary beside capsactl (the helpers it runs are capsactl's);
+            // without one, capsactl itself.
+            let ctl = std::env::var_os(crate::EXE_ENV).map(std::path::PathBuf::from);
+            if let Some(mon) = ctl.as_ref().map(|c| c.with_file_name("capsactl-monitor")).filter(|m| m.is_file()) {
+                w.ctl = ctl.clone();
+                let _ = Command::new(&mon).arg0("capsactl-monitor").args(w.to_argv()).exec();
+                w.ctl = None;
+            }
+            let err = Command::new("/proc/self/exe").arg0("capsactl").arg("__watch").args(w.to_argv()).exec();
             // exec failed: watch from here.
             let _ = err;
             watch::run(w)
@@ -188,9 +218,9 @@ fn first_start(cli: &Cli, a: &MonitorArgs, chan: &OwnedFd, lock: OwnedFd) -> Res
     let cfg = &rec.stored.config;
     let null = dev_null()?;
     // The starting command's stdio, for an attached run.
-    let dupfd = |n: RawFd| crate::fstree::dup(crate::fstree::borrow_raw(n)).ok();
     let (cin, cout, cerr) = if attach {
-        (if cfg.open_stdin && a.mode == "attach-in" { dupfd(0) } else { None }, dupfd(1), dupfd(2))
+        let stdin = if cfg.open_stdin && a.mode == "attach-in" { std::io::stdin().as_fd().try_clone_to_owned().ok() } else { None };
+        (stdin, std::io::stdout().as_fd().try_clone_to_owned().ok(), std::io::stderr().as_fd().try_clone_to_owned().ok())
     } else {
         (None, None, None)
     };
@@ -245,12 +275,11 @@ fn first_start(cli: &Cli, a: &MonitorArgs, chan: &OwnedFd, lock: OwnedFd) -> Res
     };
     let (log, max_size, max_file) = log_settings(&store, &rec);
     drop(store);
+    // Handed over across exec by number: no longer ours to close (the watcher owns them).
     let keep = |fd: Option<OwnedFd>| -> Option<RawFd> {
         fd.map(|f| {
-            let n = f.as_raw_fd();
-            clear_cloexec(n);
-            std::mem::forget(f);
-            n
+            clear_cloexec(f.as_fd());
+            f.into_raw_fd()
         })
     };
     let client = if attach { Some(chan.try_clone().map_err(|e| fail(format!("dup: {e}")))?) } else { None };
@@ -275,16 +304,17 @@ fn first_start(cli: &Cli, a: &MonitorArgs, chan: &OwnedFd, lock: OwnedFd) -> Res
         log,
         max_size,
         max_file,
+        ctl: None,
     })
 }
 
-/// Writes a helper's answer to fd 3 (the monitor reads it).
+/// Writes a helper's answer to fd 3, the status pipe the monitor gave us (nothing when
+/// fd 3 is not a pipe: run by hand, it may be anything).
 fn answer(s: &str) {
-    // SAFETY: fd 3 is the status pipe the monitor gave us (or closed: the write fails).
-    let f = unsafe { std::fs::File::from_raw_fd(3) };
     use std::io::Write;
-    let mut f = f;
-    let _ = f.write_all(s.as_bytes());
+    if let Ok(fd) = take_fd(3, "status", nix::sys::stat::SFlag::S_IFIFO) {
+        let _ = std::fs::File::from(fd).write_all(s.as_bytes());
+    }
 }
 
 /// `__exited ID CODE`: the container's init exited with CODE. Records it, cleans up the
@@ -342,9 +372,9 @@ pub fn start_main(cli: &Cli, id: &str) -> i32 {
                     &[&s.pid, &now],
                 )?;
                 if let Some(m) = &s.master {
-                    // SAFETY: fd 4 is the socket the monitor gave us for the pty master.
-                    let sock = unsafe { std::os::fd::BorrowedFd::borrow_raw(4) };
-                    proto::send(sock, "master", &[m.as_raw_fd()])?;
+                    // fd 4: the socket the monitor gave us for the pty master.
+                    let sock = take_fd(4, "console socket", nix::sys::stat::SFlag::S_IFSOCK)?;
+                    proto::send(sock.as_fd(), "master", &[m.as_raw_fd()])?;
                 }
                 Ok(format!("started {}", s.pid))
             }

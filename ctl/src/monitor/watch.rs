@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::stat::SFlag;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
@@ -55,6 +56,9 @@ pub struct Args {
     pub log: Option<PathBuf>,
     pub max_size: u64,
     pub max_file: u32,
+    /// The capsactl binary that runs the helpers (`__exited`, `__start`); None: this
+    /// process's own binary (the monitor runs as `capsactl __watch`).
+    pub ctl: Option<PathBuf>,
 }
 
 impl Args {
@@ -89,6 +93,9 @@ impl Args {
         if let Some(l) = &self.log {
             v.push(format!("log={}", l.display()));
         }
+        if let Some(c) = &self.ctl {
+            v.push(format!("ctl={}", c.display()));
+        }
         v
     }
 
@@ -116,6 +123,7 @@ impl Args {
                 "cout" => a.cout = Some(fd()?),
                 "cerr" => a.cerr = Some(fd()?),
                 "log" => a.log = Some(v.into()),
+                "ctl" => a.ctl = Some(v.into()),
                 "max-size" => a.max_size = v.parse().unwrap_or(0),
                 "max-file" => a.max_file = v.parse().unwrap_or(1),
                 _ => return Err(format!("__watch: unknown argument {k:?}")),
@@ -124,14 +132,53 @@ impl Args {
         if a.id.is_empty() || a.lock < 0 || a.listen < 0 {
             return Err("__watch: id, lock and listen are required".into());
         }
+        // Each fd is what it should be, and none is given twice (or is our stdio).
+        let mut seen = Vec::new();
+        let need = |k: &str, fd: RawFd, kinds: &[SFlag], seen: &mut Vec<RawFd>| -> Result<(), String> {
+            if fd <= 2 || seen.contains(&fd) {
+                return Err(format!("__watch: {k}={fd}: not a handed-over fd"));
+            }
+            seen.push(fd);
+            // SAFETY: fstat of a plain fd number into a zeroed struct we own (EBADF if
+            // it is not open; nothing is taken).
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: as above.
+            if unsafe { libc::fstat(fd, &mut st) } < 0 {
+                return Err(format!("__watch: {k}={fd}: {}", std::io::Error::last_os_error()));
+            }
+            let kind = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits());
+            if !kinds.is_empty() && !kinds.contains(&kind) {
+                return Err(format!("__watch: {k}={fd}: not a {kinds:?}"));
+            }
+            Ok(())
+        };
+        // The container's stdio: pipes, or the pty master.
+        let stream = [SFlag::S_IFIFO, SFlag::S_IFCHR];
+        need("lock", a.lock, &[SFlag::S_IFREG], &mut seen)?;
+        need("listen", a.listen, &[SFlag::S_IFSOCK], &mut seen)?;
+        if let Some(c) = a.client {
+            need("client", c, &[SFlag::S_IFSOCK], &mut seen)?;
+        }
+        for (k, fd) in [("out", a.out), ("err", a.err), ("stdin", a.stdin)] {
+            if let Some(fd) = fd {
+                need(k, fd, &stream, &mut seen)?;
+            }
+        }
+        // An attached client's own stdio may be anything (a file, a terminal, /dev/null).
+        for (k, fd) in [("cin", a.cin), ("cout", a.cout), ("cerr", a.cerr)] {
+            if let Some(fd) = fd {
+                need(k, fd, &[], &mut seen)?;
+            }
+        }
         Ok(a)
     }
 }
 
-/// Takes an fd number handed over by the monitor's start across exec.
+/// Takes an fd number handed over by the monitor's start across exec (checked by
+/// [`Args::parse`]: open, of the right kind, given once).
 fn own(fd: RawFd) -> OwnedFd {
     // SAFETY: the fd numbers on our command line were left open for us alone by the
-    // monitor that exec'd us; nothing else in this process knows them.
+    // monitor that exec'd us, each once (Args::parse checked); nothing else here owns them.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let _ = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
     fd
@@ -563,11 +610,11 @@ impl Watch {
         let status = self.helper(
             &["__start", &self.a.id.clone()],
             Some((
-                stdio(inp.as_ref().and_then(|(r, _)| crate::fstree::dup(r.as_fd()).ok())),
-                stdio(out.as_ref().and_then(|(_, w)| crate::fstree::dup(w.as_fd()).ok())),
-                stdio(err.as_ref().and_then(|(_, w)| crate::fstree::dup(w.as_fd()).ok())),
+                stdio(inp.as_ref().and_then(|(r, _)| r.try_clone().ok())),
+                stdio(out.as_ref().and_then(|(_, w)| w.try_clone().ok())),
+                stdio(err.as_ref().and_then(|(_, w)| w.try_clone().ok())),
             )),
-            console.as_ref().map(|(_, theirs)| theirs.as_raw_fd()),
+            console.as_ref().map(|(_, theirs)| theirs.as_fd()),
         );
         let Some(status) = status else { return false };
         let Some(pid) = status.lines().find_map(|l| l.strip_prefix("started ")).and_then(|p| p.trim().parse::<i32>().ok()) else {
@@ -580,7 +627,7 @@ impl Watch {
                 drop(theirs);
                 proto::recv(ours.as_fd()).ok().flatten().and_then(|(_, mut fds)| fds.pop())
             });
-            self.stdin = if self.a.open_stdin { master.as_ref().and_then(|m| crate::fstree::dup(m.as_fd()).ok()) } else { None };
+            self.stdin = if self.a.open_stdin { master.as_ref().and_then(|m| m.try_clone().ok()) } else { None };
             self.out = master;
         } else {
             self.out = out.map(|(r, _)| r);
@@ -591,10 +638,11 @@ impl Watch {
     }
 
     /// Runs `capsactl --root R --state-root S ARGS...` and returns what it printed on fd 3
-    /// (or stdout when no stdio is given).
-    fn helper(&self, args: &[&str], stdio: Option<(Stdio, Stdio, Stdio)>, fd4: Option<RawFd>) -> Option<String> {
+    /// (given `fd4`, that is the helper's fd 4).
+    fn helper(&self, args: &[&str], stdio: Option<(Stdio, Stdio, Stdio)>, fd4: Option<BorrowedFd<'_>>) -> Option<String> {
         let (r, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok()?;
-        let mut cmd = Command::new("/proc/self/exe");
+        let exe = self.a.ctl.clone().unwrap_or_else(|| PathBuf::from("/proc/self/exe"));
+        let mut cmd = Command::new(exe);
         cmd.arg0("capsactl").arg("--root").arg(&self.a.root).arg("--state-root").arg(&self.a.state_root).args(args);
         match stdio {
             Some((i, o, e)) => {
@@ -604,16 +652,32 @@ impl Watch {
                 cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
             }
         }
-        let status_fd = wr.as_raw_fd();
-        // SAFETY: between fork and exec the child only calls dup2, which is
-        // async-signal-safe, on fds that are open in the parent.
+        // Raw numbers for the child between fork and exec; wr and fd4 outlive the spawn.
+        let (status_fd, console_fd) = (wr.as_raw_fd(), fd4.map(|f| f.as_raw_fd()));
+        // SAFETY: between fork and exec the child only calls fcntl and dup2, which are
+        // async-signal-safe, on fds that are open in the parent. Both are first copied
+        // above 10, so that neither dup2 can land on the other's source (status_fd may be
+        // 4, console_fd 3), nor be a no-op that keeps FD_CLOEXEC (a source already at 3).
         unsafe {
             cmd.pre_exec(move || {
-                if libc::dup2(status_fd, 3) < 0 {
+                let high = |fd: RawFd| {
+                    let n = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10);
+                    if n < 0 {
+                        Err(std::io::Error::last_os_error())
+                    } else {
+                        Ok(n)
+                    }
+                };
+                let s = high(status_fd)?;
+                let c = match console_fd {
+                    Some(f) => Some(high(f)?),
+                    None => None,
+                };
+                if libc::dup2(s, 3) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                if let Some(f) = fd4 {
-                    if libc::dup2(f, 4) < 0 {
+                if let Some(c) = c {
+                    if libc::dup2(c, 4) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }

@@ -26,7 +26,17 @@ const XATTR_PREFIX: &str = "SCHILY.xattr.";
 /// Applies every entry; returns the bytes of file contents written. `raw`: the archive
 /// file itself when it is an uncompressed tar (contents are then copied by the kernel).
 pub fn apply<R: Read>(entries: tar::Entries<'_, R>, root: &Root, what: &str, raw: Option<&File>) -> Result<u64> {
-    let mut a = Applier { root, raw, cache: None, dirs: Vec::new(), size: 0 };
+    apply_with(entries, Applier { root, raw, cache: None, dirs: Vec::new(), size: 0, whiteouts: true }, what)
+}
+
+/// As [`apply`], for a plain archive rather than a layer (`capsactl cp -` into a
+/// container, as docker's `cp` extracts it): `.wh.` names are ordinary files, not
+/// whiteouts or opaque markers.
+pub fn apply_plain<R: Read>(entries: tar::Entries<'_, R>, root: &Root, what: &str) -> Result<u64> {
+    apply_with(entries, Applier { root, raw: None, cache: None, dirs: Vec::new(), size: 0, whiteouts: false }, what)
+}
+
+fn apply_with<R: Read>(entries: tar::Entries<'_, R>, mut a: Applier<'_>, what: &str) -> Result<u64> {
     let mut last = String::from("(start of archive)");
     for entry in entries {
         let mut entry = entry.map_err(|e| Error::new(format!("{what}: truncated or corrupt tar after entry {last:?}: {e}")))?;
@@ -46,6 +56,8 @@ struct Applier<'a> {
     /// Directories and their times, set last (adding entries changes a directory's mtime).
     dirs: Vec<(PathBuf, TimeSpec)>,
     size: u64,
+    /// A layer: `.wh.` names are whiteouts (false: a plain archive).
+    whiteouts: bool,
 }
 
 /// Owner, mode, times and xattrs of an entry, from its header and PAX records.
@@ -104,7 +116,7 @@ impl Applier<'_> {
             return Ok(());
         };
         let base_b = base.as_bytes();
-        if base_b.starts_with(WHITEOUT.as_bytes()) {
+        if self.whiteouts && base_b.starts_with(WHITEOUT.as_bytes()) {
             return self.whiteout(&rel, base_b);
         }
         match kind {

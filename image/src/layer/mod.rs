@@ -28,7 +28,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::Path;
 
-pub use apply::{apply, clean, set_xattr};
+pub use apply::{apply, apply_plain, clean, set_xattr};
 pub use remove::{remove_all_at, remove_tree};
 
 use crate::digest::{Algo, Digest, HashReader};

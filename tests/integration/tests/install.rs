@@ -29,7 +29,7 @@ fn install_into_a_prefix() {
     assert!(out.success(), "hack/install.sh failed:\n{out}");
 
     // The binaries, executable, where containerd (shim on PATH) and people (capsa) look.
-    for bin in ["capsa", "containerd-shim-capsa-v2", "capsactl"] {
+    for bin in ["capsa", "containerd-shim-capsa-v2", "capsactl", "capsactl-monitor"] {
         let m = fs::metadata(prefix.join("bin").join(bin)).unwrap_or_else(|e| panic!("{bin}: {e}\n{out}"));
         assert_eq!(m.permissions().mode() & 0o777, 0o755, "{bin}");
     }
