@@ -267,6 +267,11 @@ pub fn ns_path(store: &Store, rec: &Record) -> Option<PathBuf> {
     Some(netctr::netns_dir(&run_dir(store)).join(owner))
 }
 
+/// The default network (its row made on first use; its bridge by the first container's start).
+pub fn default_network(store: &Store) -> Result<Network> {
+    network(store, DEFAULT_NETWORK)
+}
+
 /// The network `name`, made first if it is the default one and missing.
 fn network(store: &Store, name: &str) -> Result<Network> {
     if let Some(n) = ipam::network(store.db.conn(), name).map_err(nerr)? {
@@ -529,7 +534,6 @@ pub fn detach(store: &Store, rec: &Record) -> Result<()> {
 }
 
 /// `network connect`: on the network from the next start, and now if it runs.
-#[allow(dead_code)] // cli/network.rs, next
 pub fn connect(store: &Store, rec: &Record, net: &Network, running: bool) -> Result<()> {
     if !running {
         return Ok(());
@@ -552,7 +556,6 @@ pub fn connect(store: &Store, rec: &Record, net: &Network, running: bool) -> Res
 
 /// `network disconnect` of a running container: its interface, lease (and, on its first
 /// network, published ports) go.
-#[allow(dead_code)] // cli/network.rs, next
 pub fn disconnect(store: &Store, rec: &Record, net: &str) -> Result<()> {
     let mut att = attached(store, &rec.id).unwrap_or_default();
     let first = att.networks.first().is_some_and(|e| e.network == net);
