@@ -1,6 +1,7 @@
 //! Metadata in SQLite (bundled, WAL): images, tags, manifests, layers and the blobs each
 //! image holds; containers (with what capsactl's monitor records: pid, exit code, times,
-//! OOM, restarts), named volumes and which containers use them. Networks come later.
+//! OOM, restarts), named volumes and which containers use them; networks and the address each
+//! container leases on one (capsa-network's IPAM).
 //!
 //! Why SQLite: several `capsactl` processes write at once and there is no daemon, so
 //! writes need transactions that work across processes and survive a kill at any instant;
@@ -95,6 +96,27 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (container, volume)
     );
     CREATE INDEX container_volumes_volume ON container_volumes(volume);",
+    // 3: networks and the addresses containers lease on them (capsa-network's ipam.rs reads
+    // and writes these; a lease lives while its container is attached).
+    "CREATE TABLE networks (
+        name TEXT PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,       -- docker's network id (64 hex digits)
+        bridge TEXT NOT NULL UNIQUE,   -- the bridge link's name
+        subnet INTEGER NOT NULL,       -- IPv4 network address as a number
+        prefix INTEGER NOT NULL,
+        gateway INTEGER NOT NULL,      -- the bridge's address
+        internal INTEGER NOT NULL DEFAULT 0,
+        labels TEXT NOT NULL DEFAULT '{}',  -- JSON object
+        created TEXT NOT NULL          -- RFC 3339
+    );
+    CREATE TABLE leases (
+        network TEXT NOT NULL REFERENCES networks(name),
+        ip INTEGER NOT NULL,
+        container TEXT NOT NULL,
+        PRIMARY KEY (network, ip),
+        UNIQUE (network, container)
+    );
+    CREATE INDEX leases_container ON leases(container);",
 ];
 
 pub struct Db {

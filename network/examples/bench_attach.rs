@@ -23,14 +23,16 @@ fn main() {
     let n: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(30);
     let dir = PathBuf::from(format!("/run/capsa-netbench-{}", std::process::id()));
     let host = Ns::Path(netns::create(&dir.join("test-ns"), "host").unwrap());
-    let db = Connection::open_in_memory().unwrap();
-    ipam::ensure_schema(&db).unwrap();
-    let net = ipam::create_network(&db, "b", "capsa-b0", "10.90.0.0/24".parse().unwrap(), None).unwrap();
+    // The store's schema (capsa-image's migrations hold the network tables).
+    drop(capsa_image::db::Db::open(&dir.join("capsa.db")).unwrap());
+    let db = Connection::open(dir.join("capsa.db")).unwrap();
+    let new = ipam::NewNetwork { name: "b", bridge: "capsa-b0", subnet: Some("10.90.0.0/24".parse().unwrap()), ..Default::default() };
+    let net = ipam::create_network(&db, &new).unwrap();
     let ip = ipam::allocate(&db, "b", "c").unwrap();
     let port: PortMap = "8080:80".parse().unwrap();
     // Warm up: the bridge and the network's rules exist, as for every container but the first.
     bridge::ensure(&host, &net, 0).unwrap();
-    firewall::add_network(&host, &net).unwrap();
+    firewall::add_network(&host, &dir, &net).unwrap();
     let (mut plain, mut full, mut nft, mut clean) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         let t = Instant::now();

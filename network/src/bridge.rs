@@ -62,8 +62,9 @@ pub fn remove(host: &Ns, net: &Network) -> Result<()> {
     })
 }
 
-/// The host end's name for a container: derived from the container id alone, so that
-/// cleanup after a crash finds it (15 characters at most, the kernel's limit).
+/// The host end's name for a container's first network (its `eth0`): derived from the
+/// container id alone, so that cleanup after a crash finds it (15 characters at most, the
+/// kernel's limit).
 pub fn veth_name(container: &str) -> String {
     // FNV-1a, 64 bits, shown as 11 hex digits (44 bits).
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -74,17 +75,34 @@ pub fn veth_name(container: &str) -> String {
     format!("veth{:011x}", h & 0xfff_ffff_ffff)
 }
 
-/// Puts a container on the bridge: a veth pair with the host end a hairpin port of the bridge
-/// and the other end `eth0` in the container's namespace (MAC [`mac_of`] the address), with `ip/prefix`, `lo` and `eth0` up
-/// and the default route via the gateway.
-pub fn attach(host: &Ns, container_ns: &Path, net: &Network, bridge_index: u32, container: &str, ip: Ipv4Addr, mtu: u32) -> Result<String> {
-    let veth = veth_name(container);
+/// The host end's name for a network a container was connected to besides its first
+/// (`eth1`, ...): derived from the container id and the network's name.
+pub fn veth_name_on(container: &str, network: &str) -> String {
+    veth_name(&format!("{container}/{network}"))
+}
+
+/// Puts a container on the bridge: a veth pair `veth` with the host end a hairpin port of the
+/// bridge and the other end `ifname` in the container's namespace (MAC [`mac_of`] the
+/// address), with `ip/prefix`, `lo` and `ifname` up and, if `default_route`, the default route
+/// via the gateway.
+#[allow(clippy::too_many_arguments)]
+pub fn attach(
+    host: &Ns,
+    container_ns: &Path,
+    net: &Network,
+    bridge_index: u32,
+    veth: &str,
+    ifname: &str,
+    ip: Ipv4Addr,
+    mtu: u32,
+    default_route: bool,
+) -> Result<()> {
     let cns = Ns::Path(container_ns.to_path_buf());
     let cfd = cns.open()?;
     host.run(|| {
         let mut rt = Rtnl::open()?;
-        rt.add_veth(&veth, Some(bridge_index), mtu, "eth0", Some(mac_of(ip)), &cfd)?;
-        let l = rt.link(&veth)?.ok_or_else(|| Error::new(format!("veth {veth}: gone right after it was made")))?;
+        rt.add_veth(veth, Some(bridge_index), mtu, ifname, Some(mac_of(ip)), &cfd)?;
+        let l = rt.link(veth)?.ok_or_else(|| Error::new(format!("veth {veth}: gone right after it was made")))?;
         rt.set_hairpin(l.index, true)?;
         rt.set_up(l.index)
     })?;
@@ -92,13 +110,15 @@ pub fn attach(host: &Ns, container_ns: &Path, net: &Network, bridge_index: u32, 
         let mut rt = Rtnl::open()?;
         let lo = rt.link("lo")?.ok_or_else(|| Error::new("no lo in the container's network namespace"))?;
         rt.set_up(lo.index)?;
-        let eth = rt.link("eth0")?.ok_or_else(|| Error::new("eth0 missing in the container's network namespace"))?;
+        let eth = rt.link(ifname)?.ok_or_else(|| Error::new(format!("{ifname} missing in the container's network namespace")))?;
         rt.add_addr(eth.index, IpAddr::V4(ip), net.subnet.prefix)?;
         rt.set_up(eth.index)?;
-        rt.add_default_route(eth.index, net.gateway)
+        if default_route {
+            rt.add_default_route(eth.index, net.gateway)?;
+        }
+        Ok(())
     })
-    .with_ctx(|| format!("container {container}: set up eth0"))?;
-    Ok(veth)
+    .with_ctx(|| format!("set up {ifname} of network {}", net.name))
 }
 
 /// The container's MAC address, derived from its IPv4 address as docker did before 26.0
@@ -109,12 +129,17 @@ pub fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
     [0x02, 0x42, o[0], o[1], o[2], o[3]]
 }
 
-/// Removes a container's veth pair (both ends go with the host end); a missing one is fine.
+/// Removes a container's first veth pair (both ends go with the host end); a missing one is
+/// fine.
 pub fn detach(host: &Ns, container: &str) -> Result<()> {
-    let veth = veth_name(container);
+    del_link(host, &veth_name(container))
+}
+
+/// Removes the link `name` of the host namespace; a missing one is fine.
+pub fn del_link(host: &Ns, name: &str) -> Result<()> {
     host.run(|| {
         let mut rt = Rtnl::open()?;
-        if let Some(l) = rt.link(&veth)? {
+        if let Some(l) = rt.link(name)? {
             match rt.del_link(l.index) {
                 Ok(()) => {}
                 Err(e) if e.errno() == Some(libc::ENODEV) => {}

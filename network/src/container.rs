@@ -119,8 +119,9 @@ pub fn attach(s: &Setup) -> Result<Attached> {
     let ns_path = netns::create(&netns_dir(s.run_dir), s.container)?;
     let made = (|| {
         let br = bridge::ensure(s.host, s.net, s.mtu)?;
-        firewall::add_network(s.host, s.net)?;
-        let veth = bridge::attach(s.host, &ns_path, s.net, br, s.container, s.ip, s.mtu)?;
+        firewall::add_network(s.host, s.run_dir, s.net)?;
+        let veth = bridge::veth_name(s.container);
+        bridge::attach(s.host, &ns_path, s.net, br, &veth, "eth0", s.ip, s.mtu, true)?;
         firewall::publish(s.host, s.run_dir, s.container, s.ip, s.ports)?;
         Ok(veth)
     })();
@@ -133,6 +134,47 @@ pub fn attach(s: &Setup) -> Result<Attached> {
     }
 }
 
+/// Puts a container whose namespace exists already (made by [`attach`] or [`attach_none`])
+/// on one more network (docker's `network connect`): a veth pair of its own
+/// ([`bridge::veth_name_on`]) whose inside end is the first free `ethN`, no default route
+/// and no published ports. On failure removes what it made. Returns (veth, interface).
+pub fn attach_extra(host: &Ns, run_dir: &Path, net: &Network, container: &str, ip: Ipv4Addr, mtu: u32) -> Result<(String, String)> {
+    check_id(container)?;
+    let ns_path = netns_dir(run_dir).join(container);
+    if !netns::is_mount_point(&ns_path).unwrap_or(false) {
+        return Err(Error::new(format!("container {container}: has no network namespace of capsa's to connect")));
+    }
+    let ns = Ns::Path(ns_path.clone());
+    let ifname = ns.run(|| {
+        let names: Vec<String> = crate::rtnl::Rtnl::open()?.links()?.into_iter().map(|l| l.name).collect();
+        Ok((0..).map(|i| format!("eth{i}")).find(|n| !names.contains(n)).unwrap_or_default())
+    })?;
+    let veth = bridge::veth_name_on(container, &net.name);
+    let made = (|| {
+        let br = bridge::ensure(host, net, mtu)?;
+        firewall::add_network(host, run_dir, net)?;
+        bridge::attach(host, &ns_path, net, br, &veth, &ifname, ip, mtu, false)
+    })();
+    match made {
+        Ok(()) => Ok((veth, ifname)),
+        Err(e) => {
+            let _ = bridge::del_link(host, &veth);
+            Err(e)
+        }
+    }
+}
+
+/// Takes a container off a network: one it was connected to by [`attach_extra`], or with
+/// `first` the one [`attach`] put it on (its published ports go too); its namespace stays.
+pub fn detach_network(host: &Ns, container: &str, network: &str, first: bool) -> Result<()> {
+    check_id(container)?;
+    if first {
+        let r = firewall::unpublish(host, container);
+        return r.and(bridge::detach(host, container));
+    }
+    bridge::del_link(host, &bridge::veth_name_on(container, network))
+}
+
 /// Removes a container's rules, veth pair and namespace; what is already gone is fine. Every
 /// step is tried; the first error is returned.
 pub fn detach(host: &Ns, run_dir: &Path, container: &str) -> Result<()> {
@@ -140,12 +182,19 @@ pub fn detach(host: &Ns, run_dir: &Path, container: &str) -> Result<()> {
     let r1 = firewall::unpublish(host, container);
     let r2 = bridge::detach(host, container);
     let r3 = netns::remove(&netns_dir(run_dir).join(container));
-    r1.and(r2).and(r3)
+    let r4 = netns::release_dir(&netns_dir(run_dir));
+    r1.and(r2).and(r3).and(r4)
 }
 
-/// `detach` and release the container's leases (in the caller's connection).
+/// `detach` (with the veth pairs of every network it leases an address on) and release the
+/// container's leases (in the caller's connection).
 pub fn cleanup(host: &Ns, run_dir: &Path, conn: &Connection, container: &str) -> Result<()> {
-    let r = detach(host, run_dir, container);
+    check_id(container)?;
+    let mut r = Ok(());
+    for (network, _) in ipam::leases_of(conn, container)? {
+        r = r.and(bridge::del_link(host, &bridge::veth_name_on(container, &network)));
+    }
+    let r = r.and(detach(host, run_dir, container));
     ipam::release(conn, container)?;
     r
 }

@@ -17,7 +17,9 @@
 //! - `postrouting` (srcnat): masquerade from the subnet to anywhere but the bridge; and
 //!   masquerade of DNATed connections into the bridge from 127.0.0.0/8 (the container cannot
 //!   answer 127.0.0.1) or from the subnet itself (hairpin: the answer must come back through
-//!   the host to be un-DNATed).
+//!   the host to be un-DNATed);
+//! - `forward` (filter): for an internal network (docker's `--internal`), drop what would
+//!   be forwarded between its bridge and any other link (no masquerade either).
 
 use std::net::Ipv4Addr;
 
@@ -105,6 +107,7 @@ fn base(b: &mut Batch) {
     b.add_base_chain("prerouting", "nat", Hook::Prerouting, -100);
     b.add_base_chain("output", "nat", Hook::Output, -100);
     b.add_base_chain("postrouting", "nat", Hook::Postrouting, 100);
+    b.add_base_chain("forward", "filter", Hook::Forward, 0);
 }
 
 /// Commits rules made by `rules`: first alone, and only if the table or a chain is missing
@@ -124,9 +127,12 @@ fn commit_rules(rules: impl Fn(&mut Batch)) -> Result<()> {
     }
 }
 
-/// Adds a network's masquerade rules (once: a network that has them is left alone).
-pub fn add_network(host: &Ns, net: &Network) -> Result<()> {
+/// Adds a network's masquerade rules (once: a network that has them is left alone; the check
+/// and the add are one step under the flock in `lock_dir`, so that containers starting at
+/// once do not add them twice).
+pub fn add_network(host: &Ns, lock_dir: &std::path::Path, net: &Network) -> Result<()> {
     let tag = format!("capsa-net:{}", net.name);
+    let _lock = lock(lock_dir)?;
     host.run(|| {
         if nftnl::list_rules(TABLE)?.iter().any(|r| r.comment == tag) {
             return Ok(());
@@ -136,6 +142,12 @@ pub fn add_network(host: &Ns, net: &Network) -> Result<()> {
             // iifname BRIDGE ip daddr 127.0.0.0/8 drop: route_localnet on the bridge must not
             // let a container reach the host's 127.0.0.1 services (CVE-2020-8558's lesson).
             b.add_rule("localnet", vec![expr::iifname(br), expr::daddr_in(Ipv4Addr::new(127, 0, 0, 0), 8), expr::drop()], &tag);
+            if net.internal {
+                // iifname BRIDGE oifname != BRIDGE drop; oifname BRIDGE iifname != BRIDGE drop
+                b.add_rule("forward", vec![expr::iifname(br), expr::oifname(false, br), expr::drop()], &tag);
+                b.add_rule("forward", vec![expr::oifname(true, br), expr::iifname_ne(br), expr::drop()], &tag);
+                return;
+            }
             // ip saddr SUBNET oifname != BRIDGE masquerade
             b.add_rule("postrouting", vec![expr::saddr_in(sn.addr, sn.prefix), expr::oifname(false, br), expr::masquerade()], &tag);
             // oifname BRIDGE ct status dnat ip saddr 127.0.0.0/8 masquerade (and from SUBNET)

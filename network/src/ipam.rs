@@ -7,9 +7,9 @@
 //! SQLite (busy_timeout makes the second wait), never given the same address: the primary key
 //! (network, ip) would refuse a second lease of an address in any case.
 //!
-//! The tables are made here with `CREATE TABLE IF NOT EXISTS` and versioned in a table of
-//! their own (`network_schema`) for now; they move into the store's migrations
-//! (capsa-image's db.rs) once capsactl wires networks in, with this version as their start.
+//! The tables (`networks`, `leases`) are part of the store's schema: capsa-image's db.rs makes
+//! them in its migration 3, so one database and one schema version hold images, containers
+//! and networks.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -18,55 +18,6 @@ use std::str::FromStr;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
-
-const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS network_schema (version INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS networks (
-    name TEXT PRIMARY KEY,
-    bridge TEXT NOT NULL UNIQUE,   -- the bridge link's name
-    subnet INTEGER NOT NULL,       -- IPv4 network address as a number
-    prefix INTEGER NOT NULL,
-    gateway INTEGER NOT NULL,      -- the bridge's address
-    created INTEGER NOT NULL       -- unix time
-);
-CREATE TABLE IF NOT EXISTS leases (
-    network TEXT NOT NULL REFERENCES networks(name),
-    ip INTEGER NOT NULL,
-    container TEXT NOT NULL,
-    PRIMARY KEY (network, ip),
-    UNIQUE (network, container)
-);
-CREATE INDEX IF NOT EXISTS leases_container ON leases(container);
-";
-
-/// Makes the tables if they are missing; refuses a database from a newer capsa.
-pub fn ensure_schema(conn: &Connection) -> Result<()> {
-    let have: Option<i64> = conn.query_row("SELECT version FROM network_schema", [], |r| r.get(0)).optional().or_else(|e| {
-        if e.to_string().contains("no such table") {
-            Ok(None)
-        } else {
-            Err(e)
-        }
-    })?;
-    match have {
-        Some(v) if v == SCHEMA_VERSION => Ok(()),
-        Some(v) if v > SCHEMA_VERSION => {
-            Err(Error::new(format!("network tables version {v} are newer than this capsa knows ({SCHEMA_VERSION})")))
-        }
-        _ => conn
-            .execute_batch(&format!(
-                "BEGIN IMMEDIATE; {SCHEMA}
-                 INSERT INTO network_schema (version) SELECT {SCHEMA_VERSION} WHERE NOT EXISTS (SELECT 1 FROM network_schema);
-                 COMMIT;"
-            ))
-            .map_err(|e| {
-                let _ = conn.execute_batch("ROLLBACK");
-                Error::from(e).context("create the network tables")
-            }),
-    }
-}
 
 /// An IPv4 subnet, `a.b.c.d/len` with no host bits set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -129,24 +80,69 @@ impl fmt::Display for Subnet {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Network {
     pub name: String,
+    /// docker's network id: 64 hex digits.
+    pub id: String,
     pub bridge: String,
     pub subnet: Subnet,
     pub gateway: Ipv4Addr,
+    /// No masquerade and no forwarding to or from other links (docker's `--internal`).
+    pub internal: bool,
+    /// Labels, a JSON object.
+    pub labels: String,
+    /// RFC 3339, as the caller wrote it.
+    pub created: String,
 }
+
+const NET_COLS: &str = "name, id, bridge, subnet, prefix, gateway, internal, labels, created";
 
 fn row_network(r: &rusqlite::Row) -> rusqlite::Result<Network> {
     Ok(Network {
         name: r.get(0)?,
-        bridge: r.get(1)?,
-        subnet: Subnet { addr: Ipv4Addr::from(r.get::<_, u32>(2)?), prefix: r.get(3)? },
-        gateway: Ipv4Addr::from(r.get::<_, u32>(4)?),
+        id: r.get(1)?,
+        bridge: r.get(2)?,
+        subnet: Subnet { addr: Ipv4Addr::from(r.get::<_, u32>(3)?), prefix: r.get(4)? },
+        gateway: Ipv4Addr::from(r.get::<_, u32>(5)?),
+        internal: r.get::<_, i64>(6)? != 0,
+        labels: r.get(7)?,
+        created: r.get(8)?,
     })
+}
+
+/// What [`create_network`] records.
+#[derive(Clone, Debug, Default)]
+pub struct NewNetwork<'a> {
+    pub name: &'a str,
+    /// Empty: a random one.
+    pub id: &'a str,
+    pub bridge: &'a str,
+    pub subnet: Option<Subnet>,
+    /// None: the subnet's first address.
+    pub gateway: Option<Ipv4Addr>,
+    pub internal: bool,
+    /// A JSON object; empty: `{}`.
+    pub labels: &'a str,
+    pub created: &'a str,
+}
+
+/// A random id as docker's: 64 hex digits.
+pub fn random_id() -> String {
+    let mut b = [0u8; 32];
+    // SAFETY: getrandom writes at most b.len() bytes into b.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != b.len() as isize {
+        // Unreachable on Linux >= 3.17 once booted; the time and pid are unique enough here.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        return format!("{:032x}{:032x}", t, u128::from(std::process::id()));
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 /// Records a network; its name, bridge and subnet must be new, its subnet overlapping no other
 /// network's; the gateway (default: the subnet's first address) must be inside the subnet.
-pub fn create_network(conn: &Connection, name: &str, bridge: &str, subnet: Subnet, gateway: Option<Ipv4Addr>) -> Result<Network> {
-    let gateway = gateway.unwrap_or(subnet.first());
+pub fn create_network(conn: &Connection, n: &NewNetwork) -> Result<Network> {
+    let (name, bridge) = (n.name, n.bridge);
+    let subnet = n.subnet.ok_or_else(|| Error::new(format!("network {name}: no subnet")))?;
+    let gateway = n.gateway.unwrap_or(subnet.first());
     if !subnet.contains(gateway) || gateway == subnet.addr || gateway == subnet.broadcast() {
         return Err(Error::new(format!("gateway {gateway}: not a host address of subnet {subnet}")));
     }
@@ -164,21 +160,32 @@ pub fn create_network(conn: &Connection, name: &str, bridge: &str, subnet: Subne
             return Err(Error::new(format!("subnet {subnet}: overlaps network {} ({})", n.name, n.subnet)));
         }
     }
+    let id = if n.id.is_empty() { random_id() } else { n.id.to_string() };
+    let labels = if n.labels.is_empty() { "{}" } else { n.labels };
     conn.execute(
-        "INSERT INTO networks (name, bridge, subnet, prefix, gateway, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![name, bridge, u32::from(subnet.addr), subnet.prefix, u32::from(gateway), now()],
+        &format!("INSERT INTO networks ({NET_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+        params![name, id, bridge, u32::from(subnet.addr), subnet.prefix, u32::from(gateway), n.internal as i64, labels, n.created],
     )?;
-    Ok(Network { name: name.to_string(), bridge: bridge.to_string(), subnet, gateway })
+    Ok(Network {
+        name: name.to_string(),
+        id,
+        bridge: bridge.to_string(),
+        subnet,
+        gateway,
+        internal: n.internal,
+        labels: labels.to_string(),
+        created: n.created.to_string(),
+    })
 }
 
 pub fn networks(conn: &Connection) -> Result<Vec<Network>> {
-    let mut st = conn.prepare("SELECT name, bridge, subnet, prefix, gateway FROM networks ORDER BY name")?;
+    let mut st = conn.prepare(&format!("SELECT {NET_COLS} FROM networks ORDER BY name"))?;
     let v = st.query_map([], row_network)?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(v)
 }
 
 pub fn network(conn: &Connection, name: &str) -> Result<Option<Network>> {
-    Ok(conn.query_row("SELECT name, bridge, subnet, prefix, gateway FROM networks WHERE name = ?1", [name], row_network).optional()?)
+    Ok(conn.query_row(&format!("SELECT {NET_COLS} FROM networks WHERE name = ?1"), [name], row_network).optional()?)
 }
 
 /// Forgets a network; one with leases left is refused.
@@ -272,10 +279,6 @@ pub fn release(conn: &Connection, container: &str) -> Result<usize> {
     Ok(conn.execute("DELETE FROM leases WHERE container = ?1", [container])?)
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,10 +299,13 @@ mod tests {
 
     #[test]
     fn leases_skip_gateway_and_run_out() {
-        let c = Connection::open_in_memory().unwrap();
-        ensure_schema(&c).unwrap();
-        ensure_schema(&c).unwrap();
-        create_network(&c, "n", "br-n", "10.1.0.0/30".parse().unwrap(), None).unwrap();
+        let dir = std::env::temp_dir().join(format!("capsa-ipam-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        drop(capsa_image::db::Db::open(&dir.join("capsa.db")).unwrap());
+        let c = Connection::open(dir.join("capsa.db")).unwrap();
+        let new = |name, bridge, subnet: &str| NewNetwork { name, bridge, subnet: Some(subnet.parse().unwrap()), ..Default::default() };
+        let n = create_network(&c, &new("n", "br-n", "10.1.0.0/30")).unwrap();
+        assert_eq!((n.id.len(), n.gateway), (64, Ipv4Addr::new(10, 1, 0, 1)));
         assert_eq!(allocate(&c, "n", "a").unwrap(), Ipv4Addr::new(10, 1, 0, 2));
         let e = allocate(&c, "n", "b").unwrap_err().to_string();
         assert!(e.contains("no free address"), "{e}");
@@ -307,11 +313,13 @@ mod tests {
         assert!(e.contains("already has address 10.1.0.2"), "{e}");
         assert_eq!(release(&c, "a").unwrap(), 1);
         assert_eq!(allocate(&c, "n", "b").unwrap(), Ipv4Addr::new(10, 1, 0, 2));
-        let e = create_network(&c, "m", "br-m", "10.1.0.0/24".parse().unwrap(), None).unwrap_err().to_string();
+        let e = create_network(&c, &new("m", "br-m", "10.1.0.0/24")).unwrap_err().to_string();
         assert!(e.contains("overlaps network n"), "{e}");
         let e = remove_network(&c, "n").unwrap_err().to_string();
         assert!(e.contains("still have addresses"), "{e}");
         let e = allocate_exact(&c, "n", "c", Ipv4Addr::new(10, 1, 0, 2)).unwrap_err().to_string();
         assert!(e.contains("in use by container b"), "{e}");
+        drop(c);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -64,6 +64,7 @@ const REG_2: u32 = 2;
 #[derive(Clone, Copy)]
 pub enum Hook {
     Prerouting = 0,
+    Forward = 2,
     Output = 3,
     Postrouting = 4,
 }
@@ -141,6 +142,13 @@ pub mod expr {
         let n = name.as_bytes();
         b[..n.len().min(15)].copy_from_slice(&n[..n.len().min(15)]);
         vec![meta(6), cmp(true, &b)]
+    }
+    /// `iifname != NAME`.
+    pub fn iifname_ne(name: &str) -> Vec<Expr> {
+        let mut b = [0u8; 16];
+        let n = name.as_bytes();
+        b[..n.len().min(15)].copy_from_slice(&n[..n.len().min(15)]);
+        vec![meta(6), cmp(false, &b)]
     }
     /// `drop` (the verdict register, 0, set to NF_DROP, 0).
     pub fn drop() -> Vec<Expr> {
@@ -376,17 +384,12 @@ fn push_msg(buf: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_id
 fn recv(sock: &Socket) -> Result<Vec<(u16, u32, Vec<u8>)>> {
     let (data, _) = sock.recv_from_full().map_err(|e| Error::os("read the netfilter netlink socket", e))?;
     let mut out = Vec::new();
-    let mut off = 0;
-    while off + 16 <= data.len() {
-        let h = &data[off..off + 16];
-        let len = u32::from_ne_bytes([h[0], h[1], h[2], h[3]]) as usize;
-        let ty = u16::from_ne_bytes([h[4], h[5]]);
-        let seq = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
-        if len < 16 || off + len > data.len() {
-            break;
-        }
-        out.push((ty, seq, data[off + 16..off + len].to_vec()));
-        off += (len + 3) & !3;
+    // A length below the header or past the datagram is an error, not the end of the
+    // messages: a commit waiting for an ACK cut off that way would wait forever.
+    for m in crate::rtnl::messages(&data).map_err(|e| e.context("read the netfilter netlink socket"))? {
+        let ty = u16::from_ne_bytes([m[4], m[5]]);
+        let seq = u32::from_ne_bytes([m[8], m[9], m[10], m[11]]);
+        out.push((ty, seq, m[16..].to_vec()));
     }
     Ok(out)
 }

@@ -58,14 +58,13 @@ impl Rtnl {
         let mut out = Vec::new();
         loop {
             let (data, _) = self.sock.recv_from_full().map_err(|e| Error::os(what, e))?;
-            let mut off = 0;
-            while off < data.len() {
+            for raw in messages(&data).map_err(|e| e.context(what))? {
                 let m: NetlinkMessage<RouteNetlinkMessage> =
-                    NetlinkMessage::deserialize(&data[off..]).map_err(|e| Error::new(format!("{what}: bad netlink answer: {e}")))?;
-                let len = m.header.length as usize;
-                let seq = m.header.sequence_number;
+                    NetlinkMessage::deserialize(raw).map_err(|e| Error::new(format!("{what}: bad netlink answer: {e}")))?;
+                if m.header.sequence_number != self.seq {
+                    continue;
+                }
                 match m.payload {
-                    _ if seq != self.seq => {}
                     NetlinkPayload::Error(e) => match e.code {
                         None => return Ok(out),
                         Some(_) => return Err(Error::os(what, e.to_io())),
@@ -74,10 +73,6 @@ impl Rtnl {
                     NetlinkPayload::InnerMessage(i) => out.push(i),
                     _ => {}
                 }
-                if len == 0 {
-                    break;
-                }
-                off += len;
             }
         }
     }
@@ -259,6 +254,33 @@ impl Rtnl {
     }
 }
 
+/// The netlink messages of one datagram, each cut to its `nlmsg_len`. A length shorter than
+/// the 16-byte header or running past the datagram is an error (a kernel never sends one;
+/// trusting it would misparse or never reach the ACK), as are trailing bytes too short for a
+/// header.
+pub fn messages(data: &[u8]) -> Result<Vec<&[u8]>> {
+    const HDR: usize = 16;
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < data.len() {
+        let rest = &data[off..];
+        if rest.len() < HDR {
+            return Err(Error::new(format!("bad netlink answer: {} bytes left at offset {off}, less than a header", rest.len())));
+        }
+        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+        if len < HDR || len > rest.len() {
+            return Err(Error::new(format!(
+                "bad netlink answer: message length {len} at offset {off} (header 16, {} bytes left)",
+                rest.len()
+            )));
+        }
+        out.push(&rest[..len]);
+        // NLMSG_ALIGN: messages start on 4-byte boundaries.
+        off = off.saturating_add((len + 3) & !3);
+    }
+    Ok(out)
+}
+
 fn family(a: IpAddr) -> AddressFamily {
     match a {
         IpAddr::V4(_) => AddressFamily::Inet,
@@ -293,4 +315,41 @@ fn to_link(l: LinkMessage) -> Link {
         }
     }
     link
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hdr(len: u32, extra: usize) -> Vec<u8> {
+        let mut v = len.to_ne_bytes().to_vec();
+        v.resize(16 + extra, 0);
+        v
+    }
+
+    #[test]
+    fn message_lengths_are_checked() {
+        // Two messages: 20 bytes (padded to 20) and 16.
+        let mut d = hdr(20, 4);
+        d.extend(hdr(16, 0));
+        let m = messages(&d).unwrap();
+        assert_eq!(m.iter().map(|x| x.len()).collect::<Vec<_>>(), vec![20, 16]);
+        // A 17-byte message is padded to 20 before the next.
+        let mut d = hdr(17, 4);
+        d.extend(hdr(16, 0));
+        assert_eq!(messages(&d).unwrap().len(), 2);
+        for (bad, why) in [
+            (hdr(0, 0), "message length 0"),
+            (hdr(15, 0), "message length 15"),
+            (hdr(4096, 0), "message length 4096"),
+            (vec![1, 0, 0], "less than a header"),
+        ] {
+            let e = messages(&bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{e}");
+        }
+        let mut d = hdr(16, 0);
+        d.extend([0u8; 8]);
+        assert!(messages(&d).unwrap_err().to_string().contains("at offset 16"));
+        assert!(messages(&[]).unwrap().is_empty());
+    }
 }

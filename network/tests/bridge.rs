@@ -63,10 +63,9 @@ impl Env {
     }
 
     fn db(&self) -> Connection {
+        migrate(&self.dir.join("capsa.db"));
         let c = Connection::open(self.dir.join("capsa.db")).unwrap();
         c.busy_timeout(Duration::from_secs(60)).unwrap();
-        c.pragma_update(None, "journal_mode", "WAL").unwrap();
-        ipam::ensure_schema(&c).unwrap();
         c
     }
 
@@ -154,7 +153,12 @@ fn lease(c: &mut Connection, net: &str, id: &str) -> Ipv4Addr {
 }
 
 fn make_network(c: &Connection, name: &str, bridge: &str, subnet: &str) -> Network {
-    ipam::create_network(c, name, bridge, subnet.parse().unwrap(), None).unwrap()
+    ipam::create_network(c, &ipam::NewNetwork { name, bridge, subnet: Some(subnet.parse().unwrap()), ..Default::default() }).unwrap()
+}
+
+/// The store's schema, network tables included (capsa-image's migrations make them).
+fn migrate(db: &Path) {
+    drop(capsa_image::db::Db::open(db).unwrap());
 }
 
 fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
@@ -284,9 +288,8 @@ fn fifty_concurrent_leases_are_distinct() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("capsa.db");
     {
+        migrate(&path);
         let c = Connection::open(&path).unwrap();
-        c.pragma_update(None, "journal_mode", "WAL").unwrap();
-        ipam::ensure_schema(&c).unwrap();
         make_network(&c, "n", "capsa-n0", "10.78.0.0/24");
     }
     let start = std::sync::Arc::new(std::sync::Barrier::new(50));
@@ -296,7 +299,6 @@ fn fifty_concurrent_leases_are_distinct() {
             std::thread::spawn(move || {
                 let mut c = Connection::open(&path).unwrap();
                 c.busy_timeout(Duration::from_secs(60)).unwrap();
-                ipam::ensure_schema(&c).unwrap();
                 start.wait();
                 lease(&mut c, "n", &format!("c{i}"))
             })
@@ -325,9 +327,9 @@ fn cleanup_after_a_crash_leaves_nothing() {
     let ip = lease(&mut db, "c", "crashed");
     // The steps of attach, by hand, then abandoned as a killed process would leave them.
     let br = bridge::ensure(&env.host, &net, 0).unwrap();
-    firewall::add_network(&env.host, &net).unwrap();
+    firewall::add_network(&env.host, &env.dir, &net).unwrap();
     let ns = netns::create(&container::netns_dir(&env.dir), "crashed").unwrap();
-    bridge::attach(&env.host, &ns, &net, br, "crashed", ip, 0).unwrap();
+    bridge::attach(&env.host, &ns, &net, br, &bridge::veth_name("crashed"), "eth0", ip, 0, true).unwrap();
     firewall::publish(&env.host, &env.dir, "crashed", ip, &["9090:90".parse().unwrap()]).unwrap();
     // The rules, as nft reads them back from the kernel.
     let listed = env.host.run(|| Ok(run("nft", &["list", "table", "ip", "capsa"]))).unwrap();
@@ -368,7 +370,7 @@ fn kill_9_mid_setup_then_cleanup_leaves_nothing() {
     let db = env.db();
     let net = make_network(&db, "k", "capsa-k0", "10.80.0.0/24");
     bridge::ensure(&env.host, &net, 0).unwrap();
-    firewall::add_network(&env.host, &net).unwrap();
+    firewall::add_network(&env.host, &env.dir, &net).unwrap();
     let before = env.listing();
     let Ns::Path(host_path) = &env.host else { unreachable!() };
     for steps in 1..=4 {

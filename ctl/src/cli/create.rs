@@ -101,12 +101,22 @@ pub struct Opts {
     /// Size of /dev/shm (e.g. 128m).
     #[arg(long = "shm-size")]
     pub shm_size: Option<String>,
-    /// Connect a container to a network: host or none.
+    /// Connect a container to a network: bridge (default), host, none, container:ID|NAME, or a
+    /// network's name.
     #[arg(long, alias = "net")]
     pub network: Option<String>,
-    /// Publish a container's port(s) to the host (needs the network crate).
+    /// Publish a container's port(s) to the host: [IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp].
     #[arg(short = 'p', long = "publish")]
     pub publish: Vec<String>,
+    /// Publish all exposed ports to random ports.
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Set custom DNS servers.
+    #[arg(long)]
+    pub dns: Vec<String>,
+    /// Add a custom host-to-IP mapping (HOST:IP).
+    #[arg(long = "add-host", value_name = "HOST:IP")]
+    pub add_host: Vec<String>,
     /// Logging driver: json-file (default) or none.
     #[arg(long = "log-driver")]
     pub log_driver: Option<String>,

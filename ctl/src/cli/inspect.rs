@@ -123,9 +123,6 @@ pub fn describe_container(store: &Store, r: &Record, size: bool) -> Result<Value
         .collect();
     let lower: Vec<String> =
         store.chain_of(r.top_chain.clone()).unwrap_or_default().iter().rev().map(|c| store.snapshots.fs(c).display().to_string()).collect();
-    let net = r.stored.host.network_mode.clone();
-    let endpoint = json!({"IPAMConfig": null, "Links": null, "Aliases": null, "NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
-        "IPv6Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "MacAddress": "", "DriverOpts": null});
     let mut v = json!({
         "Id": r.id,
         "Created": r.created_at,
@@ -161,12 +158,7 @@ pub fn describe_container(store: &Store, r: &Record, size: bool) -> Result<Value
         "GraphDriver": {"Data": {"LowerDir": lower.join(":"), "MergedDir": dir.join("rootfs"), "UpperDir": dir.join("upper"), "WorkDir": dir.join("work")}, "Name": "overlay2"},
         "Mounts": mounts,
         "Config": r.stored.config,
-        "NetworkSettings": {
-            "Bridge": "", "SandboxID": "", "SandboxKey": "", "Ports": {}, "HairpinMode": false, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
-            "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null, "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-            "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
-            "Networks": {net: endpoint}
-        }
+        "NetworkSettings": container::network::settings(store, r)
     });
     if size {
         let rw = volumes::dir_size(&dir.join("upper"));

@@ -17,6 +17,7 @@ mod load;
 mod login;
 mod logout;
 mod logs;
+mod network;
 mod pause;
 mod port;
 mod prune;
@@ -128,6 +129,9 @@ pub enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(volume::Cmd),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::Cmd),
     /// Manage capsactl (df, prune, info).
     #[command(subcommand)]
     System(system::Cmd),
@@ -304,6 +308,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Diff(a) | Command::Container(ContainerCmd::Diff(a)) => diff::run(cli, a),
         Command::Container(ContainerCmd::Prune(a)) => system::container_prune(cli, a),
         Command::Volume(c) => volume::run(cli, c),
+        Command::Network(c) => network::run(cli, c),
         Command::System(c) => system::run(cli, c),
         Command::Info(a) => info::run(cli, a),
         Command::Version(a) => version::run(cli, a),

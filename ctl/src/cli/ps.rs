@@ -152,7 +152,9 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
             o.insert("Command".into(), json!(command(r, trunc)));
             o.insert("CreatedAt".into(), json!(r.created_at));
             o.insert("RunningFor".into(), json!(format::ago(Some(&r.created_at))));
-            o.insert("Ports".into(), json!(""));
+            // docker's: 0.0.0.0:8080->80/tcp, ...
+            let ports: Vec<String> = container::network::port_lines(&store, r).into_iter().map(|(c, h)| format!("{h}->{c}")).collect();
+            o.insert("Ports".into(), json!(ports.join(", ")));
             o.insert("State".into(), json!(state(r)));
             o.insert("Status".into(), json!(status(r)));
             o.insert("Names".into(), json!(r.name));

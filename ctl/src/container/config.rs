@@ -17,6 +17,10 @@ pub struct Stored {
     pub host: HostConfig,
     #[serde(rename = "Mounts", default)]
     pub mounts: Vec<MountPoint>,
+    /// Networks it was connected to besides `HostConfig.NetworkMode`'s (`network connect`),
+    /// in order (see container/network.rs).
+    #[serde(rename = "CapsaNetworks", default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<String>,
 }
 
 /// docker's container `Config`.
@@ -158,6 +162,15 @@ pub struct HostConfig {
     pub init: Option<bool>,
     /// `[rows, columns]` of the terminal at create time (docker's ConsoleSize).
     pub console_size: [u16; 2],
+    /// `-P`: the image's exposed ports on random host ports (container/network.rs).
+    #[serde(default)]
+    pub publish_all_ports: bool,
+    /// `--dns`: nameservers for /etc/resolv.conf instead of the host's.
+    #[serde(default)]
+    pub dns: Vec<String>,
+    /// `--add-host NAME:IP`, as docker keeps them (`NAME:IP`).
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
 }
 
 /// One entry of docker's `Mounts`.

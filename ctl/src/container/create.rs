@@ -89,18 +89,8 @@ pub fn create(store: &mut Store, o: &Opts, attached: bool, state: &str) -> Resul
         }
         labels.insert(k.to_string(), v.to_string());
     }
-    let network = match o.network.as_deref() {
-        None | Some("default") | Some("none") => "none".to_string(),
-        Some("host") => "host".to_string(),
-        Some(n) => {
-            return Err(bad(format!(
-                "--network {n}: only host and none are available until capsactl's network support lands (bridge networks are issue 17)"
-            )))
-        }
-    };
-    if !o.publish.is_empty() {
-        return Err(bad("-p/--publish needs bridge networks, which capsactl does not have yet (issue 17)"));
-    }
+    let net = super::network::options(store, o, &ic.exposed_ports.clone().unwrap_or_default(), &mut warnings)?;
+    let network = net.mode.clone();
     if let Some(h) = &o.hostname {
         if h.is_empty() || h.len() > 64 || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
             return Err(bad(format!("--hostname {h:?}: invalid hostname")));
@@ -124,7 +114,7 @@ pub fn create(store: &mut Store, o: &Opts, attached: bool, state: &str) -> Resul
         attach_stdin: attached && o.interactive,
         attach_stdout: attached,
         attach_stderr: attached,
-        exposed_ports: ic.exposed_ports.clone().unwrap_or_default(),
+        exposed_ports: net.exposed.clone(),
         tty: o.tty,
         open_stdin: o.interactive,
         stdin_once: attached && o.interactive,
@@ -143,7 +133,8 @@ pub fn create(store: &mut Store, o: &Opts, attached: bool, state: &str) -> Resul
         return Err(bad(format!("the working directory '{}' is invalid, it needs to be an absolute path", config.working_dir)));
     }
 
-    let host = host_config(o, &network)?;
+    let mut host = host_config(o, &network)?;
+    (host.port_bindings, host.publish_all_ports, host.dns, host.extra_hosts) = (net.bindings, o.publish_all, net.dns, net.extra_hosts);
     if host.auto_remove && !host.restart_policy.is_none() {
         return Err(bad("Conflicting options: --restart and --rm"));
     }
@@ -168,7 +159,7 @@ pub fn create(store: &mut Store, o: &Opts, attached: bool, state: &str) -> Resul
         }
         None => String::new(),
     };
-    let stored = Stored { config, host, mounts };
+    let stored = Stored { config, host, mounts, networks: Vec::new() };
 
     // Directory and lock first (see the module comment), then volumes and the row.
     let dir = super::dir(store, &id);
@@ -385,6 +376,9 @@ fn host_config(o: &Opts, network: &str) -> Result<HostConfig> {
         ulimits: (!ulimits.is_empty()).then_some(ulimits),
         init: o.init.then_some(true),
         console_size: if o.tty { console_size } else { [0, 0] },
+        publish_all_ports: false,
+        dns: Vec::new(),
+        extra_hosts: Vec::new(),
     })
 }
 

@@ -8,6 +8,7 @@
 //! containers/<id>/rootfs          the overlay mount while the container runs
 //! containers/<id>/config.json     the bundle capsa runs (rewritten at every start)
 //! containers/<id>/hostname, hosts, resolv.conf
+//! containers/<id>/network.json   what its start made of its network (see network.rs)
 //! containers/<id>/<id>-json.log   docker's json-file log (and .1, .2 ... when rotated)
 //! containers/<id>/ctl.sock        the monitor's socket (attach, wait, resize, stop)
 //! ```
@@ -22,6 +23,7 @@ pub mod config;
 pub mod create;
 pub mod fs;
 pub mod names;
+pub mod network;
 pub mod reconcile;
 pub mod remove;
 pub mod seccomp;

@@ -79,12 +79,14 @@ pub fn finish(store: &mut Store, state_root: &Path, rec: &Record, code: Option<i
     record(store, rec, code.unwrap_or(255), oom, err)
 }
 
-/// capsa's state and cgroup, and the rootfs mount, of a container that is down. Returns
+/// capsa's state and cgroup, the rootfs mount and the network of a container that is down. Returns
 /// whether the kernel OOM-killed something in it (read before the cgroup goes).
 pub fn runtime_down(store: &Store, state_root: &Path, rec: &Record) -> bool {
     let oom = oom_killed(state_root, &rec.id);
     let _ = capsa::container::delete(state_root, &rec.id, true);
     let _ = capsa_image::snapshot::unmount_rootfs(&super::dir(store, &rec.id));
+    // Its network (veth, namespace, rules, leases): a container down holds none.
+    let _ = super::network::detach(store, rec);
     oom
 }
 

@@ -119,9 +119,13 @@ pub fn build(store: &Store, rec: &Record, rootfs: &Path, dir: &Path) -> Result<V
         "rootfs": {"type": "layers", "diff_ids": []}
     });
     let img: capsa_image::oci::ImageConfig = serde_json::from_value(img).map_err(|e| bad(format!("container config: {e}")))?;
-    let etc = etc_files(dir, &c.hostname, host_net).map_err(|e| bad(format!("write /etc files: {e}")))?;
+    let etc = super::network::etc_files(store, rec, dir)?;
     let opts = RunOpts { tty: c.tty, host_network: host_net, hostname: c.hostname.clone(), etc_files: etc, ..Default::default() };
     let mut spec = runspec::build(&capsa::spec::example(None), &img, rootfs, &opts).map_err(|e| bad(e.to_string()))?;
+    // The network namespace its start made (network.rs), or another container's.
+    if let (Some(p), Some(nss)) = (super::network::ns_path(store, rec), spec["linux"]["namespaces"].as_array_mut()) {
+        nss.iter_mut().filter(|n| n["type"] == "network").for_each(|n| n["path"] = json!(p));
+    }
 
     // The process.
     let caps = capabilities(h.privileged, h.cap_add.as_deref().unwrap_or_default(), h.cap_drop.as_deref().unwrap_or_default());
@@ -311,23 +315,6 @@ fn host_devices() -> Vec<Value> {
         }
     }
     out
-}
-
-/// /etc/hostname, /etc/hosts and /etc/resolv.conf of the container, as docker writes them.
-pub fn etc_files(dir: &Path, hostname: &str, host_network: bool) -> std::io::Result<Vec<(String, std::path::PathBuf)>> {
-    let hosts = if host_network {
-        std::fs::read_to_string("/etc/hosts").unwrap_or_default()
-    } else {
-        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n")
-    };
-    let resolv = if host_network { std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default() } else { String::new() };
-    let mut out = Vec::new();
-    for (name, content) in [("hostname", format!("{hostname}\n")), ("hosts", hosts), ("resolv.conf", resolv)] {
-        let p = dir.join(name);
-        std::fs::write(&p, content)?;
-        out.push((format!("/etc/{name}"), p));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

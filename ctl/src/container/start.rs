@@ -44,6 +44,7 @@ pub fn start(store: &Store, state_root: &Path, rec: &Record) -> Result<Started> 
     if r.is_err() {
         let _ = container::delete(state_root, &rec.id, true);
         let _ = capsa_image::snapshot::unmount_rootfs(&dir);
+        let _ = super::network::detach(store, rec);
     }
     r
 }
@@ -66,6 +67,8 @@ fn try_start(store: &Store, state_root: &Path, rec: &Record, dir: &Path) -> Resu
             volumes::init_from_image(&root, &m.destination, &data)?;
         }
     }
+    super::network::attach(store, rec)?;
+    trace("start: network attached");
     let spec = super::spec::build(store, rec, &rootfs.path, dir)?;
     let text = serde_json::to_vec(&spec).map_err(|e| Failure { msg: format!("encode config.json: {e}"), code: 125 })?;
     std::fs::write(dir.join("config.json"), text)?;

@@ -200,6 +200,12 @@ pub struct Env {
 
 impl Env {
     pub fn new(name: &str) -> Env {
+        // These suites run in the machine's network namespace: their containers get none of
+        // their own (as dockerd's --bridge none) rather than a bridge on the host's network.
+        // tests/network.rs runs capsactl in namespaces it makes, with the bridge.
+        if std::env::var_os("CAPSACTL_DEFAULT_NETWORK").is_none() {
+            std::env::set_var("CAPSACTL_DEFAULT_NETWORK", "none");
+        }
         let dir = PathBuf::from(format!("/tmp/capsactl-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();

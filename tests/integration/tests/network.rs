@@ -40,9 +40,12 @@ fn container_in_a_bridge_network_answers_on_a_published_port() {
         rt.set_up(lo.index)
     })
     .unwrap();
-    let db = rusqlite::Connection::open_in_memory().unwrap();
-    ipam::ensure_schema(&db).unwrap();
-    let net = ipam::create_network(&db, "it", "capsa-it0", "10.81.0.0/24".parse().unwrap(), None).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    // The store's schema (capsa-image's migrations hold the network tables).
+    drop(capsa_image::db::Db::open(&dir.join("capsa.db")).unwrap());
+    let db = rusqlite::Connection::open(dir.join("capsa.db")).unwrap();
+    let new = ipam::NewNetwork { name: "it", bridge: "capsa-it0", subnet: Some("10.81.0.0/24".parse().unwrap()), ..Default::default() };
+    let net = ipam::create_network(&db, &new).unwrap();
     let ip = ipam::allocate(&db, "it", "net-web").unwrap();
     let ports = ["8080:80".parse().unwrap()];
     let att = netctr::attach(&Setup { host: &host, run_dir: &dir, net: &net, container: "net-web", ip, ports: &ports, mtu: 0 }).unwrap();
