@@ -420,18 +420,24 @@ fn bad_input_to_the_other_verbs_fails_clearly_and_leaves_nothing() {
 fn the_monitor_binary_restarts_a_container_with_a_terminal() {
     let env = Env::new("montty");
     load_busybox(&env);
-    let id = env
-        .ok(&["run", "-d", "-t", "--name", "tty", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run on $(tty); exit 1"])
-        .trim()
-        .to_string();
-    let mut mon = None;
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
-        if cmd.contains(&format!("id={id} ")) {
-            mon = Some(cmd);
+    let run =
+        ["run", "-d", "-t", "--name", "tty", "--restart", "on-failure:2", "busybox", "sh", "-c", "echo run on $(tty); sleep 1; exit 1"];
+    let id = env.ok(&run).trim().to_string();
+    // `run -d` returns once the container runs, which may be before the monitor has
+    // exec'd its steady state: wait for it (each run lasts a second).
+    let mut mon = String::new();
+    until("the monitor's steady state", || {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let cmd = String::from_utf8_lossy(&std::fs::read(e.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
+            if cmd.contains(&format!("id={id} ")) {
+                mon = cmd;
+                if mon.starts_with("capsactl-monitor ") {
+                    return true;
+                }
+            }
         }
-    }
-    let mon = mon.expect("a monitor");
+        false
+    });
     assert!(mon.starts_with("capsactl-monitor id="), "{mon}");
     until("two restarts", || env.ok(&["inspect", "-f", "{{.RestartCount}} {{.State.Status}}", "tty"]) == "2 exited\n");
     let logs = env.ok(&["logs", "tty"]);
