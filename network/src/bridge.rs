@@ -6,17 +6,28 @@ use std::path::Path;
 use crate::error::{Context, Error, Result};
 use crate::ipam::Network;
 use crate::netns::Ns;
-use crate::rtnl::Rtnl;
+use crate::rtnl::{self, Rtnl};
 
 /// Makes the network's bridge if it is missing (gateway address, up), turns on IPv4
 /// forwarding and lets 127.0.0.1 be routed to the bridge (route_localnet, as docker does, so
 /// a published port answers on 127.0.0.1). A subnet that overlaps a route of the host that
-/// is not the bridge's is refused before anything is made. Returns the bridge's index.
+/// is not the bridge's is refused before anything is made. An existing interface of that
+/// name is used only if it is a bridge (docker's rule for a user-provided bridge); capsa
+/// marks the bridges it makes ([`rtnl::OWNED_ALIAS`]) and [`remove`] deletes only those.
+/// Returns the bridge's index.
 pub fn ensure(host: &Ns, net: &Network, mtu: u32) -> Result<u32> {
     host.run(|| {
         let mut rt = Rtnl::open()?;
         let index = match rt.link(&net.bridge)? {
-            Some(l) => l.index,
+            Some(l) if l.kind.as_deref() == Some("bridge") => l.index,
+            Some(l) => {
+                return Err(Error::new(format!(
+                    "network {}: interface {} exists and is not a bridge ({})",
+                    net.name,
+                    net.bridge,
+                    l.kind.as_deref().unwrap_or("a device")
+                )))
+            }
             None => {
                 for (dst, len, _) in rt.routes_v4()? {
                     // The default route (0.0.0.0/0) overlaps everything and is fine.
@@ -27,13 +38,20 @@ pub fn ensure(host: &Ns, net: &Network, mtu: u32) -> Result<u32> {
                         )));
                     }
                 }
-                match rt.add_bridge(&net.bridge, mtu) {
-                    Ok(()) => {}
+                let made = match rt.add_bridge(&net.bridge, mtu) {
+                    Ok(()) => true,
                     // Another process made it first.
-                    Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                    Err(e) if e.errno() == Some(libc::EEXIST) => false,
                     Err(e) => return Err(e),
+                };
+                let l = rt.link(&net.bridge)?.ok_or_else(|| Error::new(format!("bridge {}: gone right after it was made", net.bridge)))?;
+                if made {
+                    if let Err(e) = rt.set_alias(l.index, rtnl::OWNED_ALIAS) {
+                        let _ = rt.del_link(l.index);
+                        return Err(e);
+                    }
                 }
-                rt.link(&net.bridge)?.ok_or_else(|| Error::new(format!("bridge {}: gone right after it was made", net.bridge)))?.index
+                l.index
             }
         };
         let gw = IpAddr::V4(net.gateway);
@@ -51,12 +69,21 @@ pub fn ensure(host: &Ns, net: &Network, mtu: u32) -> Result<u32> {
     })
 }
 
-/// Removes the network's bridge (and with it its address and routes); a missing one is fine.
+/// Removes the network's bridge (and with it its address and routes) if capsa made it; a
+/// user's bridge stays, without the gateway address capsa gave it. A missing one is fine.
 pub fn remove(host: &Ns, net: &Network) -> Result<()> {
     host.run(|| {
         let mut rt = Rtnl::open()?;
-        if let Some(l) = rt.link(&net.bridge)? {
-            rt.del_link(l.index)?;
+        match rt.link(&net.bridge)? {
+            Some(l) if l.alias.as_deref() == Some(rtnl::OWNED_ALIAS) => rt.del_link(l.index)?,
+            Some(l) if l.kind.as_deref() == Some("bridge") => {
+                match rt.del_addr(l.index, IpAddr::V4(net.gateway), net.subnet.prefix) {
+                    Err(e) if e.errno() != Some(libc::EADDRNOTAVAIL) => return Err(e),
+                    _ => {}
+                }
+                sysctl(&format!("net/ipv4/conf/{}/route_localnet", net.bridge), "0")?;
+            }
+            _ => {}
         }
         Ok(())
     })

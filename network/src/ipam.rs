@@ -61,6 +61,16 @@ impl FromStr for Subnet {
             return Err(bad("prefix length must be between 8 and 30"));
         }
         let sn = Subnet { addr, prefix };
+        // Addresses that are never a bridge's: "this network", loopback (lo answers for all
+        // of it), link-local, multicast and reserved.
+        for (net, len, what) in
+            [(0, 8, "\"this network\""), (127, 8, "loopback"), (169, 16, "link-local"), (224, 3, "multicast or reserved")]
+        {
+            let special = Subnet { addr: Ipv4Addr::new(net, if net == 169 { 254 } else { 0 }, 0, 0), prefix: len };
+            if sn.overlaps(special) {
+                return Err(bad(&format!("overlaps the {what} range {special}")));
+            }
+        }
         if u32::from(addr) & !sn.mask() != 0 {
             return Err(bad(&format!(
                 "host bits are set (the network address is {}/{prefix})",
@@ -291,7 +301,20 @@ mod tests {
         assert!(!s.contains(Ipv4Addr::new(10, 89, 0, 1)));
         assert!(s.overlaps("10.88.5.0/24".parse().unwrap()));
         assert!(!s.overlaps("10.89.0.0/24".parse().unwrap()));
-        for bad in ["10.88.0.1/16", "10.88.0.0", "10.88.0.0/31", "x/16", "10.88.0.0/x"] {
+        for bad in [
+            "10.88.0.1/16",
+            "10.88.0.0",
+            "10.88.0.0/31",
+            "x/16",
+            "10.88.0.0/x",
+            "127.0.0.0/8",
+            "127.1.0.0/16",
+            "0.0.0.0/8",
+            "169.254.0.0/16",
+            "224.1.0.0/16",
+            "240.0.0.0/8",
+            "96.0.0.0/3",
+        ] {
             let e = bad.parse::<Subnet>().unwrap_err().to_string();
             assert!(e.contains(bad), "{e}");
         }

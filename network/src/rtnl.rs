@@ -32,7 +32,12 @@ pub struct Link {
     pub master: Option<u32>,
     pub kind: Option<String>,
     pub mac: Vec<u8>,
+    /// IFLA_IFALIAS: capsa marks the bridges it makes with [`OWNED_ALIAS`].
+    pub alias: Option<String>,
 }
+
+/// The alias of a bridge capsa made (and so may delete); a bridge without it is the user's.
+pub const OWNED_ALIAS: &str = "capsa-network";
 
 impl Rtnl {
     /// Opens a socket in the calling thread's network namespace.
@@ -167,6 +172,14 @@ impl Rtnl {
         self.ack(RouteNetlinkMessage::SetLink(m), 0, &format!("set link {index} up"))
     }
 
+    /// Sets a link's alias (IFLA_IFALIAS; the kernel takes it only on an existing link).
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.attributes.push(LinkAttribute::IfAlias(alias.to_string()));
+        self.ack(RouteNetlinkMessage::SetLink(m), 0, &format!("set the alias of link {index}"))
+    }
+
     pub fn del_link(&mut self, index: u32) -> Result<()> {
         let mut m = LinkMessage::default();
         m.header.index = index;
@@ -297,6 +310,7 @@ fn to_link(l: LinkMessage) -> Link {
         master: None,
         kind: None,
         mac: Vec::new(),
+        alias: None,
     };
     for a in l.attributes {
         match a {
@@ -304,6 +318,7 @@ fn to_link(l: LinkMessage) -> Link {
             LinkAttribute::Mtu(m) => link.mtu = m,
             LinkAttribute::Address(a) => link.mac = a,
             LinkAttribute::Controller(c) => link.master = Some(c),
+            LinkAttribute::IfAlias(a) => link.alias = Some(a),
             LinkAttribute::LinkInfo(infos) => {
                 for i in infos {
                     if let LinkInfo::Kind(k) = i {

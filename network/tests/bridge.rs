@@ -424,6 +424,56 @@ fn subnet_overlapping_a_host_route_is_refused() {
     env.finish();
 }
 
+/// A network named after an interface that is not a bridge (lo, a NIC, a veth) is refused
+/// and nothing is changed; a user's own bridge is used but never deleted; only bridges capsa
+/// made (marked by their alias) go with the network.
+#[test]
+fn only_bridges_are_adopted_and_only_our_own_deleted() {
+    let env = Env::new("owned");
+    let db = env.db();
+    let addrs_of = |name: &str| {
+        env.host
+            .run(|| {
+                let mut rt = Rtnl::open()?;
+                let l = rt.link(name)?.unwrap();
+                rt.addrs(l.index)
+            })
+            .unwrap()
+    };
+    let before = env.listing();
+    let lo_addrs = addrs_of("lo");
+    for (iface, subnet) in [("lo", "10.77.0.0/24"), ("uplink", "10.77.1.0/24")] {
+        let net = make_network(&db, &format!("n-{iface}"), iface, subnet);
+        let e = bridge::ensure(&env.host, &net, 0).unwrap_err().to_string();
+        assert!(e.contains(&format!("interface {iface} exists and is not a bridge")), "{e}");
+        bridge::remove(&env.host, &net).unwrap();
+        assert_eq!(before, env.listing(), "{iface}");
+    }
+    assert_eq!(lo_addrs, addrs_of("lo"));
+    // The user's bridge: used, then left as it was (no gateway address).
+    env.host
+        .run(|| {
+            let mut rt = Rtnl::open()?;
+            rt.add_bridge("userbr0", 0)
+        })
+        .unwrap();
+    let net = make_network(&db, "n-user", "userbr0", "10.78.0.0/24");
+    bridge::ensure(&env.host, &net, 0).unwrap();
+    assert!(addrs_of("userbr0").iter().any(|(a, _)| *a == IpAddr::V4(net.gateway)));
+    bridge::remove(&env.host, &net).unwrap();
+    assert!(addrs_of("userbr0").is_empty(), "{:?}", addrs_of("userbr0"));
+    // Ours: made with the mark, deleted.
+    let net = make_network(&db, "n-ours", "capsa-ours0", "10.79.0.0/24");
+    bridge::ensure(&env.host, &net, 0).unwrap();
+    let alias = env.host.run(|| Ok(Rtnl::open()?.link("capsa-ours0")?.unwrap().alias)).unwrap();
+    assert_eq!(alias.as_deref(), Some(capsa_network::rtnl::OWNED_ALIAS));
+    bridge::remove(&env.host, &net).unwrap();
+    let links = env.listing().0;
+    assert!(links.contains(&"userbr0".to_string()) && !links.contains(&"capsa-ours0".to_string()), "{links:?}");
+    drop(db);
+    env.finish();
+}
+
 /// `--network none` gets a namespace with only lo, up; `container:ID` joins ID's; bad modes
 /// are refused by name.
 #[test]
