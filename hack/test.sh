@@ -23,10 +23,17 @@ rc=0
 cgroup_dirs() { find /sys/fs/cgroup -maxdepth 3 -type d -name 'capsa*' 2>/dev/null | sort; }
 cgroups_before=$(mktemp)
 cgroup_dirs >"$cgroups_before"
+# The network tests work in namespaces of their own; the machine's namespace must end as it began.
+net_state() { { ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'; nft list tables 2>/dev/null; ls /run/netns 2>/dev/null; } | sort; }
+net_before=$(mktemp)
+net_state >"$net_before"
 cargo test --locked --workspace --no-fail-fast -- --test-threads "${TEST_THREADS:-8}" || rc=1
 left=$(cgroup_dirs | comm -13 "$cgroups_before" -)
 rm -f "$cgroups_before"
 [ -z "$left" ] || { echo "test.sh: cgroups left behind by the tests:"; echo "$left"; rc=1; } >&2
+left=$(net_state | comm -13 "$net_before" -)
+rm -f "$net_before"
+[ -z "$left" ] || { echo "test.sh: links, nft tables or netns left in the machine's namespace by the tests:"; echo "$left"; rc=1; } >&2
 # The cgroup host tests of one kind of host (v1 or hybrid: this one), ignored by default
 # (the systemd ones run in hack/systemd-vm.sh).
 cargo test --locked -p capsa-cgroups --lib -- --ignored --skip systemd_host_tests:: || rc=1
