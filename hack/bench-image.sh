@@ -127,11 +127,11 @@ skopeo copy -q "oci:$W/bb:latest" "docker-archive:$W/busybox.tar:busybox:latest"
 PM="$PM --root $W/pm-run/root --runroot $W/pm-run/run"
 "$CTL" --root "$W/capsa-run" load -q -i "$W/busybox.tar" >/dev/null
 $PM load -q -i "$W/busybox.tar" >/dev/null
-"$CTL" --root "$W/capsa-run" run --rm busybox /bin/true
+"$CTL" --root "$W/capsa-run" run --rm --network none busybox /bin/true
 $PM run --rm --network none --runtime runc busybox /bin/true
 i=0
 while [ $i -lt "$RUN_RUNS" ]; do
-	once "$W/r_ctl" true "$CTL" --root "$W/capsa-run" run --rm busybox /bin/true
+	once "$W/r_ctl" true "$CTL" --root "$W/capsa-run" run --rm --network none busybox /bin/true
 	once "$W/r_podman" true $PM run --rm --network none --runtime runc busybox /bin/true
 	once "$W/r_capsa" true "$CAPSA" --root "$W/capsa-state" run -b "$W/bundle" bench-$$
 	i=$((i + 1))

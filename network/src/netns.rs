@@ -2,9 +2,13 @@
 //! a run dir (as `ip netns add` does under /run/netns), so that a container joins one through
 //! `linux.namespaces[network].path` and it outlives any process.
 //!
-//! The run dir is made a shared mount point of its own (as `ip netns` does): a mount namespace
-//! copied from ours later (a container's, before it pivots) then sees our unmount of a
-//! namespace file too, instead of keeping that namespace alive.
+//! Unlike `ip netns`, the run dir is not made a shared mount point of its own: mounting and
+//! unmounting it with the first and last namespace cost two RCU grace periods per container
+//! (~8 ms here), and a dir mounted for good would outlive every store. What that sharing buys
+//! is that a mount namespace copied from ours while a namespace is mounted sees its unmount;
+//! a container's own copy goes when it pivots (its old root is unmounted), and the veth pair
+//! is deleted explicitly by [`crate::container::detach`], so at worst a copy made by another
+//! tool keeps an empty namespace (lo only) alive until that copy ends.
 //!
 //! Work inside a namespace is done by [`Ns::run`]: a thread of its own joins the namespace
 //! (setns changes only the calling thread's network namespace), so the caller's threads never
@@ -70,8 +74,7 @@ pub fn create(dir: &Path, name: &str) -> Result<PathBuf> {
     if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.starts_with('.') {
         return Err(Error::new(format!("network namespace name {name:?}: must be a plain file name")));
     }
-    // Held until the namespace is mounted: `release_dir` must not unmount the dir under it.
-    let _lock = share_dir(dir)?;
+    std::fs::create_dir_all(dir).with_ctx(|| format!("create {}", dir.display()))?;
     let path = dir.join(name);
     File::options()
         .write(true)
@@ -111,54 +114,6 @@ pub fn remove(path: &Path) -> Result<()> {
     }
 }
 
-/// Makes `dir` a shared mount point of its own, once; returns the flock on the dir that
-/// serialises this with [`release_dir`].
-fn share_dir(dir: &Path) -> Result<nix::fcntl::Flock<File>> {
-    std::fs::create_dir_all(dir).with_ctx(|| format!("create {}", dir.display()))?;
-    let lock = dir_lock(dir)?;
-    if !is_mount_point(dir)? {
-        mount(Some(dir), dir, None::<&OsStr>, MsFlags::MS_BIND, None::<&OsStr>)
-            .with_ctx(|| format!("bind-mount {} on itself", dir.display()))?;
-        mount(None::<&OsStr>, dir, None::<&OsStr>, MsFlags::MS_SHARED, None::<&OsStr>)
-            .with_ctx(|| format!("make {} a shared mount", dir.display()))?;
-    }
-    Ok(lock)
-}
-
-/// The flock serialising [`create`] and [`release_dir`] on `dir`: on a file beside it
-/// (`DIR.lock`), not on the dir, whose open fd would keep its mount busy.
-fn dir_lock(dir: &Path) -> Result<nix::fcntl::Flock<File>> {
-    let mut p = dir.as_os_str().to_owned();
-    p.push(".lock");
-    let f = File::options()
-        .create(true)
-        .append(true)
-        .custom_flags(libc::O_CLOEXEC)
-        .open(&p)
-        .with_ctx(|| format!("open {}", Path::new(&p).display()))?;
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::from(e).context(format!("lock {}", Path::new(&p).display())))
-}
-
-/// Unmounts the dir's own mount (made by [`create`]) once no namespace file is left in it, so
-/// that a store with no container on a network holds no mount; serialised with `create` by
-/// the dir's flock. A dir still in use (or gone) is left as it is.
-pub fn release_dir(dir: &Path) -> Result<()> {
-    let empty = |d: &Path| std::fs::read_dir(d).map(|mut r| r.next().is_none()).unwrap_or(false);
-    if !empty(dir) {
-        return Ok(());
-    }
-    let _lock = dir_lock(dir)?;
-    if empty(dir) && is_mount_point(dir)? {
-        // Not MNT_DETACH: a namespace mounted below it meanwhile would go with it.
-        match umount2(dir, MntFlags::empty()) {
-            Ok(()) | Err(nix::Error::EBUSY) | Err(nix::Error::EINVAL) => {}
-            Err(e) => return Err(Error::from(e).context(format!("unmount {}", dir.display()))),
-        }
-    }
-    Ok(())
-}
-
 /// Unmounts the run dir's own mount (made by [`create`]) and removes the dir, if no namespace
 /// file is left in it.
 pub fn remove_dir(dir: &Path) -> Result<()> {
@@ -168,9 +123,6 @@ pub fn remove_dir(dir: &Path) -> Result<()> {
     if is_mount_point(dir)? {
         umount2(dir, MntFlags::MNT_DETACH).with_ctx(|| format!("unmount {}", dir.display()))?;
     }
-    let mut lock = dir.as_os_str().to_owned();
-    lock.push(".lock");
-    let _ = std::fs::remove_file(lock);
     std::fs::remove_dir(dir).with_ctx(|| format!("remove {}", dir.display()))
 }
 

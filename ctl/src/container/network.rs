@@ -523,14 +523,45 @@ fn random_port(proto: Proto, taken: &[(Proto, u16)]) -> Result<u16> {
 /// Removes everything of a container's network (rules, veth pairs, namespace, leases, state
 /// file) and updates the hosts files of the networks' other members. What is gone is fine.
 pub fn detach(store: &Store, rec: &Record) -> Result<()> {
+    detach_begin(store, rec).finish(store)
+}
+
+/// A teardown under way: its netlink part (rules, veth pairs, namespace) runs on a thread
+/// while the caller does other work, since deleting a veth pair waits for an RCU grace
+/// period in the kernel (~15 ms here, most of the network's share of a `run --rm`);
+/// [`Detaching::finish`] waits for it, then releases the leases (after the links are gone, so
+/// an address is never given again while its old link lives) and updates hosts files.
+pub struct Detaching {
+    id: String,
+    nets: Vec<String>,
+    work: Option<std::thread::JoinHandle<std::result::Result<(), capsa_network::Error>>>,
+}
+
+pub fn detach_begin(store: &Store, rec: &Record) -> Detaching {
+    let mut d = Detaching { id: rec.id.clone(), nets: Vec::new(), work: None };
     if !has_any(store, &rec.id) {
-        return Ok(());
+        return d;
     }
-    let nets: Vec<String> = ipam::leases_of(store.db.conn(), &rec.id).map_err(nerr)?.into_iter().map(|(n, _)| n).collect();
-    let r = netctr::cleanup(&Ns::Current, &run_dir(store), store.db.conn(), &rec.id).map_err(nerr);
-    let _ = std::fs::remove_file(state_path(store, &rec.id));
-    let _ = refresh_hosts(store, &nets, None);
-    r
+    d.nets = ipam::leases_of(store.db.conn(), &rec.id).map(|l| l.into_iter().map(|(n, _)| n).collect()).unwrap_or_default();
+    let (rd, id, nets) = (run_dir(store), rec.id.clone(), d.nets.clone());
+    d.work = Some(std::thread::spawn(move || netctr::detach_all(&Ns::Current, &rd, &id, &nets)));
+    d
+}
+
+impl Detaching {
+    pub fn finish(self, store: &Store) -> Result<()> {
+        let Some(work) = self.work else { return Ok(()) };
+        let r = match work.join() {
+            Ok(r) => r.map_err(nerr),
+            Err(_) => Err(fail(format!("container {}: network teardown panicked", self.id))),
+        };
+        // Released whatever the links' fate (as capsa-network's cleanup does): a lease kept
+        // after a failure would outlive the container's row, its address never given again.
+        let released = ipam::release(store.db.conn(), &self.id).map_err(nerr);
+        let _ = std::fs::remove_file(state_path(store, &self.id));
+        let _ = refresh_hosts(store, &self.nets, None);
+        r.and(released.map(drop))
+    }
 }
 
 /// `network connect`: on the network from the next start, and now if it runs.

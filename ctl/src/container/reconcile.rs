@@ -82,11 +82,13 @@ pub fn finish(store: &mut Store, state_root: &Path, rec: &Record, code: Option<i
 /// capsa's state and cgroup, the rootfs mount and the network of a container that is down. Returns
 /// whether the kernel OOM-killed something in it (read before the cgroup goes).
 pub fn runtime_down(store: &Store, state_root: &Path, rec: &Record) -> bool {
+    // Its network (veth, namespace, rules, leases): a container down holds none. Torn down
+    // while the runtime's state goes (see network::Detaching).
+    let net = super::network::detach_begin(store, rec);
     let oom = oom_killed(state_root, &rec.id);
     let _ = capsa::container::delete(state_root, &rec.id, true);
     let _ = capsa_image::snapshot::unmount_rootfs(&super::dir(store, &rec.id));
-    // Its network (veth, namespace, rules, leases): a container down holds none.
-    let _ = super::network::detach(store, rec);
+    let _ = net.finish(store);
     oom
 }
 
