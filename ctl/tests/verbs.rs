@@ -400,10 +400,15 @@ fn bad_input_to_the_other_verbs_fails_clearly_and_leaves_nothing() {
         (&["logs", "--tail", "x", "bb"], "--tail x"),
         (&["volume", "rm", "nosuch"], "no such volume"),
         (&["volume", "inspect", "nosuch"], "no such volume"),
+        (&["top", "bb", "-o", "bogus"], "bogus"),
     ] {
         let o = env.ctl(args);
         assert!(!o.status.success(), "{args:?} succeeded");
         assert!(err(&o).contains(msg), "{args:?}: {}", err(&o));
+        // docker: 125 for its own command line (flags, run's options), 1 when the daemon
+        // refuses.
+        let own = args[0] == "run" || args.iter().any(|a| matches!(*a, "-t" | "--pids-limit"));
+        assert_eq!(o.status.code(), Some(if own { 125 } else { 1 }), "{args:?}: {}", err(&o));
     }
     // Nothing was made or changed by any of them.
     assert_eq!(env.ok(&["ps", "-a", "--format", "{{.Names}} {{.State}}"]), "bb running\n");
