@@ -266,9 +266,13 @@ fn attach_pause_top_stats_wait_rename_port() {
     let env = Env::new("verbs");
     load_busybox(&env);
     // attach: the output from then on, and the exit code.
-    let a = env.ok(&["run", "-d", "--name", "att", "busybox", "sh", "-c", "sleep 1; echo hello-attach; echo to-err >&2; exit 3"]);
+    // (For 3 s, so that a slow machine still attaches while it talks.)
+    let talk = "i=0; while [ $i -lt 30 ]; do echo hello-attach; echo to-err >&2; sleep 0.1; i=$((i+1)); done; exit 3";
+    let a = env.ok(&["run", "-d", "--name", "att", "busybox", "sh", "-c", talk]);
     let o = env.ctl(&["attach", "att"]);
-    assert_eq!((o.status.code(), out(&o).as_str(), err(&o).as_str()), (Some(3), "hello-attach\n", "to-err\n"));
+    assert_eq!(o.status.code(), Some(3), "{}", err(&o));
+    assert!(out(&o).lines().all(|l| l == "hello-attach") && out(&o).ends_with("hello-attach\n"), "{}", out(&o));
+    assert!(err(&o).lines().all(|l| l == "to-err") && err(&o).ends_with("to-err\n"), "{}", err(&o));
     assert_eq!(env.ok(&["wait", "att"]), "3\n");
     // pause/unpause: docker's states, and the processes really stop (the cgroup freezes).
     let b = env.ok(&["run", "-d", "--name", "tick", "busybox", "sh", "-c", "while true; do date +%s%N > /t; sleep 0.05; done"]);
