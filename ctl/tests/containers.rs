@@ -65,13 +65,15 @@ fn until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// The pid of a container's monitor (`capsactl-monitor id=ID ...`, or `capsactl __watch
-/// id=ID ...` without that binary).
+/// The pid of a container's monitor: `capsactl-monitor id=ID ...` (or `capsactl __watch
+/// id=ID ...` without that binary), or the same process a moment earlier, before it exec'd
+/// its steady state (`capsactl ... __monitor ID ...`: `run -d` may return before that).
 fn monitor_pid(id: &str) -> Option<i32> {
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if (cmd.starts_with("capsactl-monitor ") || cmd.contains("__watch")) && cmd.contains(&format!("id={id} ")) {
+        let steady = (cmd.starts_with("capsactl-monitor ") || cmd.contains("__watch")) && cmd.contains(&format!("id={id} "));
+        if steady || cmd.contains(&format!(" __monitor {id} ")) {
             return e.file_name().to_str().and_then(|p| p.parse().ok());
         }
     }

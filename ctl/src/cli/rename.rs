@@ -16,6 +16,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     if new == rec.name {
         return Err(super::fail("Renaming a container with the same name as its current name"));
     }
-    container::rename(&mut store, &rec.id, new)?;
+    // docker: the daemon refuses (exit 1), not the command line (125).
+    container::rename(&mut store, &rec.id, new).map_err(|e| super::Failure { code: 1, ..e })?;
     Ok(0)
 }

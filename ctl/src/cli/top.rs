@@ -21,7 +21,8 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     }
     let pids = capsa::container::ps::pids(&cli.state_root, &rec.id)?;
     let args = if a.ps_args.is_empty() { vec!["-ef".to_string()] } else { a.ps_args.clone() };
-    let table = capsa::container::ps::table(&pids, &args)?;
+    // docker: ps's complaint comes back from the daemon (exit 1).
+    let table = capsa::container::ps::table(&pids, &args).map_err(|e| fail(e.to_string()))?;
     print!("{table}");
     Ok(0)
 }
