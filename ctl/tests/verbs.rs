@@ -261,6 +261,40 @@ fn fifty_containers_started_concurrently_lose_nothing() {
     assert_clean(&env, &ids);
 }
 
+/// Several `rm -f` of one container at once: each succeeds (the container is gone either
+/// way), none reports a half-removed directory, and nothing is left.
+#[test]
+fn concurrent_rm_of_one_container() {
+    let env = Env::new("rmrace");
+    load_busybox(&env);
+    for round in 0..10 {
+        let id = env.ok(&["run", "-d", "--name", "same", "busybox", "sleep", "1000"]).trim().to_string();
+        let rms: Vec<_> = (0..6)
+            .map(|_| {
+                let (root, state) = (env.root(), env.state());
+                std::thread::spawn(move || {
+                    Command::new(env!("CARGO_BIN_EXE_capsactl"))
+                        .arg("--root")
+                        .arg(root)
+                        .arg("--state-root")
+                        .arg(state)
+                        .args(["rm", "-f", "same"])
+                        .output()
+                        .unwrap()
+                })
+            })
+            .collect();
+        for r in rms {
+            let o = r.join().unwrap();
+            // The losers of the race find no container, as docker's "No such container".
+            assert!(o.status.success() || err(&o).contains("No such container"), "round {round}: {}", err(&o));
+            assert!(!err(&o).contains("not empty"), "round {round}: {}", err(&o));
+        }
+        assert_eq!(env.ok(&["ps", "-a", "-q"]), "", "round {round}");
+        assert_clean(&env, &[id]);
+    }
+}
+
 #[test]
 fn attach_pause_top_stats_wait_rename_port() {
     let env = Env::new("verbs");

@@ -38,17 +38,18 @@ pub fn rm(store: &mut Store, state_root: &Path, rec: &Record, force: bool, vols:
         stop::wait_down(store, state_root, &rec)?;
     }
     // Down now (or removed by its own monitor: --rm).
-    let Some(rec) = super::get(store, &rec.id)? else { return Ok(()) };
+    if super::get(store, &rec.id)?.is_none() {
+        return Ok(());
+    }
     let lock = match Lock::take_within(&dir, Duration::from_secs(30)) {
         Ok(Some(l)) => Some(l),
         Ok(None) => return Err(fail(format!("container {}: busy (another command holds it)", rec.id))),
         Err(_) => None,
     };
-    // Started again meanwhile by someone else?
-    if let Some(now) = super::get(store, &rec.id)? {
-        if now.is_active() && stop::runtime_status(state_root, &rec.id).is_some() {
-            return Err(fail(format!("container {} was started again while being removed", rec.id)));
-        }
+    // Removed meanwhile by another `rm` (whose lock we waited for), or started again?
+    let Some(rec) = super::get(store, &rec.id)? else { return Ok(()) };
+    if rec.is_active() && stop::runtime_status(state_root, &rec.id).is_some() {
+        return Err(fail(format!("container {} was started again while being removed", rec.id)));
     }
     let r = remove_down(store, state_root, &rec, vols);
     drop(lock);
@@ -65,7 +66,18 @@ pub fn remove_down(store: &mut Store, state_root: &Path, rec: &Record, vols: boo
         let _ = capsa_cgroups::remove_if_unused(super::spec::DEFAULT_CGROUP_PARENT);
     }
     let dir = super::dir(store, &rec.id);
-    capsa_image::snapshot::remove_rootfs(&dir).map_err(|e| fail(format!("remove container {}: {e}", rec.id)))?;
+    let err = |e: &dyn std::fmt::Display| fail(format!("remove container {}: {e}", rec.id));
+    capsa_image::snapshot::unmount_rootfs(&dir).map_err(|e| err(&e))?;
+    // Moved out of the way first, then removed: a command opening this container's lock
+    // meanwhile (a second `rm`) finds no directory instead of making a file in a tree
+    // being removed. A leftover of a removal killed half-way goes with `strays`.
+    let gone = store.containers_dir().join(format!(".removing-{}", rec.id));
+    capsa_image::snapshot::remove_rootfs(&gone).map_err(|e| err(&e))?;
+    match std::fs::rename(&dir, &gone) {
+        Ok(()) => capsa_image::snapshot::remove_rootfs(&gone).map_err(|e| err(&e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(&e)),
+    }
     forget(store, rec, vols)
 }
 
