@@ -295,6 +295,24 @@ fn concurrent_rm_of_one_container() {
     }
 }
 
+/// A directory of the image renamed in a container is committed whole: the rootfs is
+/// mounted with redirect_dir off, so its upper dir holds the moved files themselves (with it
+/// on, as some kernels default, it would hold only a redirect to the lower dir).
+#[test]
+fn commit_of_a_renamed_image_directory() {
+    let env = Env::new("commit-rename");
+    load_busybox(&env);
+    env.ok(&["run", "--name", "mv", "busybox", "/bin/mv", "/bin", "/moved"]);
+    env.ok(&["commit", "mv", "mv:1"]);
+    let o = env.ok(&["run", "--rm", "mv:1", "/moved/busybox", "ls", "/moved/busybox"]);
+    assert_eq!(o.trim(), "/moved/busybox", "{o}");
+    // And the old name is gone (a whiteout).
+    let o = env.ctl(&["run", "--rm", "mv:1", "/moved/busybox", "test", "-e", "/bin"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    env.ok(&["rm", "mv"]);
+    env.ok(&["rmi", "mv:1"]);
+}
+
 #[test]
 fn attach_pause_top_stats_wait_rename_port() {
     let env = Env::new("verbs");

@@ -180,10 +180,18 @@ impl Snapshots {
             self.link(c)?;
         }
         let opts = format!("lowerdir={},upperdir={},workdir={},index=off", lowers.join(":"), upper.display(), work.display());
+        // redirect_dir and metacopy off, whatever the kernel's defaults: the upper dir must
+        // hold every change as plain entries, for commit, diff and build to read it as a layer
+        // (a renamed directory is then copied up whole). A kernel older than these options
+        // has them off and refuses their names: mounted without them.
+        let plain = format!("{opts},redirect_dir=off,metacopy=off");
         // CAPSA_NO_OVERLAY=1 forces the copy, to test it on a host that has overlay.
         let mounted = match std::env::var_os("CAPSA_NO_OVERLAY") {
             Some(_) => Err(std::io::Error::from_raw_os_error(libc::ENODEV)),
-            None => mount_from(&self.root, &rootfs, &opts),
+            None => match mount_from(&self.root, &rootfs, &plain) {
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => mount_from(&self.root, &rootfs, &opts),
+                r => r,
+            },
         };
         match mounted {
             Ok(()) => Ok(Rootfs { path: rootfs, overlay: true, note: None }),
