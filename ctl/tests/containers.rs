@@ -437,6 +437,35 @@ fn kill_9_of_a_monitor_or_of_capsactl_run_then_ps_tells_the_truth_and_rm_cleans_
     assert_eq!(status(&env, "fg"), "running 0");
     env.ok(&["rm", "-f", "fg"]);
     assert_clean(&env);
+
+    // 4. A reboot: every process gone, and with them what lived in memory only: capsa's
+    //    state dir (on /run), the mounts, the cgroups. ps -a says exited; the container
+    //    starts again, as docker's do; rm then cleans up.
+    let id = env.ok(&["run", "-d", "--name", "rebooted", "busybox", "sleep", "1000"]).trim().to_string();
+    let pid: i32 = env.ok(&["inspect", "-f", "{{.State.Pid}}", "rebooted"]).trim().parse().unwrap();
+    let mon = monitor_pid(&id).unwrap();
+    let state: Value = serde_json::from_slice(&std::fs::read(env.state().join(&id).join("state.json")).unwrap()).unwrap();
+    for p in [mon, pid] {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGKILL).unwrap();
+    }
+    until("both are gone", || !alive(mon) && !alive(pid));
+    let mut mounts: Vec<String> = env.mounts().iter().filter_map(|l| l.split(' ').nth(4).map(str::to_string)).collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH).unwrap();
+    }
+    for cg in state["cgroupPaths"].as_array().unwrap() {
+        until("the cgroup empties", || {
+            std::fs::remove_dir(cg.as_str().unwrap()).is_ok() || !std::path::Path::new(cg.as_str().unwrap()).exists()
+        });
+    }
+    std::fs::remove_dir_all(env.state()).unwrap();
+    let ps = env.ok(&["ps", "-a"]);
+    assert!(ps.contains("Exited (255)") && ps.contains("rebooted"), "{ps}");
+    env.ok(&["start", "rebooted"]);
+    assert_eq!(status(&env, "rebooted"), "running 0");
+    env.ok(&["rm", "-f", "rebooted"]);
+    assert_clean(&env);
 }
 
 #[test]
