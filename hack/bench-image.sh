@@ -26,7 +26,6 @@ RUN_RUNS=${2:-20}
 for c in umoci skopeo podman containerd ctr debootstrap busybox; do
 	command -v "$c" >/dev/null || { echo "bench-image.sh: $c missing (hack/deps.sh)" >&2; exit 1; }
 done
-cargo build --release --locked -q -p capsactl
 hack/build.sh
 CTL="$PWD/target/release/capsactl"
 CAPSA="$PWD/target/release/capsa"

@@ -24,7 +24,7 @@ for c in podman dockerd docker containerd iperf3 jq busybox nft; do
 	command -v "$c" >/dev/null || { echo "bench-network.sh: $c missing (hack/deps.sh)" >&2; exit 1; }
 done
 if [ -z "${BENCH_NETNS:-}" ]; then
-	cargo build --release --locked -q -p capsactl
+	hack/build.sh # capsa, capsactl and its monitor
 	# Again in a network namespace of its own (same mount namespace: the temp dir and the
 	# stores stay visible).
 	BENCH_NETNS=1 exec unshare -n "$0" "$@"

@@ -23,7 +23,7 @@ RUNS=${1:-5}
 for c in docker-registry umoci skopeo podman containerd ctr debootstrap; do
 	command -v "$c" >/dev/null || { echo "bench-registry.sh: $c missing (hack/deps.sh)" >&2; exit 1; }
 done
-cargo build --release --locked -q -p capsactl
+hack/build.sh # capsa, capsactl and its monitor
 CTL="$PWD/target/release/capsactl"
 
 R=$(debian_rootfs)

@@ -1,6 +1,6 @@
 #!/bin/sh
 # build.sh: build the release `capsa` binary (and capsactl's monitor) as static, non-PIE
-# executables.
+# executables, and capsactl as a static PIE.
 #
 # Measured here (peak RSS of `capsa run /bin/true`, /usr/bin/time %M):
 #   dynamic glibc, PIE, opt-level s   3.9 MB
@@ -21,3 +21,11 @@ cargo rustc --release --locked -q -p capsa --bin capsa -- -C target-feature=+crt
 # capsactl-monitor dynamic PIE 2.1 MB; static non-PIE 1.1 MB. A later plain
 # `cargo build --release -p capsactl` rebuilds it dynamic (it still works, just larger).
 cargo rustc --release --locked -q -p capsactl --bin capsactl-monitor -- -C target-feature=+crt-static -C relocation-model=static
+# capsactl itself: static, but PIE (it parses registry responses, archives and Dockerfiles, so
+# its text stays randomised). `capsactl run --rm --network none busybox true`, medians of 60
+# under load: dynamic PIE 28.9 ms, static PIE 26.9 ms, static non-PIE 26.7 ms (no loader, no
+# relocation of shared libraries, in the command and again in the monitor it spawns). Static
+# glibc 2.36 resolves registry names through /etc/hosts and DNS (nss files and dns are built
+# in); NSS modules outside glibc (nss-resolve, ldap) are not loaded. Every script builds
+# capsactl through this file: a plain `cargo build --release -p capsactl` rebuilds it dynamic.
+cargo rustc --release --locked -q -p capsactl --bin capsactl -- -C target-feature=+crt-static

@@ -6,7 +6,6 @@ set -eu
 cd "$(dirname "$0")/.."
 hack/deps.sh
 hack/build.sh
-cargo build --release --locked -q -p capsactl
 work=$(mktemp -d /tmp/capsa-demo.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 bundle=$work/bundle

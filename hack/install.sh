@@ -37,7 +37,7 @@ esac
 dest=${DESTDIR:-}
 
 # What gets installed: "binary:cargo-package:profile". capsa itself is built by hack/build.sh
-# (static, non-PIE); the shim with its own profile release-shim (a panicking request fails alone
+# (static, non-PIE; capsactl static PIE, its monitor static non-PIE); the shim with its own profile release-shim (a panicking request fails alone
 # instead of aborting the shim of a whole pod); the rest is a plain release build. A new binary
 # is one more entry here.
 binaries="capsa:capsa:release containerd-shim-capsa-v2:containerd-shim-capsa-v2:release-shim capsactl:capsactl:release"
@@ -49,7 +49,7 @@ if [ -z "${CAPSA_INSTALL_NO_BUILD:-}" ]; then
 	for entry in $binaries; do
 		bin=${entry%%:*} rest=${entry#*:}
 		pkg=${rest%%:*} profile=${rest#*:}
-		case $bin in capsa | capsactl-monitor) continue ;; esac
+		case $bin in capsa | capsactl | capsactl-monitor) continue ;; esac
 		cargo build --profile "$profile" --locked -q -p "$pkg" --bin "$bin"
 	done
 fi

@@ -15,7 +15,6 @@ cargo clippy --locked --workspace --all-targets -q -- -D warnings
 # its own build steps are then no-ops): capsa static non-PIE, the shim, capsactl.
 hack/build.sh
 cargo build --profile release-shim --locked -q -p containerd-shim-capsa-v2 --bin containerd-shim-capsa-v2
-cargo build --release --locked -q -p capsactl --bin capsactl
 export CAPSA_BIN="$PWD/target/release/capsa"
 rc=0
 # Leak gate: every cgroup the suites make is gone at the end (capsactl's shared parent /capsa
