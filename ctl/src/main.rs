@@ -6,6 +6,7 @@
 
 #![recursion_limit = "256"]
 
+mod build;
 mod cli;
 mod container;
 mod format;
