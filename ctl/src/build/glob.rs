@@ -139,10 +139,15 @@ impl Ignore {
         out
     }
 
-    /// Whether some exception could re-include something below the excluded `dir` (then
-    /// the walk must go into it).
-    pub fn has_exceptions(&self) -> bool {
-        self.rules.iter().any(|(neg, _)| *neg)
+    /// Whether some exception could re-include something below the excluded directory
+    /// `dir` (then the walk must go into it): a `!` pattern under it, or one whose
+    /// leading directories are globs.
+    pub fn may_reinclude(&self, dir: &str) -> bool {
+        let prefix = format!("{dir}/");
+        self.rules.iter().filter(|(neg, _)| *neg).any(|(_, p)| {
+            let lead = p.rsplit_once('/').map(|(l, _)| l).unwrap_or("");
+            p.starts_with(&prefix) || has_meta(lead) || lead.contains("**") || (!lead.is_empty() && matches(lead, dir, true))
+        })
     }
 }
 
@@ -209,7 +214,8 @@ mod tests {
         assert!(i.excluded("tmp/x"));
         assert!(i.excluded("a/b/.c.swp"));
         assert!(!i.excluded("src/main.c"));
-        assert!(i.has_exceptions());
+        assert!(i.may_reinclude("build"));
+        assert!(!i.may_reinclude("node_modules"));
         let last_wins = Ignore::parse("!a.txt\n*.txt\n");
         assert!(last_wins.excluded("a.txt"));
         assert!(Ignore::parse("\n# only\n").is_empty());

@@ -4,11 +4,14 @@
 //! parse.rs    the Dockerfile language: directives, continuations, heredocs, instructions
 //! expand.rs   variable substitution ($VAR, ${VAR:-word}, ...) with docker's quoting rules
 //! glob.rs     COPY/ADD source globs and .dockerignore patterns
+//! exec.rs     the executor: stages, config instructions, layer steps, the cache
+//! run.rs      the build's scratch directory and RUN's foreground container
+//! sources.rs  COPY/ADD sources: found, checksummed and copied between hostile roots
 //! ```
 
-// The executor that uses all of this lands in the next commit.
-#![allow(dead_code)]
-
+pub mod exec;
 pub mod expand;
 pub mod glob;
 pub mod parse;
+pub mod run;
+pub mod sources;
