@@ -522,13 +522,26 @@ fn reproducible_with_source_date_epoch_and_round_trip_through_a_registry() {
     assert_eq!(id1, id2, "same Dockerfile, context and SOURCE_DATE_EPOCH: same image");
     let cfg = image_config(&env, "r:1");
     assert_eq!(cfg["Created"], "2023-11-14T22:13:20Z");
+    // -o exports it as `save` would: an archive that loads back.
+    let tarp = env.dir.join("out.tar");
+    let dest = format!("type=docker,dest={}", tarp.display());
+    let id3 = b(&["-t", "r:3", "-o", &dest]);
+    assert_eq!(id3, id1);
+    let oci = env.dir.join("out-oci.tar");
+    b(&["-o", &format!("type=oci,dest={}", oci.display())]);
+    let o = Command::new("tar").arg("-tf").arg(&oci).output().unwrap();
+    assert!(out(&o).contains("index.json"), "{}", out(&o));
+    env.ok(&["rmi", "r:3"]);
+    assert!(env.ok(&["load", "-i", tarp.to_str().unwrap()]).contains("r:3"));
+    let o = build(&env, &ctx, &["-o", "type=local,dest=x"]);
+    assert!(err(&o).contains("not implemented yet"), "{}", err(&o));
     // Push to a local registry, remove, pull back, run.
     {
         let reg = registry_support::Registry::start(&env.dir.join("reg"), registry_support::Auth::None);
         let name = format!("{}/built:1", reg.host());
         env.ok(&["tag", "r:1", &name]);
         env.ok(&["push", &name]);
-        env.ok(&["rmi", "r:1", "r:2", &name]);
+        env.ok(&["rmi", "r:1", "r:2", "r:3", &name]);
         env.ok(&["pull", &name]);
         assert_eq!(env.ok(&["run", "--rm", &name]), "f\nx\n");
     }

@@ -47,7 +47,8 @@ pub struct Args {
     /// Suppress the build output and print image ID on success.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Output destination (type=oci|docker,dest=FILE): not implemented yet.
+    /// Also export the image: type=docker|oci,dest=FILE (a `capsactl save` archive; the
+    /// image stays in the store).
     #[arg(short, long, value_name = "type=…,dest=…")]
     pub output: Option<String>,
     /// The build context: a directory.
@@ -69,9 +70,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     if !context.is_dir() {
         return Err(bad(format!("unable to prepare context: path {:?} not found or not a directory", a.context)));
     }
-    if a.output.is_some() {
-        return Err(bad("-o/--output: not implemented yet (the image goes into the store; `capsactl save` exports it)"));
-    }
+    let export = a.output.as_deref().map(parse_output).transpose()?;
     match a.progress.as_str() {
         "auto" | "plain" => {}
         "quiet" | "rawjson" | "tty" => return Err(bad(format!("--progress {}: not implemented yet (auto, plain)", a.progress))),
@@ -154,6 +153,40 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         let mut b = Builder::new(&mut store, &cli.state_root, &o)?;
         b.build()?
     };
+    if let Some((format, dest)) = export {
+        let img = store.resolve(&id.to_string())?;
+        let names = o.tags.iter().filter(|t| img.tags.contains(t)).cloned().collect();
+        let items = [capsa_image::archive::Item { names, image: img }];
+        super::save::to_file(&store, &items, format, &dest)?;
+        if !o.quiet {
+            eprintln!("exported {id} to {}", dest.display());
+        }
+    }
     println!("{id}");
     Ok(0)
+}
+
+/// `-o type=docker|oci,dest=FILE` (docker's form; `tar` is not accepted: no plain rootfs
+/// export yet).
+fn parse_output(s: &str) -> Result<(capsa_image::archive::Format, PathBuf)> {
+    let mut typ = None;
+    let mut dest = None;
+    for kv in s.split(',') {
+        match kv.split_once('=') {
+            Some(("type", v)) => typ = Some(v),
+            Some(("dest", v)) if !v.is_empty() => dest = Some(PathBuf::from(v)),
+            _ => return Err(bad(format!("-o {s}: want type=docker|oci,dest=FILE"))),
+        }
+    }
+    let format = match typ {
+        Some("docker") => capsa_image::archive::Format::Docker,
+        Some("oci") => capsa_image::archive::Format::Oci,
+        Some(t @ ("local" | "tar" | "image" | "registry")) => return Err(bad(format!("-o type={t}: not implemented yet (docker, oci)"))),
+        _ => return Err(bad(format!("-o {s}: want type=docker|oci,dest=FILE"))),
+    };
+    let dest = dest.ok_or_else(|| bad(format!("-o {s}: dest=FILE is required")))?;
+    if dest.as_os_str() == "-" {
+        return Err(bad("-o dest=-: writing the archive to STDOUT is not implemented yet"));
+    }
+    Ok((format, dest))
 }

@@ -30,7 +30,7 @@ mod restart;
 mod rm;
 mod rmi;
 mod run;
-mod save;
+pub mod save;
 mod start;
 mod stats;
 mod stop;
