@@ -547,3 +547,40 @@ fn reproducible_with_source_date_epoch_and_round_trip_through_a_registry() {
     }
     assert_clean(&env);
 }
+
+#[test]
+fn a_build_killed_during_a_run_is_cleaned_up_by_the_next_one() {
+    let env = Env::new("build-killed");
+    load_busybox(&env);
+    let ctx = context(&env, "ctx", &[("Dockerfile", "FROM busybox\nRUN sleep 1000\n")]);
+    let cg = cgroup_parent(&env);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capsactl"))
+        .arg("--root")
+        .arg(env.root())
+        .arg("--state-root")
+        .arg(env.state())
+        .args(["build", "--cgroup-parent", &cg, ctx.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until the RUN's container runs (its capsa state exists), then SIGKILL the build.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(env.state()).map(|r| r.count()).unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < end, "the RUN did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!env.mounts().is_empty(), "the killed build left its mounts (what the next build must clean)");
+    // The next build finds the leftovers and removes them: container, mounts, scratch, cgroup.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN true\n").unwrap();
+    build_ok(&env, &ctx, &[]);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !env.procs().is_empty() && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_clean(&env);
+}
