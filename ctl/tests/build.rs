@@ -102,6 +102,11 @@ fn single_stage_build_runs() {
     let cfg = image_config(&env, "app:1");
     assert_eq!(cfg["Config"]["WorkingDir"], "/app");
     assert_eq!(cfg["RootFS"]["Layers"].as_array().unwrap().len(), 3, "{cfg}");
+    // WORKDIR makes a missing directory (a layer), not an existing one.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nWORKDIR /srv/www\nWORKDIR /tmp\nCMD [\"pwd\"]\n").unwrap();
+    build_ok(&env, &ctx, &["-t", "wd"]);
+    assert_eq!(env.ok(&["run", "--rm", "wd", "ls", "-d", "/srv/www"]), "/srv/www\n");
+    assert_eq!(image_config(&env, "wd")["RootFS"]["Layers"].as_array().unwrap().len(), 2);
     assert_clean(&env);
 }
 

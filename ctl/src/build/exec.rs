@@ -503,7 +503,17 @@ impl<'a> Builder<'a> {
                 let abs = if w.starts_with('/') { w.clone() } else { format!("{}/{w}", s.workdir()) };
                 let clean = crate::container::create::clean_dest(&abs);
                 s.rc().working_dir = Some(clean.clone());
-                self.config_step(s, format!("WORKDIR {clean}"));
+                // As docker, the directory is made in the image if it is missing (a layer
+                // then; none when it exists: the upper dir stays empty).
+                let dir = clean.clone();
+                self.layer_step(s, format!("WORKDIR {clean}"), b"", |b, step, chain| {
+                    let rootfs = b.store.snapshots.mount_rootfs(chain, step)?;
+                    let r = Root::open(&rootfs.path)
+                        .and_then(|root| root.mkdir_all(Path::new(&dir), 0o755, Follow::InRoot))
+                        .map_err(|m| b.err(ins, format!("make {dir}: {m}")));
+                    capsa_image::snapshot::unmount_rootfs(step)?;
+                    r.map(drop)
+                })?;
             }
             Kind::User(u) => {
                 let u = x(s, u).map_err(|m| e(self, m))?;
