@@ -29,6 +29,9 @@ pkgs="$pkgs nftables iperf3 docker.io"
 pkgs="$pkgs docker-registry apache2-utils openssl"
 # lifecycle tests: strace's fault injection kills a create at each directory it makes.
 pkgs="$pkgs strace"
+# capsactl build tests: libc6-dev with gcc (above): the multi-stage test's toolchain image is made
+# from the host's gcc, static libc included.
+pkgs="$pkgs libc6-dev"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

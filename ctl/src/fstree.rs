@@ -323,6 +323,8 @@ pub struct TarOpts {
     /// The tree is an overlay upper directory: whiteouts (char 0:0) become `.wh.NAME`
     /// entries and opaque directories get a `.wh..wh..opq` entry (the OCI layer form).
     pub overlay_upper: bool,
+    /// No mtime later than this (SOURCE_DATE_EPOCH: reproducible layers).
+    pub clamp_mtime: Option<i64>,
 }
 
 /// Streams trees into a tar archive.
@@ -332,13 +334,13 @@ pub struct TarWriter<W: Write> {
     o: TarOpts,
 }
 
-fn header(st: &FileStat, typ: tar::EntryType) -> tar::Header {
+fn header(st: &FileStat, typ: tar::EntryType, clamp: Option<i64>) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(typ);
     h.set_mode(st.st_mode & 0o7777);
     h.set_uid(st.st_uid as u64);
     h.set_gid(st.st_gid as u64);
-    h.set_mtime(st.st_mtime.max(0) as u64);
+    h.set_mtime(st.st_mtime.min(clamp.unwrap_or(i64::MAX)).max(0) as u64);
     h.set_size(0);
     h
 }
@@ -388,13 +390,13 @@ impl<W: Write> TarWriter<W> {
         let k = kind(st);
         if self.o.overlay_upper && is_whiteout(st) {
             let wh = n.path.with_file_name(format!(".wh.{}", n.name.to_string_lossy()));
-            let mut h = header(st, tar::EntryType::Regular);
+            let mut h = header(st, tar::EntryType::Regular, self.o.clamp_mtime);
             h.set_mode(0o644);
             return self.b.append_data(&mut h, &wh, io::empty());
         }
         if k != SFlag::S_IFDIR && st.st_nlink > 1 {
             if let Some(first) = self.links.get(&(st.st_dev, st.st_ino)) {
-                let mut h = header(st, tar::EntryType::Link);
+                let mut h = header(st, tar::EntryType::Link, self.o.clamp_mtime);
                 let first = first.clone();
                 return self.b.append_link(&mut h, n.path, first);
             }
@@ -402,7 +404,7 @@ impl<W: Write> TarWriter<W> {
         }
         match k {
             SFlag::S_IFDIR => {
-                let mut h = header(st, tar::EntryType::Directory);
+                let mut h = header(st, tar::EntryType::Directory, self.o.clamp_mtime);
                 if let Some(d) = n.dir {
                     self.pax_xattrs(d)?;
                 }
@@ -410,7 +412,7 @@ impl<W: Write> TarWriter<W> {
                 p.push("/");
                 self.b.append_data(&mut h, Path::new(&p), io::empty())?;
                 if self.o.overlay_upper && n.dir.is_some_and(is_opaque) {
-                    let mut h = header(st, tar::EntryType::Regular);
+                    let mut h = header(st, tar::EntryType::Regular, self.o.clamp_mtime);
                     h.set_mode(0o644);
                     self.b.append_data(&mut h, n.path.join(".wh..wh..opq"), io::empty())?;
                 }
@@ -422,7 +424,7 @@ impl<W: Write> TarWriter<W> {
                     Err(e) => return Err(e),
                 };
                 self.pax_xattrs(f.as_fd())?;
-                let mut h = header(st, tar::EntryType::Regular);
+                let mut h = header(st, tar::EntryType::Regular, self.o.clamp_mtime);
                 // The header needs the size up front: exactly st_size bytes go in, padded
                 // with zeros if the file shrank meanwhile, cut if it grew.
                 h.set_size(st.st_size as u64);
@@ -431,7 +433,7 @@ impl<W: Write> TarWriter<W> {
             }
             SFlag::S_IFLNK => {
                 let target = read_link_at(n.parent, n.name)?;
-                let mut h = header(st, tar::EntryType::Symlink);
+                let mut h = header(st, tar::EntryType::Symlink, self.o.clamp_mtime);
                 self.b.append_link(&mut h, n.path, Path::new(&target))?;
             }
             SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFIFO => {
@@ -440,7 +442,7 @@ impl<W: Write> TarWriter<W> {
                     SFlag::S_IFBLK => tar::EntryType::Block,
                     _ => tar::EntryType::Fifo,
                 };
-                let mut h = header(st, typ);
+                let mut h = header(st, typ, self.o.clamp_mtime);
                 if k != SFlag::S_IFIFO {
                     h.set_device_major(nix::sys::stat::major(st.st_rdev) as u32)?;
                     h.set_device_minor(nix::sys::stat::minor(st.st_rdev) as u32)?;

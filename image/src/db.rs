@@ -117,6 +117,18 @@ const MIGRATIONS: &[&str] = &[
         UNIQUE (network, container)
     );
     CREATE INDEX leases_container ON leases(container);",
+    // 4: capsactl build's cache: a step's key (parent state, instruction after
+    // substitution, build args, source checksums) and the layer it made (NULL: the step
+    // changed no file). The layer holds no reference for the cache: garbage collection
+    // may take it, and the entry goes with it.
+    "CREATE TABLE build_cache (
+        key TEXT PRIMARY KEY,
+        chain_id TEXT REFERENCES layers(chain_id) ON DELETE CASCADE,
+        created_by TEXT NOT NULL,
+        created TEXT NOT NULL,
+        added INTEGER NOT NULL
+    );
+    CREATE INDEX build_cache_chain ON build_cache(chain_id);",
 ];
 
 pub struct Db {

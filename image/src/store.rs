@@ -88,6 +88,35 @@ pub struct GcReport {
     pub strays: usize,
 }
 
+/// Inserts the layer rows of a chain (bottom first) that are missing, counting each new
+/// row as a reference to its parent; returns the top chainID.
+fn insert_layers<'a>(tx: &rusqlite::Transaction, layers: &'a [NewLayer], now: i64) -> Result<Option<&'a Digest>> {
+    let mut parent: Option<&Digest> = None;
+    for l in layers {
+        let new = tx.execute(
+            "INSERT OR IGNORE INTO layers (chain_id, diff_id, parent, blob, media_type, size, link, refs, added)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
+            params![
+                l.chain.to_string(),
+                l.diff_id.to_string(),
+                parent.map(|p| p.to_string()),
+                l.blob.to_string(),
+                l.media_type,
+                l.size as i64,
+                Snapshots::link_name(&l.chain),
+                now
+            ],
+        )?;
+        if new == 1 {
+            if let Some(p) = parent {
+                db::add_ref(tx, &p.to_string(), 1)?;
+            }
+        }
+        parent = Some(&l.chain);
+    }
+    Ok(parent)
+}
+
 /// Held while a process adds to the store (shared) or collects garbage (exclusive); its
 /// own fd on store.lock, so it borrows nothing.
 pub struct LockGuard(File);
@@ -169,29 +198,7 @@ impl Store {
         let total: u64 = img.layers.iter().map(|l| l.size).sum();
         let now = db::now();
         self.db.write(|tx| {
-            let mut parent: Option<&Digest> = None;
-            for l in &img.layers {
-                let new = tx.execute(
-                    "INSERT OR IGNORE INTO layers (chain_id, diff_id, parent, blob, media_type, size, link, refs, added)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
-                    params![
-                        l.chain.to_string(),
-                        l.diff_id.to_string(),
-                        parent.map(|p| p.to_string()),
-                        l.blob.to_string(),
-                        l.media_type,
-                        l.size as i64,
-                        Snapshots::link_name(&l.chain),
-                        now
-                    ],
-                )?;
-                if new == 1 {
-                    if let Some(p) = parent {
-                        db::add_ref(tx, &p.to_string(), 1)?;
-                    }
-                }
-                parent = Some(&l.chain);
-            }
+            let parent = insert_layers(tx, &img.layers, now)?;
             let id = img.id.to_string();
             let new = tx.execute(
                 "INSERT OR IGNORE INTO images (id, manifest, repo_digest, top_chain, size, created, added) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -217,6 +224,17 @@ impl Store {
                 tx.execute("INSERT OR REPLACE INTO tags (name, image) VALUES (?1, ?2)", params![t, id])?;
             }
             Ok(())
+        })
+    }
+
+    /// Records layers (bottom first) that no image holds yet, in one transaction (a build
+    /// keeps its intermediate layers for its cache this way; refs 0 until an image stands
+    /// on them, so `gc` may take them).
+    pub fn record_layers(&mut self, layers: &[NewLayer], also: impl FnOnce(&rusqlite::Transaction) -> Result<()>) -> Result<()> {
+        let now = db::now();
+        self.db.write(|tx| {
+            insert_layers(tx, layers, now)?;
+            also(tx)
         })
     }
 

@@ -1,6 +1,7 @@
 //! One file per command. Commands are thin: parse, call the library, print.
 
 mod attach;
+mod build;
 mod commit;
 mod cp;
 pub mod create;
@@ -29,7 +30,7 @@ mod restart;
 mod rm;
 mod rmi;
 mod run;
-mod save;
+pub mod save;
 mod start;
 mod stats;
 mod stop;
@@ -147,6 +148,8 @@ pub enum Command {
     Exited { id: String, code: i32 },
     #[command(name = "__start", hide = true)]
     StartHelper { id: String },
+    /// Build an image from a Dockerfile.
+    Build(build::Args),
     /// Download an image from a registry.
     Pull(pull::Args),
     /// Upload an image to a registry.
@@ -172,6 +175,7 @@ pub enum ImageCmd {
     Import(import::Args),
     Pull(pull::Args),
     Push(push::Args),
+    Build(build::Args),
 }
 
 #[derive(Subcommand, Debug)]
@@ -315,6 +319,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Monitor(a) => Ok(crate::monitor::monitor_main(cli, a)),
         Command::Exited { id, code } => Ok(crate::monitor::exited_main(cli, id, *code)),
         Command::StartHelper { id } => Ok(crate::monitor::start_main(cli, id)),
+        Command::Build(a) | Command::Image(ImageCmd::Build(a)) => build::run(cli, a),
         Command::Pull(a) | Command::Image(ImageCmd::Pull(a)) => pull::run(cli, a),
         Command::Push(a) | Command::Image(ImageCmd::Push(a)) => push::run(cli, a),
         Command::Login(a) => login::run(cli, a),

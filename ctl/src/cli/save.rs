@@ -22,6 +22,22 @@ pub struct Args {
     pub images: Vec<String>,
 }
 
+/// Writes the archive beside `path` and renames it there once complete (also `build -o`).
+pub fn to_file(store: &capsa_image::Store, items: &[Item], format: Format, path: &std::path::Path) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().ok_or_else(|| fail(format!("--output {}: not a file name", path.display())))?;
+    let tmp = dir.join(format!(".{}.{}", name.to_string_lossy(), capsa_image::content::random_suffix()));
+    let f = std::fs::File::create(&tmp).map_err(|e| fail(format!("create {}: {e}", tmp.display())))?;
+    let res = archive::save(store, items, format, std::io::BufWriter::with_capacity(1 << 20, f))
+        .and_then(|w| w.into_inner().map_err(|e| capsa_image::Error::new(format!("write {}: {e}", path.display()))))
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| capsa_image::Error::new(format!("rename to {}: {e}", path.display()))));
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    Ok(())
+}
+
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     let store = cli.store()?;
     let format = if a.format == "oci" { Format::Oci } else { Format::Docker };
@@ -40,21 +56,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         return Ok(0);
     }
     match &a.output {
-        Some(path) => {
-            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
-            let name = path.file_name().ok_or_else(|| fail(format!("--output {}: not a file name", path.display())))?;
-            let tmp = dir.join(format!(".{}.{}", name.to_string_lossy(), capsa_image::content::random_suffix()));
-            let f = std::fs::File::create(&tmp).map_err(|e| fail(format!("create {}: {e}", tmp.display())))?;
-            let res = archive::save(&store, &items, format, std::io::BufWriter::with_capacity(1 << 20, f))
-                .and_then(|w| w.into_inner().map_err(|e| capsa_image::Error::new(format!("write {}: {e}", path.display()))))
-                .and_then(|_| {
-                    std::fs::rename(&tmp, path).map_err(|e| capsa_image::Error::new(format!("rename to {}: {e}", path.display())))
-                });
-            if let Err(e) = res {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e.into());
-            }
-        }
+        Some(path) => to_file(&store, &items, format, path)?,
         None => {
             if std::io::stdout().is_terminal() {
                 return Err(fail("cowardly refusing to save to a terminal. Use the -o flag or redirect"));

@@ -11,6 +11,7 @@
 use std::os::fd::AsFd;
 use std::path::Path;
 
+use nix::sys::stat::FileStat;
 use serde_json::{json, Value};
 
 use capsa_image::digest::{Algo, Digest};
@@ -89,47 +90,87 @@ pub fn apply_change(cfg: &mut Value, change: &str) -> Result<()> {
     Ok(())
 }
 
-/// Writes the upper directory as a layer blob; returns its digest (= diffID).
-/// Leaves out the mount points the runtime made (docker's init layer: see fs::Lowers).
-fn layer_blob(store: &Store, upper: &Path, lowers: &super::fs::Lowers) -> Result<Digest> {
+/// Writes the upper directory as a layer blob; returns its digest (= diffID). `skip`:
+/// entries left out (commit: the mount points the runtime made, see fs::Lowers); `clamp`:
+/// no mtime later than this (SOURCE_DATE_EPOCH, for reproducible layers).
+fn layer_blob(store: &Store, upper: &Path, skip: &dyn Fn(&Path, &FileStat) -> bool, clamp: Option<i64>) -> Result<Digest> {
     let dir = std::fs::File::open(upper).map_err(|e| fail(format!("open {}: {e}", upper.display())))?;
     let w = store.content.writer(Algo::Sha256)?;
-    let mut t = TarWriter::new(std::io::BufWriter::with_capacity(1 << 20, w), TarOpts { overlay_upper: true });
-    let skip = |p: &Path, st: &nix::sys::stat::FileStat| lowers.is_init_entry(&Path::new("/").join(p), st);
-    t.add_tree_except(dir.as_fd(), Path::new(""), &skip).map_err(|e| fail(format!("write the layer: {e}")))?;
+    let mut t = TarWriter::new(std::io::BufWriter::with_capacity(1 << 20, w), TarOpts { overlay_upper: true, clamp_mtime: clamp });
+    t.add_tree_except(dir.as_fd(), Path::new(""), skip).map_err(|e| fail(format!("write the layer: {e}")))?;
     let w = t.finish().map_err(|e| fail(format!("write the layer: {e}")))?;
     let w = w.into_inner().map_err(|e| fail(format!("write the layer: {}", e.error())))?;
     Ok(w.commit(None, None)?)
+}
+
+/// An overlay upper directory as a new layer on `parent` (its chainID): the blob in the
+/// content store, unpacked as a snapshot. Used by `commit` and `build`.
+pub fn layer_from_upper(
+    store: &Store,
+    upper: &Path,
+    parent: Option<&Digest>,
+    skip: &dyn Fn(&Path, &FileStat) -> bool,
+    clamp: Option<i64>,
+) -> Result<NewLayer> {
+    let blob = layer_blob(store, upper, skip, clamp)?;
+    let chain = Digest::chain(parent, &blob);
+    let f = store.content.open_blob(&blob)?;
+    let size = store.snapshots.unpack(&f, &blob, Compression::None, &chain, Some(&blob), &capsa_image::layer::Limits::default())?.size;
+    Ok(NewLayer { chain, diff_id: blob.clone(), blob, media_type: oci::OCI_LAYER.to_string(), size })
+}
+
+/// Stores `icfg` and a manifest over `layers` (bottom first), and records the image with
+/// `tags`; returns the image id. Used by `commit` and `build`.
+pub fn write_image(store: &mut Store, icfg: &capsa_image::oci::ImageConfig, layers: Vec<NewLayer>, tags: Vec<String>) -> Result<Digest> {
+    let cfg_bytes = serde_json::to_vec(icfg).map_err(|e| fail(format!("encode config: {e}")))?;
+    let id = store.content.put(&cfg_bytes, None)?;
+    let mut mlayers = Vec::new();
+    for l in &layers {
+        mlayers.push(Descriptor::new(&l.media_type, l.blob.clone(), store.content.size(&l.blob)?));
+    }
+    let manifest = Manifest {
+        schema_version: 2,
+        media_type: Some(oci::OCI_MANIFEST.into()),
+        config: Descriptor::new(oci::OCI_CONFIG, id.clone(), cfg_bytes.len() as u64),
+        layers: mlayers,
+        annotations: None,
+    };
+    let mbytes = serde_json::to_vec(&manifest).map_err(|e| fail(format!("encode manifest: {e}")))?;
+    let mdigest = store.content.put(&mbytes, None)?;
+    let mut blobs: Vec<(Digest, &'static str)> = layers.iter().map(|l| (l.blob.clone(), "layer")).collect();
+    blobs.push((id.clone(), "config"));
+    blobs.push((mdigest.clone(), "manifest"));
+    store.register(&NewImage {
+        id: id.clone(),
+        manifest: mdigest,
+        repo_digest: None,
+        layers,
+        created: icfg.created.clone(),
+        blobs,
+        tags,
+    })?;
+    Ok(id)
 }
 
 /// Commits `rec`; returns the new image id.
 pub fn commit(store: &mut Store, state_root: &Path, rec: &Record, o: &Opts) -> Result<Digest> {
     let img = store.resolve(&rec.image).map_err(|_| fail(format!("the image of container {} is gone from the store", rec.id)))?;
     let (mut icfg, _) = store.config(&img)?;
-    let (base_manifest, _) = store.manifest(&img)?;
     let mut layers = store.layers(&img)?;
     let upper = super::dir(store, &rec.id).join("upper");
     let lowers = super::fs::Lowers::open(store, rec)?;
     let running = super::stop::runtime_status(state_root, &rec.id).is_some_and(|(_, s)| s == capsa::container::Status::Running);
     let paused_here = o.pause && running && capsa::container::pause(state_root, &rec.id).is_ok();
     let _guard = store.lock_shared()?;
-    let blob = layer_blob(store, &upper, &lowers);
+    let parent = layers.last().map(|l| l.chain.clone());
+    let skip = |p: &Path, st: &FileStat| lowers.is_init_entry(&Path::new("/").join(p), st);
+    let layer = layer_from_upper(store, &upper, parent.as_ref(), &skip, None);
     if paused_here {
         let _ = capsa::container::resume(state_root, &rec.id);
     }
-    let blob = blob?;
-    let diff_id = blob.clone();
-    let parent = layers.last().map(|l| l.chain.clone());
-    let chain = Digest::chain(parent.as_ref(), &diff_id);
-    let f = store.content.open_blob(&blob)?;
-    let size = store.snapshots.unpack(&f, &blob, Compression::None, &chain, Some(&diff_id), &capsa_image::layer::Limits::default())?.size;
-    layers.push(NewLayer {
-        chain: chain.clone(),
-        diff_id: diff_id.clone(),
-        blob: blob.clone(),
-        media_type: oci::OCI_LAYER.to_string(),
-        size,
-    });
+    let layer = layer?;
+    let diff_id = layer.diff_id.clone();
+    layers.push(layer);
 
     // The config: the container's, as docker commits it.
     let c = &rec.stored.config;
@@ -156,32 +197,7 @@ pub fn commit(store: &mut Store, state_root: &Path, rec: &Record, o: &Opts) -> R
     h.comment = o.message.clone();
     icfg.history.get_or_insert_with(Vec::new).push(h);
     icfg.extra.insert("container".into(), json!(rec.id));
-    let cfg_bytes = serde_json::to_vec(&icfg).map_err(|e| fail(format!("encode config: {e}")))?;
-    let id = store.content.put(&cfg_bytes, None)?;
-    let mut mlayers = base_manifest.layers.clone();
-    mlayers.push(Descriptor::new(oci::OCI_LAYER, blob.clone(), store.content.size(&blob)?));
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(oci::OCI_MANIFEST.into()),
-        config: Descriptor::new(oci::OCI_CONFIG, id.clone(), cfg_bytes.len() as u64),
-        layers: mlayers,
-        annotations: None,
-    };
-    let mbytes = serde_json::to_vec(&manifest).map_err(|e| fail(format!("encode manifest: {e}")))?;
-    let mdigest = store.content.put(&mbytes, None)?;
-    let mut blobs: Vec<(Digest, &'static str)> = layers.iter().map(|l| (l.blob.clone(), "layer")).collect();
-    blobs.push((id.clone(), "config"));
-    blobs.push((mdigest.clone(), "manifest"));
-    let created = icfg.created.clone();
-    store.register(&NewImage {
-        id: id.clone(),
-        manifest: mdigest,
-        repo_digest: None,
-        layers,
-        created,
-        blobs,
-        tags: o.tag.iter().cloned().collect(),
-    })?;
+    let id = write_image(store, &icfg, layers, o.tag.iter().cloned().collect())?;
     drop(_guard);
     Ok(id)
 }

@@ -1,0 +1,17 @@
+//! `capsactl build`: Dockerfiles built on the same core as `run` and `commit`.
+//!
+//! ```text
+//! parse.rs    the Dockerfile language: directives, continuations, heredocs, instructions
+//! expand.rs   variable substitution ($VAR, ${VAR:-word}, ...) with docker's quoting rules
+//! glob.rs     COPY/ADD source globs and .dockerignore patterns
+//! exec.rs     the executor: stages, config instructions, layer steps, the cache
+//! run.rs      the build's scratch directory and RUN's foreground container
+//! sources.rs  COPY/ADD sources: found, checksummed and copied between hostile roots
+//! ```
+
+pub mod exec;
+pub mod expand;
+pub mod glob;
+pub mod parse;
+pub mod run;
+pub mod sources;

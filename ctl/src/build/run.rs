@@ -1,0 +1,364 @@
+//! A build step's scratch directory and its RUN container.
+//!
+//! ```text
+//! <store>/tmp/build-<random>/lock      flock: held by the build for its whole run
+//! <store>/tmp/build-<random>/step/     upper, work, rootfs (the overlay of the parent
+//!                                      layers), config.json, /etc files: one step at a time
+//! <store>/tmp/build-<random>/from-N/   a COPY --from source, mounted for that step
+//! <store>/tmp/build-<random>/container the id of the RUN container while one runs
+//! ```
+//!
+//! A RUN is a container made by the same code as `capsactl run`'s (a `Record` in memory
+//! through `container::spec::build`: docker's capabilities, seccomp profile, masked paths,
+//! cgroup below /capsa) and run in the foreground by the capsa library, as `capsa run`
+//! does: create, start, wait (signals forwarded), delete. No monitor, no database row.
+//! A build killed half-way leaves a directory whose lock is free: the next build removes
+//! its container, mounts and files ([`Scratch::clean_stale`]).
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use capsa_image::digest::Digest;
+use capsa_image::Store;
+use capsa_sys::{Follow, Root};
+
+use crate::cli::{fail, Failure, Result};
+use crate::container::config::{Config, HostConfig, LogConfig, RestartPolicy, Stored};
+use crate::container::{self, Record};
+
+/// The build's scratch directory (removed when dropped).
+pub struct Scratch {
+    pub dir: PathBuf,
+    _lock: File,
+    state_root: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(store: &Store, state_root: &Path) -> Result<Scratch> {
+        Self::clean_stale(store, state_root);
+        let dir = store.tmp_dir().join(format!("build-{}", &container::random_id()[..16]));
+        std::fs::create_dir_all(&dir).map_err(|e| fail(format!("create {}: {e}", dir.display())))?;
+        let lock = File::create(dir.join("lock")).map_err(|e| fail(format!("create {}/lock: {e}", dir.display())))?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            return Err(fail(format!("lock {}: {}", dir.display(), std::io::Error::last_os_error())));
+        }
+        Ok(Scratch { dir, _lock: lock, state_root: state_root.to_path_buf() })
+    }
+
+    /// A fresh directory for a step (or a --from source): anything of a previous one is
+    /// unmounted and removed first.
+    pub fn fresh(&self, name: &str) -> Result<PathBuf> {
+        let d = self.dir.join(name);
+        remove_dir(&d)?;
+        std::fs::create_dir_all(&d).map_err(|e| fail(format!("create {}: {e}", d.display())))?;
+        Ok(d)
+    }
+
+    /// Scratch directories of builds that were killed: their RUN container deleted, their
+    /// mounts and files removed.
+    fn clean_stale(store: &Store, state_root: &Path) {
+        let Ok(rd) = std::fs::read_dir(store.tmp_dir()) else { return };
+        for e in rd.flatten() {
+            let d = e.path();
+            if !e.file_name().to_string_lossy().starts_with("build-") {
+                continue;
+            }
+            let Ok(lock) = File::open(d.join("lock")) else { continue };
+            // SAFETY: flock on an fd we own.
+            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                continue;
+            }
+            if let Ok(id) = std::fs::read_to_string(d.join("container")) {
+                let id = id.trim();
+                let _ = capsa::container::delete(state_root, id, true);
+                let _ = capsa_cgroups::remove_if_unused(container::spec::DEFAULT_CGROUP_PARENT);
+                if id.len() >= 12 {
+                    let _ = container::network::detach(store, &record(id, &RunSpec::default()));
+                    let _ = std::fs::remove_dir_all(container::dir(store, id));
+                }
+            }
+            let _ = remove_dir(&d);
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Ok(id) = std::fs::read_to_string(self.dir.join("container")) {
+            let _ = capsa::container::delete(&self.state_root, id.trim(), true);
+        }
+        let _ = remove_dir(&self.dir);
+    }
+}
+
+/// Unmounts every `rootfs` directly under `d` and `d/rootfs`, then removes `d`.
+pub fn remove_dir(d: &Path) -> Result<()> {
+    if !d.exists() {
+        return Ok(());
+    }
+    capsa_image::snapshot::unmount_rootfs(d)?;
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                capsa_image::snapshot::unmount_rootfs(&e.path())?;
+            }
+        }
+    }
+    capsa_image::layer::remove_tree(d).map_err(|e| fail(format!("remove {}: {e}", d.display())))
+}
+
+/// What a RUN runs and how.
+#[derive(Default)]
+pub struct RunSpec {
+    pub argv: Vec<String>,
+    pub env: Vec<String>,
+    pub user: String,
+    pub workdir: String,
+    /// A `--network` mode of run: none, host, bridge or a network's name.
+    pub network: String,
+    /// The command's output goes to `<step>/output.log`, not to ours.
+    pub quiet: bool,
+    /// As `run --cgroup-parent` (empty: /capsa).
+    pub cgroup_parent: String,
+}
+
+/// Runs `r` on the overlay of `chain` in `step` (made by [`Scratch::fresh`]); returns the
+/// exit code. The rootfs is unmounted afterwards, and the mount points the runtime made
+/// that the image did not have (/proc, /etc/hosts, ...) are removed from the upper dir,
+/// so that only what the command wrote remains.
+pub fn run(store: &Store, state_root: &Path, scratch: &Scratch, step: &Path, chain: &[Digest], r: &RunSpec) -> Result<i32> {
+    let rootfs = store.snapshots.mount_rootfs(chain, step)?;
+    let res = run_mounted(store, state_root, scratch, step, &rootfs.path, r);
+    capsa_image::snapshot::unmount_rootfs(step)?;
+    let (code, stubs, parents) = res?;
+    let upper = Root::open(&step.join("upper")).map_err(|e| fail(format!("{}/upper: {e}", step.display())))?;
+    for s in stubs.iter().rev() {
+        remove_stub(&upper, s);
+    }
+    // A directory the stubs were made in (/etc for /etc/hosts) was copied up: if nothing
+    // else changed in it, it goes too.
+    for (p, meta) in parents.iter().rev() {
+        remove_copied_up(&upper, p, *meta);
+    }
+    Ok(code)
+}
+
+/// (mode, uid, gid) of a directory.
+type DirMeta = (u32, u32, u32);
+
+#[allow(clippy::type_complexity)]
+fn run_mounted(
+    store: &Store,
+    state_root: &Path,
+    scratch: &Scratch,
+    step: &Path,
+    rootfs: &Path,
+    r: &RunSpec,
+) -> Result<(i32, Vec<PathBuf>, Vec<(PathBuf, DirMeta)>)> {
+    let id = container::random_id();
+    let rec = record(&id, r);
+    std::fs::write(scratch.dir.join("container"), &id)?;
+    // The network as `run` makes it (a namespace of its own for none and bridge); its
+    // state is kept in the container's directory, locked like a container's so that no
+    // other command takes it for a stray.
+    let cdir = container::dir(store, &id);
+    std::fs::create_dir_all(&cdir).map_err(|e| fail(format!("create {}: {e}", cdir.display())))?;
+    let lock = container::Lock::try_take(&cdir).ok().flatten().ok_or_else(|| fail(format!("lock {}", cdir.display())));
+    let res = lock.and_then(|_lock| {
+        let r = container::network::attach(store, &rec).and_then(|()| run_attached(store, state_root, step, rootfs, r, &rec));
+        let _ = container::network::detach(store, &rec);
+        r
+    });
+    let _ = std::fs::remove_dir_all(&cdir);
+    let _ = std::fs::remove_file(scratch.dir.join("container"));
+    res
+}
+
+#[allow(clippy::type_complexity)]
+fn run_attached(
+    store: &Store,
+    state_root: &Path,
+    step: &Path,
+    rootfs: &Path,
+    r: &RunSpec,
+    rec: &Record,
+) -> Result<(i32, Vec<PathBuf>, Vec<(PathBuf, DirMeta)>)> {
+    let id = &rec.id;
+    let spec = container::spec::build(store, rec, rootfs, step)?;
+    // The mount points missing from the image (and their missing parents).
+    let root = Root::open(rootfs).map_err(|e| fail(format!("rootfs {}: {e}", rootfs.display())))?;
+    let mut stubs: Vec<PathBuf> = Vec::new();
+    let mut parents: Vec<(PathBuf, DirMeta)> = Vec::new();
+    for m in spec["mounts"].as_array().into_iter().flatten() {
+        let Some(dest) = m["destination"].as_str() else { continue };
+        let mut p = PathBuf::new();
+        for c in Path::new(dest).components().skip(1) {
+            p.push(c);
+            if stubs.contains(&p) || parents.iter().any(|(x, _)| *x == p) {
+                continue;
+            }
+            match root.open_path(&p, Follow::NotLast) {
+                Err(_) => stubs.push(p.clone()),
+                Ok(fd) => {
+                    if let Ok(st) = nix::sys::stat::fstat(&fd) {
+                        if crate::fstree::kind(&st) == nix::sys::stat::SFlag::S_IFDIR
+                            && p.as_path() != Path::new(dest).strip_prefix("/").unwrap_or(Path::new(dest))
+                        {
+                            parents.push((p.clone(), (st.st_mode & 0o7777, st.st_uid, st.st_gid)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    stubs.sort_by_key(|p| p.components().count());
+    parents.sort_by_key(|(p, _)| p.components().count());
+    let text = serde_json::to_vec(&spec).map_err(|e| fail(format!("encode config.json: {e}")))?;
+    std::fs::write(step.join("config.json"), text)?;
+    let log = if r.quiet {
+        Some(File::create(step.join("output.log")).map_err(|e| fail(format!("{}/output.log: {e}", step.display())))?)
+    } else {
+        None
+    };
+    let code = foreground(state_root, id, step, log.as_ref())?;
+    Ok((code, stubs, parents))
+}
+
+/// The container's record, in memory only: what `spec::build` reads.
+fn record(id: &str, r: &RunSpec) -> Record {
+    let config = Config {
+        hostname: id[..12].to_string(),
+        user: r.user.clone(),
+        env: r.env.clone(),
+        cmd: Some(r.argv.clone()),
+        working_dir: r.workdir.clone(),
+        ..Default::default()
+    };
+    let host = HostConfig {
+        log_config: LogConfig { typ: "none".into(), config: Default::default() },
+        network_mode: r.network.clone(),
+        restart_policy: RestartPolicy { name: "no".into(), maximum_retry_count: 0 },
+        shm_size: 64 << 20,
+        cgroup_parent: r.cgroup_parent.clone(),
+        ..Default::default()
+    };
+    Record {
+        id: id.to_string(),
+        name: String::new(),
+        image: String::new(),
+        top_chain: None,
+        state: "running".into(),
+        auto_remove: true,
+        created_at: String::new(),
+        pid: 0,
+        exit_code: 0,
+        started_at: String::new(),
+        finished_at: String::new(),
+        oom_killed: false,
+        restart_count: 0,
+        user_stopped: false,
+        error: String::new(),
+        stored: Stored { config, host, mounts: Vec::new(), networks: Vec::new() },
+    }
+}
+
+/// create + start + wait + delete through the capsa library, in the foreground: the
+/// container's stdio is ours (stdin /dev/null), signals we get are forwarded to it.
+fn foreground(state_root: &Path, id: &str, bundle: &Path, log: Option<&File>) -> Result<i32> {
+    // With a log, the container's stdout and stderr are the log (ours are put back after).
+    let saved = match log {
+        Some(f) => {
+            use std::os::fd::AsFd;
+            let out = std::io::stdout().as_fd().try_clone_to_owned().map_err(|e| fail(format!("dup stdout: {e}")))?;
+            let err = std::io::stderr().as_fd().try_clone_to_owned().map_err(|e| fail(format!("dup stderr: {e}")))?;
+            // SAFETY: dup2 of an fd we hold onto fds 1 and 2.
+            unsafe {
+                libc::dup2(f.as_raw_fd(), 1);
+                libc::dup2(f.as_raw_fd(), 2);
+            }
+            Some((out, err))
+        }
+        None => None,
+    };
+    let res = foreground_inner(state_root, id, bundle);
+    if let Some((out, err)) = saved {
+        // SAFETY: dup2 of the saved fds back onto 1 and 2.
+        unsafe {
+            libc::dup2(out.as_raw_fd(), 1);
+            libc::dup2(err.as_raw_fd(), 2);
+        }
+    }
+    res
+}
+
+fn foreground_inner(state_root: &Path, id: &str, bundle: &Path) -> Result<i32> {
+    use capsa::container::{self as rt, CreateArgs};
+    use capsa::process::plan::CreateOpts;
+    let sigs = rt::foreground::forwarded();
+    let mut old = nix::sys::signal::SigSet::empty();
+    nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&sigs), Some(&mut old))
+        .map_err(|e| fail(format!("block signals: {e}")))?;
+    // The container's init is our child; we reap it (and what it leaves to us).
+    let _reaper = capsa::process::fds::Subreaper::set();
+    let res = (|| -> Result<i32> {
+        let created = rt::create(CreateArgs {
+            root: state_root,
+            id,
+            bundle,
+            pid_file: None,
+            console_socket: None,
+            hold_tty: false,
+            opts: CreateOpts { no_pivot: false, no_new_keyring: false, preserve_fds: 0, listen_fds: 0 },
+            systemd_cgroup: false,
+            rootless: !nix::unistd::geteuid().is_root(),
+        })
+        .map_err(|e| container::start::start_failure(e.to_string()))?;
+        rt::start(state_root, id).map_err(|e| container::start::start_failure(e.to_string()))?;
+        rt::foreground::wait(created.state.pid, &sigs, None).map_err(Failure::from)
+    })();
+    let _ = rt::delete(state_root, id, true);
+    let _ = capsa_cgroups::remove_if_unused(container::spec::DEFAULT_CGROUP_PARENT);
+    let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&old), None);
+    res
+}
+
+/// Removes directory `p` from the upper dir if it is empty, not opaque and has the
+/// mode and owner it had below (a copy-up, nothing the command did).
+fn remove_copied_up(upper: &Root, p: &Path, meta: DirMeta) {
+    use nix::fcntl::OFlag;
+    let parent = p.parent().unwrap_or(Path::new(""));
+    let Some(name) = p.file_name() else { return };
+    let Ok(dir) = upper.open_at(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never) else { return };
+    let d = std::os::fd::AsFd::as_fd(&dir);
+    let Ok(st) = crate::fstree::lstat_at(d, name) else { return };
+    if crate::fstree::kind(&st) != nix::sys::stat::SFlag::S_IFDIR || (st.st_mode & 0o7777, st.st_uid, st.st_gid) != meta {
+        return;
+    }
+    let Ok(fd) = crate::fstree::open_dir_at(d, name) else { return };
+    if crate::fstree::is_opaque(std::os::fd::AsFd::as_fd(&fd)) {
+        return;
+    }
+    let _ = nix::unistd::unlinkat(d, name, nix::unistd::UnlinkatFlags::RemoveDir);
+}
+
+/// Removes `p` from the upper dir if it is an empty directory or an empty regular file
+/// (a mount point the runtime made), resolving nothing through symlinks.
+fn remove_stub(upper: &Root, p: &Path) {
+    use nix::fcntl::OFlag;
+    let parent = p.parent().unwrap_or(Path::new(""));
+    let Some(name) = p.file_name() else { return };
+    let Ok(dir) = upper.open_at(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never) else { return };
+    let Ok(st) = crate::fstree::lstat_at(std::os::fd::AsFd::as_fd(&dir), name) else { return };
+    let d = std::os::fd::AsFd::as_fd(&dir);
+    match crate::fstree::kind(&st) {
+        nix::sys::stat::SFlag::S_IFDIR => {
+            let _ = nix::unistd::unlinkat(d, name, nix::unistd::UnlinkatFlags::RemoveDir);
+        }
+        nix::sys::stat::SFlag::S_IFREG if st.st_size == 0 => {
+            let _ = nix::unistd::unlinkat(d, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        }
+        _ => {}
+    }
+}

@@ -1,0 +1,386 @@
+//! COPY/ADD sources: found in a root (the build context, another stage's rootfs or an
+//! image's), checksummed for the cache, and copied into the step's rootfs.
+//!
+//! Both sides are hostile. A source path is resolved inside its root by
+//! `capsa_sys::Root` (RESOLVE_IN_ROOT): a symlink in the context that points at `/etc`
+//! or `../..` leads to the context's own `etc` or its top, never out of it. Below a
+//! source directory nothing is followed: symlinks are copied as symlinks. The destination
+//! is made with `Root::mkdir_all` inside the rootfs (a symlink there resolves inside the
+//! rootfs too), and every entry below it is created relative to its directory's fd with
+//! `O_NOFOLLOW`/`O_EXCL`, as `fstree` does for `cp`.
+
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, OFlag};
+use nix::sys::stat::{FileStat, Mode, SFlag};
+
+use capsa_image::digest::{Algo, Hasher};
+use capsa_sys::{Follow, Root};
+
+use super::glob::{self, Ignore};
+use crate::fstree::{kind, lstat_at, names, open_dir_at, open_file_at, read_link_at};
+
+/// Deepest nesting copied (a hostile tree may be arbitrarily deep).
+const MAX_DEPTH: usize = 1024;
+
+fn errno(e: Errno) -> std::io::Error {
+    std::io::Error::from_raw_os_error(e as i32)
+}
+
+/// A root files are copied from.
+pub struct SourceRoot {
+    pub root: Root,
+    /// `.dockerignore` of the context (empty for stages and images).
+    pub ignore: Ignore,
+    /// What it is, for messages: "build context", "stage build", "image gcc".
+    pub what: String,
+}
+
+/// One source found: its real path inside the root (symlinks of the pattern followed,
+/// inside the root), and whether it is a directory.
+#[derive(Debug, Clone)]
+pub struct Found {
+    pub rel: PathBuf,
+    pub is_dir: bool,
+}
+
+impl SourceRoot {
+    pub fn open(dir: &Path, what: &str, dockerignore: bool) -> Result<SourceRoot, String> {
+        let real = std::fs::canonicalize(dir).map_err(|e| format!("{what} {}: {e}", dir.display()))?;
+        let root = Root::open(&real).map_err(|e| format!("{what} {}: {e}", dir.display()))?;
+        let ignore = if dockerignore {
+            match root.read_file(Path::new(".dockerignore"), 1 << 20) {
+                Ok(b) => Ignore::parse(&String::from_utf8_lossy(&b)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ignore::default(),
+                Err(e) => return Err(format!("{what}: .dockerignore: {e}")),
+            }
+        } else {
+            Ignore::default()
+        };
+        Ok(SourceRoot { root, ignore, what: what.to_string() })
+    }
+
+    fn excluded(&self, rel: &Path) -> bool {
+        !self.ignore.is_empty() && self.ignore.excluded(&rel.to_string_lossy())
+    }
+
+    /// The entries a source (a path or a glob, relative to the root) names. None found is
+    /// an error, as in docker.
+    pub fn find(&self, pattern: &str) -> Result<Vec<Found>, String> {
+        let clean = glob::clean(pattern);
+        let mut cands: Vec<PathBuf> = vec![PathBuf::new()];
+        if glob::has_meta(&clean) {
+            for comp in clean.split('/') {
+                let mut next = Vec::new();
+                for c in &cands {
+                    if glob::has_meta(comp) {
+                        let Ok(dir) = self.root.open_at(c, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::InRoot) else { continue };
+                        for n in names(dir.as_fd()).map_err(|e| format!("{}: list {}: {e}", self.what, c.display()))? {
+                            if glob::matches(comp, &n.to_string_lossy(), true) {
+                                next.push(c.join(&n));
+                            }
+                        }
+                    } else {
+                        next.push(c.join(comp));
+                    }
+                }
+                cands = next;
+            }
+        } else {
+            cands = vec![PathBuf::from(&clean)];
+        }
+        let mut out = Vec::new();
+        for c in cands {
+            if self.excluded(&c) {
+                continue;
+            }
+            match self.real(&c) {
+                Ok(Some(f)) => out.push(f),
+                Ok(None) => {}
+                Err(e) => return Err(format!("{}: {}: {e}", self.what, c.display())),
+            }
+        }
+        if out.is_empty() {
+            let why = if glob::has_meta(&clean) { "no source files were specified (nothing matches)" } else { "not found" };
+            return Err(format!("{} in {}: {why}", if pattern.is_empty() { "." } else { pattern }, self.what));
+        }
+        Ok(out)
+    }
+
+    /// Where `rel` really is (symlinks followed inside the root); None when it does not
+    /// exist or is excluded by .dockerignore.
+    fn real(&self, rel: &Path) -> std::io::Result<Option<Found>> {
+        let fd = match self.root.open_path(rel, Follow::InRoot) {
+            Ok(fd) => fd,
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
+        let at = capsa_sys::root::fd_target(fd.as_fd())?;
+        let real = at.strip_prefix(self.root.path()).map(Path::to_path_buf).unwrap_or_default();
+        if self.excluded(&real) {
+            return Ok(None);
+        }
+        Ok(Some(Found { rel: real, is_dir: kind(&st) == SFlag::S_IFDIR }))
+    }
+
+    /// The parent directory (an fd) and name of a found entry.
+    fn parent_of(&self, rel: &Path) -> std::io::Result<(OwnedFd, OsString)> {
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = rel.file_name().map(OsStr::to_os_string).unwrap_or_else(|| OsString::from("."));
+        let dir = self.root.open_at(parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never)?;
+        Ok((dir, name))
+    }
+
+    /// Adds what `found` holds (paths relative to it, types, modes, owners when
+    /// `owners`, contents, link targets) to `h`: the cache's checksum of a source.
+    pub fn checksum(&self, found: &Found, owners: bool, h: &mut Hasher) -> std::io::Result<()> {
+        h.update(found.rel.as_os_str().as_bytes());
+        h.update(b"\0");
+        if found.rel.as_os_str().is_empty() {
+            let dir = self.root.open_at(Path::new(""), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never)?;
+            return self.checksum_tree(dir.as_fd(), Path::new(""), owners, h);
+        }
+        let (dir, name) = self.parent_of(&found.rel)?;
+        let st = lstat_at(dir.as_fd(), &name)?;
+        self.checksum_entry(dir.as_fd(), &name, &found.rel, &st, owners, h, 0)
+    }
+
+    fn checksum_tree(&self, dir: BorrowedFd<'_>, rel: &Path, owners: bool, h: &mut Hasher) -> std::io::Result<()> {
+        self.checksum_children(dir, rel, owners, h, 0)
+    }
+
+    fn checksum_children(&self, dir: BorrowedFd<'_>, rel: &Path, owners: bool, h: &mut Hasher, depth: usize) -> std::io::Result<()> {
+        for n in names(dir)? {
+            let r = rel.join(&n);
+            if self.excluded(&r) && !self.ignore.may_reinclude(&r.to_string_lossy()) {
+                continue;
+            }
+            let st = lstat_at(dir, &n)?;
+            self.checksum_entry(dir, &n, &r, &st, owners, h, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn checksum_entry(
+        &self,
+        parent: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &Path,
+        st: &FileStat,
+        owners: bool,
+        h: &mut Hasher,
+        depth: usize,
+    ) -> std::io::Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(std::io::Error::other("directories nested too deep"));
+        }
+        let k = kind(st);
+        let excluded = self.excluded(rel);
+        if !excluded {
+            let owner = if owners { format!("{}:{}", st.st_uid, st.st_gid) } else { String::new() };
+            h.update(format!("{}\0{:o}\0{owner}\0", rel.display(), st.st_mode).as_bytes());
+        }
+        match k {
+            SFlag::S_IFDIR => {
+                let d = open_dir_at(parent, name)?;
+                self.checksum_children(d.as_fd(), rel, owners, h, depth)?;
+            }
+            SFlag::S_IFREG if !excluded => {
+                let mut f = open_file_at(parent, name)?;
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = f.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    h.update(&buf[..n]);
+                }
+            }
+            SFlag::S_IFLNK if !excluded => h.update(read_link_at(parent, name)?.as_bytes()),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Opens a found regular file for reading (ADD's archives).
+    pub fn open_file(&self, found: &Found) -> std::io::Result<std::fs::File> {
+        let (dir, name) = self.parent_of(&found.rel)?;
+        open_file_at(dir.as_fd(), &name)
+    }
+
+    /// Copies `found` into directory `dst` (an fd inside the rootfs): a directory's
+    /// contents, or the file/symlink itself as `dst_name`.
+    pub fn copy(&self, found: &Found, dst: BorrowedFd<'_>, dst_name: &OsStr, o: &CopyOpts) -> std::io::Result<()> {
+        if found.is_dir {
+            let src = if found.rel.as_os_str().is_empty() {
+                self.root.open_at(Path::new(""), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never)?
+            } else {
+                let (p, n) = self.parent_of(&found.rel)?;
+                open_dir_at(p.as_fd(), &n)?
+            };
+            return self.copy_children(src.as_fd(), &found.rel, dst, o, 0);
+        }
+        let (p, n) = self.parent_of(&found.rel)?;
+        let st = lstat_at(p.as_fd(), &n)?;
+        self.copy_entry(p.as_fd(), &n, &found.rel, &st, dst, dst_name, o, 0)
+    }
+
+    fn copy_children(&self, src: BorrowedFd<'_>, rel: &Path, dst: BorrowedFd<'_>, o: &CopyOpts, depth: usize) -> std::io::Result<()> {
+        for n in names(src)? {
+            let r = rel.join(&n);
+            if self.excluded(&r) && !self.ignore.may_reinclude(&r.to_string_lossy()) {
+                continue;
+            }
+            let st = match lstat_at(src, &n) {
+                Ok(st) => st,
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => return Err(e),
+            };
+            self.copy_entry(src, &n, &r, &st, dst, &n, o, depth + 1)?;
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_entry(
+        &self,
+        sp: BorrowedFd<'_>,
+        name: &OsStr,
+        rel: &Path,
+        st: &FileStat,
+        dp: BorrowedFd<'_>,
+        dname: &OsStr,
+        o: &CopyOpts,
+        depth: usize,
+    ) -> std::io::Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(std::io::Error::other("directories nested too deep"));
+        }
+        let k = kind(st);
+        let excluded = self.excluded(rel);
+        if excluded && k != SFlag::S_IFDIR {
+            return Ok(());
+        }
+        let (uid, gid) = match o.owner {
+            Some(ids) => ids,
+            None if o.keep_owner => (st.st_uid, st.st_gid),
+            None => (0, 0),
+        };
+        let mode = o.mode.unwrap_or(st.st_mode & 0o7777);
+        match k {
+            SFlag::S_IFDIR => {
+                let src = open_dir_at(sp, name)?;
+                let dst = dir_at(dp, dname)?;
+                self.copy_children(src.as_fd(), rel, dst.as_fd(), o, depth)?;
+                if !excluded {
+                    nix::unistd::fchown(dst.as_fd(), Some(uid.into()), Some(gid.into())).map_err(errno)?;
+                    nix::sys::stat::fchmod(dst.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)?;
+                    set_times(dst.as_fd(), st);
+                }
+            }
+            SFlag::S_IFREG => {
+                let mut src = open_file_at(sp, name)?;
+                replace_non_dir(dp, dname)?;
+                let fd = openat(
+                    dp,
+                    dname,
+                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o600),
+                )
+                .map_err(errno)?;
+                let mut dst = std::fs::File::from(fd);
+                std::io::copy(&mut src, &mut dst)?;
+                nix::unistd::fchown(dst.as_fd(), Some(uid.into()), Some(gid.into())).map_err(errno)?;
+                nix::sys::stat::fchmod(dst.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)?;
+                set_times(dst.as_fd(), st);
+            }
+            SFlag::S_IFLNK => {
+                let target = read_link_at(sp, name)?;
+                replace_non_dir(dp, dname)?;
+                nix::unistd::symlinkat(target.as_os_str(), dp, dname).map_err(errno)?;
+                nix::unistd::fchownat(dp, dname, Some(uid.into()), Some(gid.into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map_err(errno)?;
+            }
+            // Devices, fifos and sockets are not copied (docker copies none from a context).
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// How sources are written.
+#[derive(Debug, Clone, Default)]
+pub struct CopyOpts {
+    /// --chown: every entry gets these ids.
+    pub owner: Option<(u32, u32)>,
+    /// Without --chown: keep the source's owners (COPY --from), else 0:0 (the context).
+    pub keep_owner: bool,
+    /// --chmod.
+    pub mode: Option<u32>,
+}
+
+/// The directory `name` in `dir`, made if missing; something else there (a file, a
+/// symlink) is replaced, never followed.
+pub fn dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<OwnedFd> {
+    match nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(errno(e)),
+    }
+    match open_dir_at(dir, name) {
+        Ok(d) => Ok(d),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+            replace_non_dir(dir, name)?;
+            nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(0o755)).map_err(errno)?;
+            open_dir_at(dir, name)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn replace_non_dir(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<()> {
+    match nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(Errno::EISDIR) => Err(std::io::Error::other(format!("cannot overwrite directory {name:?} with a non-directory"))),
+        Err(e) => Err(errno(e)),
+    }
+}
+
+fn set_times(fd: BorrowedFd<'_>, st: &FileStat) {
+    let ts = [
+        libc::timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec },
+        libc::timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec },
+    ];
+    // SAFETY: futimens reads two timespecs.
+    unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) };
+}
+
+/// A fresh hasher for checksums.
+pub fn hasher() -> Hasher {
+    Hasher::new(Algo::Sha256)
+}
+
+/// Writes a heredoc's body as file `name` in `dir` (COPY <<EOF).
+pub fn write_file(dir: BorrowedFd<'_>, name: &OsStr, content: &[u8], o: &CopyOpts) -> std::io::Result<()> {
+    use std::io::Write;
+    replace_non_dir(dir, name)?;
+    let fd = openat(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(errno)?;
+    let mut f = std::fs::File::from(fd);
+    f.write_all(content)?;
+    let (uid, gid) = o.owner.unwrap_or((0, 0));
+    nix::unistd::fchown(f.as_fd(), Some(uid.into()), Some(gid.into())).map_err(errno)?;
+    nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(o.mode.unwrap_or(0o644))).map_err(errno)?;
+    Ok(())
+}

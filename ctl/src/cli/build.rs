@@ -1,0 +1,192 @@
+//! `build [-t NAME:TAG]... [-f Dockerfile] [--build-arg K=V]... [--target STAGE]
+//! [--no-cache] [--pull] [--network host|none] [--progress plain] [-q] CONTEXT`: a
+//! Dockerfile built into an image in the store (see `crate::build`).
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+
+use capsa_image::reference::Reference;
+
+use super::{fail, Cli, Failure, Result};
+use crate::build::exec::{Builder, Opts};
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Name and optionally a tag (name:tag); may be given more than once.
+    #[arg(short, long = "tag", value_name = "NAME[:TAG]")]
+    pub tags: Vec<String>,
+    /// Name of the Dockerfile (default: CONTEXT/Dockerfile; `-` reads it from STDIN).
+    #[arg(short, long, value_name = "FILE")]
+    pub file: Option<String>,
+    /// Set build-time variables (K=V, or K to take K from this environment).
+    #[arg(long = "build-arg", value_name = "K=V")]
+    pub build_arg: Vec<String>,
+    /// Set the target build stage to build.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use cache when building the image.
+    #[arg(long = "no-cache")]
+    pub no_cache: bool,
+    /// Always attempt to pull a newer version of the base images.
+    #[arg(long)]
+    pub pull: bool,
+    /// Set target platform for build (only this host's platform).
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// Networking mode for the RUN instructions: default (as `run`'s: the bridge), none,
+    /// host, or a network's name.
+    #[arg(long, default_value = "default")]
+    pub network: String,
+    /// Optional parent cgroup for the RUN containers (default /capsa).
+    #[arg(long = "cgroup-parent", value_name = "PATH")]
+    pub cgroup_parent: Option<String>,
+    /// Type of progress output: auto or plain (tty: not implemented yet).
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// Suppress the build output and print image ID on success.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Also export the image: type=docker|oci,dest=FILE (a `capsactl save` archive; the
+    /// image stays in the store).
+    #[arg(short, long, value_name = "type=…,dest=…")]
+    pub output: Option<String>,
+    /// The build context: a directory.
+    pub context: String,
+}
+
+fn bad(msg: impl Into<String>) -> Failure {
+    Failure { msg: msg.into(), code: 1 }
+}
+
+pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
+    if a.context == "-" || a.context.contains("://") || a.context.starts_with("git@") {
+        return Err(bad(format!(
+            "build context {:?}: only a local directory is supported (a tar on STDIN or a remote URL is not implemented in this offline build)",
+            a.context
+        )));
+    }
+    let context = PathBuf::from(&a.context);
+    if !context.is_dir() {
+        return Err(bad(format!("unable to prepare context: path {:?} not found or not a directory", a.context)));
+    }
+    let export = a.output.as_deref().map(parse_output).transpose()?;
+    match a.progress.as_str() {
+        "auto" | "plain" => {}
+        "quiet" | "rawjson" | "tty" => return Err(bad(format!("--progress {}: not implemented yet (auto, plain)", a.progress))),
+        p => return Err(bad(format!("--progress {p}: want auto, plain, tty, quiet or rawjson"))),
+    }
+    if let Some(p) = &a.platform {
+        let want = capsa_image::oci::Platform::parse(p).map_err(|e| bad(format!("--platform {p}: {e}")))?;
+        let host = capsa_image::oci::Platform::host();
+        if !want.matches(&host) {
+            return Err(bad(format!("--platform {p}: building for another platform is not implemented yet (this host is {host})")));
+        }
+    }
+    let network = match a.network.as_str() {
+        "default" => crate::container::network::default_mode(),
+        n if n.starts_with("container:") => return Err(bad(format!("--network {n}: a build cannot join a container's network"))),
+        n => n.to_string(),
+    };
+    let dockerfile = match a.file.as_deref() {
+        Some("-") => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).map_err(|e| bad(format!("read the Dockerfile from STDIN: {e}")))?;
+            (s, "Dockerfile".to_string())
+        }
+        f => {
+            let p = match f {
+                Some(f) => PathBuf::from(f),
+                None => context.join("Dockerfile"),
+            };
+            let text = std::fs::read_to_string(&p).map_err(|e| bad(format!("failed to read dockerfile {}: {e}", p.display())))?;
+            (text, p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into()))
+        }
+    };
+    let mut tags = Vec::new();
+    for t in &a.tags {
+        let r = Reference::parse(t).map_err(|e| bad(format!("invalid tag {t:?}: {e}")))?;
+        if r.digest.is_some() {
+            return Err(bad(format!("invalid tag {t:?}: a digest cannot be a tag")));
+        }
+        tags.push(r.full());
+    }
+    let cgroup_parent = a.cgroup_parent.clone().unwrap_or_default();
+    if !cgroup_parent.is_empty() && (!cgroup_parent.starts_with('/') || cgroup_parent.split('/').any(|c| c == "..")) {
+        return Err(bad(format!("--cgroup-parent {cgroup_parent:?}: want an absolute cgroup path without ..")));
+    }
+    let mut build_args = BTreeMap::new();
+    for b in &a.build_arg {
+        match b.split_once('=') {
+            Some(("", _)) => return Err(bad(format!("--build-arg {b:?}: empty name"))),
+            Some((k, v)) => {
+                build_args.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(b) {
+                    build_args.insert(b.clone(), v);
+                }
+            }
+        }
+    }
+    let o = Opts {
+        context,
+        dockerfile,
+        tags,
+        build_args,
+        target: a.target.clone(),
+        no_cache: a.no_cache,
+        pull: if a.pull { super::pull::PullPolicy::Always } else { super::pull::PullPolicy::Missing },
+        network,
+        quiet: a.quiet,
+        cgroup_parent,
+    };
+    // RUN containers read nothing: their stdin is /dev/null (the Dockerfile may have come
+    // from ours, read above).
+    let null = std::fs::File::open("/dev/null").map_err(|e| fail(format!("/dev/null: {e}")))?;
+    // SAFETY: dup2 of an fd we own onto fd 0.
+    if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 0) } < 0 {
+        return Err(fail(format!("dup2 /dev/null: {}", std::io::Error::last_os_error())));
+    }
+    let mut store = cli.store()?;
+    let id = {
+        let mut b = Builder::new(&mut store, &cli.state_root, &o)?;
+        b.build()?
+    };
+    if let Some((format, dest)) = export {
+        let img = store.resolve(&id.to_string())?;
+        let names = o.tags.iter().filter(|t| img.tags.contains(t)).cloned().collect();
+        let items = [capsa_image::archive::Item { names, image: img }];
+        super::save::to_file(&store, &items, format, &dest)?;
+        if !o.quiet {
+            eprintln!("exported {id} to {}", dest.display());
+        }
+    }
+    println!("{id}");
+    Ok(0)
+}
+
+/// `-o type=docker|oci,dest=FILE` (docker's form; `tar` is not accepted: no plain rootfs
+/// export yet).
+fn parse_output(s: &str) -> Result<(capsa_image::archive::Format, PathBuf)> {
+    let mut typ = None;
+    let mut dest = None;
+    for kv in s.split(',') {
+        match kv.split_once('=') {
+            Some(("type", v)) => typ = Some(v),
+            Some(("dest", v)) if !v.is_empty() => dest = Some(PathBuf::from(v)),
+            _ => return Err(bad(format!("-o {s}: want type=docker|oci,dest=FILE"))),
+        }
+    }
+    let format = match typ {
+        Some("docker") => capsa_image::archive::Format::Docker,
+        Some("oci") => capsa_image::archive::Format::Oci,
+        Some(t @ ("local" | "tar" | "image" | "registry")) => return Err(bad(format!("-o type={t}: not implemented yet (docker, oci)"))),
+        _ => return Err(bad(format!("-o {s}: want type=docker|oci,dest=FILE"))),
+    };
+    let dest = dest.ok_or_else(|| bad(format!("-o {s}: dest=FILE is required")))?;
+    if dest.as_os_str() == "-" {
+        return Err(bad("-o dest=-: writing the archive to STDOUT is not implemented yet"));
+    }
+    Ok((format, dest))
+}

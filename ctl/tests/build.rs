@@ -1,0 +1,591 @@
+//! `capsactl build` end to end, as root and offline: base images made here from
+//! busybox-static (and, for the compile case, the host's gcc), real RUN containers on
+//! overlay snapshots, the cache, .dockerignore, hostile contexts and rootfs, failures
+//! that leave nothing behind.
+
+#![allow(clippy::unwrap_used)] // a failing unwrap is a failing test
+
+mod registry_support;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::{json, Value};
+use support::*;
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn load_busybox(env: &Env) {
+    let p = env.write("busybox.tar", &busybox_archive());
+    assert_eq!(env.ok(&["load", "-i", p.to_str().unwrap()]), "Loaded image: busybox:latest\n");
+}
+
+/// A build context directory with these files.
+fn context(env: &Env, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let d = env.dir.join(name);
+    for (p, body) in files {
+        let f = d.join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, body).unwrap();
+    }
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The cgroup parent of a test's RUN containers (its own, so that parallel tests and
+/// other users of /capsa do not see each other's).
+fn cgroup_parent(env: &Env) -> String {
+    format!("/capsa-test-{}", env.dir.file_name().unwrap().to_string_lossy())
+}
+
+fn build(env: &Env, ctx: &Path, args: &[&str]) -> Output {
+    let cg = cgroup_parent(env);
+    let mut a = vec!["build", "--cgroup-parent", &cg];
+    a.extend_from_slice(args);
+    a.push(ctx.to_str().unwrap());
+    env.ctl(&a)
+}
+
+fn build_ok(env: &Env, ctx: &Path, args: &[&str]) -> (String, String) {
+    let o = build(env, ctx, args);
+    assert!(o.status.success(), "build failed:\n{}\n{}", err(&o), out(&o));
+    (out(&o).trim().to_string(), err(&o))
+}
+
+fn image_config(env: &Env, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&env.ok(&["image", "inspect", name])).unwrap();
+    v[0].clone()
+}
+
+/// Nothing of a build is left: no process, mount, capsa state, scratch dir, cgroup.
+fn assert_clean(env: &Env) {
+    assert!(env.procs().is_empty(), "processes left: {:?}", env.procs());
+    assert!(env.mounts().is_empty(), "mounts left: {:?}", env.mounts());
+    let state: Vec<_> = std::fs::read_dir(env.state()).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(state.is_empty(), "capsa state left: {state:?}");
+    let tmp: Vec<_> = std::fs::read_dir(env.root().join("tmp")).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(tmp.is_empty(), "scratch left in the store's tmp: {tmp:?}");
+    assert_eq!(env.count("containers"), 0, "container dirs left");
+    let cg = cgroup_parent(env);
+    for h in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let p = h.path().join(cg.trim_start_matches('/'));
+        if let Ok(rd) = std::fs::read_dir(&p) {
+            let left: Vec<_> = rd.flatten().filter(|e| e.path().is_dir()).map(|e| e.file_name()).collect();
+            assert!(left.is_empty(), "cgroups left under {}: {left:?}", p.display());
+            let _ = std::fs::remove_dir(&p);
+        }
+    }
+}
+
+#[test]
+fn single_stage_build_runs() {
+    let env = Env::new("build-single");
+    load_busybox(&env);
+    let ctx = context(
+        &env,
+        "ctx",
+        &[
+            ("Dockerfile", "FROM busybox\nRUN echo built > /built.txt && mkdir -p /app\nCOPY hello.sh /app/\nWORKDIR /app\nCMD [\"sh\", \"hello.sh\"]\n"),
+            ("hello.sh", "echo hello from $(cat /built.txt) in $(pwd)\n"),
+        ],
+    );
+    let (id, log) = build_ok(&env, &ctx, &["-t", "app:1"]);
+    assert!(id.starts_with("sha256:"), "{id}\n{log}");
+    assert_eq!(env.ok(&["run", "--rm", "app:1"]), "hello from built in /app\n");
+    let cfg = image_config(&env, "app:1");
+    assert_eq!(cfg["Config"]["WorkingDir"], "/app");
+    assert_eq!(cfg["RootFS"]["Layers"].as_array().unwrap().len(), 3, "{cfg}");
+    // WORKDIR makes a missing directory (a layer), not an existing one.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nWORKDIR /srv/www\nWORKDIR /tmp\nCMD [\"pwd\"]\n").unwrap();
+    build_ok(&env, &ctx, &["-t", "wd"]);
+    assert_eq!(env.ok(&["run", "--rm", "wd", "ls", "-d", "/srv/www"]), "/srv/www\n");
+    assert_eq!(image_config(&env, "wd")["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+    assert_clean(&env);
+}
+
+const HELLO_C: &str =
+    "#include <stdio.h>\nint main(int argc, char **argv) { printf(\"hello, %s\\n\", argc > 1 ? argv[1] : \"world\"); return 0; }\n";
+
+/// Every file the host's gcc needs to compile and statically link `hello.c` (found by
+/// asking gcc: headers with -M, objects and archives with the linker's trace, programs
+/// and the LTO plugin by name, shared libraries with ldd), as one layer tar (symlinks
+/// dereferenced).
+fn toolchain_layer(env: &Env) -> Vec<u8> {
+    let src = env.write("probe.c", HELLO_C.as_bytes());
+    let run = |args: &[&str]| -> String {
+        let o = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e} (hack/deps.sh installs gcc)"));
+        assert!(o.status.success(), "{args:?}: {}", err(&o));
+        out(&o) + &err(&o)
+    };
+    let s = src.to_str().unwrap();
+    let mut files: Vec<String> = Vec::new();
+    for w in run(&["gcc", "-O2", "-M", s]).split_whitespace() {
+        if w.starts_with('/') && !w.ends_with(".c") {
+            files.push(w.to_string());
+        }
+    }
+    let exe = env.dir.join("probe").to_string_lossy().into_owned();
+    for l in run(&["gcc", "-static", "-O2", "-o", &exe, s, "-Wl,-t"]).lines() {
+        let l = l.trim();
+        let p = l.split('(').next().unwrap_or(l);
+        if p.starts_with('/') && Path::new(p).exists() {
+            files.push(std::fs::canonicalize(p).unwrap().to_string_lossy().into_owned());
+            files.push(p.to_string());
+        }
+    }
+    for prog in ["cc1", "collect2", "as", "ld", "lto-wrapper"] {
+        let p = run(&["gcc", &format!("-print-prog-name={prog}")]).trim().to_string();
+        let p = if p.starts_with('/') { p } else { run(&["sh", "-c", &format!("command -v {p}")]).trim().to_string() };
+        files.push(p);
+    }
+    files.push(run(&["gcc", "-print-file-name=liblto_plugin.so"]).trim().to_string());
+    files.push("/usr/bin/gcc".into());
+    let mut libs = Vec::new();
+    for f in &files {
+        if let Ok(o) = Command::new("ldd").arg(f).output() {
+            for l in out(&o).lines() {
+                for w in l.split_whitespace() {
+                    if w.starts_with('/') {
+                        libs.push(w.to_string());
+                    }
+                }
+            }
+        }
+    }
+    files.extend(libs);
+    files.sort();
+    files.dedup();
+    let rel: Vec<String> = files.iter().filter(|f| Path::new(f).exists()).map(|f| f.trim_start_matches('/').to_string()).collect();
+    let tarp = env.dir.join("toolchain.tar");
+    let o = Command::new("tar").arg("-chf").arg(&tarp).arg("-C").arg("/").args(&rel).output().unwrap();
+    assert!(o.status.success(), "tar: {}", err(&o));
+    std::fs::read(&tarp).unwrap()
+}
+
+/// An image of busybox plus the host's gcc, tagged `toolchain:latest`.
+fn load_toolchain(env: &Env) {
+    let bb = Layer::new().busybox().tar();
+    let tc = toolchain_layer(env);
+    let cfg = config(&[bb.clone(), tc.clone()], json!({"Cmd": ["sh"], "Env": ["PATH=/usr/bin:/bin"]}));
+    let p = env.write("toolchain-image.tar", &docker_archive(&[bb, tc], &cfg, &["toolchain:latest"]));
+    env.ok(&["load", "-i", p.to_str().unwrap()]);
+}
+
+#[test]
+fn multi_stage_compiles_with_gcc_copies_from_the_stage_and_skips_what_the_target_does_not_need() {
+    let env = Env::new("build-multi");
+    load_busybox(&env);
+    load_toolchain(&env);
+    let ctx = context(
+        &env,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "# syntax=docker/dockerfile:1\n\
+                 FROM toolchain AS build\n\
+                 WORKDIR /src\n\
+                 COPY hello.c .\n\
+                 RUN gcc -static -O2 -o /hello hello.c\n\
+                 \n\
+                 FROM busybox AS unused\n\
+                 RUN echo this stage must not run; exit 1\n\
+                 \n\
+                 FROM busybox\n\
+                 COPY --from=build /hello /usr/local/bin/hello\n\
+                 CMD [\"hello\", \"capsa\"]\n",
+            ),
+            ("hello.c", HELLO_C),
+        ],
+    );
+    let (id, log) = build_ok(&env, &ctx, &["-t", "hello:1"]);
+    assert!(!log.contains("unused"), "the unused stage was built:\n{log}");
+    assert_eq!(env.ok(&["run", "--rm", "hello:1"]), "hello, capsa\n");
+    assert_eq!(env.ok(&["run", "--rm", "hello:1", "hello", "again"]), "hello, again\n");
+    // The final image is busybox plus one layer: nothing of the toolchain.
+    let cfg = image_config(&env, &id);
+    assert_eq!(cfg["RootFS"]["Layers"].as_array().unwrap().len(), 2, "{cfg}");
+    // --target builds that stage (and what it needs) only.
+    let (_, log) = build_ok(&env, &ctx, &["--target", "build", "-t", "tc-build"]);
+    assert!(log.contains("CACHED"), "{log}");
+    assert!(env.ok(&["run", "--rm", "tc-build", "ls", "/hello"]).contains("/hello"));
+    let o = build(&env, &ctx, &["--target", "nope"]);
+    assert!(!o.status.success() && err(&o).contains("target stage \"nope\" could not be found"), "{}", err(&o));
+    assert_clean(&env);
+}
+
+#[test]
+fn args_env_and_substitution() {
+    let env = Env::new("build-args");
+    load_busybox(&env);
+    let ctx = context(
+        &env,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "ARG BASE=busybox\n\
+                 ARG VERSION=1.0\n\
+                 FROM ${BASE}:latest\n\
+                 ARG VERSION\n\
+                 ARG WHO=world\n\
+                 ARG UNSET\n\
+                 ENV APP_HOME=/opt/app GREETING=\"hello ${WHO}\"\n\
+                 ENV WHO=env-wins\n\
+                 WORKDIR $APP_HOME\n\
+                 WORKDIR sub\n\
+                 LABEL version=$VERSION \"who\"=\"${WHO}\" def=${UNSET:-dflt} alt=${VERSION:+set}\n\
+                 COPY ${FILE:-data.txt} ./\n\
+                 EXPOSE 8080 53/udp\n\
+                 USER 1000:1000\n\
+                 STOPSIGNAL SIGINT\n\
+                 RUN echo \"$GREETING|$VERSION|$WHO|$(pwd)|$(id -u)|${UNSET-none}\" > /tmp/out\n\
+                 ENTRYPOINT [\"cat\"]\n\
+                 CMD [\"/tmp/out\"]\n",
+            ),
+            ("data.txt", "data\n"),
+        ],
+    );
+    let (_, log) = build_ok(&env, &ctx, &["-t", "args", "--build-arg", "VERSION=2.5", "--build-arg", "NOTUSED=1"]);
+    assert!(log.contains("NOTUSED") && log.contains("were not consumed"), "{log}");
+    assert_eq!(env.ok(&["run", "--rm", "args"]), "hello world|2.5|env-wins|/opt/app/sub|1000|none\n");
+    assert_eq!(env.ok(&["run", "--rm", "args", "/opt/app/sub/data.txt"]), "data\n");
+    let c = &image_config(&env, "args")["Config"];
+    assert_eq!(c["WorkingDir"], "/opt/app/sub");
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["StopSignal"], "SIGINT");
+    assert_eq!(c["Labels"], json!({"version": "2.5", "who": "env-wins", "def": "dflt", "alt": "set"}));
+    assert_eq!(c["ExposedPorts"], json!({"8080/tcp": {}, "53/udp": {}}));
+    let envs: Vec<String> = serde_json::from_value(c["Env"].clone()).unwrap();
+    assert!(envs.contains(&"APP_HOME=/opt/app".to_string()) && envs.contains(&"GREETING=hello world".to_string()), "{envs:?}");
+    assert!(!envs.iter().any(|e| e.starts_with("VERSION=")), "ARGs are not in the image: {envs:?}");
+    // A different build arg value is a different image (and the RUN runs again).
+    let (_, log) = build_ok(&env, &ctx, &["-t", "args2", "--build-arg", "VERSION=3"]);
+    assert!(log.contains("DONE"), "{log}");
+    assert!(env.ok(&["run", "--rm", "args2"]).contains("|3|"));
+    // Bad syntax and unknown instructions name the line.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN true\nFROB x\n").unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("Dockerfile:3: unknown instruction: FROB"), "{}", err(&o));
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nENV X=${Y\n").unwrap();
+    assert!(err(&build(&env, &ctx, &[])).contains("Dockerfile:2: ENV: missing '}'"));
+    assert_clean(&env);
+}
+
+#[test]
+fn dockerignore_and_copy_forms() {
+    let env = Env::new("build-ignore");
+    load_busybox(&env);
+    let ctx = context(
+        &env,
+        "ctx",
+        &[
+            (".dockerignore", "# comments\n*.log\n!keep.log\nsecret/\n**/*.tmp\nDockerfile\n"),
+            ("Dockerfile", "FROM busybox\nCOPY . /ctx/\nCOPY src/*.c /globbed/\nCOPY --chmod=0700 --chown=1000:10 src/a.c /owned\nRUN cd /ctx && find . | sort > /list && stat -c '%a %u %g' /owned > /owner\n"),
+            ("app.log", "no"),
+            ("keep.log", "yes"),
+            ("secret/key", "no"),
+            ("src/a.c", "a"),
+            ("src/b.c", "b"),
+            ("src/x.h", "h"),
+            ("src/deep/t.tmp", "no"),
+        ],
+    );
+    build_ok(&env, &ctx, &["-t", "ign"]);
+    let list = env.ok(&["run", "--rm", "ign", "cat", "/list"]);
+    assert_eq!(list, ".\n./.dockerignore\n./keep.log\n./src\n./src/a.c\n./src/b.c\n./src/deep\n./src/x.h\n", "{list}");
+    assert_eq!(env.ok(&["run", "--rm", "ign", "ls", "/globbed"]), "a.c\nb.c\n");
+    assert_eq!(env.ok(&["run", "--rm", "ign", "cat", "/owner"]), "700 1000 10\n");
+    // An excluded source is not there to copy.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY secret/key /k\n").unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(!o.status.success() && err(&o).contains("not found"), "{}", err(&o));
+    // Several sources need a directory destination.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY src/a.c src/b.c /file\n").unwrap();
+    assert!(err(&build(&env, &ctx, &[])).contains("must be a directory"));
+    // ADD: a local tar is unpacked; a URL is refused.
+    let t = Layer::new().dir("pkg/", 0o755).file("pkg/data", 0o644, b"from the archive").tar();
+    std::fs::write(ctx.join("pkg.tar.gz"), gzip(&t)).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nADD pkg.tar.gz /opt/\nADD src/a.c /opt/a.c\n").unwrap();
+    build_ok(&env, &ctx, &["-t", "add"]);
+    assert_eq!(env.ok(&["run", "--rm", "add", "cat", "/opt/pkg/data", "/opt/a.c"]), "from the archivea");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nADD https://example.com/x.tar /x\n").unwrap();
+    assert!(err(&build(&env, &ctx, &[])).contains("remote URLs are not supported in this offline build"));
+    assert_clean(&env);
+}
+
+/// A RUN that writes a random uuid tells whether it ran again.
+#[test]
+fn cache_hits_on_an_unchanged_rebuild_and_misses_after_a_change() {
+    let env = Env::new("build-cache");
+    load_busybox(&env);
+    let ctx = context(
+        &env,
+        "ctx",
+        &[
+            ("Dockerfile", "FROM busybox\nRUN cat /proc/sys/kernel/random/uuid > /before\nCOPY app.txt /app.txt\nRUN cat /proc/sys/kernel/random/uuid > /after\nCMD cat /before /after /app.txt\n"),
+            ("app.txt", "v1\n"),
+        ],
+    );
+    let (id1, log1) = build_ok(&env, &ctx, &["-t", "c:1"]);
+    assert_eq!(log1.matches("DONE").count(), 3, "{log1}");
+    let first = env.ok(&["run", "--rm", "c:1"]);
+    // Unchanged: every step cached, no RUN ran (the stamps are the same), same image.
+    let (id2, log2) = build_ok(&env, &ctx, &["-t", "c:2"]);
+    assert_eq!(log2.matches("CACHED").count(), 3, "{log2}");
+    assert!(!log2.contains("DONE"), "{log2}");
+    assert_eq!(id1, id2);
+    assert_eq!(env.ok(&["run", "--rm", "c:2"]), first);
+    // A context file changed: the COPY and what follows run again, not what precedes.
+    std::fs::write(ctx.join("app.txt"), "v2\n").unwrap();
+    let (id3, log3) = build_ok(&env, &ctx, &["-t", "c:3"]);
+    assert_eq!(log3.matches("CACHED").count(), 1, "{log3}");
+    assert_ne!(id3, id1);
+    let third = env.ok(&["run", "--rm", "c:3"]);
+    let (a, b): (Vec<&str>, Vec<&str>) = (first.lines().collect(), third.lines().collect());
+    assert_eq!(a[0], b[0], "the RUN before the COPY was cached");
+    assert_ne!(a[1], b[1], "the RUN after the COPY ran again");
+    assert_eq!(b[2], "v2");
+    // Only the mode changed: a miss too.
+    let mut perm = std::fs::metadata(ctx.join("app.txt")).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o600);
+    std::fs::set_permissions(ctx.join("app.txt"), perm).unwrap();
+    let (_, log4) = build_ok(&env, &ctx, &["-t", "c:4"]);
+    assert_eq!(log4.matches("CACHED").count(), 1, "{log4}");
+    // --no-cache: everything runs.
+    let (_, log5) = build_ok(&env, &ctx, &["--no-cache", "-t", "c:5"]);
+    assert_eq!(log5.matches("DONE").count(), 3, "{log5}");
+    assert!(!log5.contains("CACHED"), "{log5}");
+    // After image prune -a the cache entries whose layers went are misses, not errors.
+    env.ok(&["rmi", "c:1", "c:2", "c:3", "c:4", "c:5"]);
+    env.ok(&["image", "prune", "-a", "-f"]);
+    assert_eq!(env.db("SELECT count(*) FROM build_cache WHERE chain_id IS NOT NULL"), "0");
+    load_busybox(&env);
+    let (_, log6) = build_ok(&env, &ctx, &["-t", "c:6"]);
+    assert_eq!(log6.matches("DONE").count(), 3, "{log6}");
+    assert_clean(&env);
+}
+
+#[test]
+fn a_failing_run_exits_non_zero_and_leaves_nothing() {
+    let env = Env::new("build-fail");
+    load_busybox(&env);
+    let ctx = context(
+        &env,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN echo ok > /ok\nRUN echo partial > /partial; \\\n    echo to stderr >&2; exit 7\nRUN echo never\n",
+        )],
+    );
+    let blobs = env.count("blobs/sha256");
+    let o = build(&env, &ctx, &["-t", "broken"]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let e = err(&o);
+    assert!(e.contains("Dockerfile:3: RUN: process") && e.contains("exit code: 7"), "{e}");
+    assert!(e.contains("to stderr"), "the RUN's output is shown: {e}");
+    assert!(!e.contains("never"));
+    assert!(env.fails(&["image", "inspect", "broken"]).contains("broken"));
+    // The first RUN's layer is kept for the cache; nothing of the failed one.
+    assert_eq!(env.count("blobs/sha256"), blobs + 1);
+    assert_eq!(env.db("SELECT count(*) FROM build_cache"), "1");
+    assert_clean(&env);
+    // -q: the output of the failed RUN is shown with the error.
+    let o = build(&env, &ctx, &["-q"]);
+    assert!(!o.status.success() && err(&o).contains("to stderr"), "{}", err(&o));
+    assert_clean(&env);
+}
+
+#[test]
+fn hostile_context_symlinks_stay_inside_the_context() {
+    let env = Env::new("build-hostile-ctx");
+    load_busybox(&env);
+    let secret = env.write("host-secret", b"HOST SECRET");
+    let ctx = context(&env, "ctx", &[("inside/hostname", "the context's own")]);
+    std::os::unix::fs::symlink(&secret, ctx.join("abs")).unwrap();
+    std::os::unix::fs::symlink("../host-secret", ctx.join("rel")).unwrap();
+    std::os::unix::fs::symlink("/", ctx.join("root")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../..", ctx.join("inside/up")).unwrap();
+    // A symlink as the source resolves inside the context: these point at nothing there.
+    for src in ["abs", "rel", "root/host-secret"] {
+        std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\nCOPY {src} /x\n")).unwrap();
+        let o = build(&env, &ctx, &[]);
+        assert!(!o.status.success(), "COPY {src} succeeded: {}", out(&o));
+        assert!(err(&o).contains("not found"), "{}", err(&o));
+    }
+    // `root` is the context itself; `inside/up` is the context's top, not the host's /.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY root/inside/hostname /a\nCOPY inside/up/ /b/\nCOPY . /all/\n").unwrap();
+    build_ok(&env, &ctx, &["-t", "hc"]);
+    assert_eq!(env.ok(&["run", "--rm", "hc", "cat", "/a"]), "the context's own");
+    assert_eq!(env.ok(&["run", "--rm", "hc", "cat", "/b/inside/hostname"]), "the context's own");
+    // Below a copied directory symlinks are copied as they are, never followed.
+    assert_eq!(env.ok(&["run", "--rm", "hc", "readlink", "/all/abs"]).trim(), secret.to_str().unwrap());
+    let all = env.ok(&["run", "--rm", "hc", "sh", "-c", "grep -r 'HOST SECRET' /a /b /all 2>/dev/null; true"]);
+    assert!(all.is_empty(), "host file copied: {all}");
+    assert_clean(&env);
+}
+
+#[test]
+fn hostile_rootfs_symlinks_do_not_lead_copy_out_of_it() {
+    let env = Env::new("build-hostile-rootfs");
+    let outside = env.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    // A base image whose /target and /etc/evil point out of the rootfs (absolute and by ..).
+    let bb = Layer::new().busybox().tar();
+    let evil = Layer::new().symlink("target", outside.to_str().unwrap()).symlink("up", "../../../../../../..").tar();
+    let cfg = config(&[bb.clone(), evil.clone()], json!({"Cmd": ["sh"]}));
+    let p = env.write("evil.tar", &docker_archive(&[bb, evil], &cfg, &["evil:latest"]));
+    env.ok(&["load", "-i", p.to_str().unwrap()]);
+    let ctx = context(&env, "ctx", &[("f", "payload"), ("d/g", "payload2")]);
+    let up = format!("up{}/", outside.display());
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM evil\nCOPY f /target/f\nCOPY d {up}\nCOPY f /target/new/dir/\n")).unwrap();
+    build_ok(&env, &ctx, &["-t", "ev"]);
+    let left: Vec<_> = std::fs::read_dir(&outside).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "COPY wrote outside the rootfs: {left:?}");
+    // The files are inside the image, where the symlinks lead within it.
+    let o = env.ok(&["run", "--rm", "ev", "sh", "-c", &format!("cat {0}/f {0}/g {0}/new/dir/f", outside.display())]);
+    assert_eq!(o, "payloadpayload2payload");
+    assert_clean(&env);
+}
+
+#[test]
+fn heredocs_shell_onbuild_healthcheck_and_config() {
+    let env = Env::new("build-heredoc");
+    load_busybox(&env);
+    let ctx = context(
+        &env,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS base\n\
+             ENV NAME=capsa\n\
+             RUN <<EOF\n\
+             echo line1 > /h\n\
+             echo \"$NAME\" >> /h\n\
+             EOF\n\
+             RUN cat <<'EOT' > /lit\n\
+             $NAME stays\n\
+             EOT\n\
+             COPY <<EOF /etc/greeting\n\
+             hi $NAME\n\
+             EOF\n\
+             SHELL [\"/bin/sh\", \"-ec\"]\n\
+             RUN echo $0 $- > /shell\n\
+             HEALTHCHECK --interval=30s --retries=2 CMD wget -q localhost || exit 1\n\
+             ONBUILD RUN echo triggered > /onbuild\n\
+             MAINTAINER someone\n\
+             VOLUME /data\n\
+             FROM base\n\
+             RUN cat /onbuild\n",
+        )],
+    );
+    build_ok(&env, &ctx, &["--target", "base", "-t", "hd-base"]);
+    assert_eq!(env.ok(&["run", "--rm", "hd-base", "cat", "/h", "/lit", "/etc/greeting"]), "line1\ncapsa\n$NAME stays\nhi capsa\n");
+    assert!(env.ok(&["run", "--rm", "hd-base", "cat", "/shell"]).contains('e'));
+    let cfg = image_config(&env, "hd-base");
+    assert_eq!(
+        cfg["Config"]["Healthcheck"],
+        json!({"Test": ["CMD-SHELL", "wget -q localhost || exit 1"], "Interval": 30_000_000_000u64, "Retries": 2})
+    );
+    assert_eq!(cfg["Config"]["OnBuild"], json!(["RUN echo triggered > /onbuild"]));
+    assert_eq!(cfg["Config"]["Shell"], json!(["/bin/sh", "-ec"]));
+    assert_eq!(cfg["Author"], "someone");
+    // A stage on it runs the trigger first; the child does not inherit the trigger.
+    build_ok(&env, &ctx, &["-t", "hd-child"]);
+    assert_eq!(env.ok(&["run", "--rm", "hd-child", "cat", "/onbuild"]), "triggered\n");
+    assert!(image_config(&env, "hd-child")["Config"]["OnBuild"].is_null());
+    assert_clean(&env);
+}
+
+#[test]
+fn reproducible_with_source_date_epoch_and_round_trip_through_a_registry() {
+    let env = Env::new("build-repro");
+    load_busybox(&env);
+    let ctx = context(&env, "ctx", &[("Dockerfile", "FROM busybox\nCOPY f /f\nRUN echo x > /x\nCMD cat /f /x\n"), ("f", "f\n")]);
+    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let b = |args: &[&str]| {
+        let mut a = vec!["build"];
+        a.extend_from_slice(args);
+        a.push(ctx.to_str().unwrap());
+        let cg = cgroup_parent(&env);
+        a.splice(1..1, ["--cgroup-parent", cg.as_str()]);
+        let o = env.ctl_env(&a, &epoch);
+        assert!(o.status.success(), "{}", err(&o));
+        out(&o).trim().to_string()
+    };
+    let id1 = b(&["--no-cache", "-t", "r:1"]);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let id2 = b(&["--no-cache", "-t", "r:2"]);
+    assert_eq!(id1, id2, "same Dockerfile, context and SOURCE_DATE_EPOCH: same image");
+    let cfg = image_config(&env, "r:1");
+    assert_eq!(cfg["Created"], "2023-11-14T22:13:20Z");
+    // -o exports it as `save` would: an archive that loads back.
+    let tarp = env.dir.join("out.tar");
+    let dest = format!("type=docker,dest={}", tarp.display());
+    let id3 = b(&["-t", "r:3", "-o", &dest]);
+    assert_eq!(id3, id1);
+    let oci = env.dir.join("out-oci.tar");
+    b(&["-o", &format!("type=oci,dest={}", oci.display())]);
+    let o = Command::new("tar").arg("-tf").arg(&oci).output().unwrap();
+    assert!(out(&o).contains("index.json"), "{}", out(&o));
+    env.ok(&["rmi", "r:3"]);
+    assert!(env.ok(&["load", "-i", tarp.to_str().unwrap()]).contains("r:3"));
+    let o = build(&env, &ctx, &["-o", "type=local,dest=x"]);
+    assert!(err(&o).contains("not implemented yet"), "{}", err(&o));
+    // Push to a local registry, remove, pull back, run.
+    {
+        let reg = registry_support::Registry::start(&env.dir.join("reg"), registry_support::Auth::None);
+        let name = format!("{}/built:1", reg.host());
+        env.ok(&["tag", "r:1", &name]);
+        env.ok(&["push", &name]);
+        env.ok(&["rmi", "r:1", "r:2", "r:3", &name]);
+        env.ok(&["pull", &name]);
+        assert_eq!(env.ok(&["run", "--rm", &name]), "f\nx\n");
+    }
+    assert_clean(&env);
+}
+
+#[test]
+fn a_build_killed_during_a_run_is_cleaned_up_by_the_next_one() {
+    let env = Env::new("build-killed");
+    load_busybox(&env);
+    let ctx = context(&env, "ctx", &[("Dockerfile", "FROM busybox\nRUN sleep 1000\n")]);
+    let cg = cgroup_parent(&env);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_capsactl"))
+        .arg("--root")
+        .arg(env.root())
+        .arg("--state-root")
+        .arg(env.state())
+        .args(["build", "--cgroup-parent", &cg, ctx.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Until the RUN's container runs (its capsa state exists), then SIGKILL the build.
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(env.state()).map(|r| r.count()).unwrap_or(0) == 0 {
+        assert!(std::time::Instant::now() < end, "the RUN did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!env.mounts().is_empty(), "the killed build left its mounts (what the next build must clean)");
+    // The next build finds the leftovers and removes them: container, mounts, scratch, cgroup.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN true\n").unwrap();
+    build_ok(&env, &ctx, &[]);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !env.procs().is_empty() && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_clean(&env);
+}
