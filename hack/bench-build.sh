@@ -24,8 +24,7 @@ if [ -n "$missing" ]; then
 	flock /tmp/capsa-apt.lock env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 DOCKER_BIN=/usr/bin/docker # Debian's client, matching its dockerd
-cargo build --release --locked -q -p capsactl --bin capsactl
-hack/build.sh # capsa and capsactl-monitor: static, non-PIE
+hack/build.sh # capsa, capsactl and its monitor
 CTL_BIN="$PWD/target/release/capsactl"
 
 bench_workdir build
