@@ -252,18 +252,7 @@ fn copy_one(
         }
         SFlag::S_IFREG => {
             let mut src = open_file_at(sp, name)?;
-            replace_non_dir(dp, dname)?;
-            let fd = openat(
-                dp,
-                dname,
-                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                Mode::from_bits_truncate(0o600),
-            )
-            .map_err(errno)?;
-            let mut dst = std::fs::File::from(fd);
-            io::copy(&mut src, &mut dst)?;
-            nix::unistd::fchown(dst.as_fd(), Some(uid.into()), Some(gid.into())).map_err(errno)?;
-            nix::sys::stat::fchmod(dst.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)?;
+            let dst = create_file_at(dp, dname, &mut src, uid, gid, mode)?;
             for (n, v) in xattrs(src.as_fd()) {
                 // SAFETY: fsetxattr reads v.len() bytes of v and the NUL-terminated name.
                 unsafe { libc::fsetxattr(dst.as_raw_fd(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0) };
@@ -296,8 +285,33 @@ fn copy_one(
     Ok(())
 }
 
+/// Makes file `name` in `dir` anew (a non-directory there goes first; never through a
+/// symlink), fills it from `src` and gives it `uid`, `gid` and `mode`. The caller sets times.
+pub fn create_file_at(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    src: &mut dyn io::Read,
+    uid: u32,
+    gid: u32,
+    mode: u32,
+) -> io::Result<std::fs::File> {
+    replace_non_dir(dir, name)?;
+    let fd = openat(
+        dir,
+        name,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o600),
+    )
+    .map_err(errno)?;
+    let mut f = std::fs::File::from(fd);
+    io::copy(src, &mut f)?;
+    nix::unistd::fchown(f.as_fd(), Some(uid.into()), Some(gid.into())).map_err(errno)?;
+    nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)?;
+    Ok(f)
+}
+
 /// Removes `name` from `dir` unless it is a directory (which the caller merges into).
-fn replace_non_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+pub fn replace_non_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     match nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
         Ok(()) | Err(Errno::ENOENT) => Ok(()),
         Err(Errno::EISDIR) => Err(io::Error::other(format!("cannot overwrite directory {:?} with a non-directory", name))),
@@ -305,7 +319,8 @@ fn replace_non_dir(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
     }
 }
 
-fn set_times(fd: BorrowedFd<'_>, st: &FileStat) {
+/// Gives `fd` the access and modification times of `st`.
+pub fn set_times(fd: BorrowedFd<'_>, st: &FileStat) {
     let ts = [
         libc::timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec },
         libc::timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec },

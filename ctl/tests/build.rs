@@ -430,6 +430,17 @@ fn hostile_context_symlinks_stay_inside_the_context() {
     assert_eq!(env.ok(&["run", "--rm", "hc", "readlink", "/all/abs"]).trim(), secret.to_str().unwrap());
     let all = env.ok(&["run", "--rm", "hc", "sh", "-c", "grep -r 'HOST SECRET' /a /b /all 2>/dev/null; true"]);
     assert!(all.is_empty(), "host file copied: {all}");
+    // The context's Dockerfile is read inside the context: a symlink to a host file is not
+    // followed out of it (its first line was shown as an "unknown instruction"), a FIFO
+    // does not hang the build.
+    std::fs::remove_file(ctx.join("Dockerfile")).unwrap();
+    std::os::unix::fs::symlink(&secret, ctx.join("Dockerfile")).unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(!o.status.success() && !err(&o).contains("HOST SECRET"), "{}", err(&o));
+    std::fs::remove_file(ctx.join("Dockerfile")).unwrap();
+    nix::unistd::mkfifo(&ctx.join("Dockerfile"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(!o.status.success() && err(&o).contains("not a regular file"), "{}", err(&o));
     assert_clean(&env);
 }
 

@@ -559,9 +559,14 @@ impl Store {
             let _ = std::fs::remove_file(&s);
             report.strays += 1;
         }
-        // 4. Scratch files of killed processes.
+        // 4. Scratch files of killed processes. A build's scratch dir (`build-*`) may hold a
+        //    container and overlay mounts, live or left by a kill: capsactl's build cleans
+        //    those (never a walk into a mounted rootfs here).
         if let Ok(rd) = std::fs::read_dir(self.tmp_dir()) {
             for e in rd.flatten() {
+                if e.file_name().to_string_lossy().starts_with("build-") {
+                    continue;
+                }
                 let _ = crate::layer::remove_tree(&e.path());
                 report.strays += 1;
             }

@@ -201,7 +201,9 @@ impl Pump {
             self.reactor.remove(src.as_fd(), st.src_token);
         }
         st.src = None;
-        st.dst = None;
+        if let Some(dst) = st.dst.take() {
+            release_output(dst);
+        }
         st.pending = Vec::new();
         st.done = true;
         self.done.notify_all();
@@ -432,6 +434,42 @@ fn open_output_fifo(path: &str) -> io::Result<File> {
         .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))
+}
+
+/// Closes an output fifo the shim opened read-write (so that opening never waited for
+/// containerd's reader). containerd opens its readers asynchronously: closing before its
+/// reader is there leaves that open waiting for a writer forever (an exec that finished
+/// first; its ExecSync hung). So the fifo passes to a write-only fd, which is closed once a
+/// reader is there (a fifo's write end polls POLLERR while it has none), or after 10 s; the
+/// wait is on a thread of its own. Anything else is simply closed.
+fn release_output(f: File) {
+    // SAFETY: F_GETFL on an fd we own.
+    let rdwr = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GETFL) } & libc::O_ACCMODE == libc::O_RDWR;
+    let fifo = f.metadata().map(|m| std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type())).unwrap_or(false);
+    if !(rdwr && fifo) {
+        return;
+    }
+    // Opened anew through /proc/self/fd: our read-write fd is a reader, so this never fails
+    // for want of one.
+    let Ok(w) =
+        OpenOptions::new().write(true).custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK).open(format!("/proc/self/fd/{}", f.as_raw_fd()))
+    else {
+        return;
+    };
+    drop(f);
+    let _ = std::thread::Builder::new().name("fifo-close".into()).spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            let mut pfd = libc::pollfd { fd: w.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+            // SAFETY: one valid pollfd for an fd this thread owns.
+            let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+            if n >= 0 && pfd.revents & libc::POLLERR == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        drop(w);
+    });
 }
 
 /// The stdin fifo's read end, and the shim's own write end that keeps EOF away until CloseIO.
@@ -676,6 +714,30 @@ pub fn finish(prep: &mut Prepared, p: &StdioPaths, reactor: &Arc<Reactor>) -> io
 mod tests {
     use super::*;
     use std::path::Path;
+
+    /// An output fifo released before its reader opened (a fast exec): the reader's open
+    /// still finds a writer, then EOF. Without it, the open blocks forever.
+    #[test]
+    fn output_fifo_released_before_its_reader_opens() {
+        let dir = std::env::temp_dir().join(format!("capsa-shim-fifo-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("stderr");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        let w = open_output_fifo(path.to_str().expect("utf-8")).expect("open");
+        release_output(w);
+        std::thread::sleep(Duration::from_millis(100));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.clone();
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let r = File::open(&p).and_then(|mut f| f.read_to_string(&mut s));
+            let _ = tx.send(r.map(|_| s));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(5)).expect("the reader's open hung");
+        assert_eq!(got.expect("read"), "");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn uris() {

@@ -385,14 +385,19 @@ impl<'a> Builder<'a> {
             .and_then(|v| serde_json::from_value::<Option<Vec<String>>>(v).ok().flatten())
             .unwrap_or_default();
         for t in triggers {
-            let df = parse::parse(&format!("FROM scratch\n{t}\n"))
-                .map_err(|e| self.err(&st_from, format!("ONBUILD trigger {t:?} of {image}: {}", e.msg)))?;
-            for mut ins in df.stages.into_iter().flat_map(|s| s.instructions) {
-                ins.line = st_from.line;
-                self.step += 1;
-                self.say(&format!("#{} [{label} 1/{total}] ONBUILD {}", self.step, ins.text));
-                self.instruction(&mut s, &ins, idx)?;
-            }
+            // Parsed as the ONBUILD it came from, so the same rules hold (no ONBUILD ONBUILD,
+            // FROM or MAINTAINER), and exactly one instruction: the image is hostile.
+            let bad = |why: String| self.err(&st_from, format!("ONBUILD trigger {t:?} of {image}: {why}"));
+            let df = parse::parse(&format!("FROM scratch\nONBUILD {t}\n")).map_err(|e| bad(e.msg))?;
+            let mut all: Vec<_> = df.stages.into_iter().flat_map(|s| s.instructions).collect();
+            let mut ins = match (all.len(), all.pop()) {
+                (1, Some(parse::Instruction { kind: parse::Kind::Onbuild(_, ins), .. })) => *ins,
+                _ => return Err(bad("not one instruction".into())),
+            };
+            ins.line = st_from.line;
+            self.step += 1;
+            self.say(&format!("#{} [{label} 1/{total}] ONBUILD {}", self.step, ins.text));
+            self.instruction(&mut s, &ins, idx)?;
         }
         for (i, ins) in instructions.iter().enumerate() {
             self.step += 1;
@@ -949,19 +954,26 @@ impl<'a> Builder<'a> {
                     None => &b.context,
                 };
                 let ioe = |m: std::io::Error| b.err(ins, format!("copy to {abs}: {m}"));
+                // What is copied is hashed as the cache key's sources were: if the two differ,
+                // a source changed in between, and the layer must not be cached under the key.
+                let mut copied = sources::hasher();
                 for (src, fs) in &found {
                     for f in fs {
                         let base = f.rel.file_name().map(OsStr::to_os_string);
                         if is_add && !f.is_dir {
                             if let Some(comp) = archive_kind(root, f).map_err(ioe)? {
                                 let d = dst.mkdir_all(Path::new(&abs), 0o755, Follow::InRoot).map_err(ioe)?;
-                                extract(root, f, d, &abs, comp).map_err(|m| b.err(ins, format!("{src}: {m}")))?;
+                                // Extracted from a private copy, the one hashed.
+                                let mut copy = tempfile_in(&b.scratch.dir).map_err(ioe)?;
+                                root.copy_file_hashed(f, &mut copy, owners, &mut copied).map_err(ioe)?;
+                                std::io::Seek::rewind(&mut copy).map_err(ioe)?;
+                                extract(copy, &f.rel, d, &abs, comp).map_err(|m| b.err(ins, format!("{src}: {m}")))?;
                                 continue;
                             }
                         }
                         if f.is_dir {
                             let d = dst.mkdir_all(Path::new(&abs), 0o755, Follow::InRoot).map_err(ioe)?;
-                            root.copy(f, d.as_fd(), OsStr::new("."), &o).map_err(ioe)?;
+                            root.copy(f, d.as_fd(), OsStr::new("."), &o, &mut copied).map_err(ioe)?;
                             continue;
                         }
                         let into_dir = dest_dir
@@ -979,8 +991,15 @@ impl<'a> Builder<'a> {
                             )
                         };
                         let d = dst.mkdir_all(Path::new(&dir), 0o755, Follow::InRoot).map_err(ioe)?;
-                        root.copy(f, d.as_fd(), &name, &o).map_err(ioe)?;
+                        root.copy(f, d.as_fd(), &name, &o, &mut copied).map_err(ioe)?;
                     }
+                }
+                for (doc, body) in &bodies {
+                    copied.update(doc.name.as_bytes());
+                    copied.update(body.as_bytes());
+                }
+                if copied.finish().to_string() != sum {
+                    return Err(b.err(ins, format!("{what}: a source changed while it was being copied; build again")));
                 }
                 for (doc, body) in &bodies {
                     let (dir, name) = if dest_dir || many {
@@ -1059,6 +1078,12 @@ fn expose(p: &str) -> std::result::Result<Vec<String>, String> {
 }
 
 /// An ADD source that is a local tar archive: its compression.
+/// An unnamed file in `dir` (O_TMPFILE): gone when closed.
+fn tempfile_in(dir: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC).open(dir)
+}
+
 fn archive_kind(root: &SourceRoot, f: &Found) -> std::io::Result<Option<capsa_image::oci::Compression>> {
     use std::io::Read;
     let mut file = root.open_file(f)?;
@@ -1089,25 +1114,32 @@ fn archive_kind(root: &SourceRoot, f: &Found) -> std::io::Result<Option<capsa_im
 /// ADD of a local archive: unpacked into `dir` by the image crate's layer apply (every
 /// path resolved inside `dir`, `..` refused, bombs stopped).
 fn extract(
-    root: &SourceRoot,
-    f: &Found,
+    file: std::fs::File,
+    rel: &Path,
     dir: std::os::fd::OwnedFd,
     at: &str,
     comp: capsa_image::oci::Compression,
 ) -> std::result::Result<(), String> {
     use capsa_image::oci::Compression;
     use std::io::Read;
-    let file = root.open_file(f).map_err(|e| e.to_string())?;
+    let compressed = file.metadata().map_err(|e| e.to_string())?.len();
     let input = std::io::BufReader::with_capacity(256 << 10, file);
+    // Decompression bombs stop as a layer's would (capsa_image::layer::Limits).
+    let limits = capsa_image::layer::Limits::default();
     let reader: Box<dyn Read> = match comp {
-        Compression::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(input).map_err(|e| format!("zstd: {e}"))?),
+        Compression::Gzip => Box::new(capsa_image::layer::bounded(flate2::bufread::MultiGzDecoder::new(input), compressed, limits)),
+        Compression::Zstd => Box::new(capsa_image::layer::bounded(
+            zstd::stream::read::Decoder::with_buffer(input).map_err(|e| format!("zstd: {e}"))?,
+            compressed,
+            limits,
+        )),
         Compression::None => Box::new(input),
     };
     let droot = Root::from_fd(dir, Path::new(at));
     let mut ar = tar::Archive::new(reader);
     let entries = ar.entries().map_err(|e| e.to_string())?;
-    capsa_image::layer::apply(entries, &droot, &format!("archive {}", f.rel.display()), None).map_err(|e| e.to_string())?;
+    // A plain archive, as docker's ADD: `.wh.` names are files, not whiteouts.
+    capsa_image::layer::apply_plain(entries, &droot, &format!("archive {}", rel.display())).map_err(|e| e.to_string())?;
     Ok(())
 }
 

@@ -57,8 +57,9 @@ impl Scratch {
     }
 
     /// Scratch directories of builds that were killed: their RUN container deleted, their
-    /// mounts and files removed.
-    fn clean_stale(store: &Store, state_root: &Path) {
+    /// mounts and files removed (by each build, and by the prunes before the store's gc,
+    /// which leaves `tmp/build-*` alone).
+    pub fn clean_stale(store: &Store, state_root: &Path) {
         let Ok(rd) = std::fs::read_dir(store.tmp_dir()) else { return };
         for e in rd.flatten() {
             let d = e.path();

@@ -11,19 +11,19 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{openat, OFlag};
+use nix::fcntl::OFlag;
 use nix::sys::stat::{FileStat, Mode, SFlag};
 
 use capsa_image::digest::{Algo, Hasher};
 use capsa_sys::{Follow, Root};
 
 use super::glob::{self, Ignore};
-use crate::fstree::{kind, lstat_at, names, open_dir_at, open_file_at, read_link_at};
+use crate::fstree::{create_file_at, kind, lstat_at, names, open_dir_at, open_file_at, read_link_at, replace_non_dir, set_times};
 
 /// Deepest nesting copied (a hostile tree may be arbitrarily deep).
 const MAX_DEPTH: usize = 1024;
@@ -184,8 +184,7 @@ impl SourceRoot {
         let k = kind(st);
         let excluded = self.excluded(rel);
         if !excluded {
-            let owner = if owners { format!("{}:{}", st.st_uid, st.st_gid) } else { String::new() };
-            h.update(format!("{}\0{:o}\0{owner}\0", rel.display(), st.st_mode).as_bytes());
+            h.update(entry_header(rel, st, owners).as_bytes());
         }
         match k {
             SFlag::S_IFDIR => {
@@ -209,6 +208,22 @@ impl SourceRoot {
         Ok(())
     }
 
+    /// A found regular file (ADD's archive) copied into `into` (a private scratch file),
+    /// hashed into `h` as [`SourceRoot::copy`] would hash it.
+    pub fn copy_file_hashed(&self, found: &Found, into: &mut std::fs::File, owners: bool, h: &mut Hasher) -> std::io::Result<()> {
+        h.update(found.rel.as_os_str().as_bytes());
+        h.update(b"\0");
+        let (p, n) = self.parent_of(&found.rel)?;
+        let st = lstat_at(p.as_fd(), &n)?;
+        if self.excluded(&found.rel) {
+            return Ok(());
+        }
+        h.update(entry_header(&found.rel, &st, owners).as_bytes());
+        let mut src = Hashing { inner: open_file_at(p.as_fd(), &n)?, h };
+        std::io::copy(&mut src, into)?;
+        Ok(())
+    }
+
     /// Opens a found regular file for reading (ADD's archives).
     pub fn open_file(&self, found: &Found) -> std::io::Result<std::fs::File> {
         let (dir, name) = self.parent_of(&found.rel)?;
@@ -216,23 +231,39 @@ impl SourceRoot {
     }
 
     /// Copies `found` into directory `dst` (an fd inside the rootfs): a directory's
-    /// contents, or the file/symlink itself as `dst_name`.
-    pub fn copy(&self, found: &Found, dst: BorrowedFd<'_>, dst_name: &OsStr, o: &CopyOpts) -> std::io::Result<()> {
+    /// contents, or the file/symlink itself as `dst_name`. What it copies goes into `h`
+    /// exactly as [`SourceRoot::checksum`] hashes it: the bytes copied are the bytes hashed,
+    /// so a source changed between the cache lookup and the copy is seen (see exec.rs).
+    pub fn copy(&self, found: &Found, dst: BorrowedFd<'_>, dst_name: &OsStr, o: &CopyOpts, h: &mut Hasher) -> std::io::Result<()> {
+        h.update(found.rel.as_os_str().as_bytes());
+        h.update(b"\0");
         if found.is_dir {
             let src = if found.rel.as_os_str().is_empty() {
                 self.root.open_at(Path::new(""), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never)?
             } else {
                 let (p, n) = self.parent_of(&found.rel)?;
+                let st = lstat_at(p.as_fd(), &n)?;
+                if !self.excluded(&found.rel) {
+                    h.update(entry_header(&found.rel, &st, o.keep_owner).as_bytes());
+                }
                 open_dir_at(p.as_fd(), &n)?
             };
-            return self.copy_children(src.as_fd(), &found.rel, dst, o, 0);
+            return self.copy_children(src.as_fd(), &found.rel, dst, o, h, 0);
         }
         let (p, n) = self.parent_of(&found.rel)?;
         let st = lstat_at(p.as_fd(), &n)?;
-        self.copy_entry(p.as_fd(), &n, &found.rel, &st, dst, dst_name, o, 0)
+        self.copy_entry(p.as_fd(), &n, &found.rel, &st, dst, dst_name, o, h, 0)
     }
 
-    fn copy_children(&self, src: BorrowedFd<'_>, rel: &Path, dst: BorrowedFd<'_>, o: &CopyOpts, depth: usize) -> std::io::Result<()> {
+    fn copy_children(
+        &self,
+        src: BorrowedFd<'_>,
+        rel: &Path,
+        dst: BorrowedFd<'_>,
+        o: &CopyOpts,
+        h: &mut Hasher,
+        depth: usize,
+    ) -> std::io::Result<()> {
         for n in names(src)? {
             let r = rel.join(&n);
             if self.excluded(&r) && !self.ignore.may_reinclude(&r.to_string_lossy()) {
@@ -243,7 +274,7 @@ impl SourceRoot {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                 Err(e) => return Err(e),
             };
-            self.copy_entry(src, &n, &r, &st, dst, &n, o, depth + 1)?;
+            self.copy_entry(src, &n, &r, &st, dst, &n, o, h, depth + 1)?;
         }
         Ok(())
     }
@@ -258,6 +289,7 @@ impl SourceRoot {
         dp: BorrowedFd<'_>,
         dname: &OsStr,
         o: &CopyOpts,
+        h: &mut Hasher,
         depth: usize,
     ) -> std::io::Result<()> {
         if depth > MAX_DEPTH {
@@ -267,6 +299,9 @@ impl SourceRoot {
         let excluded = self.excluded(rel);
         if excluded && k != SFlag::S_IFDIR {
             return Ok(());
+        }
+        if !excluded {
+            h.update(entry_header(rel, st, o.keep_owner).as_bytes());
         }
         let (uid, gid) = match o.owner {
             Some(ids) => ids,
@@ -278,7 +313,7 @@ impl SourceRoot {
             SFlag::S_IFDIR => {
                 let src = open_dir_at(sp, name)?;
                 let dst = dir_at(dp, dname)?;
-                self.copy_children(src.as_fd(), rel, dst.as_fd(), o, depth)?;
+                self.copy_children(src.as_fd(), rel, dst.as_fd(), o, h, depth)?;
                 if !excluded {
                     nix::unistd::fchown(dst.as_fd(), Some(uid.into()), Some(gid.into())).map_err(errno)?;
                     nix::sys::stat::fchmod(dst.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)?;
@@ -286,23 +321,13 @@ impl SourceRoot {
                 }
             }
             SFlag::S_IFREG => {
-                let mut src = open_file_at(sp, name)?;
-                replace_non_dir(dp, dname)?;
-                let fd = openat(
-                    dp,
-                    dname,
-                    OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::from_bits_truncate(0o600),
-                )
-                .map_err(errno)?;
-                let mut dst = std::fs::File::from(fd);
-                std::io::copy(&mut src, &mut dst)?;
-                nix::unistd::fchown(dst.as_fd(), Some(uid.into()), Some(gid.into())).map_err(errno)?;
-                nix::sys::stat::fchmod(dst.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)?;
+                let mut src = Hashing { inner: open_file_at(sp, name)?, h };
+                let dst = create_file_at(dp, dname, &mut src, uid, gid, mode)?;
                 set_times(dst.as_fd(), st);
             }
             SFlag::S_IFLNK => {
                 let target = read_link_at(sp, name)?;
+                h.update(target.as_bytes());
                 replace_non_dir(dp, dname)?;
                 nix::unistd::symlinkat(target.as_os_str(), dp, dname).map_err(errno)?;
                 nix::unistd::fchownat(dp, dname, Some(uid.into()), Some(gid.into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
@@ -312,6 +337,26 @@ impl SourceRoot {
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// What the checksum of a source holds for one entry before its contents.
+pub fn entry_header(rel: &Path, st: &FileStat, owners: bool) -> String {
+    let owner = if owners { format!("{}:{}", st.st_uid, st.st_gid) } else { String::new() };
+    format!("{}\0{:o}\0{owner}\0", rel.display(), st.st_mode)
+}
+
+/// A reader that hashes what passes through it.
+pub struct Hashing<'a, R> {
+    pub inner: R,
+    pub h: &'a mut Hasher,
+}
+
+impl<R: Read> Read for Hashing<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.h.update(&buf[..n]);
+        Ok(n)
     }
 }
 
@@ -344,23 +389,6 @@ pub fn dir_at(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<OwnedFd> {
     }
 }
 
-fn replace_non_dir(dir: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<()> {
-    match nix::unistd::unlinkat(dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir) {
-        Ok(()) | Err(Errno::ENOENT) => Ok(()),
-        Err(Errno::EISDIR) => Err(std::io::Error::other(format!("cannot overwrite directory {name:?} with a non-directory"))),
-        Err(e) => Err(errno(e)),
-    }
-}
-
-fn set_times(fd: BorrowedFd<'_>, st: &FileStat) {
-    let ts = [
-        libc::timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec },
-        libc::timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec },
-    ];
-    // SAFETY: futimens reads two timespecs.
-    unsafe { libc::futimens(fd.as_raw_fd(), ts.as_ptr()) };
-}
-
 /// A fresh hasher for checksums.
 pub fn hasher() -> Hasher {
     Hasher::new(Algo::Sha256)
@@ -368,19 +396,6 @@ pub fn hasher() -> Hasher {
 
 /// Writes a heredoc's body as file `name` in `dir` (COPY <<EOF).
 pub fn write_file(dir: BorrowedFd<'_>, name: &OsStr, content: &[u8], o: &CopyOpts) -> std::io::Result<()> {
-    use std::io::Write;
-    replace_non_dir(dir, name)?;
-    let fd = openat(
-        dir,
-        name,
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::from_bits_truncate(0o600),
-    )
-    .map_err(errno)?;
-    let mut f = std::fs::File::from(fd);
-    f.write_all(content)?;
     let (uid, gid) = o.owner.unwrap_or((0, 0));
-    nix::unistd::fchown(f.as_fd(), Some(uid.into()), Some(gid.into())).map_err(errno)?;
-    nix::sys::stat::fchmod(f.as_fd(), Mode::from_bits_truncate(o.mode.unwrap_or(0o644))).map_err(errno)?;
-    Ok(())
+    create_file_at(dir, name, &mut &content[..], uid, gid, o.mode.unwrap_or(0o644)).map(drop)
 }

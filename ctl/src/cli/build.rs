@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use capsa_image::reference::Reference;
 
@@ -94,12 +94,19 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
             std::io::stdin().read_to_string(&mut s).map_err(|e| bad(format!("read the Dockerfile from STDIN: {e}")))?;
             (s, "Dockerfile".to_string())
         }
-        f => {
-            let p = match f {
-                Some(f) => PathBuf::from(f),
-                None => context.join("Dockerfile"),
-            };
-            let text = std::fs::read_to_string(&p).map_err(|e| bad(format!("failed to read dockerfile {}: {e}", p.display())))?;
+        // The context's Dockerfile is the context's (hostile) content: read inside it, a
+        // regular file of bounded size (a symlink to a host file, a FIFO or /dev/zero there
+        // must not be read, hang or fill memory). A file named by -f is the user's choice,
+        // still bounded and regular.
+        None => {
+            let text = capsa_sys::Root::open(&context)
+                .and_then(|root| root.read_file(Path::new("Dockerfile"), DOCKERFILE_MAX))
+                .map_err(|e| bad(format!("failed to read dockerfile: {e}")))?;
+            (String::from_utf8_lossy(&text).into_owned(), "Dockerfile".to_string())
+        }
+        Some(f) => {
+            let p = PathBuf::from(f);
+            let text = read_regular(&p).map_err(|e| bad(format!("failed to read dockerfile {}: {e}", p.display())))?;
             (text, p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "Dockerfile".into()))
         }
     };
@@ -189,4 +196,23 @@ fn parse_output(s: &str) -> Result<(capsa_image::archive::Format, PathBuf)> {
         return Err(bad("-o dest=-: writing the archive to STDOUT is not implemented yet"));
     }
     Ok((format, dest))
+}
+
+/// The largest Dockerfile read (docker has no fixed limit; this one bounds memory).
+const DOCKERFILE_MAX: u64 = 16 << 20;
+
+/// A regular file (symlinks followed), at most [`DOCKERFILE_MAX`] bytes, as text.
+fn read_regular(p: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; the type is checked next.
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(p)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut b = Vec::new();
+    f.take(DOCKERFILE_MAX + 1).read_to_end(&mut b)?;
+    if b.len() as u64 > DOCKERFILE_MAX {
+        return Err(std::io::Error::other(format!("larger than {DOCKERFILE_MAX} bytes")));
+    }
+    Ok(String::from_utf8_lossy(&b).into_owned())
 }

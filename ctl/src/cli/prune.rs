@@ -39,6 +39,8 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
             deleted.push(img);
         }
     }
+    // A killed build's scratch dir holds a container and mounts: its own cleanup first.
+    crate::build::run::Scratch::clean_stale(&store, &cli.state_root);
     let report = store.gc()?;
     if !deleted.is_empty() {
         println!("Deleted Images:");

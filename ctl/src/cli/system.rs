@@ -238,6 +238,8 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
             deleted.push(img);
         }
     }
+    // A killed build's scratch dir holds a container and mounts: its own cleanup first.
+    crate::build::run::Scratch::clean_stale(&store, &cli.state_root);
     let report = store.gc()?;
     bytes += report.bytes;
     if !deleted.is_empty() {

@@ -89,6 +89,12 @@ pub fn unpack(blob: &File, digest: &Digest, compression: Compression, dest: &Pat
     }
 }
 
+/// `inner` (the decompressed stream of `compressed` bytes) stopped as [`Limits`] say: for
+/// archives other than layers (a build's `ADD x.tar.gz`).
+pub fn bounded<R: Read>(inner: R, compressed: u64, limits: Limits) -> impl Read {
+    Guard { inner, read: 0, compressed, limits }
+}
+
 /// Counts uncompressed bytes and stops a decompression bomb.
 struct Guard<R> {
     inner: R,
