@@ -516,6 +516,25 @@ fn heredocs_shell_onbuild_healthcheck_and_config() {
     assert_clean(&env);
 }
 
+/// A base image is hostile: its ONBUILD triggers obey the rules an ONBUILD written in a
+/// Dockerfile does (no ONBUILD ONBUILD, FROM or MAINTAINER), one instruction each.
+#[test]
+fn hostile_onbuild_triggers_of_a_base_image_are_refused() {
+    let env = Env::new("build-onbuild");
+    let ctx = context(&env, "ctx", &[]);
+    for (i, trigger) in ["ONBUILD RUN echo nested", "FROM busybox", "MAINTAINER x", "RUN true\nRUN echo two"].iter().enumerate() {
+        let l = Layer::new().busybox().tar();
+        let cfg = config(std::slice::from_ref(&l), json!({"Cmd": ["sh"], "OnBuild": [trigger]}));
+        let p = env.write("evil.tar", &docker_archive(&[l], &cfg, &[&format!("evil{i}:1")]));
+        env.ok(&["load", "-i", p.to_str().unwrap()]);
+        std::fs::write(ctx.join("Dockerfile"), format!("FROM evil{i}:1\nRUN true\n")).unwrap();
+        let o = build(&env, &ctx, &[]);
+        assert!(!o.status.success(), "{trigger:?} was run: {}", err(&o));
+        assert!(err(&o).contains("ONBUILD trigger"), "{trigger:?}: {}", err(&o));
+    }
+    assert_clean(&env);
+}
+
 #[test]
 fn reproducible_with_source_date_epoch_and_round_trip_through_a_registry() {
     let env = Env::new("build-repro");

@@ -65,11 +65,12 @@ fn until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// The entries of the top layer of `image`, as `save` writes it.
-fn top_layer(env: &Env, image: &str) -> Vec<String> {
+/// The top layer of `image`, as `save` writes it.
+fn saved(env: &Env, image: &str) -> Vec<u8> {
     let p = env.dir.join("saved.tar");
     env.ok(&["save", "-o", p.to_str().unwrap(), image]);
     let bytes = std::fs::read(&p).unwrap();
+    std::fs::remove_file(&p).unwrap();
     let mut files = std::collections::HashMap::new();
     for e in tar::Archive::new(&bytes[..]).entries().unwrap() {
         let mut e = e.unwrap();
@@ -80,10 +81,15 @@ fn top_layer(env: &Env, image: &str) -> Vec<String> {
     }
     let m: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
     let last = m[0]["Layers"].as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
+    files.remove(&last).unwrap()
+}
+
+/// The entries of the top layer of `image`, as `save` writes it.
+fn top_layer(env: &Env, image: &str) -> Vec<String> {
+    let top = saved(env, image);
     let mut names: Vec<String> =
-        tar::Archive::new(&files[&last][..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
+        tar::Archive::new(&top[..]).entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect();
     names.sort();
-    std::fs::remove_file(&p).unwrap();
     names
 }
 
@@ -604,21 +610,9 @@ fn commit_of_a_hostile_upper_dir() {
     env.ok(&["exec", "evil", "sh", "-c", &setup]);
     // Paused by default: the growing file is read as it is at that moment.
     env.ok(&["commit", "evil", "evil:1"]);
-    let p = env.dir.join("saved.tar");
-    env.ok(&["save", "-o", p.to_str().unwrap(), "evil:1"]);
-    let bytes = std::fs::read(&p).unwrap();
-    let mut files = std::collections::HashMap::new();
-    for e in tar::Archive::new(&bytes[..]).entries().unwrap() {
-        let mut e = e.unwrap();
-        let name = e.path().unwrap().display().to_string();
-        let mut data = Vec::new();
-        e.read_to_end(&mut data).unwrap();
-        files.insert(name, data);
-    }
-    let m: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
-    let last = m[0]["Layers"].as_array().unwrap().last().unwrap().as_str().unwrap().to_string();
+    let top = saved(&env, "evil:1");
     let mut kinds = std::collections::BTreeMap::new();
-    for e in tar::Archive::new(&files[&last][..]).entries().unwrap() {
+    for e in tar::Archive::new(&top[..]).entries().unwrap() {
         let mut e = e.unwrap();
         let name = e.path().unwrap().display().to_string();
         let link = e.link_name().unwrap().map(|l| l.display().to_string()).unwrap_or_default();
