@@ -16,13 +16,7 @@ cd "$(dirname "$0")/.."
 . hack/lib.sh
 RUNS=${1:-5}
 [ "$(id -u)" = 0 ] || { echo "bench-build.sh: run as root" >&2; exit 1; }
-missing=""
-for p in buildah runc containerd docker.io umoci skopeo; do
-	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
-done
-if [ -n "$missing" ]; then
-	flock /tmp/capsa-apt.lock env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
-fi
+bench_peers buildah runc containerd docker.io umoci skopeo
 DOCKER_BIN=/usr/bin/docker # Debian's client, matching its dockerd
 hack/build.sh # capsa, capsactl and its monitor
 CTL_BIN="$PWD/target/release/capsactl"

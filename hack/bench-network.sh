@@ -20,10 +20,8 @@ cd "$(dirname "$0")/.."
 . hack/lib.sh
 RUNS=${1:-20}
 [ "$(id -u)" = 0 ] || { echo "bench-network.sh: run as root" >&2; exit 1; }
-for c in podman dockerd docker containerd iperf3 jq busybox nft; do
-	command -v "$c" >/dev/null || { echo "bench-network.sh: $c missing (hack/deps.sh)" >&2; exit 1; }
-done
 if [ -z "${BENCH_NETNS:-}" ]; then
+	bench_peers podman netavark containerd docker.io iperf3 jq busybox-static nftables
 	hack/build.sh # capsa, capsactl and its monitor
 	# Again in a network namespace of its own (same mount namespace: the temp dir and the
 	# stores stay visible).

@@ -21,9 +21,8 @@ pkgs="$pkgs gcc"
 # systemd-vm.sh, the systemd VM: debootstrap (its Debian root, from Debian's mirror, listed
 # above), e2fsprogs (mkfs.ext4 -d), kmod (modprobe --show-depends for the initramfs).
 pkgs="$pkgs e2fsprogs kmod"
-# capsa-network tests: nftables (nft lists the rules the crate writes over netlink);
-# bench-network.sh: iperf3 (throughput), docker.io (a private dockerd as a peer).
-pkgs="$pkgs nftables iperf3 docker.io"
+# capsa-network tests: nftables (nft lists the rules the crate writes over netlink).
+pkgs="$pkgs nftables"
 # capsa-registry tests and bench-registry.sh: docker-registry (a real registry on 127.0.0.1), htpasswd
 # (bcrypt users), openssl (a test CA, the token server's RS256 signatures).
 pkgs="$pkgs docker-registry apache2-utils openssl"

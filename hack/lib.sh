@@ -58,3 +58,14 @@ bench_cleanup() {
 	grep " $W/" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do umount -l "$m" || true; done
 	rm -rf "$W"
 }
+
+# bench_peers PKG...: installs the Debian packages a benchmark's peers need that the tests do
+# not (so they are not in deps.sh: docker.io's dockerd, say, has no place on a CI machine).
+bench_peers() {
+	_missing=""
+	for _p in "$@"; do
+		dpkg-query -W -f='${Status}' "$_p" 2>/dev/null | grep -q "ok installed" || _missing="$_missing $_p"
+	done
+	[ -n "$_missing" ] || return 0
+	flock /tmp/capsa-apt.lock sh -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $_missing >/dev/null"
+}
