@@ -14,19 +14,6 @@ use std::process::{Command, Output};
 use serde_json::{json, Value};
 use support::*;
 
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn load_busybox(env: &Env) {
-    let p = env.write("busybox.tar", &busybox_archive());
-    assert_eq!(env.ok(&["load", "-i", p.to_str().unwrap()]), "Loaded image: busybox:latest\n");
-}
-
 /// A build context directory with these files.
 fn context(env: &Env, name: &str, files: &[(&str, &str)]) -> PathBuf {
     let d = env.dir.join(name);

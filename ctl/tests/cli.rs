@@ -12,14 +12,6 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 use support::*;
 
-fn out(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// Nothing of a finished container is left: mounts, rootfs dirs, rows, capsa state.
 fn assert_clean(env: &Env) {
     assert!(env.mounts().is_empty(), "mounts left: {:?}", env.mounts());
@@ -27,11 +19,6 @@ fn assert_clean(env: &Env) {
     assert_eq!(env.db("SELECT count(*) FROM containers"), "0", "container rows left");
     let state: Vec<_> = std::fs::read_dir(env.state()).map(|r| r.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(state.is_empty(), "capsa state left: {state:?}");
-}
-
-fn load_busybox(env: &Env) {
-    let p = env.write("busybox.tar", &busybox_archive());
-    assert_eq!(env.ok(&["load", "-i", p.to_str().unwrap()]), "Loaded image: busybox:latest\n");
 }
 
 #[test]

@@ -10,23 +10,10 @@
 mod support;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
-
-fn out(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn load_busybox(env: &Env) {
-    let p = env.write("busybox.tar", &busybox_archive());
-    assert_eq!(env.ok(&["load", "-i", p.to_str().unwrap()]), "Loaded image: busybox:latest\n");
-}
 
 /// Nothing of any container is left: processes, mounts, rootfs dirs, rows, capsa state,
 /// anonymous volumes.
@@ -47,22 +34,8 @@ fn assert_clean(env: &Env) {
     assert!(state.is_empty(), "capsa state left: {state:?}");
 }
 
-fn inspect(env: &Env, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&env.ok(&["inspect", name])).unwrap();
-    v[0].clone()
-}
-
 fn status(env: &Env, name: &str) -> String {
     env.ok(&["inspect", "-f", "{{.State.Status}} {{.State.ExitCode}}", name]).trim().to_string()
-}
-
-/// Polls `f` until it holds (the container does things at its own pace); fails after 20 s.
-fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// The pid of a container's monitor: `capsactl-monitor id=ID ...` (or `capsactl __watch

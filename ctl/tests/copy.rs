@@ -14,10 +14,6 @@ use std::process::{Command, Stdio};
 use serde_json::json;
 use support::*;
 
-fn err(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// Loads busybox plus `extra` (applied on top in the same layer) as `cpimg:latest`.
 fn load_image(env: &Env, extra: impl FnOnce(Layer) -> Layer) {
     let l = extra(Layer::new().busybox()).tar();

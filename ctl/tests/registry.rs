@@ -15,14 +15,6 @@ use registry_support::*;
 use serde_json::{json, Value};
 use support::*;
 
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 /// capsactl with this test's store, extra environment and stdin.
 fn ctl(env: &Env, args: &[&str], vars: &[(&str, &str)], stdin: &[u8]) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_capsactl"));

@@ -15,19 +15,6 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::*;
 
-fn out(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn load_busybox(env: &Env) {
-    let p = env.write("busybox.tar", &busybox_archive());
-    env.ok(&["load", "-i", p.to_str().unwrap()]);
-}
-
 /// Nothing of any container is left: processes, mounts, rows, dirs, capsa state,
 /// anonymous volumes, and the cgroups of the containers `ids`.
 fn assert_clean(env: &Env, ids: &[String]) {
@@ -49,19 +36,6 @@ fn assert_clean(env: &Env, ids: &[String]) {
             let p = c.path().join("capsa").join(id);
             assert!(!p.exists(), "cgroup left: {}", p.display());
         }
-    }
-}
-
-fn inspect(env: &Env, name: &str) -> Value {
-    let v: Value = serde_json::from_str(&env.ok(&["inspect", name])).unwrap();
-    v[0].clone()
-}
-
-fn until(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

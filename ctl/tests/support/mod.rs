@@ -332,3 +332,34 @@ pub fn busybox_archive() -> Vec<u8> {
     );
     docker_archive(&[l], &cfg, &["busybox:latest"])
 }
+
+/// A command's stdout, as text.
+pub fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A command's stderr, as text.
+pub fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Loads [`busybox_archive`] as `busybox:latest`.
+pub fn load_busybox(env: &Env) {
+    let p = env.write("busybox.tar", &busybox_archive());
+    assert_eq!(env.ok(&["load", "-i", p.to_str().unwrap()]), "Loaded image: busybox:latest\n");
+}
+
+/// `inspect NAME`, the one object.
+pub fn inspect(env: &Env, name: &str) -> Value {
+    let v: Value = serde_json::from_str(&env.ok(&["inspect", name])).unwrap();
+    v[0].clone()
+}
+
+/// Waits up to 20 s for `f`, naming `what` if it never holds.
+pub fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f() {
+        assert!(std::time::Instant::now() < end, "timed out waiting: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
