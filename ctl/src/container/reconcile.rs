@@ -36,10 +36,20 @@ pub fn one(store: &mut Store, state_root: &Path, rec: &Record) -> Result<Option<
         Ok(None) => return Ok(Some(rec.clone())),
         // No directory (removed by hand?): nothing can run; record it.
         Err(_) => {
-            finish_without_dir(store, state_root, rec)?;
+            match super::get(store, &rec.id)? {
+                Some(now) if now.is_active() => finish_without_dir(store, state_root, &now)?,
+                other => return Ok(other),
+            }
             return super::get(store, &rec.id);
         }
     };
+    // The row was read before we held the lock: its monitor may have recorded the exit and
+    // gone since. Only the row as it is now, under the lock, says what is left to do.
+    let rec = match super::get(store, &rec.id)? {
+        Some(now) if now.is_active() => now,
+        other => return Ok(other),
+    };
+    let rec = &rec;
     if let Some((pid, _)) = stop::runtime_status(state_root, &rec.id) {
         if (rec.state != "running" && rec.state != "paused") || rec.error.is_empty() {
             let started = if rec.started_at.is_empty() { super::now() } else { rec.started_at.clone() };
@@ -107,4 +117,37 @@ pub fn record(store: &mut Store, rec: &Record, code: i32, oom: bool, err: &str) 
         "state = 'exited', pid = 0, exit_code = ?2, finished_at = ?3, oom_killed = ?4, error = ?5",
         &[&code, &now, &(oom as i64), &err],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The race CI once lost: `wait` read a running row, the monitor then recorded exit 137
+    /// and went, and reconcile (holding the lock now free) recorded "unknown" (255) over it.
+    #[test]
+    fn a_row_read_before_the_lock_is_not_trusted() {
+        let root = std::env::temp_dir().join(format!("capsactl-reconcile-{}", std::process::id()));
+        let state_root = root.join("state");
+        let mut store = Store::open(&root.join("store")).expect("store");
+        let id = "a".repeat(64);
+        store
+            .db
+            .write(|tx| {
+                tx.execute(
+                    "INSERT INTO containers (id, name, state, created, created_at, config) VALUES (?1, 'r', 'running', 0, '', '{}')",
+                    [&id],
+                )?;
+                Ok(())
+            })
+            .expect("insert");
+        std::fs::create_dir_all(super::super::dir(&store, &id)).expect("dir");
+        let stale = super::super::get(&store, &id).expect("get").expect("row");
+        assert!(stale.is_active());
+        // The monitor records the exit and releases the lock.
+        record(&mut store, &stale, 137, true, "").expect("record");
+        let now = one(&mut store, &state_root, &stale).expect("reconcile").expect("row");
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!((now.state.as_str(), now.exit_code, now.oom_killed, now.error.as_str()), ("exited", 137, true, ""));
+    }
 }
