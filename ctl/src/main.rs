@@ -23,7 +23,7 @@ pub const EXE_ENV: &str = "_CAPSACTL_EXE";
 
 /// Commands that fork container processes (capsa requires a sealed binary for those) or
 /// run the monitor (which does).
-const FORKS: &[&str] = &["run", "start", "restart", "exec", "build", "__monitor", "__start"];
+const FORKS: &[&str] = &["run", "start", "restart", "exec", "build", "__monitor", "__start", "__build-stage"];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -606,3 +606,75 @@ fn a_build_killed_during_a_run_is_cleaned_up_by_the_next_one() {
     }
     assert_clean(&env);
 }
+
+/// `build` run in a network namespace of its own with its loopback up (RUN --network host
+/// then shares that namespace, and nothing else).
+fn build_in_netns(env: &Env, ctx: &Path, args: &[&str]) -> Output {
+    let cg = cgroup_parent(env);
+    let mut c = Command::new("unshare");
+    c.args(["-n", "sh", "-c", "ip link set lo up && exec \"$@\"", "sh", env!("CARGO_BIN_EXE_capsactl")]);
+    c.arg("--root").arg(env.root()).arg("--state-root").arg(env.state());
+    c.args(["build", "--cgroup-parent", &cg, "--network", "host"]).args(args).arg(ctx);
+    c.stdin(std::process::Stdio::null()).output().unwrap()
+}
+
+#[test]
+fn independent_stages_build_side_by_side_and_a_failure_stops_the_others() {
+    let env = Env::new("build-parallel");
+    load_busybox(&env);
+    // Stage a waits for stage b to connect to it: built one after the other, either
+    // would wait in vain (a for 20 s, b for 20 s of retries) and fail.
+    let ctx = context(
+        &env,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM busybox AS a\n\
+                 RUN timeout 20 nc -l -p 7000 > /got && test -s /got\n\
+                 \n\
+                 FROM busybox AS b\n\
+                 RUN for i in $(seq 200); do echo hello from b | nc 127.0.0.1 7000 && exit 0; sleep 0.1; done; exit 1\n\
+                 \n\
+                 FROM busybox\n\
+                 COPY --from=a /got /a\n\
+                 COPY --from=b /bin/busybox /b\n\
+                 CMD [\"cat\", \"/a\"]\n",
+            ),
+            (
+                "Dockerfile.fail",
+                "FROM busybox AS a\n\
+                 RUN timeout 20 nc -l -p 7001; echo a was not $(echo stopped); exit 9\n\
+                 \n\
+                 FROM busybox AS b\n\
+                 RUN echo b fails; exit 3\n\
+                 \n\
+                 FROM busybox\n\
+                 COPY --from=a / /a\n\
+                 COPY --from=b / /b\n",
+            ),
+        ],
+    );
+    let o = build_in_netns(&env, &ctx, &["-t", "par"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let log = err(&o);
+    // Every step has its own number, though two processes took them.
+    for n in 1..=8 {
+        assert_eq!(log.matches(&format!("#{n} [")).count(), 1, "step #{n}:\n{log}");
+    }
+    assert_eq!(env.ok(&["run", "--rm", "par"]), "hello from b\n");
+    // A rebuild is all cache hits (the workers' steps were recorded like any other).
+    let o = build_in_netns(&env, &ctx, &["-t", "par"]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(err(&o).matches("CACHED").count(), 4, "{}", err(&o));
+    assert_clean(&env);
+    // b fails while a's RUN waits: a is stopped (its container, mounts and scratch gone)
+    // and b's error is the build's.
+    let o = build_in_netns(&env, &ctx, &["-f", ctx.join("Dockerfile.fail").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    let e = err(&o);
+    assert!(e.contains("Dockerfile.fail:5: RUN:") && e.contains("exit code: 3"), "{e}");
+    assert!(!e.contains("a was not stopped") && !out(&o).contains("a was not stopped"), "{e}");
+    assert_clean(&env);
+    env.ok(&["rmi", "par"]);
+}

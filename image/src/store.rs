@@ -40,7 +40,7 @@ pub struct Store {
 }
 
 /// A layer to record with an image (bottom first).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NewLayer {
     pub chain: Digest,
     pub diff_id: Digest,

@@ -14,7 +14,8 @@
 //! effect, which RUN sees in its environment), and for COPY/ADD a checksum of the sources
 //! (paths, modes, contents, link targets; owners for --from). A hit reuses the layer if
 //! its snapshot and blob are still in the store. `--no-cache` looks nothing up but still
-//! records. Only the stages the target needs are built, in Dockerfile order.
+//! records. Only the stages the target needs are built; those that do not depend on each
+//! other build side by side (see `parallel.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -32,11 +33,12 @@ use capsa_image::Store;
 use capsa_sys::{Follow, Root};
 
 use super::expand;
+use super::parallel::{self, Job, Steps, Worker};
 use super::parse::{self, CopyArgs, Dockerfile, Form, Heredoc, Instruction, Kind};
 use super::run::{self, RunSpec, Scratch};
 use super::sources::{self, CopyOpts, Found, SourceRoot};
 use crate::cli::pull::PullPolicy;
-use crate::cli::{fail, Failure, Result};
+use crate::cli::{fail, Cli, Failure, Result};
 use crate::container::commit;
 
 /// What `capsactl build` asks for.
@@ -59,8 +61,8 @@ pub struct Opts {
 }
 
 /// A finished stage.
-#[derive(Clone)]
-struct StageOut {
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct StageOut {
     layers: Vec<NewLayer>,
     cfg: ImageConfig,
     key: String,
@@ -133,7 +135,9 @@ pub struct Builder<'a> {
     used_args: BTreeSet<String>,
     /// SOURCE_DATE_EPOCH, if set: layer mtimes clamped to it, history and created at it.
     epoch: Option<i64>,
+    /// The current step's number, taken from `steps` (shared with the stage workers).
     step: usize,
+    steps: Steps,
     /// Base and --from images, pulled (if missing) before the build takes the store's
     /// shared lock (a failed pull cleans up under the exclusive one).
     images: BTreeMap<String, capsa_image::store::ImageInfo>,
@@ -176,12 +180,8 @@ impl<'a> Builder<'a> {
             }
             _ => None,
         };
-        if let Some(sx) = df.syntax.as_deref().filter(|sx| !sx.contains("docker/dockerfile")) {
-            if !o.quiet {
-                eprintln!("WARNING: # syntax={sx}: frontend images are not run; built with capsactl's own Dockerfile parser");
-            }
-        }
         let scratch = Scratch::new(store, state_root)?;
+        let steps = Steps::create(&scratch.dir.join("steps"))?;
         let n = df.stages.len();
         Ok(Builder {
             store,
@@ -194,6 +194,7 @@ impl<'a> Builder<'a> {
             used_args: BTreeSet::new(),
             epoch,
             step: 0,
+            steps,
             images: BTreeMap::new(),
         })
     }
@@ -203,9 +204,11 @@ impl<'a> Builder<'a> {
         fail(format!("{}:{}: {word}: {msg}", self.o.dockerfile.1, ins.line))
     }
 
+    /// A progress line, in one write (stage workers write to the same stderr).
     fn say(&self, s: &str) {
         if !self.o.quiet {
-            eprintln!("{s}");
+            use std::io::Write;
+            let _ = std::io::stderr().lock().write_all(format!("{s}\n").as_bytes());
         }
     }
 
@@ -242,7 +245,10 @@ impl<'a> Builder<'a> {
     }
 
     /// Builds the target stage (and what it needs); returns the image id.
-    pub fn build(&mut self) -> Result<Digest> {
+    pub fn build(&mut self, cli: &Cli) -> Result<Digest> {
+        if let Some(sx) = self.df.syntax.as_deref().filter(|sx| !sx.contains("docker/dockerfile")) {
+            self.say(&format!("WARNING: # syntax={sx}: frontend images are not run; built with capsactl's own Dockerfile parser"));
+        }
         let meta = self.meta()?;
         let esc = self.df.escape;
         let names: Vec<Option<String>> = self.df.stages.iter().map(|s| s.name.clone()).collect();
@@ -312,10 +318,7 @@ impl<'a> Builder<'a> {
         // collection waits for the build.
         let _guard = self.store.lock_shared()?;
         let order: Vec<usize> = (0..names.len()).filter(|i| need[*i]).collect();
-        for i in order {
-            let out = self.stage(i, &meta)?;
-            self.done[i] = Some(out);
-        }
+        self.stages(cli, &order, &deps, &meta)?;
         let unused: Vec<&String> =
             self.o.build_args.keys().filter(|k| !self.used_args.contains(*k) && !PREDEFINED.contains(&k.as_str())).collect();
         if !unused.is_empty() {
@@ -323,7 +326,7 @@ impl<'a> Builder<'a> {
         }
         let out = self.done[target].take().ok_or_else(|| fail("the target stage was not built"))?;
         let cfg = out.cfg;
-        self.step += 1;
+        self.step = self.steps.next()?;
         let t0 = Instant::now();
         let id = commit::write_image(self.store, &cfg, out.layers, self.o.tags.clone())?;
         self.say(&format!("#{} writing image {id} done {:.1}s", self.step, t0.elapsed().as_secs_f64()));
@@ -331,6 +334,91 @@ impl<'a> Builder<'a> {
             self.say(&format!("#{} naming to {t} done", self.step));
         }
         Ok(id)
+    }
+
+    /// Builds the stages in `order` (those the target needs), each once the stages it
+    /// depends on (`deps`) are built. A stage that is alone builds here; stages that can
+    /// build side by side each build in a worker process (see `parallel.rs`), at most as
+    /// many at a time as there are CPUs, so that this process can answer the first to
+    /// finish or fail. On a failure the other workers are killed and what they left is
+    /// cleaned up; the first failure is the build's.
+    fn stages(&mut self, cli: &Cli, order: &[usize], deps: &[Vec<usize>], meta: &BTreeMap<String, String>) -> Result<()> {
+        let cap = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
+        let mut workers: Vec<Worker> = Vec::new();
+        let r = self.schedule(cli, order, deps, meta, cap, &mut workers);
+        if r.is_err() && !workers.is_empty() {
+            for w in workers.drain(..) {
+                w.kill();
+            }
+            Scratch::clean_stale(self.store, self.state_root);
+        }
+        r
+    }
+
+    fn schedule(
+        &mut self,
+        cli: &Cli,
+        order: &[usize],
+        deps: &[Vec<usize>],
+        meta: &BTreeMap<String, String>,
+        cap: usize,
+        workers: &mut Vec<Worker>,
+    ) -> Result<()> {
+        loop {
+            let mut i = 0;
+            while i < workers.len() {
+                match workers[i].try_finish() {
+                    None => i += 1,
+                    Some(r) => {
+                        let w = workers.remove(i);
+                        let (out, used) = r?;
+                        self.done[w.stage] = Some(out);
+                        self.used_args.extend(used);
+                    }
+                }
+            }
+            let ready: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    self.done[i].is_none() && !workers.iter().any(|w| w.stage == i) && deps[i].iter().all(|&j| self.done[j].is_some())
+                })
+                .collect();
+            if ready.is_empty() && workers.is_empty() {
+                return Ok(());
+            }
+            // One stage to build and nothing else going on: here, without a worker.
+            if let ([one], true) = (ready.as_slice(), workers.is_empty()) {
+                let out = self.stage(*one, meta)?;
+                self.done[*one] = Some(out);
+                continue;
+            }
+            for &j in &ready {
+                if workers.len() >= cap {
+                    break;
+                }
+                let job = self.job(j)?;
+                workers.push(Worker::spawn(cli, &self.scratch.dir, &job)?);
+            }
+            parallel::wait_any(workers);
+        }
+    }
+
+    /// What a worker needs to build stage `idx`.
+    fn job(&self, idx: usize) -> Result<Job> {
+        Ok(Job {
+            context: self.o.context.clone(),
+            dockerfile: self.o.dockerfile.clone(),
+            build_args: self.o.build_args.clone(),
+            no_cache: self.o.no_cache,
+            network: self.o.network.clone(),
+            quiet: self.o.quiet,
+            cgroup_parent: self.o.cgroup_parent.clone(),
+            stage: idx,
+            done: self.done.iter().enumerate().filter_map(|(i, d)| Some((i, d.clone()?))).collect(),
+            images: self.images.iter().map(|(n, i)| (n.clone(), i.id.to_string())).collect(),
+            steps: self.scratch.dir.join("steps"),
+        })
     }
 
     fn stage(&mut self, idx: usize, meta: &BTreeMap<String, String>) -> Result<StageOut> {
@@ -352,7 +440,7 @@ impl<'a> Builder<'a> {
                 ));
             }
         }
-        self.step += 1;
+        self.step = self.steps.next()?;
         self.say(&format!("#{} [{label} 1/{total}] FROM {image}", self.step));
         let lower = image.to_ascii_lowercase();
         let base = if lower == "scratch" {
@@ -395,12 +483,12 @@ impl<'a> Builder<'a> {
                 _ => return Err(bad("not one instruction".into())),
             };
             ins.line = st_from.line;
-            self.step += 1;
+            self.step = self.steps.next()?;
             self.say(&format!("#{} [{label} 1/{total}] ONBUILD {}", self.step, ins.text));
             self.instruction(&mut s, &ins, idx)?;
         }
         for (i, ins) in instructions.iter().enumerate() {
-            self.step += 1;
+            self.step = self.steps.next()?;
             self.say(&format!("#{} [{label} {}/{total}] {}", self.step, i + 2, ins.text));
             self.instruction(&mut s, ins, idx)?;
         }
@@ -1049,6 +1137,41 @@ impl<'a> Builder<'a> {
         let rootfs = self.store.snapshots.mount_rootfs(&chain, &dir)?;
         SourceRoot::open(&rootfs.path, &what, false).map_err(fail)
     }
+}
+
+/// A worker's build of one stage (`capsactl __build-stage`, see `parallel.rs`): the
+/// stage, and the build args it used.
+pub fn stage_main(store: &mut Store, state_root: &Path, job: &Job) -> Result<parallel::Built> {
+    let o = Opts {
+        context: job.context.clone(),
+        dockerfile: job.dockerfile.clone(),
+        tags: Vec::new(),
+        build_args: job.build_args.clone(),
+        target: None,
+        no_cache: job.no_cache,
+        pull: PullPolicy::Never,
+        network: job.network.clone(),
+        quiet: job.quiet,
+        cgroup_parent: job.cgroup_parent.clone(),
+    };
+    let _guard = store.lock_shared()?;
+    let mut b = Builder::new(store, state_root, &o)?;
+    if job.stage >= b.done.len() {
+        return Err(fail(format!("stage {}: the Dockerfile has {} stages", job.stage, b.done.len())));
+    }
+    b.steps = Steps::open(&job.steps)?;
+    for (i, out) in &job.done {
+        if let Some(d) = b.done.get_mut(*i) {
+            *d = Some(out.clone());
+        }
+    }
+    for (name, id) in &job.images {
+        let img = b.store.resolve(id)?;
+        b.images.insert(name.clone(), img);
+    }
+    let meta = b.meta()?;
+    let out = b.stage(job.stage, &meta)?;
+    Ok((out, std::mem::take(&mut b.used_args)))
 }
 
 /// Whether a RUN's command is just one heredoc (`<<EOF`, `<<-"EOF"`): its body is then

@@ -5,6 +5,7 @@
 //! expand.rs   variable substitution ($VAR, ${VAR:-word}, ...) with docker's quoting rules
 //! glob.rs     COPY/ADD source globs and .dockerignore patterns
 //! exec.rs     the executor: stages, config instructions, layer steps, the cache
+//! parallel.rs independent stages side by side: worker processes, the shared step counter
 //! run.rs      the build's scratch directory and RUN's foreground container
 //! sources.rs  COPY/ADD sources: found, checksummed and copied between hostile roots
 //! ```
@@ -12,6 +13,7 @@
 pub mod exec;
 pub mod expand;
 pub mod glob;
+pub mod parallel;
 pub mod parse;
 pub mod run;
 pub mod sources;

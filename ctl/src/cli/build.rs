@@ -158,7 +158,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     let mut store = cli.store()?;
     let id = {
         let mut b = Builder::new(&mut store, &cli.state_root, &o)?;
-        b.build()?
+        b.build(cli)?
     };
     if let Some((format, dest)) = export {
         let img = store.resolve(&id.to_string())?;

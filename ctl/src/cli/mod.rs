@@ -148,6 +148,8 @@ pub enum Command {
     Exited { id: String, code: i32 },
     #[command(name = "__start", hide = true)]
     StartHelper { id: String },
+    #[command(name = "__build-stage", hide = true)]
+    BuildStage { job: std::path::PathBuf, out: std::path::PathBuf },
     /// Build an image from a Dockerfile.
     Build(build::Args),
     /// Download an image from a registry.
@@ -319,6 +321,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Monitor(a) => Ok(crate::monitor::monitor_main(cli, a)),
         Command::Exited { id, code } => Ok(crate::monitor::exited_main(cli, id, *code)),
         Command::StartHelper { id } => Ok(crate::monitor::start_main(cli, id)),
+        Command::BuildStage { job, out } => Ok(crate::build::parallel::worker_main(cli, job, out)),
         Command::Build(a) | Command::Image(ImageCmd::Build(a)) => build::run(cli, a),
         Command::Pull(a) | Command::Image(ImageCmd::Pull(a)) => pull::run(cli, a),
         Command::Push(a) | Command::Image(ImageCmd::Push(a)) => push::run(cli, a),
