@@ -5,6 +5,8 @@
 #   1. cold build (--no-cache)
 #   2. fully cached rebuild
 #   3. rebuild after one source file changed (the COPY of it and the RUN after it run again)
+#   4. cold build of two independent stages, each a RUN of ~0.5 s, and a final stage copying
+#      from both (built side by side by capsactl and BuildKit; buildah is given --jobs 2)
 # Rounds are interleaved (each tool once per round). Every peer runs on private roots: buildah
 # --root/--runroot with runc (crun refuses this host's hybrid cgroups); dockerd with its own
 # --data-root, --exec-root, -H unix socket and --pidfile, on a private containerd, both stopped
@@ -104,12 +106,33 @@ if ! $DKB build -q --network none -t probe "$C" >"$W/probe.log" 2>&1; then
 fi
 DOCKER_KIND=$(echo "$DKB" | grep -q BUILDKIT=1 && echo BuildKit || echo classic)
 
+# Two independent stages of the same cost and a final one that needs both.
+C2="$W/ctx2"
+mkdir -p "$C2"
+cat >"$C2/Dockerfile" <<'DOCKERFILE'
+FROM busybox AS one
+RUN sleep 0.5 && echo one > /out
+FROM busybox AS two
+RUN sleep 0.5 && echo two > /out
+FROM busybox
+COPY --from=one /out /one
+COPY --from=two /out /two
+CMD ["cat", "/one", "/two"]
+DOCKERFILE
+
 TOOLS="ctl buildah docker"
 build_cmd() {
 	case $1 in
 	ctl) echo "$CTL build --network none --cgroup-parent /capsa-bench-build -q -t app" ;;
 	buildah) echo "$BH bud --layers --isolation oci --runtime runc --network none -q -t app" ;;
 	docker) echo "$DKB build --network none -q -t app" ;;
+	esac
+}
+stages_cmd() {
+	case $1 in
+	ctl) echo "$CTL build --network none --cgroup-parent /capsa-bench-build -q -t stages" ;;
+	buildah) echo "$BH bud --layers --jobs 2 --isolation oci --runtime runc --network none -q -t stages" ;;
+	docker) echo "$DKB build --network none -q -t stages" ;;
 	esac
 }
 # Warm up each tool once.
@@ -126,13 +149,19 @@ while [ $r -lt "$RUNS" ]; do
 	for t in $TOOLS; do
 		once "$W/chg_$t" $(build_cmd $t) "$C"
 	done
+	for t in $TOOLS; do
+		once "$W/par_$t" $(stages_cmd $t) --no-cache "$C2"
+	done
 	r=$((r + 1))
 done
 # The image each built runs and says the same.
 got=$($CTL run --rm --network none app | head -1)
 [ "$got" = "v$((RUNS - 1)) changed" ] || { echo "bench-build.sh: capsactl's image says $got" >&2; exit 1; }
 
-for f in "$W"/cold_* "$W"/hot_* "$W"/chg_*; do
+got=$($CTL run --rm --network none stages | tr '\n' ' ')
+[ "$got" = "one two " ] || { echo "bench-build.sh: capsactl's two-stage image says $got" >&2; exit 1; }
+
+for f in "$W"/cold_* "$W"/hot_* "$W"/chg_* "$W"/par_*; do
 	eval "$(basename "$f")=$(median <"$f")"
 done
 printf '\n%s rounds, medians; ratios are capsactl / peer (below 1: capsactl faster); docker: %s\n\n' "$RUNS" "$DOCKER_KIND"
@@ -144,3 +173,4 @@ row() {
 row "cold (--no-cache)" "$cold_ctl" "$cold_buildah" "$cold_docker"
 row "fully cached" "$hot_ctl" "$hot_buildah" "$hot_docker"
 row "one source changed" "$chg_ctl" "$chg_buildah" "$chg_docker"
+row "two independent stages, cold" "$par_ctl" "$par_buildah" "$par_docker"
