@@ -623,7 +623,9 @@ fn independent_stages_build_side_by_side_and_a_failure_stops_the_others() {
     let env = Env::new("build-parallel");
     load_busybox(&env);
     // Stage a waits for stage b to connect to it: built one after the other, either
-    // would wait in vain (a for 20 s, b for 20 s of retries) and fail.
+    // would wait in vain (a for 20 s, b for 20 s of retries) and fail. a's nc reads its
+    // stdin from a FIFO that never ends (at EOF of /dev/null it would close its side,
+    // and b's nc might take that end before sending).
     let ctx = context(
         &env,
         "ctx",
@@ -631,7 +633,7 @@ fn independent_stages_build_side_by_side_and_a_failure_stops_the_others() {
             (
                 "Dockerfile",
                 "FROM busybox AS a\n\
-                 RUN timeout 20 nc -l -p 7000 > /got && test -s /got\n\
+                 RUN mkfifo /tmp/f && exec 3<>/tmp/f && rm /tmp/f && timeout 20 nc -l -p 7000 <&3 > /got && test -s /got\n\
                  \n\
                  FROM busybox AS b\n\
                  RUN for i in $(seq 200); do echo hello from b | nc 127.0.0.1 7000 && exit 0; sleep 0.1; done; exit 1\n\
@@ -677,4 +679,29 @@ fn independent_stages_build_side_by_side_and_a_failure_stops_the_others() {
     assert!(!e.contains("a was not stopped") && !out(&o).contains("a was not stopped"), "{e}");
     assert_clean(&env);
     env.ok(&["rmi", "par"]);
+}
+
+#[test]
+fn concurrent_builds_on_one_store_leave_each_other_alone() {
+    let env = Env::new("build-concurrent");
+    load_busybox(&env);
+    // Each build starts by cleaning the scratch dirs of killed builds: it must never take
+    // another's that is being made for one (it once could, between mkdir and flock).
+    let ctx = context(&env, "ctx", &[("Dockerfile", "FROM busybox\nENV A=1\nRUN true\n")]);
+    for round in 0..3 {
+        let kids: Vec<_> = (0..12)
+            .map(|_| {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_capsactl"));
+                c.arg("--root").arg(env.root()).arg("--state-root").arg(env.state());
+                c.args(["build", "--no-cache", "-q", "--cgroup-parent", &cgroup_parent(&env)]).arg(&ctx);
+                c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+                c.spawn().unwrap()
+            })
+            .collect();
+        for k in kids {
+            let o = k.wait_with_output().unwrap();
+            assert!(o.status.success(), "round {round}: {}", err(&o));
+        }
+    }
+    assert_clean(&env);
 }

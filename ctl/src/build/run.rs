@@ -37,14 +37,26 @@ pub struct Scratch {
 impl Scratch {
     pub fn new(store: &Store, state_root: &Path) -> Result<Scratch> {
         Self::clean_stale(store, state_root);
-        let dir = store.tmp_dir().join(format!("build-{}", &container::random_id()[..16]));
-        std::fs::create_dir_all(&dir).map_err(|e| fail(format!("create {}: {e}", dir.display())))?;
-        let lock = File::create(dir.join("lock")).map_err(|e| fail(format!("create {}/lock: {e}", dir.display())))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-            return Err(fail(format!("lock {}: {}", dir.display(), std::io::Error::last_os_error())));
+        // Made under another name and renamed once locked: another build's clean_stale
+        // must never find a `build-*` whose lock is not yet taken (and remove it).
+        let name = format!("build-{}", &container::random_id()[..16]);
+        let (new, dir) = (store.tmp_dir().join(format!("new-{name}")), store.tmp_dir().join(&name));
+        std::fs::create_dir_all(&new).map_err(|e| fail(format!("create {}: {e}", new.display())))?;
+        let locked = File::create(new.join("lock")).and_then(|lock| {
+            // SAFETY: flock on an fd we own.
+            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            std::fs::rename(&new, &dir)?;
+            Ok(lock)
+        });
+        match locked {
+            Ok(lock) => Ok(Scratch { dir, _lock: lock, state_root: state_root.to_path_buf() }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&new);
+                Err(fail(format!("make the build's scratch directory {}: {e}", dir.display())))
+            }
         }
-        Ok(Scratch { dir, _lock: lock, state_root: state_root.to_path_buf() })
     }
 
     /// A fresh directory for a step (or a --from source): anything of a previous one is
