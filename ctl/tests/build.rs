@@ -705,3 +705,130 @@ fn concurrent_builds_on_one_store_leave_each_other_alone() {
     }
     assert_clean(&env);
 }
+
+#[test]
+fn stages_side_by_side_behave_as_one_after_the_other() {
+    let env = Env::new("build-sidebyside");
+    load_busybox(&env);
+    let ctx = context(
+        &env,
+        "ctx",
+        &[
+            // Two identical steps in stages built side by side: made once, used by both
+            // (one after the other, the second would hit the first's cache entry), so a
+            // rebuild is the same image.
+            (
+                "Dockerfile",
+                "FROM busybox AS a\n\
+                 RUN cat /proc/sys/kernel/random/uuid > /id\n\
+                 FROM busybox AS b\n\
+                 RUN cat /proc/sys/kernel/random/uuid > /id\n\
+                 FROM busybox\n\
+                 COPY --from=a /id /a\n\
+                 COPY --from=b /id /b\n\
+                 CMD [\"cat\", \"/a\", \"/b\"]\n",
+            ),
+            // An ONBUILD COPY --from of a stage base makes the stage named a dependency.
+            (
+                "Dockerfile.onbuild",
+                "FROM busybox AS a\n\
+                 ONBUILD COPY --from=c /c /from-c\n\
+                 FROM busybox AS c\n\
+                 RUN sleep 0.5; echo c > /c\n\
+                 FROM a AS b\n\
+                 RUN cat /from-c\n\
+                 FROM b\n\
+                 COPY --from=c /c /final\n\
+                 CMD [\"cat\", \"/from-c\", \"/final\"]\n",
+            ),
+            // --from sees the global scope only, as BuildKit.
+            (
+                "Dockerfile.fromarg",
+                "ARG G=c\n\
+                 FROM busybox AS c\n\
+                 RUN echo c > /c\n\
+                 FROM busybox\n\
+                 ARG SRC=c\n\
+                 COPY --from=${G} /c /gc\n\
+                 COPY --from=${SRC} /c /yc\n",
+            ),
+            // A Dockerfile (or a base's ONBUILD) does not get the host's network by itself.
+            ("Dockerfile.hostnet", "FROM busybox\nRUN --network=host true\n"),
+        ],
+    );
+    let (id, _) = build_ok(&env, &ctx, &["-t", "twins"]);
+    let ids = env.ok(&["run", "--rm", "twins"]);
+    let l: Vec<&str> = ids.lines().collect();
+    assert!(l.len() == 2 && l[0] == l[1] && l[0].len() == 36, "{ids}");
+    let (again, log) = build_ok(&env, &ctx, &["-t", "twins"]);
+    assert_eq!(again, id, "{log}");
+    let (_, log) = build_ok(&env, &ctx, &["-t", "ob", "-f", ctx.join("Dockerfile.onbuild").to_str().unwrap()]);
+    assert_eq!(env.ok(&["run", "--rm", "ob"]), "c\nc\n", "{log}");
+    let o = build(&env, &ctx, &["-f", ctx.join("Dockerfile.fromarg").to_str().unwrap()]);
+    assert!(
+        !o.status.success()
+            && err(&o).contains("Dockerfile.fromarg:7: COPY: --from=${SRC}: names nothing (only ARGs declared before the first FROM"),
+        "{}",
+        err(&o)
+    );
+    assert!(!err(&o).contains("Dockerfile.fromarg:6"), "{}", err(&o));
+    let hostnet = ctx.join("Dockerfile.hostnet");
+    let o = build(&env, &ctx, &["-f", hostnet.to_str().unwrap()]);
+    assert!(
+        !o.status.success() && err(&o).contains("Dockerfile.hostnet:2: RUN: --network=host: network.host is not allowed"),
+        "{}",
+        err(&o)
+    );
+    let o = build_in_netns(&env, &ctx, &["--allow", "network.host", "-f", hostnet.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(env.fails(&["build", "--allow", "everything", ctx.to_str().unwrap()]).contains("--allow everything: unknown entitlement"));
+    assert_clean(&env);
+}
+
+#[test]
+fn a_cancelled_build_stops_its_stages_and_a_killed_one_is_cleaned_up_by_the_next() {
+    let env = Env::new("build-cancel");
+    load_busybox(&env);
+    let ctx = context(
+        &env,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM busybox AS one\nRUN echo one started; sleep 300\nFROM busybox AS two\nRUN echo two started; sleep 300\n\
+             FROM busybox\nCOPY --from=one /bin/sh /one\nCOPY --from=two /bin/sh /two\n",
+        )],
+    );
+    let started = |path: &Path| {
+        let p = path.to_path_buf();
+        until("both RUNs started", move || {
+            let e = std::fs::read_to_string(&p).unwrap_or_default();
+            e.contains("one started") && e.contains("two started")
+        })
+    };
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL] {
+        let log = env.dir.join(format!("build-{sig}.log"));
+        let mut c = Command::new(env!("CARGO_BIN_EXE_capsactl"));
+        c.arg("--root").arg(env.root()).arg("--state-root").arg(env.state());
+        c.args(["build", "--no-cache", "--cgroup-parent", &cgroup_parent(&env)]).arg(&ctx);
+        c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
+        let mut child = c.spawn().unwrap();
+        started(&log);
+        // SAFETY: kill(2) of our own child with a signal number.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let st = child.wait().unwrap();
+        let e = std::fs::read_to_string(&log).unwrap();
+        if sig == libc::SIGKILL {
+            // Its workers die with it (a container's init forked by one, not yet exec'd,
+            // has a worker's command line too: it lives in a pid namespace of its own);
+            // the next build, or a prune, removes what they left.
+            let ours = std::fs::read_link("/proc/self/ns/pid").unwrap();
+            let worker = |pid: i32| std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok().as_ref() == Some(&ours);
+            until("the workers are gone", || !env.procs().iter().any(|(p, c)| c.contains("__build-stage") && worker(*p)));
+            env.ok(&["image", "prune", "-f"]);
+        } else {
+            assert_eq!(st.code(), Some(128 + sig), "{e}");
+            assert!(e.contains("build cancelled (SIG"), "{e}");
+        }
+        assert_clean(&env);
+    }
+}

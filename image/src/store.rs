@@ -64,7 +64,7 @@ pub struct NewImage {
 }
 
 /// An image as `images` and `inspect` see it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ImageInfo {
     pub id: Digest,
     pub manifest: Digest,

@@ -55,6 +55,8 @@ pub struct Opts {
     pub pull: PullPolicy,
     /// RUN's network (a mode of `run --network`) unless `RUN --network` says otherwise.
     pub network: String,
+    /// Entitlements the user granted (`--allow network.host`).
+    pub allow: BTreeSet<String>,
     pub quiet: bool,
     /// --cgroup-parent of the RUN containers (empty: capsactl's default, /capsa).
     pub cgroup_parent: String,
@@ -141,6 +143,11 @@ pub struct Builder<'a> {
     /// Base and --from images, pulled (if missing) before the build takes the store's
     /// shared lock (a failed pull cleans up under the exclusive one).
     images: BTreeMap<String, capsa_image::store::ImageInfo>,
+    /// The global scope: ARGs before the first FROM (what FROM and --from words see).
+    meta: BTreeMap<String, String>,
+    /// The build's directory shared with its stage workers: the step counter, the cache
+    /// key locks, the Dockerfile they read (the parent's scratch dir).
+    shared: PathBuf,
 }
 
 fn h(parts: &[&[u8]]) -> String {
@@ -182,6 +189,7 @@ impl<'a> Builder<'a> {
         };
         let scratch = Scratch::new(store, state_root)?;
         let steps = Steps::create(&scratch.dir.join("steps"))?;
+        let shared = scratch.dir.clone();
         let n = df.stages.len();
         Ok(Builder {
             store,
@@ -196,6 +204,8 @@ impl<'a> Builder<'a> {
             step: 0,
             steps,
             images: BTreeMap::new(),
+            meta: BTreeMap::new(),
+            shared,
         })
     }
 
@@ -250,6 +260,7 @@ impl<'a> Builder<'a> {
             self.say(&format!("WARNING: # syntax={sx}: frontend images are not run; built with capsactl's own Dockerfile parser"));
         }
         let meta = self.meta()?;
+        self.meta = meta.clone();
         let esc = self.df.escape;
         let names: Vec<Option<String>> = self.df.stages.iter().map(|s| s.name.clone()).collect();
         let target = match &self.o.target {
@@ -270,26 +281,39 @@ impl<'a> Builder<'a> {
                 .position(|n| n.as_deref() == Some(l.as_str()))
                 .or_else(|| s.parse::<usize>().ok().filter(|i| *i < before))
         };
+        // --from words see the global scope only (as BuildKit: the stages a stage needs
+        // are known before any is built), here and when the COPY runs.
+        let global = |w: &str| expand::expand(w, esc, &|x| meta.get(x).cloned().or_else(|| auto_arg(x))).unwrap_or_default();
         let mut deps: Vec<Vec<usize>> = Vec::new();
-        // Images each stage needs: its base and its COPY --from images.
-        let mut wants: Vec<Vec<String>> = Vec::new();
+        // Images each stage needs (its base, its COPY --from images), with the line that
+        // names each.
+        let mut wants: Vec<Vec<(String, Instruction)>> = Vec::new();
         for (i, st) in self.df.stages.iter().enumerate() {
             let mut d = Vec::new();
             let mut w = Vec::new();
+            let mut base = None;
             if let Kind::From { image, .. } = &st.from.kind {
-                let img = expand::expand(image, esc, &|x| meta.get(x).cloned().or_else(|| auto_arg(x))).unwrap_or_default();
+                let img = global(image);
                 match names[..i].iter().position(|n| n.as_deref() == Some(img.to_ascii_lowercase().as_str())) {
-                    Some(j) => d.push(j),
-                    None if !img.eq_ignore_ascii_case("scratch") && !img.is_empty() => w.push(img),
+                    Some(j) => {
+                        d.push(j);
+                        base = Some(j);
+                    }
+                    None if !img.eq_ignore_ascii_case("scratch") && !img.is_empty() => w.push((img, st.from.clone())),
                     None => {}
                 }
             }
-            for ins in &st.instructions {
+            // COPY --from of the stage, and of the ONBUILD triggers of a stage it builds on.
+            let triggers = base.into_iter().flat_map(|j| self.df.stages[j].instructions.iter()).filter_map(|ins| match &ins.kind {
+                Kind::Onbuild(_, t) => Some(t.as_ref()),
+                _ => None,
+            });
+            for ins in st.instructions.iter().chain(triggers) {
                 if let Kind::Copy(CopyArgs { from: Some(f), .. }) = &ins.kind {
-                    let f = expand::expand(f, esc, &|x| meta.get(x).cloned()).unwrap_or_default();
+                    let f = global(f);
                     match stage_ref(&f, i) {
                         Some(j) => d.push(j),
-                        None if !f.is_empty() => w.push(f),
+                        None if !f.is_empty() => w.push((f, ins.clone())),
                         None => {}
                     }
                 }
@@ -297,21 +321,49 @@ impl<'a> Builder<'a> {
             deps.push(d);
             wants.push(w);
         }
-        let mut need = vec![false; names.len()];
-        let mut todo = vec![target];
-        while let Some(i) = todo.pop() {
-            if !need[i] {
-                need[i] = true;
-                todo.extend(deps[i].iter().copied());
-            }
-        }
-        for (i, w) in wants.iter().enumerate().filter(|(i, _)| need[*i]) {
-            for w in w {
-                if !self.images.contains_key(w) {
-                    let img = crate::cli::pull::image_or_pull(self.store, w, self.o.pull)
-                        .map_err(|e| self.err(&self.df.stages[i].from, format!("{w}: {e}")))?;
-                    self.images.insert(w.clone(), img);
+        // The target's stages and their images, pulled; an image base's ONBUILD COPY
+        // --from triggers may name more stages (then again).
+        let mut need;
+        loop {
+            need = vec![false; names.len()];
+            let mut todo = vec![target];
+            while let Some(i) = todo.pop() {
+                if !need[i] {
+                    need[i] = true;
+                    todo.extend(deps[i].iter().copied());
                 }
+            }
+            let mut more = false;
+            for (i, w) in wants.iter_mut().enumerate().filter(|(i, _)| need[*i]) {
+                for (name, ins) in w.clone() {
+                    if !self.images.contains_key(&name) {
+                        let img = crate::cli::pull::image_or_pull(self.store, &name, self.o.pull)
+                            .map_err(|e| self.err(&ins, format!("{name}: {e}")))?;
+                        self.images.insert(name.clone(), img);
+                    }
+                    if !matches!(ins.kind, Kind::From { .. }) {
+                        continue;
+                    }
+                    for t in self.image_triggers(&name) {
+                        if let Kind::Copy(CopyArgs { from: Some(f), .. }) = &t.kind {
+                            let f = global(f);
+                            match stage_ref(&f, i) {
+                                Some(j) if !deps[i].contains(&j) => {
+                                    deps[i].push(j);
+                                    more = true;
+                                }
+                                None if !f.is_empty() && !w.iter().any(|(n, _)| *n == f) => {
+                                    w.push((f, self.df.stages[i].from.clone()));
+                                    more = true;
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+            if !more {
+                break;
             }
         }
         // From here on blobs and snapshots are made that no image holds yet: garbage
@@ -337,24 +389,28 @@ impl<'a> Builder<'a> {
     }
 
     /// Builds the stages in `order` (those the target needs), each once the stages it
-    /// depends on (`deps`) are built. A stage that is alone builds here; stages that can
-    /// build side by side each build in a worker process (see `parallel.rs`), at most as
-    /// many at a time as there are CPUs, so that this process can answer the first to
-    /// finish or fail. On a failure the other workers are killed and what they left is
-    /// cleaned up; the first failure is the build's.
+    /// depends on (`deps`) are built. A stage that is alone, or that runs no container
+    /// (no RUN: quick), builds here; stages that can build side by side each build in a
+    /// worker process (see `parallel.rs`), at most as many at a time as there are CPUs,
+    /// while this process answers the first to finish or fail, or a cancelling signal. On
+    /// a failure the other workers are killed and what they left is cleaned up; the first
+    /// failure is the build's.
     fn stages(&mut self, cli: &Cli, order: &[usize], deps: &[Vec<usize>], meta: &BTreeMap<String, String>) -> Result<()> {
         let cap = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2);
         let mut workers: Vec<Worker> = Vec::new();
-        let r = self.schedule(cli, order, deps, meta, cap, &mut workers);
+        let mut cancel = None;
+        let r = self.schedule(cli, order, deps, meta, cap, &mut workers, &mut cancel);
         if r.is_err() && !workers.is_empty() {
             for w in workers.drain(..) {
                 w.kill();
             }
             Scratch::clean_stale(self.store, self.state_root);
         }
+        drop(cancel);
         r
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn schedule(
         &mut self,
         cli: &Cli,
@@ -363,8 +419,12 @@ impl<'a> Builder<'a> {
         meta: &BTreeMap<String, String>,
         cap: usize,
         workers: &mut Vec<Worker>,
+        cancel: &mut Option<parallel::Cancel>,
     ) -> Result<()> {
         loop {
+            if let Some(c) = cancel.as_ref() {
+                c.check()?;
+            }
             let mut i = 0;
             while i < workers.len() {
                 match workers[i].try_finish() {
@@ -387,37 +447,73 @@ impl<'a> Builder<'a> {
             if ready.is_empty() && workers.is_empty() {
                 return Ok(());
             }
-            // One stage to build and nothing else going on: here, without a worker.
-            if let ([one], true) = (ready.as_slice(), workers.is_empty()) {
-                let out = self.stage(*one, meta)?;
-                self.done[*one] = Some(out);
+            // Alone, or no container to run: here, without a worker.
+            let here = match ready.as_slice() {
+                [one] if workers.is_empty() => Some(*one),
+                _ => ready.iter().copied().find(|&i| !self.runs_containers(i)),
+            };
+            if let Some(i) = here {
+                let out = self.stage(i, meta)?;
+                self.done[i] = Some(out);
                 continue;
             }
             for &j in &ready {
                 if workers.len() >= cap {
                     break;
                 }
-                let job = self.job(j)?;
-                workers.push(Worker::spawn(cli, &self.scratch.dir, &job)?);
+                if cancel.is_none() {
+                    *cancel = Some(parallel::Cancel::new()?);
+                }
+                let job = self.job(j, &deps[j])?;
+                workers.push(Worker::spawn(cli, &self.shared, &job)?);
             }
-            parallel::wait_any(workers);
+            match cancel.as_ref() {
+                Some(c) => c.wait_any(workers)?,
+                None => return Err(fail("internal: stages wait without workers")),
+            }
         }
     }
 
-    /// What a worker needs to build stage `idx`.
-    fn job(&self, idx: usize) -> Result<Job> {
+    /// Whether building stage `i` may run a container: a RUN, or ONBUILD triggers of
+    /// its base (which may hold one).
+    fn runs_containers(&self, i: usize) -> bool {
+        let st = &self.df.stages[i];
+        if st.instructions.iter().any(|ins| matches!(ins.kind, Kind::Run { .. })) {
+            return true;
+        }
+        let Kind::From { image, .. } = &st.from.kind else { return true };
+        let esc = self.df.escape;
+        let base =
+            expand::expand(image, esc, &|x| self.meta.get(x).cloned().or_else(|| auto_arg(x))).unwrap_or_default().to_ascii_lowercase();
+        if base == "scratch" {
+            return false;
+        }
+        match self.df.stages[..i].iter().position(|s| s.name.as_deref() == Some(base.as_str())) {
+            Some(j) => self.df.stages[j].instructions.iter().any(|ins| matches!(ins.kind, Kind::Onbuild(..))),
+            None => !self.image_triggers(&base).is_empty() || !self.images.contains_key(&base),
+        }
+    }
+
+    /// What a worker needs to build stage `idx`, which builds on the stages `deps`.
+    fn job(&self, idx: usize, deps: &[usize]) -> Result<Job> {
+        let text = self.shared.join("Dockerfile");
+        if !text.exists() {
+            std::fs::write(&text, &self.o.dockerfile.0).map_err(|e| fail(format!("write {}: {e}", text.display())))?;
+        }
         Ok(Job {
             context: self.o.context.clone(),
-            dockerfile: self.o.dockerfile.clone(),
+            dockerfile_name: self.o.dockerfile.1.clone(),
             build_args: self.o.build_args.clone(),
             no_cache: self.o.no_cache,
             network: self.o.network.clone(),
+            allow: self.o.allow.clone(),
             quiet: self.o.quiet,
             cgroup_parent: self.o.cgroup_parent.clone(),
             stage: idx,
-            done: self.done.iter().enumerate().filter_map(|(i, d)| Some((i, d.clone()?))).collect(),
-            images: self.images.iter().map(|(n, i)| (n.clone(), i.id.to_string())).collect(),
-            steps: self.scratch.dir.join("steps"),
+            label: self.df.stages[idx].name.clone().unwrap_or_else(|| format!("stage-{idx}")),
+            done: deps.iter().filter_map(|&j| Some((j, self.done[j].clone()?))).collect(),
+            images: self.images.clone(),
+            shared: self.shared.clone(),
         })
     }
 
@@ -708,6 +804,11 @@ impl<'a> Builder<'a> {
                 }
                 let network = match network.as_deref() {
                     None | Some("default") => self.o.network.clone(),
+                    // The Dockerfile (or a base image's ONBUILD) may not choose the
+                    // host's network by itself: the user grants it, as with BuildKit.
+                    Some("host") if !self.o.allow.contains("network.host") => {
+                        return Err(e(self, "--network=host: network.host is not allowed (grant it with --allow network.host)".into()))
+                    }
                     Some(n @ ("none" | "host")) => n.to_string(),
                     Some(n) => return Err(e(self, format!("--network={n}: want default, none or host"))),
                 };
@@ -776,6 +877,28 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// The ONBUILD triggers of a pulled image, as instructions (those that do not parse
+    /// are left to the stage, which refuses them).
+    fn image_triggers(&self, name: &str) -> Vec<Instruction> {
+        let Some(img) = self.images.get(name) else { return Vec::new() };
+        let Ok((cfg, _)) = self.store.config(img) else { return Vec::new() };
+        let triggers: Vec<String> = cfg
+            .config
+            .and_then(|mut c| c.extra.remove("OnBuild"))
+            .and_then(|v| serde_json::from_value::<Option<Vec<String>>>(v).ok().flatten())
+            .unwrap_or_default();
+        let mut out = Vec::new();
+        for t in triggers {
+            let Ok(df) = parse::parse(&format!("FROM scratch\nONBUILD {t}\n")) else { continue };
+            for ins in df.stages.into_iter().flat_map(|s| s.instructions) {
+                if let Kind::Onbuild(_, ins) = ins.kind {
+                    out.push(*ins);
+                }
+            }
+        }
+        out
+    }
+
     /// An image pulled before the build (or, for a name only known once a stage's ARGs
     /// are set, one the store has).
     fn image(&self, name: &str) -> Result<capsa_image::store::ImageInfo> {
@@ -831,6 +954,9 @@ impl<'a> Builder<'a> {
     ) -> Result<()> {
         let key = h(&[s.key.as_bytes(), created_by.as_bytes(), key_extra]);
         let t0 = Instant::now();
+        // Held until the layer is recorded: a stage beside this one with the same step
+        // waits, then finds it in the cache.
+        let _key_lock = if self.o.no_cache { None } else { Some(parallel::lock_key(&self.shared, &key)?) };
         if !self.o.no_cache {
             if let Some((layer, created)) = self.cached(&key, s.layers.last().map(|l| &l.chain))? {
                 let empty = layer.is_none();
@@ -961,8 +1087,18 @@ impl<'a> Builder<'a> {
         let abs = crate::container::create::clean_dest(&if dest.starts_with('/') { dest.clone() } else { format!("{wd}/{dest}") });
 
         // The sources: the context, another stage or an image, mounted for this step.
+        // --from sees the global scope only, as BuildKit's (see `build`).
         let from_src = match &c.from {
-            Some(f) => Some(x(s, f, false).map_err(|m| e(self, m))?),
+            Some(f) => {
+                let global = expand::expand(f, esc, &|k| self.meta.get(k).cloned().or_else(|| auto_arg(k))).map_err(|m| e(self, m))?;
+                if global.is_empty() {
+                    return Err(e(
+                        self,
+                        format!("--from={f}: names nothing (only ARGs declared before the first FROM can be used in --from)"),
+                    ));
+                }
+                Some(global)
+            }
             None => None,
         };
         let src_root = match &from_src {
@@ -1142,15 +1278,18 @@ impl<'a> Builder<'a> {
 /// A worker's build of one stage (`capsactl __build-stage`, see `parallel.rs`): the
 /// stage, and the build args it used.
 pub fn stage_main(store: &mut Store, state_root: &Path, job: &Job) -> Result<parallel::Built> {
+    let df = job.shared.join("Dockerfile");
+    let text = std::fs::read_to_string(&df).map_err(|e| fail(format!("read {}: {e}", df.display())))?;
     let o = Opts {
         context: job.context.clone(),
-        dockerfile: job.dockerfile.clone(),
+        dockerfile: (text, job.dockerfile_name.clone()),
         tags: Vec::new(),
         build_args: job.build_args.clone(),
         target: None,
         no_cache: job.no_cache,
         pull: PullPolicy::Never,
         network: job.network.clone(),
+        allow: job.allow.clone(),
         quiet: job.quiet,
         cgroup_parent: job.cgroup_parent.clone(),
     };
@@ -1159,17 +1298,16 @@ pub fn stage_main(store: &mut Store, state_root: &Path, job: &Job) -> Result<par
     if job.stage >= b.done.len() {
         return Err(fail(format!("stage {}: the Dockerfile has {} stages", job.stage, b.done.len())));
     }
-    b.steps = Steps::open(&job.steps)?;
+    b.steps = Steps::open(&job.shared.join("steps"))?;
+    b.shared = job.shared.clone();
     for (i, out) in &job.done {
         if let Some(d) = b.done.get_mut(*i) {
             *d = Some(out.clone());
         }
     }
-    for (name, id) in &job.images {
-        let img = b.store.resolve(id)?;
-        b.images.insert(name.clone(), img);
-    }
+    b.images = job.images.clone();
     let meta = b.meta()?;
+    b.meta = meta.clone();
     let out = b.stage(job.stage, &meta)?;
     Ok((out, std::mem::take(&mut b.used_args)))
 }

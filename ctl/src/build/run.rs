@@ -277,38 +277,54 @@ fn record(id: &str, r: &RunSpec) -> Record {
     }
 }
 
-/// create + start + wait + delete through the capsa library, in the foreground: the
-/// container's stdio is ours (stdin /dev/null), signals we get are forwarded to it.
+/// create + start + wait + delete through the capsa library, in the foreground. The
+/// container's stdin is /dev/null; its stdout and stderr are the log, or our stderr (the
+/// build's progress, as BuildKit shows a RUN's output; stdout carries only the image id).
+/// SIGINT, SIGTERM and SIGHUP cancel the step (the container is killed: a shell as PID 1
+/// would ignore them); other signals are forwarded to it.
 fn foreground(state_root: &Path, id: &str, bundle: &Path, log: Option<&File>) -> Result<i32> {
-    // With a log, the container's stdout and stderr are the log (ours are put back after).
-    let saved = match log {
-        Some(f) => {
-            use std::os::fd::AsFd;
-            let out = std::io::stdout().as_fd().try_clone_to_owned().map_err(|e| fail(format!("dup stdout: {e}")))?;
-            let err = std::io::stderr().as_fd().try_clone_to_owned().map_err(|e| fail(format!("dup stderr: {e}")))?;
-            // SAFETY: dup2 of an fd we hold onto fds 1 and 2.
-            unsafe {
-                libc::dup2(f.as_raw_fd(), 1);
-                libc::dup2(f.as_raw_fd(), 2);
-            }
-            Some((out, err))
-        }
-        None => None,
-    };
+    use std::os::fd::AsFd;
+    let to = match log {
+        Some(f) => f.as_fd().try_clone_to_owned(),
+        None => std::io::stderr().as_fd().try_clone_to_owned(),
+    }
+    .map_err(|e| fail(format!("dup the RUN's output: {e}")))?;
+    let out = std::io::stdout().as_fd().try_clone_to_owned().map_err(|e| fail(format!("dup stdout: {e}")))?;
+    let err = std::io::stderr().as_fd().try_clone_to_owned().map_err(|e| fail(format!("dup stderr: {e}")))?;
+    // SAFETY: dup2 of an fd we hold onto fds 1 and 2 (put back below).
+    unsafe {
+        libc::dup2(to.as_raw_fd(), 1);
+        libc::dup2(to.as_raw_fd(), 2);
+    }
     let res = foreground_inner(state_root, id, bundle);
-    if let Some((out, err)) = saved {
-        // SAFETY: dup2 of the saved fds back onto 1 and 2.
-        unsafe {
-            libc::dup2(out.as_raw_fd(), 1);
-            libc::dup2(err.as_raw_fd(), 2);
-        }
+    // SAFETY: dup2 of the saved fds back onto 1 and 2.
+    unsafe {
+        libc::dup2(out.as_raw_fd(), 1);
+        libc::dup2(err.as_raw_fd(), 2);
     }
     res
+}
+
+/// The signals that cancel a build.
+pub fn cancelling() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::Signal;
+    let mut s = nix::sys::signal::SigSet::empty();
+    for sig in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        s.add(sig);
+    }
+    s
+}
+
+/// The error of a build cancelled by `sig`.
+pub fn cancelled(sig: i32) -> Failure {
+    let name = nix::sys::signal::Signal::try_from(sig).map(|s| s.as_str()).unwrap_or("a signal");
+    Failure { msg: format!("build cancelled ({name})"), code: 128 + sig }
 }
 
 fn foreground_inner(state_root: &Path, id: &str, bundle: &Path) -> Result<i32> {
     use capsa::container::{self as rt, CreateArgs};
     use capsa::process::plan::CreateOpts;
+    use nix::sys::signalfd::{SfdFlags, SignalFd};
     let sigs = rt::foreground::forwarded();
     let mut old = nix::sys::signal::SigSet::empty();
     nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&sigs), Some(&mut old))
@@ -316,6 +332,7 @@ fn foreground_inner(state_root: &Path, id: &str, bundle: &Path) -> Result<i32> {
     // The container's init is our child; we reap it (and what it leaves to us).
     let _reaper = capsa::process::fds::Subreaper::set();
     let res = (|| -> Result<i32> {
+        let sfd = SignalFd::with_flags(&sigs, SfdFlags::SFD_CLOEXEC).map_err(|e| fail(format!("signalfd: {e}")))?;
         let created = rt::create(CreateArgs {
             root: state_root,
             id,
@@ -329,12 +346,54 @@ fn foreground_inner(state_root: &Path, id: &str, bundle: &Path) -> Result<i32> {
         })
         .map_err(|e| container::start::start_failure(e.to_string()))?;
         rt::start(state_root, id).map_err(|e| container::start::start_failure(e.to_string()))?;
-        rt::foreground::wait(created.state.pid, &sigs, None).map_err(Failure::from)
+        let init = created.state.pid;
+        let cancel = cancelling();
+        let mut cancelled_by = None;
+        loop {
+            let info = match sfd.read_signal() {
+                Ok(Some(i)) => i,
+                Ok(None) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(fail(format!("read signals: {e}"))),
+            };
+            let sig = info.ssi_signo as i32;
+            if sig == libc::SIGCHLD {
+                if let Some(code) = reap(init) {
+                    return match cancelled_by {
+                        Some(s) => Err(cancelled(s)),
+                        None => Ok(code),
+                    };
+                }
+                continue;
+            }
+            let Ok(signal) = nix::sys::signal::Signal::try_from(sig) else { continue };
+            let sig = if cancel.contains(signal) {
+                cancelled_by.get_or_insert(sig);
+                libc::SIGKILL
+            } else {
+                sig
+            };
+            // SAFETY: kill with the pid of our child (not yet reaped) and a signal number.
+            unsafe { libc::kill(init, sig) };
+        }
     })();
     let _ = rt::delete(state_root, id, true);
     let _ = capsa_cgroups::remove_if_unused(container::spec::DEFAULT_CGROUP_PARENT);
     let _ = nix::sys::signal::sigprocmask(nix::sys::signal::SigmaskHow::SIG_SETMASK, Some(&old), None);
     res
+}
+
+/// The exit code of `init` once it has exited. Only init is waited for: the build's
+/// stage workers are our children too, and theirs to wait for.
+fn reap(init: i32) -> Option<i32> {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    match waitpid(nix::unistd::Pid::from_raw(init), Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Some(code),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(128 + sig as i32),
+        Ok(_) => None,
+        // Not our child (any more): nothing to wait for.
+        Err(_) => Some(255),
+    }
 }
 
 /// Removes directory `p` from the upper dir if it is empty, not opaque and has the

@@ -28,9 +28,13 @@ pub struct Args {
     /// Do not use cache when building the image.
     #[arg(long = "no-cache")]
     pub no_cache: bool,
-    /// Always attempt to pull a newer version of the base images.
-    #[arg(long)]
-    pub pull: bool,
+    /// Always attempt to pull a newer version of the base images (`--pull=false`: the
+    /// default, pull only what is missing).
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub pull: Option<bool>,
+    /// Grant an entitlement: network.host (lets `RUN --network=host` use the host's network).
+    #[arg(long, value_name = "ENTITLEMENT")]
+    pub allow: Vec<String>,
     /// Set target platform for build (only this host's platform).
     #[arg(long)]
     pub platform: Option<String>,
@@ -122,6 +126,16 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     if !cgroup_parent.is_empty() && (!cgroup_parent.starts_with('/') || cgroup_parent.split('/').any(|c| c == "..")) {
         return Err(bad(format!("--cgroup-parent {cgroup_parent:?}: want an absolute cgroup path without ..")));
     }
+    let mut allow = std::collections::BTreeSet::new();
+    for e in &a.allow {
+        match e.as_str() {
+            "network.host" => {
+                allow.insert(e.clone());
+            }
+            "security.insecure" => return Err(bad(format!("--allow {e}: not implemented yet (RUN --security is not)"))),
+            _ => return Err(bad(format!("--allow {e}: unknown entitlement (want network.host)"))),
+        }
+    }
     let mut build_args = BTreeMap::new();
     for b in &a.build_arg {
         match b.split_once('=') {
@@ -143,7 +157,8 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         build_args,
         target: a.target.clone(),
         no_cache: a.no_cache,
-        pull: if a.pull { super::pull::PullPolicy::Always } else { super::pull::PullPolicy::Missing },
+        pull: if a.pull == Some(true) { super::pull::PullPolicy::Always } else { super::pull::PullPolicy::Missing },
+        allow,
         network,
         quiet: a.quiet,
         cgroup_parent,
