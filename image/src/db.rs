@@ -129,6 +129,13 @@ const MIGRATIONS: &[&str] = &[
         added INTEGER NOT NULL
     );
     CREATE INDEX build_cache_chain ON build_cache(chain_id);",
+    // 5: IPv6 on bridge networks (`network create --ipv6`): a network's IPv6 subnet and
+    // gateway (NULL: IPv4 only), and the IPv6 address a lease holds besides its IPv4 one
+    // (one row, so one transaction gives and one DELETE releases both).
+    "ALTER TABLE networks ADD COLUMN subnet6 TEXT;  -- fd00:1:2:3::/64, canonical
+    ALTER TABLE networks ADD COLUMN gateway6 TEXT;
+    ALTER TABLE leases ADD COLUMN ip6 TEXT;         -- canonical text; NULL on IPv4-only networks
+    CREATE UNIQUE INDEX leases_ip6 ON leases(network, ip6);",
 ];
 
 pub struct Db {

@@ -36,16 +36,16 @@ fn main() {
     let (mut plain, mut full, mut nft, mut clean) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         let t = Instant::now();
-        container::attach(&Setup { host: &host, run_dir: &dir, net: &net, container: "c", ip, ports: &[], mtu: 0 }).unwrap();
+        container::attach(&Setup { host: &host, run_dir: &dir, net: &net, container: "c", ip, ip6: None, ports: &[], mtu: 0 }).unwrap();
         plain.push(t.elapsed());
         let t = Instant::now();
-        firewall::publish(&host, &dir, "c", ip, &[port]).unwrap();
+        firewall::publish(&host, &dir, "c", ip, None, &[port]).unwrap();
         nft.push(t.elapsed());
         let t = Instant::now();
         container::detach(&host, &dir, "c").unwrap();
         clean.push(t.elapsed());
         let t = Instant::now();
-        container::attach(&Setup { host: &host, run_dir: &dir, net: &net, container: "c", ip, ports: &[port], mtu: 0 }).unwrap();
+        container::attach(&Setup { host: &host, run_dir: &dir, net: &net, container: "c", ip, ip6: None, ports: &[port], mtu: 0 }).unwrap();
         full.push(t.elapsed());
         container::detach(&host, &dir, "c").unwrap();
     }
@@ -54,7 +54,7 @@ fn main() {
         let t = Instant::now();
         host.run(|| capsa_network::nftnl::list_rules("capsa")).unwrap();
         list.push(t.elapsed());
-        firewall::publish(&host, &dir, "c", ip, &[port]).unwrap();
+        firewall::publish(&host, &dir, "c", ip, None, &[port]).unwrap();
         let t = Instant::now();
         firewall::unpublish(&host, "c").unwrap();
         unp.push(t.elapsed());

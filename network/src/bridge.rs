@@ -1,6 +1,6 @@
 //! The network's bridge in the host namespace, and a container's veth pair on it.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use crate::error::{Context, Error, Result};
@@ -10,8 +10,11 @@ use crate::rtnl::{self, Rtnl};
 
 /// Makes the network's bridge if it is missing (gateway address, up), turns on IPv4
 /// forwarding and lets 127.0.0.1 be routed to the bridge (route_localnet, as docker does, so
-/// a published port answers on 127.0.0.1). A subnet that overlaps a route of the host that
-/// is not the bridge's is refused before anything is made. An existing interface of that
+/// a published port answers on 127.0.0.1). On a network with IPv6 the bridge gets the IPv6
+/// gateway address too and IPv6 forwarding is turned on (`net.ipv6.conf.all.forwarding`, as
+/// docker does for an IPv6 network; IPv6 has no route_localnet: see [`crate::firewall`]).
+/// A subnet (v4 or v6) that overlaps a route of the host that is not the bridge's is refused
+/// before anything is made. An existing interface of that
 /// name is used only if it is a bridge (docker's rule for a user-provided bridge); capsa
 /// marks the bridges it makes ([`rtnl::OWNED_ALIAS`]) and [`remove`] deletes only those.
 /// Returns the bridge's index.
@@ -38,6 +41,11 @@ pub fn ensure(host: &Ns, net: &Network, mtu: u32) -> Result<u32> {
                         )));
                     }
                 }
+                if let Some((sn6, _)) = net.v6 {
+                    if let Some((dst, len)) = host_routes6(&mut rt)?.into_iter().find(|r| r.overlaps(sn6)).map(|r| (r.addr, r.prefix)) {
+                        return Err(Error::new(format!("network {}: subnet {sn6} overlaps the host's route to {dst}/{len}", net.name)));
+                    }
+                }
                 let made = match rt.add_bridge(&net.bridge, mtu) {
                     Ok(()) => true,
                     // Another process made it first.
@@ -62,11 +70,38 @@ pub fn ensure(host: &Ns, net: &Network, mtu: u32) -> Result<u32> {
                 Err(e) => return Err(e),
             }
         }
+        if let Some((sn6, gw6)) = net.v6 {
+            let gw6 = IpAddr::V6(gw6);
+            if !rt.addrs(index)?.iter().any(|(a, _)| *a == gw6) {
+                match rt.add_addr(index, gw6, sn6.prefix) {
+                    Ok(()) => {}
+                    Err(e) if e.errno() == Some(libc::EEXIST) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            sysctl("net/ipv6/conf/all/forwarding", "1")?;
+        }
         rt.set_up(index)?;
         sysctl("net/ipv4/ip_forward", "1")?;
         sysctl(&format!("net/ipv4/conf/{}/route_localnet", net.bridge), "1")?;
         Ok(index)
     })
+}
+
+/// The IPv6 routes of the main table a network's subnet must not overlap: all but the
+/// default route, link-local (fe80::/64 on every link) and multicast ones.
+pub fn host_routes6(rt: &mut Rtnl) -> Result<Vec<crate::ipam::Subnet6>> {
+    let special = [
+        crate::ipam::Subnet6 { addr: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), prefix: 10 },
+        crate::ipam::Subnet6 { addr: Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), prefix: 8 },
+    ];
+    Ok(rt
+        .routes_v6()?
+        .into_iter()
+        .filter(|(_, len)| *len > 0)
+        .map(|(addr, prefix)| crate::ipam::Subnet6 { addr, prefix })
+        .filter(|r| !special.iter().any(|s| s.overlaps(*r)))
+        .collect())
 }
 
 /// Removes the network's bridge (and with it its address and routes) if capsa made it; a
@@ -80,6 +115,12 @@ pub fn remove(host: &Ns, net: &Network) -> Result<()> {
                 match rt.del_addr(l.index, IpAddr::V4(net.gateway), net.subnet.prefix) {
                     Err(e) if e.errno() != Some(libc::EADDRNOTAVAIL) => return Err(e),
                     _ => {}
+                }
+                if let Some((sn6, gw6)) = net.v6 {
+                    match rt.del_addr(l.index, IpAddr::V6(gw6), sn6.prefix) {
+                        Err(e) if e.errno() != Some(libc::EADDRNOTAVAIL) => return Err(e),
+                        _ => {}
+                    }
                 }
                 sysctl(&format!("net/ipv4/conf/{}/route_localnet", net.bridge), "0")?;
             }
@@ -110,8 +151,8 @@ pub fn veth_name_on(container: &str, network: &str) -> String {
 
 /// Puts a container on the bridge: a veth pair `veth` with the host end a hairpin port of the
 /// bridge and the other end `ifname` in the container's namespace (MAC [`mac_of`] the
-/// address), with `ip/prefix`, `lo` and `ifname` up and, if `default_route`, the default route
-/// via the gateway.
+/// address), with `ip/prefix` (and `ip6` on a network with IPv6), `lo` and `ifname` up and,
+/// if `default_route`, the default routes via the gateways.
 #[allow(clippy::too_many_arguments)]
 pub fn attach(
     host: &Ns,
@@ -121,6 +162,7 @@ pub fn attach(
     veth: &str,
     ifname: &str,
     ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
     mtu: u32,
     default_route: bool,
 ) -> Result<()> {
@@ -139,9 +181,20 @@ pub fn attach(
         rt.set_up(lo.index)?;
         let eth = rt.link(ifname)?.ok_or_else(|| Error::new(format!("{ifname} missing in the container's network namespace")))?;
         rt.add_addr(eth.index, IpAddr::V4(ip), net.subnet.prefix)?;
+        let v6 = match (ip6, net.v6) {
+            (Some(ip6), Some((sn6, gw6))) => {
+                rt.add_addr(eth.index, IpAddr::V6(ip6), sn6.prefix)?;
+                Some(gw6)
+            }
+            (Some(ip6), None) => return Err(Error::new(format!("address {ip6}: network {} has no IPv6", net.name))),
+            _ => None,
+        };
         rt.set_up(eth.index)?;
         if default_route {
             rt.add_default_route(eth.index, net.gateway)?;
+            if let Some(gw6) = v6 {
+                rt.add_default_route6(eth.index, gw6)?;
+            }
         }
         Ok(())
     })

@@ -6,7 +6,7 @@
 //! The address is leased by the caller first (`ipam::allocate` in its own transaction), so
 //! no database transaction stays open across netlink and nft work.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use rusqlite::Connection;
@@ -82,8 +82,9 @@ pub struct Setup<'a> {
     pub run_dir: &'a Path,
     pub net: &'a Network,
     pub container: &'a str,
-    /// Leased by the caller.
+    /// Leased by the caller (`ip6` on a network with IPv6, from the same lease).
     pub ip: Ipv4Addr,
+    pub ip6: Option<Ipv6Addr>,
     pub ports: &'a [firewall::PortMap],
     /// 0: the kernel's default (1500).
     pub mtu: u32,
@@ -121,8 +122,8 @@ pub fn attach(s: &Setup) -> Result<Attached> {
         let br = bridge::ensure(s.host, s.net, s.mtu)?;
         firewall::add_network(s.host, s.run_dir, s.net)?;
         let veth = bridge::veth_name(s.container);
-        bridge::attach(s.host, &ns_path, s.net, br, &veth, "eth0", s.ip, s.mtu, true)?;
-        firewall::publish(s.host, s.run_dir, s.container, s.ip, s.ports)?;
+        bridge::attach(s.host, &ns_path, s.net, br, &veth, "eth0", s.ip, s.ip6, s.mtu, true)?;
+        firewall::publish(s.host, s.run_dir, s.container, s.ip, s.ip6, s.ports)?;
         Ok(veth)
     })();
     match made {
@@ -138,7 +139,15 @@ pub fn attach(s: &Setup) -> Result<Attached> {
 /// on one more network (docker's `network connect`): a veth pair of its own
 /// ([`bridge::veth_name_on`]) whose inside end is the first free `ethN`, no default route
 /// and no published ports. On failure removes what it made. Returns (veth, interface).
-pub fn attach_extra(host: &Ns, run_dir: &Path, net: &Network, container: &str, ip: Ipv4Addr, mtu: u32) -> Result<(String, String)> {
+pub fn attach_extra(
+    host: &Ns,
+    run_dir: &Path,
+    net: &Network,
+    container: &str,
+    ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
+    mtu: u32,
+) -> Result<(String, String)> {
     check_id(container)?;
     let ns_path = netns_dir(run_dir).join(container);
     if !netns::is_mount_point(&ns_path).unwrap_or(false) {
@@ -153,7 +162,7 @@ pub fn attach_extra(host: &Ns, run_dir: &Path, net: &Network, container: &str, i
     let made = (|| {
         let br = bridge::ensure(host, net, mtu)?;
         firewall::add_network(host, run_dir, net)?;
-        bridge::attach(host, &ns_path, net, br, &veth, &ifname, ip, mtu, false)
+        bridge::attach(host, &ns_path, net, br, &veth, &ifname, ip, ip6, mtu, false)
     })();
     match made {
         Ok(()) => Ok((veth, ifname)),

@@ -1,5 +1,5 @@
-//! NAT on nftables, in capsa's own table `ip capsa`: masquerade out of each network's subnet
-//! and DNAT for published ports. Every rule carries a comment tag, `capsa-net:NAME` for a
+//! NAT on nftables, in capsa's own tables `ip capsa` and (for networks with IPv6) `ip6 capsa`:
+//! masquerade out of each network's subnets and DNAT for published ports. Every rule carries a comment tag, `capsa-net:NAME` for a
 //! network's and `capsa:ID PROTO/HOSTIP:PORT` for a container's port, so teardown deletes
 //! exactly the rules of one container or network, found by tag (also after a crash).
 //!
@@ -20,15 +20,24 @@
 //!   the host to be un-DNATed);
 //! - `forward` (filter): for an internal network (docker's `--internal`), drop what would
 //!   be forwarded between its bridge and any other link (no masquerade either).
+//!
+//! Table `ip6 capsa` has the same chains but `localnet`, with the same rules for a network's
+//! IPv6 subnet and a container's IPv6 address, as docker's ip6tables rules: a port published
+//! on all addresses (`-p 8080:80`) of a container on an IPv6 network is DNATed from the
+//! host's IPv6 addresses too; a port published on one IPv4 address stays IPv4 only. IPv6
+//! has no route_localnet: a packet from ::1 may not leave `lo` (RFC 4291 2.5.3; the
+//! container would drop it), so `[::1]:PORT` is not DNATed (`ip6 daddr != ::1` in `output`,
+//! as docker's `! -d ::1` rule; docker answers there only through its userland proxy, which
+//! capsa does not have). The table is removed with the last network's IPv6 rules.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::error::{Error, Result};
 use crate::ipam::Network;
 use crate::netns::Ns;
-use crate::nftnl::{self, expr, Batch, Hook};
+use crate::nftnl::{self, expr, Batch, Family, Hook};
 
-/// Table `capsa` of family ip.
+/// Table `capsa` of families ip and ip6.
 const TABLE: &str = "capsa";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +51,13 @@ impl Proto {
         match self {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
+        }
+    }
+    /// The IP protocol number.
+    fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
         }
     }
 }
@@ -101,9 +117,11 @@ impl PortMap {
 }
 
 /// The table and its chains, added (idempotently) in front of a batch of rules.
-fn base(b: &mut Batch) {
+fn base(b: &mut Batch, family: Family) {
     b.add_table();
-    b.add_base_chain("localnet", "filter", Hook::Prerouting, -300);
+    if family == Family::Ip {
+        b.add_base_chain("localnet", "filter", Hook::Prerouting, -300);
+    }
     b.add_base_chain("prerouting", "nat", Hook::Prerouting, -100);
     b.add_base_chain("output", "nat", Hook::Output, -100);
     b.add_base_chain("postrouting", "nat", Hook::Postrouting, 100);
@@ -113,13 +131,13 @@ fn base(b: &mut Batch) {
 /// Commits rules made by `rules`: first alone, and only if the table or a chain is missing
 /// (ENOENT) again behind [`base`]. Re-adding existing base chains in every batch costs ~9 ms
 /// here (the kernel updates their hooks); a batch of rules alone ~0.2 ms.
-fn commit_rules(rules: impl Fn(&mut Batch)) -> Result<()> {
-    let mut b = Batch::new(TABLE);
+fn commit_rules(family: Family, rules: impl Fn(&mut Batch)) -> Result<()> {
+    let mut b = Batch::of(family, TABLE);
     rules(&mut b);
     match b.commit() {
         Err(e) if e.errno() == Some(libc::ENOENT) => {
-            let mut b = Batch::new(TABLE);
-            base(&mut b);
+            let mut b = Batch::of(family, TABLE);
+            base(&mut b, family);
             rules(&mut b);
             b.commit()
         }
@@ -134,11 +152,12 @@ pub fn add_network(host: &Ns, lock_dir: &std::path::Path, net: &Network) -> Resu
     let tag = format!("capsa-net:{}", net.name);
     let _lock = lock(lock_dir)?;
     host.run(|| {
+        add_network6(net, &tag)?;
         if nftnl::list_rules(TABLE)?.iter().any(|r| r.comment == tag) {
             return Ok(());
         }
         let (sn, br) = (net.subnet, &net.bridge);
-        commit_rules(|b| {
+        commit_rules(Family::Ip, |b| {
             // iifname BRIDGE ip daddr 127.0.0.0/8 drop: route_localnet on the bridge must not
             // let a container reach the host's 127.0.0.1 services (CVE-2020-8558's lesson).
             b.add_rule("localnet", vec![expr::iifname(br), expr::daddr_in(Ipv4Addr::new(127, 0, 0, 0), 8), expr::drop()], &tag);
@@ -158,16 +177,63 @@ pub fn add_network(host: &Ns, lock_dir: &std::path::Path, net: &Network) -> Resu
     })
 }
 
-/// Removes a network's rules.
+/// The IPv6 half of [`add_network`] (on the caller's thread, under its lock).
+fn add_network6(net: &Network, tag: &str) -> Result<()> {
+    let Some((sn6, _)) = net.v6 else { return Ok(()) };
+    if nftnl::list_rules_of(Family::Ip6, TABLE)?.iter().any(|r| r.comment == tag) {
+        return Ok(());
+    }
+    let br = &net.bridge;
+    commit_rules(Family::Ip6, |b| {
+        if net.internal {
+            b.add_rule("forward", vec![expr::iifname(br), expr::oifname(false, br), expr::drop()], tag);
+            b.add_rule("forward", vec![expr::oifname(true, br), expr::iifname_ne(br), expr::drop()], tag);
+            return;
+        }
+        // ip6 saddr SUBNET6 oifname != BRIDGE masquerade
+        b.add_rule("postrouting", vec![expr::saddr6_in(sn6.addr, sn6.prefix), expr::oifname(false, br), expr::masquerade()], tag);
+        // oifname BRIDGE ct status dnat ip6 saddr SUBNET6 masquerade (hairpin)
+        b.add_rule(
+            "postrouting",
+            vec![expr::oifname(true, br), expr::ct_dnat(), expr::saddr6_in(sn6.addr, sn6.prefix), expr::masquerade()],
+            tag,
+        );
+    })
+}
+
+/// Removes a network's rules (and table `ip6 capsa` once no rule is left in it).
 pub fn remove_network(host: &Ns, net: &Network) -> Result<()> {
     let tag = format!("capsa-net:{}", net.name);
-    host.run(|| delete_where(|c| c == tag))
+    host.run(|| {
+        let r = delete_where(Family::Ip, |c| c == tag);
+        let r6 = delete_where(Family::Ip6, |c| c == tag).and_then(|()| {
+            if nftnl::list_rules_of(Family::Ip6, TABLE)?.is_empty() {
+                let mut b = Batch::of(Family::Ip6, TABLE);
+                b.del_table();
+                match b.commit() {
+                    Err(e) if e.errno() == Some(libc::ENOENT) => {}
+                    r => r?,
+                }
+            }
+            Ok(())
+        });
+        r.and(r6)
+    })
 }
 
 /// Publishes a container's ports: refused, before anything is added, if a port is published
 /// already (by any container). The check and the add are one step under an flock, so two
-/// containers asking for one port at once cannot both get it.
-pub fn publish(host: &Ns, lock_dir: &std::path::Path, container: &str, ip: Ipv4Addr, ports: &[PortMap]) -> Result<()> {
+/// containers asking for one port at once cannot both get it. With `ip6` (a container on a
+/// network with IPv6), a port published on all addresses is DNATed from the host's IPv6
+/// addresses too (table `ip6 capsa`, same tags).
+pub fn publish(
+    host: &Ns,
+    lock_dir: &std::path::Path,
+    container: &str,
+    ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
+    ports: &[PortMap],
+) -> Result<()> {
     if ports.is_empty() {
         return Ok(());
     }
@@ -187,34 +253,52 @@ pub fn publish(host: &Ns, lock_dir: &std::path::Path, container: &str, ip: Ipv4A
                 }
             }
         }
-        commit_rules(|b| {
+        commit_rules(Family::Ip, |b| {
             for p in ports {
                 let tag = format!("capsa:{container} {}", p.key());
-                let proto = match p.proto {
-                    Proto::Tcp => 6,
-                    Proto::Udp => 17,
-                };
                 for chain in ["prerouting", "output"] {
                     let dst = match p.host_ip {
                         Some(hip) => expr::daddr_is(hip),
                         None => expr::daddr_local(),
                     };
-                    b.add_rule(chain, vec![dst, expr::dport(proto, p.host_port), expr::dnat(ip, p.container_port)], &tag);
+                    b.add_rule(chain, vec![dst, expr::dport(p.proto.number(), p.host_port), expr::dnat(ip, p.container_port)], &tag);
                 }
+            }
+        })?;
+        let Some(ip6) = ip6 else { return Ok(()) };
+        let all: Vec<&PortMap> = ports.iter().filter(|p| p.host_ip.is_none()).collect();
+        if all.is_empty() {
+            return Ok(());
+        }
+        commit_rules(Family::Ip6, |b| {
+            for p in &all {
+                let tag = format!("capsa:{container} {}", p.key());
+                let port = || expr::dport(p.proto.number(), p.host_port);
+                // fib daddr type local tcp dport P dnat ip6 to [IP6]:C
+                b.add_rule("prerouting", vec![expr::daddr_local(), port(), expr::dnat6(ip6, p.container_port)], &tag);
+                // ip6 daddr != ::1 fib daddr type local ... (no route_localnet for IPv6)
+                b.add_rule(
+                    "output",
+                    vec![expr::daddr6_ne(Ipv6Addr::LOCALHOST), expr::daddr_local(), port(), expr::dnat6(ip6, p.container_port)],
+                    &tag,
+                );
             }
         })
     })
 }
 
-/// Removes every rule of a container; none is fine.
+/// Removes every rule of a container (both tables); none is fine.
 pub fn unpublish(host: &Ns, container: &str) -> Result<()> {
     let prefix = format!("capsa:{container} ");
-    host.run(|| delete_where(|c| c.starts_with(&prefix)))
+    host.run(|| {
+        let r = delete_where(Family::Ip, |c| c.starts_with(&prefix));
+        r.and(delete_where(Family::Ip6, |c| c.starts_with(&prefix)))
+    })
 }
 
-fn delete_where(f: impl Fn(&str) -> bool) -> Result<()> {
-    let mut b = Batch::new(TABLE);
-    for r in nftnl::list_rules(TABLE)? {
+fn delete_where(family: Family, f: impl Fn(&str) -> bool) -> Result<()> {
+    let mut b = Batch::of(family, TABLE);
+    for r in nftnl::list_rules_of(family, TABLE)? {
         if f(&r.comment) {
             b.del_rule(&r.chain, r.handle);
         }
@@ -222,15 +306,19 @@ fn delete_where(f: impl Fn(&str) -> bool) -> Result<()> {
     b.commit()
 }
 
-/// Removes capsa's table altogether (its rules and chains), if there is one.
+/// Removes capsa's tables altogether (their rules and chains), if there are any.
 pub fn remove_table(host: &Ns) -> Result<()> {
     host.run(|| {
-        let mut b = Batch::new(TABLE);
-        b.del_table();
-        match b.commit() {
-            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
-            r => r,
+        let mut r = Ok(());
+        for family in [Family::Ip, Family::Ip6] {
+            let mut b = Batch::of(family, TABLE);
+            b.del_table();
+            r = r.and(match b.commit() {
+                Err(e) if e.errno() == Some(libc::ENOENT) => Ok(()),
+                r => r,
+            });
         }
+        r
     })
 }
 

@@ -11,7 +11,7 @@
 //! Rule comments live in the rule's user data as libnftnl writes them (type 0, length, text
 //! with its NUL), so `nft list ruleset` shows them.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
@@ -21,6 +21,29 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
 const NFNL_MSG_BATCH_END: u16 = 0x11;
 const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
+
+/// A table's family: `ip` (IPv4) or `ip6`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    Ip,
+    Ip6,
+}
+
+impl Family {
+    fn proto(self) -> u8 {
+        match self {
+            Family::Ip => NFPROTO_IPV4,
+            Family::Ip6 => NFPROTO_IPV6,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Ip => "ip",
+            Family::Ip6 => "ip6",
+        }
+    }
+}
 
 const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_DELTABLE: u16 = 2;
@@ -190,6 +213,24 @@ pub mod expr {
             Expr("nat", Attrs::default().be32(1, 1).be32(2, u32::from(NFPROTO_IPV4)).be32(3, REG_1).be32(5, REG_2)),
         ]
     }
+    /// `ip6 saddr SUBNET` (address and prefix length).
+    pub fn saddr6_in(addr: Ipv6Addr, prefix: u8) -> Vec<Expr> {
+        let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
+        vec![payload(1, 8, 16), and(&mask.to_be_bytes()), cmp(true, &(u128::from(addr) & mask).to_be_bytes())]
+    }
+    /// `ip6 daddr != ADDR`.
+    pub fn daddr6_ne(addr: Ipv6Addr) -> Vec<Expr> {
+        vec![payload(1, 24, 16), cmp(false, &addr.octets())]
+    }
+    /// `dnat ip6 to [ADDR]:PORT`.
+    pub fn dnat6(addr: Ipv6Addr, port: u16) -> Vec<Expr> {
+        vec![
+            Expr("immediate", Attrs::default().be32(1, REG_1).nest(2, data(&addr.octets()))),
+            Expr("immediate", Attrs::default().be32(1, REG_2).nest(2, data(&port.to_be_bytes()))),
+            // type DNAT (1), family ipv6, address and port from registers 1 and 2.
+            Expr("nat", Attrs::default().be32(1, 1).be32(2, u32::from(NFPROTO_IPV6)).be32(3, REG_1).be32(5, REG_2)),
+        ]
+    }
     /// `masquerade`.
     pub fn masquerade() -> Vec<Expr> {
         vec![Expr("masq", Attrs::default())]
@@ -204,15 +245,22 @@ pub struct Rule {
     pub comment: String,
 }
 
-/// A batch of changes to one table of family ip, applied atomically by [`Batch::commit`].
+/// A batch of changes to one table, applied atomically by [`Batch::commit`].
 pub struct Batch {
     table: String,
+    family: Family,
     msgs: Vec<(u16, u16, Attrs)>,
 }
 
 impl Batch {
+    /// A batch for table `ip TABLE`.
     pub fn new(table: &str) -> Batch {
-        Batch { table: table.to_string(), msgs: Vec::new() }
+        Batch::of(Family::Ip, table)
+    }
+
+    /// A batch for table `FAMILY TABLE`.
+    pub fn of(family: Family, table: &str) -> Batch {
+        Batch { table: table.to_string(), family, msgs: Vec::new() }
     }
 
     /// `add table` (no error if it exists).
@@ -275,7 +323,7 @@ impl Batch {
         push_msg(&mut buf, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, 0, NFNL_SUBSYS_NFTABLES, &[]);
         for (ty, flags, a) in &self.msgs {
             seq += 1;
-            push_msg(&mut buf, (NFNL_SUBSYS_NFTABLES << 8) | ty, NLM_F_REQUEST | NLM_F_ACK | flags, seq, NFPROTO_IPV4, 0, &a.0);
+            push_msg(&mut buf, (NFNL_SUBSYS_NFTABLES << 8) | ty, NLM_F_REQUEST | NLM_F_ACK | flags, seq, self.family.proto(), 0, &a.0);
         }
         let last = seq;
         push_msg(&mut buf, NFNL_MSG_BATCH_END, NLM_F_REQUEST, seq + 1, 0, NFNL_SUBSYS_NFTABLES, &[]);
@@ -287,7 +335,7 @@ impl Batch {
                     if code != 0 {
                         let what = self.msgs.get((seq as usize).wrapping_sub(2)).map(|m| describe(m.0)).unwrap_or("batch");
                         return Err(Error::os(
-                            format!("nftables: {what} in table ip {}", self.table),
+                            format!("nftables: {what} in table {} {}", self.family.as_str(), self.table),
                             std::io::Error::from_raw_os_error(-code),
                         ));
                     }
@@ -313,6 +361,11 @@ fn describe(ty: u16) -> &'static str {
 
 /// Every rule of table `ip TABLE` (none if there is no such table).
 pub fn list_rules(table: &str) -> Result<Vec<Rule>> {
+    list_rules_of(Family::Ip, table)
+}
+
+/// Every rule of table `FAMILY TABLE` (none if there is no such table).
+pub fn list_rules_of(family: Family, table: &str) -> Result<Vec<Rule>> {
     let sock = open()?;
     let mut buf = Vec::new();
     push_msg(
@@ -320,7 +373,7 @@ pub fn list_rules(table: &str) -> Result<Vec<Rule>> {
         (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
         NLM_F_REQUEST | NLM_F_DUMP,
         1,
-        NFPROTO_IPV4,
+        family.proto(),
         0,
         &Attrs::default().str(RULE_TABLE, table).0,
     );
@@ -336,7 +389,10 @@ pub fn list_rules(table: &str) -> Result<Vec<Rule>> {
                         return Ok(rules);
                     }
                     if code != 0 {
-                        return Err(Error::os(format!("list the rules of table ip {table}"), std::io::Error::from_raw_os_error(-code)));
+                        return Err(Error::os(
+                            format!("list the rules of table {} {table}", family.as_str()),
+                            std::io::Error::from_raw_os_error(-code),
+                        ));
                     }
                 }
                 _ => {

@@ -2,11 +2,11 @@
 //! one request at a time, each acknowledged before the next. The socket belongs to the
 //! network namespace of the thread that opened it (see [`crate::netns::Ns::run`]).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::OwnedFd;
 
 use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST};
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
@@ -186,7 +186,9 @@ impl Rtnl {
         self.ack(RouteNetlinkMessage::DelLink(m), 0, &format!("delete link {index}"))
     }
 
-    /// Adds `addr/prefix` to a link (EEXIST if it has it).
+    /// Adds `addr/prefix` to a link (EEXIST if it has it). An IPv6 address is usable at once
+    /// (IFA_F_NODAD: no duplicate address detection, whose second or so of "tentative" would
+    /// make a container's first connections fail; the addresses are ours to give, from IPAM).
     pub fn add_addr(&mut self, index: u32, addr: IpAddr, prefix: u8) -> Result<()> {
         let mut m = AddressMessage::default();
         m.header.family = family(addr);
@@ -194,6 +196,9 @@ impl Rtnl {
         m.header.index = index;
         m.attributes.push(AddressAttribute::Local(addr));
         m.attributes.push(AddressAttribute::Address(addr));
+        if addr.is_ipv6() {
+            m.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
         self.ack(RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_EXCL, &format!("add address {addr}/{prefix} to link {index}"))
     }
 
@@ -213,7 +218,12 @@ impl Rtnl {
 
     /// Adds the default route via `gw` on link `index`.
     pub fn add_default_route(&mut self, index: u32, gw: Ipv4Addr) -> Result<()> {
-        self.add_route(Ipv4Addr::UNSPECIFIED, 0, index, gw)
+        self.add_route(Ipv4Addr::UNSPECIFIED.into(), 0, index, gw.into())
+    }
+
+    /// Adds the IPv6 default route via `gw` on link `index`.
+    pub fn add_default_route6(&mut self, index: u32, gw: Ipv6Addr) -> Result<()> {
+        self.add_route(Ipv6Addr::UNSPECIFIED.into(), 0, index, gw.into())
     }
 
     /// Removes `addr/prefix` from a link.
@@ -226,21 +236,40 @@ impl Rtnl {
         self.ack(RouteNetlinkMessage::DelAddress(m), 0, &format!("remove address {addr}/{prefix} from link {index}"))
     }
 
-    /// Adds a route to `dst/prefix` via `gw` on link `index`.
-    pub fn add_route(&mut self, dst: Ipv4Addr, prefix: u8, index: u32, gw: Ipv4Addr) -> Result<()> {
+    /// Adds a route to `dst/prefix` via `gw` on link `index` (both of one family).
+    pub fn add_route(&mut self, dst: IpAddr, prefix: u8, index: u32, gw: IpAddr) -> Result<()> {
         let mut m = RouteMessage::default();
         m.header.destination_prefix_length = prefix;
         if prefix > 0 {
-            m.attributes.push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+            m.attributes.push(RouteAttribute::Destination(RouteAddress::from(dst)));
         }
-        m.header.address_family = AddressFamily::Inet;
+        m.header.address_family = family(dst);
         m.header.table = RouteHeader::RT_TABLE_MAIN;
         m.header.protocol = RouteProtocol::Boot;
         m.header.scope = RouteScope::Universe;
         m.header.kind = RouteType::Unicast;
-        m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+        m.attributes.push(RouteAttribute::Gateway(RouteAddress::from(gw)));
         m.attributes.push(RouteAttribute::Oif(index));
         self.ack(RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL, &format!("add route to {dst}/{prefix} via {gw}"))
+    }
+
+    /// The IPv6 routes of the main table: (destination, prefix length).
+    pub fn routes_v6(&mut self) -> Result<Vec<(Ipv6Addr, u8)>> {
+        let mut q = RouteMessage::default();
+        q.header.address_family = AddressFamily::Inet6;
+        let v = self.request(RouteNetlinkMessage::GetRoute(q), NLM_F_DUMP, "list IPv6 routes")?;
+        Ok(v.into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(r) if r.header.table == RouteHeader::RT_TABLE_MAIN => {
+                    let dst = r.attributes.iter().find_map(|a| match a {
+                        RouteAttribute::Destination(RouteAddress::Inet6(d)) => Some(*d),
+                        _ => None,
+                    });
+                    Some((dst.unwrap_or(Ipv6Addr::UNSPECIFIED), r.header.destination_prefix_length))
+                }
+                _ => None,
+            })
+            .collect())
     }
 
     /// The IPv4 routes of the main table: (destination, prefix length, output link).

@@ -175,11 +175,28 @@ fn bridge_ports_hairpin_masquerade_and_nothing_left() {
     let (ia, ib) = (lease(&mut db, "t", "ctr-a"), lease(&mut db, "t", "ctr-b"));
     assert_eq!((ia, ib), (Ipv4Addr::new(10, 77, 0, 2), Ipv4Addr::new(10, 77, 0, 3)));
     let ports: Vec<PortMap> = vec!["8080:80".parse().unwrap(), "127.0.0.1:8081:81".parse().unwrap()];
-    let a =
-        container::attach(&Setup { host: &env.host, run_dir: &env.dir, net: &net, container: "ctr-a", ip: ia, ports: &ports, mtu: 1400 })
-            .unwrap();
-    let b = container::attach(&Setup { host: &env.host, run_dir: &env.dir, net: &net, container: "ctr-b", ip: ib, ports: &[], mtu: 1400 })
-        .unwrap();
+    let a = container::attach(&Setup {
+        host: &env.host,
+        run_dir: &env.dir,
+        net: &net,
+        container: "ctr-a",
+        ip: ia,
+        ip6: None,
+        ports: &ports,
+        mtu: 1400,
+    })
+    .unwrap();
+    let b = container::attach(&Setup {
+        host: &env.host,
+        run_dir: &env.dir,
+        net: &net,
+        container: "ctr-b",
+        ip: ib,
+        ip6: None,
+        ports: &[],
+        mtu: 1400,
+    })
+    .unwrap();
     let (na, nb) = (Ns::Path(a.netns.clone()), Ns::Path(b.netns.clone()));
 
     // Inside a container: lo and eth0 up, its address, MTU, default route via the gateway.
@@ -237,7 +254,7 @@ fn bridge_ports_hairpin_masquerade_and_nothing_left() {
         let lo = rt.link("lo")?.unwrap();
         rt.del_addr(lo.index, IpAddr::V4(Ipv4Addr::LOCALHOST), 8)?;
         let eth0 = rt.link("eth0")?.unwrap();
-        rt.add_route(Ipv4Addr::new(127, 0, 0, 0), 8, eth0.index, net.gateway)?;
+        rt.add_route(Ipv4Addr::new(127, 0, 0, 0).into(), 8, eth0.index, net.gateway.into())?;
         bridge::sysctl("net/ipv4/conf/eth0/route_localnet", "1")
     })
     .unwrap();
@@ -252,6 +269,7 @@ fn bridge_ports_hairpin_masquerade_and_nothing_left() {
         net: &net,
         container: "ctr-c",
         ip: ic,
+        ip6: None,
         ports: &["8080:8080".parse().unwrap()],
         mtu: 0,
     })
@@ -329,8 +347,8 @@ fn cleanup_after_a_crash_leaves_nothing() {
     let br = bridge::ensure(&env.host, &net, 0).unwrap();
     firewall::add_network(&env.host, &env.dir, &net).unwrap();
     let ns = netns::create(&container::netns_dir(&env.dir), "crashed").unwrap();
-    bridge::attach(&env.host, &ns, &net, br, &bridge::veth_name("crashed"), "eth0", ip, 0, true).unwrap();
-    firewall::publish(&env.host, &env.dir, "crashed", ip, &["9090:90".parse().unwrap()]).unwrap();
+    bridge::attach(&env.host, &ns, &net, br, &bridge::veth_name("crashed"), "eth0", ip, None, 0, true).unwrap();
+    firewall::publish(&env.host, &env.dir, "crashed", ip, None, &["9090:90".parse().unwrap()]).unwrap();
     // The rules, as nft reads them back from the kernel.
     let listed = env.host.run(|| Ok(run("nft", &["list", "table", "ip", "capsa"]))).unwrap();
     for want in [

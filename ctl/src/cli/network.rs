@@ -5,13 +5,13 @@
 //! container/network.rs (it says why that and not a DNS responder).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use clap::Subcommand;
 use serde_json::{json, Value};
 
 use capsa_image::Store;
-use capsa_network::ipam::{self, Network, NewNetwork, Subnet};
+use capsa_network::ipam::{self, Network, NewNetwork, Subnet, Subnet6};
 use capsa_network::netns::Ns;
 use capsa_network::{bridge, firewall};
 
@@ -44,16 +44,17 @@ pub struct CreateArgs {
     /// Driver to manage the Network (bridge).
     #[arg(short, long, default_value = "bridge")]
     pub driver: String,
-    /// Subnet in CIDR format that represents a network segment.
+    /// Subnet in CIDR format that represents a network segment (one IPv4, and with --ipv6 one
+    /// IPv6).
     #[arg(long)]
-    pub subnet: Option<String>,
-    /// IPv4 Gateway for the master subnet.
+    pub subnet: Vec<String>,
+    /// IPv4 or IPv6 Gateway for the master subnet of its family.
     #[arg(long)]
-    pub gateway: Option<String>,
+    pub gateway: Vec<String>,
     /// Restrict external access to the network.
     #[arg(long)]
     pub internal: bool,
-    /// Enable IPv6 networking (not implemented yet).
+    /// Enable IPv6 networking (dual stack: an IPv4 subnet as well).
     #[arg(long)]
     pub ipv6: bool,
     /// Set metadata on a network.
@@ -249,9 +250,6 @@ fn create(store: &Store, a: &CreateArgs) -> Result<i32> {
     if a.driver != "bridge" {
         return Err(fail(format!("plugin \"{}\" not found: capsactl's networks use the bridge driver only", a.driver)));
     }
-    if a.ipv6 {
-        return Err(fail("--ipv6: not implemented yet: capsactl's bridge networks are IPv4 only"));
-    }
     if a.name.is_empty() || !a.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) || a.name.starts_with(['.', '-']) {
         return Err(fail(format!("invalid network name {:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed", a.name)));
     }
@@ -271,14 +269,29 @@ fn create(store: &Store, a: &CreateArgs) -> Result<i32> {
             _ => return Err(fail(format!("--opt {o}: not implemented yet (com.docker.network.bridge.name=NAME is)"))),
         }
     }
-    let gateway = a
-        .gateway
-        .as_deref()
-        .map(|g| g.parse::<Ipv4Addr>().map_err(|_| fail(format!("--gateway {g:?}: not an IPv4 address"))))
-        .transpose()?;
-    let subnet = match &a.subnet {
+    // docker's flags: --subnet and --gateway once per family; an IPv6 one needs --ipv6.
+    let (mut subnet4, mut subnet6): (Option<&str>, Option<&str>) = (None, None);
+    for s in &a.subnet {
+        let slot = if s.contains(':') { &mut subnet6 } else { &mut subnet4 };
+        if slot.replace(s).is_some() {
+            return Err(fail(format!("--subnet {s}: one subnet per address family is implemented, not more")));
+        }
+    }
+    let (mut gateway, mut gateway6): (Option<Ipv4Addr>, Option<Ipv6Addr>) = (None, None);
+    for g in &a.gateway {
+        match g.parse::<IpAddr>() {
+            Ok(IpAddr::V4(v)) if gateway.replace(v).is_none() => {}
+            Ok(IpAddr::V6(v)) if gateway6.replace(v).is_none() => {}
+            Ok(_) => return Err(fail(format!("--gateway {g}: one gateway per address family"))),
+            Err(_) => return Err(fail(format!("--gateway {g:?}: not an IP address"))),
+        }
+    }
+    if let (Some(s6), false) = (subnet6, a.ipv6) {
+        return Err(fail(format!("--subnet {s6}: an IPv6 subnet needs --ipv6")));
+    }
+    let subnet = match subnet4 {
         Some(s) => {
-            let sn: Subnet = s.parse().map_err(nerr)?;
+            let sn: Subnet = s.parse().map_err(|e| fail(format!("--subnet: {e}")))?;
             if let Some(r) = cnet::host_routes()?.into_iter().find(|r| r.overlaps(sn)) {
                 return Err(fail(format!("invalid pool request: subnet {sn} overlaps the host's route to {r}")));
             }
@@ -290,6 +303,34 @@ fn create(store: &Store, a: &CreateArgs) -> Result<i32> {
             cnet::free_subnet(store.db.conn(), &candidates)?
         }
     };
+    if let Some(g) = gateway {
+        if !subnet.contains(g) || g == subnet.addr || g == subnet.broadcast() {
+            return Err(fail(format!("--gateway {g}: not a host address of --subnet {subnet}")));
+        }
+    }
+    let subnet6 = match (subnet6, a.ipv6) {
+        (_, false) if gateway6.is_some() => return Err(fail("--gateway with an IPv6 address needs --ipv6")),
+        (_, false) => None,
+        (Some(s), true) => {
+            let sn: Subnet6 = s.parse().map_err(|e| fail(format!("--subnet: {e}")))?;
+            if let Some(n) = ipam::networks(store.db.conn()).map_err(nerr)?.into_iter().find(|n| n.v6.is_some_and(|(o, _)| o.overlaps(sn)))
+            {
+                let other = n.v6.map(|(o, _)| o.to_string()).unwrap_or_default();
+                return Err(fail(format!("invalid pool request: --subnet {sn} overlaps network {} ({other})", n.name)));
+            }
+            if let Some(r) = cnet::host_routes6()?.into_iter().find(|r| r.overlaps(sn)) {
+                return Err(fail(format!("invalid pool request: --subnet {sn} overlaps the host's route to {r}")));
+            }
+            Some(sn)
+        }
+        (None, true) if gateway6.is_some() => return Err(fail("--gateway with an IPv6 address needs an IPv6 --subnet")),
+        (None, true) => Some(cnet::free_subnet6(store.db.conn())?),
+    };
+    if let (Some(g), Some(sn)) = (gateway6, subnet6) {
+        if !sn.contains(g) || g == sn.addr {
+            return Err(fail(format!("--gateway {g}: not a host address of --subnet {sn}")));
+        }
+    }
     let labels = Value::Object(labels).to_string();
     let now = container::now();
     let new = NewNetwork {
@@ -298,6 +339,8 @@ fn create(store: &Store, a: &CreateArgs) -> Result<i32> {
         bridge: &bridge_name,
         subnet: Some(subnet),
         gateway,
+        subnet6,
+        gateway6,
         internal: a.internal,
         labels: &labels,
         created: &now,
@@ -389,7 +432,7 @@ fn ls(store: &Store, a: &LsArgs) -> Result<i32> {
                     o.insert("Name".into(), json!(e.name));
                     o.insert("Driver".into(), json!(e.driver));
                     o.insert("Scope".into(), json!("local"));
-                    o.insert("IPv6".into(), json!("false"));
+                    o.insert("IPv6".into(), json!(e.net.as_ref().is_some_and(|n| n.v6.is_some()).to_string()));
                     o.insert("Internal".into(), json!(e.net.as_ref().is_some_and(|n| n.internal).to_string()));
                     o.insert("CreatedAt".into(), json!(e.net.as_ref().map(|n| n.created.clone()).unwrap_or_default()));
                     o
@@ -421,14 +464,20 @@ fn describe(store: &Store, e: &Entry) -> Result<Value> {
     let mut containers = serde_json::Map::new();
     let (ipam_config, options, internal, labels, created) = match &e.net {
         Some(n) => {
+            let v6: BTreeMap<String, Ipv6Addr> =
+                ipam::leases6_on(store.db.conn(), &n.name).map_err(nerr)?.into_iter().map(|(a, c)| (c, a)).collect();
             for (ip, cid) in ipam::leases_on(store.db.conn(), &n.name).map_err(nerr)? {
                 let Some(rec) = container::get(store, &cid)? else { continue };
                 let ep = cnet::attached(store, &cid).and_then(|a| a.networks.into_iter().find(|x| x.network == n.name));
+                let ip6 = match (v6.get(&cid), n.v6) {
+                    (Some(a), Some((sn6, _))) => format!("{a}/{}", sn6.prefix),
+                    _ => String::new(),
+                };
                 containers.insert(
                     cid.clone(),
                     json!({"Name": rec.name, "EndpointID": ep.as_ref().map(|x| x.veth.clone()).unwrap_or_default(),
                         "MacAddress": ep.as_ref().map(|x| x.mac.clone()).unwrap_or_default(),
-                        "IPv4Address": format!("{ip}/{}", n.subnet.prefix), "IPv6Address": ""}),
+                        "IPv4Address": format!("{ip}/{}", n.subnet.prefix), "IPv6Address": ip6}),
                 );
             }
             let mut opts = json!({"com.docker.network.bridge.name": n.bridge});
@@ -437,7 +486,11 @@ fn describe(store: &Store, e: &Entry) -> Result<Value> {
                 opts["com.docker.network.bridge.enable_ip_masquerade"] = json!("true");
             }
             let labels: Value = serde_json::from_str(&n.labels).unwrap_or(json!({}));
-            (json!([{"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()}]), opts, n.internal, labels, n.created.clone())
+            let mut config = vec![json!({"Subnet": n.subnet.to_string(), "Gateway": n.gateway.to_string()})];
+            if let Some((sn6, gw6)) = n.v6 {
+                config.push(json!({"Subnet": sn6.to_string(), "Gateway": gw6.to_string()}));
+            }
+            (Value::Array(config), opts, n.internal, labels, n.created.clone())
         }
         None => (json!([]), json!({}), false, json!({}), container::ZERO_TIME.to_string()),
     };
@@ -448,7 +501,7 @@ fn describe(store: &Store, e: &Entry) -> Result<Value> {
         "Scope": "local",
         "Driver": e.driver,
         "EnableIPv4": true,
-        "EnableIPv6": false,
+        "EnableIPv6": e.net.as_ref().is_some_and(|n| n.v6.is_some()),
         "IPAM": {"Driver": "default", "Options": null, "Config": ipam_config},
         "Internal": internal,
         "Attachable": false,

@@ -31,7 +31,7 @@
 //! (as dockerd's `--bridge none`) names another default, e.g. `none`.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -42,7 +42,7 @@ use serde_json::{json, Value};
 use capsa_image::Store;
 use capsa_network::container as netctr;
 use capsa_network::firewall::{PortMap, Proto};
-use capsa_network::ipam::{self, Network, NewNetwork, Subnet};
+use capsa_network::ipam::{self, Network, NewNetwork, Subnet, Subnet6};
 use capsa_network::netns::Ns;
 
 use super::Record;
@@ -223,6 +223,17 @@ pub struct Endpoint {
     pub gateway: String,
     pub mac: String,
     pub veth: String,
+    /// On a network with IPv6 (`network create --ipv6`): address, prefix length, gateway.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ip6: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub prefix6: u8,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub gateway6: String,
+}
+
+fn is_zero(n: &u8) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
@@ -306,18 +317,45 @@ pub fn free_subnet(conn: &rusqlite::Connection, candidates: &[Subnet]) -> Result
         .ok_or_else(|| fail("no free subnet left for a network: every candidate overlaps a route or a network (give --subnet)"))
 }
 
+/// A /64 for a network created with `--ipv6` and no IPv6 `--subnet`, as docker 27's default
+/// IPv6 pool: a unique local /48 (fdXX:XXXX:XXXX::/48, RFC 4193) whose 40-bit global id is
+/// derived from this machine's id (/etc/machine-id; the store's path without one), so every
+/// network of one host shares it; the first of its /64s that overlaps no IPv6 route of this
+/// namespace and no network's IPv6 subnet.
+pub fn free_subnet6(conn: &rusqlite::Connection) -> Result<Subnet6> {
+    let seed = std::fs::read_to_string("/etc/machine-id").unwrap_or_default();
+    let d = capsa_image::Digest::of(format!("capsactl ipv6 pool {}", seed.trim()).as_bytes()).to_string();
+    let hex = d.strip_prefix("sha256:").unwrap_or(&d);
+    let g = |i: usize| u16::from_str_radix(hex.get(i..i + 4).unwrap_or("0"), 16).unwrap_or(0);
+    let (g0, g1, g2) = (0xfd00 | (g(0) & 0xff), g(4), g(8));
+    let routes = host_routes6()?;
+    let nets = ipam::networks(conn).map_err(nerr)?;
+    (0..=u16::MAX)
+        .map(|i| Subnet6 { addr: Ipv6Addr::new(g0, g1, g2, i, 0, 0, 0, 0), prefix: 64 })
+        .find(|c| !routes.iter().any(|r| r.overlaps(*c)) && !nets.iter().any(|n| n.v6.is_some_and(|(s, _)| s.overlaps(*c))))
+        .ok_or_else(|| fail("no free IPv6 subnet left in the default pool (give --subnet)"))
+}
+
+/// The IPv6 routes of this namespace's main table a network must not overlap.
+pub fn host_routes6() -> Result<Vec<Subnet6>> {
+    let mut rt = capsa_network::rtnl::Rtnl::open().map_err(nerr)?;
+    capsa_network::bridge::host_routes6(&mut rt).map_err(nerr)
+}
+
 /// The routes of this namespace's main table (the default route left out).
 pub fn host_routes() -> Result<Vec<Subnet>> {
     let mut rt = capsa_network::rtnl::Rtnl::open().map_err(nerr)?;
     Ok(rt.routes_v4().map_err(nerr)?.into_iter().filter(|(_, len, _)| *len > 0).map(|(addr, prefix, _)| Subnet { addr, prefix }).collect())
 }
 
-/// Leases an address on `net` in a transaction of its own (the writer lock taken up front).
-fn lease(store: &Store, net: &str, id: &str) -> Result<Ipv4Addr> {
+/// Leases an address (and on a network with IPv6 an IPv6 one) on `net` in a transaction of
+/// its own (the writer lock taken up front).
+fn lease(store: &Store, net: &str, id: &str) -> Result<(Ipv4Addr, Option<Ipv6Addr>)> {
     let tx = Transaction::new_unchecked(store.db.conn(), TransactionBehavior::Immediate)?;
     let ip = ipam::allocate(&tx, net, id).map_err(nerr)?;
+    let ip6 = ipam::lease6(&tx, net, id).map_err(nerr)?;
     tx.commit()?;
-    Ok(ip)
+    Ok((ip, ip6))
 }
 
 /// Whether anything of a container's network may exist (a lease, its namespace, its state
@@ -357,16 +395,16 @@ fn try_attach(store: &Store, rec: &Record) -> Result<()> {
     let mut first = true;
     for name in &nets {
         let net = network(store, name)?;
-        let ip = lease(store, name, &rec.id)?;
+        let (ip, ip6) = lease(store, name, &rec.id)?;
         let ep = if first {
             let ports = if rec.stored.host.network_mode == *name { ports_of(rec)? } else { Vec::new() };
-            let (a, ports) = attach_first(store, rec, &net, ip, &ports)?;
+            let (a, ports) = attach_first(store, rec, &net, ip, ip6, &ports)?;
             att.sandbox = a.netns.display().to_string();
             att.ports = ports;
-            Endpoint { veth: a.veth, ..endpoint(&net, ip) }
+            Endpoint { veth: a.veth, ..endpoint(&net, ip, ip6) }
         } else {
-            let (veth, _) = netctr::attach_extra(&host, &rd, &net, &rec.id, ip, 0).map_err(nerr)?;
-            Endpoint { veth, ..endpoint(&net, ip) }
+            let (veth, _) = netctr::attach_extra(&host, &rd, &net, &rec.id, ip, ip6, 0).map_err(nerr)?;
+            Endpoint { veth, ..endpoint(&net, ip, ip6) }
         };
         att.networks.push(ep);
         first = false;
@@ -380,7 +418,7 @@ fn try_attach(store: &Store, rec: &Record) -> Result<()> {
     refresh_hosts(store, &nets, Some(&rec.id))
 }
 
-fn endpoint(net: &Network, ip: Ipv4Addr) -> Endpoint {
+fn endpoint(net: &Network, ip: Ipv4Addr, ip6: Option<Ipv6Addr>) -> Endpoint {
     let mac = capsa_network::bridge::mac_of(ip).iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     Endpoint {
         network: net.name.clone(),
@@ -390,6 +428,9 @@ fn endpoint(net: &Network, ip: Ipv4Addr) -> Endpoint {
         gateway: net.gateway.to_string(),
         mac,
         veth: String::new(),
+        ip6: ip6.map(|a| a.to_string()).unwrap_or_default(),
+        prefix6: net.v6.filter(|_| ip6.is_some()).map(|(s, _)| s.prefix).unwrap_or(0),
+        gateway6: net.v6.filter(|_| ip6.is_some()).map(|(_, g)| g.to_string()).unwrap_or_default(),
     }
 }
 
@@ -402,7 +443,14 @@ fn write_state(store: &Store, id: &str, att: &Attached) -> Result<()> {
 
 /// The first network with the published ports; random host ports are chosen here (and
 /// chosen again if another container took one meanwhile).
-fn attach_first(store: &Store, rec: &Record, net: &Network, ip: Ipv4Addr, want: &[Publish]) -> Result<(netctr::Attached, Vec<Port>)> {
+fn attach_first(
+    store: &Store,
+    rec: &Record,
+    net: &Network,
+    ip: Ipv4Addr,
+    ip6: Option<Ipv6Addr>,
+    want: &[Publish],
+) -> Result<(netctr::Attached, Vec<Port>)> {
     let rd = run_dir(store);
     for attempt in 0.. {
         let mut maps = Vec::new();
@@ -418,7 +466,7 @@ fn attach_first(store: &Store, rec: &Record, net: &Network, ip: Ipv4Addr, want: 
             taken.push((p.proto, host_port));
             maps.push(PortMap { host_ip: p.host_ip, host_port, container_port: p.container_port, proto: p.proto });
         }
-        let setup = netctr::Setup { host: &Ns::Current, run_dir: &rd, net, container: &rec.id, ip, ports: &maps, mtu: 0 };
+        let setup = netctr::Setup { host: &Ns::Current, run_dir: &rd, net, container: &rec.id, ip, ip6, ports: &maps, mtu: 0 };
         match netctr::attach(&setup) {
             Ok(a) => {
                 let ports = maps
@@ -569,11 +617,11 @@ pub fn connect(store: &Store, rec: &Record, net: &Network, running: bool) -> Res
     if !running {
         return Ok(());
     }
-    let ip = lease(store, &net.name, &rec.id)?;
-    match netctr::attach_extra(&Ns::Current, &run_dir(store), net, &rec.id, ip, 0) {
+    let (ip, ip6) = lease(store, &net.name, &rec.id)?;
+    match netctr::attach_extra(&Ns::Current, &run_dir(store), net, &rec.id, ip, ip6, 0) {
         Ok((veth, _)) => {
             let mut att = attached(store, &rec.id).unwrap_or_default();
-            att.networks.push(Endpoint { veth, ..endpoint(net, ip) });
+            att.networks.push(Endpoint { veth, ..endpoint(net, ip, ip6) });
             write_state(store, &rec.id, &att)?;
             refresh_hosts(store, std::slice::from_ref(&net.name), Some(&rec.id))
         }
@@ -624,11 +672,19 @@ fn hosts_text(store: &Store, rec: &Record) -> Result<String> {
     let conn = store.db.conn();
     let leases = ipam::leases_of(conn, &rec.id).map_err(nerr)?;
     match leases.first() {
-        Some((_, ip)) => s.push_str(&format!("{ip}\t{}\n", rec.stored.config.hostname)),
+        Some((net, ip)) => {
+            s.push_str(&format!("{ip}\t{}\n", rec.stored.config.hostname));
+            if let Some(ip6) = ipam::lease6(conn, net, &rec.id).map_err(nerr)? {
+                s.push_str(&format!("{ip6}\t{}\n", rec.stored.config.hostname));
+            }
+        }
         None => s.push_str(&format!("127.0.1.1\t{}\n", rec.stored.config.hostname)),
     }
     let mut seen = std::collections::HashSet::new();
     for (net, _) in leases.iter().filter(|(n, _)| n != DEFAULT_NETWORK) {
+        // A member's IPv4 line, then its IPv6 one (on a network with IPv6): names resolve
+        // to both.
+        let v6: BTreeMap<String, Ipv6Addr> = ipam::leases6_on(conn, net).map_err(nerr)?.into_iter().map(|(a, c)| (c, a)).collect();
         for (ip, other) in ipam::leases_on(conn, net).map_err(nerr)? {
             if other == rec.id || !seen.insert((ip, other.clone())) {
                 continue;
@@ -636,7 +692,11 @@ fn hosts_text(store: &Store, rec: &Record) -> Result<String> {
             let name: Option<String> =
                 rusqlite::OptionalExtension::optional(conn.query_row("SELECT name FROM containers WHERE id = ?1", [&other], |r| r.get(0)))?;
             if let Some(name) = name {
-                s.push_str(&format!("{ip}\t{name} {}\n", &other[..12.min(other.len())]));
+                let short = &other[..12.min(other.len())];
+                s.push_str(&format!("{ip}\t{name} {short}\n"));
+                if let Some(ip6) = v6.get(&other) {
+                    s.push_str(&format!("{ip6}\t{name} {short}\n"));
+                }
             }
         }
     }
@@ -777,8 +837,8 @@ pub fn settings(store: &Store, rec: &Record) -> Value {
         top["SandboxKey"] = json!(att.sandbox);
         for e in &att.networks {
             let ep = json!({"IPAMConfig": null, "Links": null, "Aliases": null, "MacAddress": e.mac, "NetworkID": e.network_id,
-                "EndpointID": e.veth, "Gateway": e.gateway, "IPAddress": e.ip, "IPPrefixLen": e.prefix, "IPv6Gateway": "",
-                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DriverOpts": null,
+                "EndpointID": e.veth, "Gateway": e.gateway, "IPAddress": e.ip, "IPPrefixLen": e.prefix, "IPv6Gateway": e.gateway6,
+                "GlobalIPv6Address": e.ip6, "GlobalIPv6PrefixLen": e.prefix6, "DriverOpts": null,
                 "DNSNames": if e.network == DEFAULT_NETWORK { Value::Null } else { json!([rec.name, rec.short_id()]) }});
             networks.insert(e.network.clone(), ep);
             // docker fills the top-level fields from the default bridge network only.

@@ -27,10 +27,10 @@ fn main() {
         let ns = netns::create(&netns_dir(&run_dir), id).unwrap();
         if steps >= 3 {
             let br = bridge::ensure(&host, &net, 0).unwrap();
-            bridge::attach(&host, &ns, &net, br, &bridge::veth_name(id), "eth0", ip, 0, true).unwrap();
+            bridge::attach(&host, &ns, &net, br, &bridge::veth_name(id), "eth0", ip, None, 0, true).unwrap();
         }
         if steps >= 4 {
-            firewall::publish(&host, &run_dir, id, ip, &["8080:80".parse().unwrap()]).unwrap();
+            firewall::publish(&host, &run_dir, id, ip, None, &["8080:80".parse().unwrap()]).unwrap();
         }
     }
     println!("ready");

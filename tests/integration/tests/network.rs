@@ -66,7 +66,8 @@ fn container_in_a_bridge_network_answers_on_a_published_port() {
     let net = ipam::create_network(&db, &new).unwrap();
     let ip = ipam::allocate(&db, "it", "net-web").unwrap();
     let ports = ["8080:80".parse().unwrap()];
-    let att = netctr::attach(&Setup { host: &host, run_dir: &dir, net: &net, container: "net-web", ip, ports: &ports, mtu: 0 }).unwrap();
+    let att = netctr::attach(&Setup { host: &host, run_dir: &dir, net: &net, container: "net-web", ip, ip6: None, ports: &ports, mtu: 0 })
+        .unwrap();
 
     // What the container sees of its network.
     let mut c = Container::shared("net-ip");
