@@ -32,6 +32,9 @@ const UPSTREAM_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const HOST_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 const UPSTREAM_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 
+/// What [`NetEnv::listing`] gives: links, rules/addresses/routes, namespace mounts, leases.
+type Listing = (Vec<String>, String, Vec<PathBuf>, String);
+
 /// A test's store, its "host" and "upstream" namespaces.
 struct NetEnv {
     env: Env,
@@ -118,7 +121,7 @@ impl NetEnv {
 
     /// What the host namespace holds: its links, its nftables ruleset and IPv6 addresses
     /// and routes, the namespaces mounted under the store, the leases.
-    fn listing(&self) -> (Vec<String>, String, Vec<PathBuf>, String) {
+    fn listing(&self) -> Listing {
         let links = self.host.run(|| Ok(Rtnl::open()?.links()?.into_iter().map(|l| l.name).collect::<Vec<_>>())).unwrap();
         // IPv6: global addresses (link and address name) and routes but the link-local ones,
         // without their state flags (a bridge with no port is "linkdown").
@@ -135,6 +138,39 @@ impl NetEnv {
         let d = self.env.root().join("network/netns");
         let mounts = if d.exists() { netns::mounts_under(&d).unwrap() } else { Vec::new() };
         (links, rules, mounts, self.env.db("SELECT count(*) FROM leases"))
+    }
+
+    /// The listing once no veth pair of a removed container is left: the kernel deletes a pair
+    /// with its container's namespace, asynchronously, a few ms after `rm` (capsa-network's
+    /// container::detach), and a removed container's host end is down while it waits (a
+    /// running container's is up). Polled for at most 10 s; then the listing as it is.
+    fn quiet(&self) -> Listing {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let down_veths = self
+                .host
+                .run(|| Ok(Rtnl::open()?.links()?.into_iter().filter(|l| l.kind.as_deref() == Some("veth") && !l.up).count()))
+                .unwrap();
+            if down_veths == 0 || Instant::now() > end {
+                return self.listing();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Asserts that the listing becomes `want` (polled for at most 10 s, as [`NetEnv::quiet`]).
+    fn settled(&self, want: &Listing, what: &str) {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.listing();
+            if now == *want {
+                return;
+            }
+            if Instant::now() > end {
+                assert_eq!(*want, now, "{what}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `capsactl exec` output, trimmed.
@@ -211,9 +247,9 @@ fn serve_peer(ns: &Ns, port: u16) {
 
 /// The default network once made (its bridge and masquerade rules stay, as docker0 does):
 /// the listing every test compares with at its end.
-fn baseline(e: &NetEnv) -> (Vec<String>, String, Vec<PathBuf>, String) {
+fn baseline(e: &NetEnv) -> Listing {
     e.ok(&["run", "--rm", "busybox", "true"]);
-    e.listing()
+    e.quiet()
 }
 
 #[test]
@@ -257,14 +293,14 @@ fn published_port_answers_on_loopback_host_address_hairpin_and_egress_is_masquer
     assert_eq!(out, HOST_IP.to_string());
 
     // The port is taken: refused, clearly, and nothing of the second container's network made.
-    let mid = e.listing();
+    let mid = e.quiet();
     let err = e.fails(&["run", "-d", "--rm", "-p", "8080:80", "busybox", "sleep", "100"]);
     assert!(err.contains("tcp/*:8080: already published by container"), "{err}");
-    assert_eq!(mid, e.listing());
+    e.settled(&mid, "after the refused run");
 
     e.ok(&["rm", "-f", "web"]);
     assert!(get(&e.host, sa(Ipv4Addr::LOCALHOST, 8080), "/passwd").is_none(), "the port is gone with the container");
-    assert_eq!(before, e.listing());
+    e.settled(&before, "at the end");
 }
 
 /// Lines of a container's /etc/hosts that name other containers (after docker's and its own).
@@ -348,7 +384,7 @@ fn user_network_names_and_network_commands() {
     e.ok(&["rm", "idle"]);
     assert_eq!(e.ok(&["network", "rm", "spare"]), "spare\n");
     assert!(e.fails(&["network", "inspect", "spare"]).contains("network spare not found"));
-    assert_eq!(before, e.listing());
+    e.settled(&before, "at the end");
 }
 
 #[test]
@@ -372,7 +408,7 @@ fn fifty_concurrent_runs_get_distinct_addresses() {
     let mut args = vec!["rm", "-f"];
     args.extend(names.iter().map(String::as_str));
     e.ok(&args);
-    assert_eq!(before, e.listing());
+    e.settled(&before, "at the end");
 }
 
 fn sa6(ip: Ipv6Addr, port: u16) -> SocketAddr {
@@ -415,7 +451,7 @@ fn ipv6_network_names_egress_published_port_concurrency_and_bad_input() {
         let err = e.fails(&a);
         assert!(err.contains(want), "{args:?}: {err}");
     }
-    assert_eq!(before, e.listing());
+    e.settled(&before, "at the end");
 
     // Dual stack: the IPv4 subnet given (or picked) as well.
     e.ok(&["network", "create", "--ipv6", "--subnet", "fd00:1::/64", "--subnet", "10.92.0.0/24", "v6net"]);
@@ -527,14 +563,14 @@ fn ipv6_network_names_egress_published_port_concurrency_and_bad_input() {
     e.ok(&["network", "create", "--ipv6", "--subnet", "fd00:9::/126", "tiny"]);
     e.ok(&["run", "-d", "--network", "tiny", "--name", "t1", "busybox", "sleep", "1000"]);
     e.ok(&["run", "-d", "--network", "tiny", "--name", "t2", "busybox", "sleep", "1000"]);
-    let mid = e.listing();
+    let mid = e.quiet();
     let err = e.fails(&["run", "-d", "--network", "tiny", "--name", "t3", "busybox", "sleep", "1000"]);
     assert!(err.contains("no free IPv6 address left in fd00:9::/126"), "{err}");
-    assert_eq!(mid, e.listing());
+    e.settled(&mid, "after the refused run");
     e.ok(&["rm", "-f", "t1", "t2", "t3"]);
     e.ok(&["network", "rm", "tiny", "v6net"]);
     // The bridges, their addresses and routes, table ip6 capsa and the leases are gone.
-    assert_eq!(before, e.listing());
+    e.settled(&before, "at the end");
 }
 
 /// The pids of processes whose command line has all of `words`.
@@ -585,7 +621,7 @@ fn kill_9_in_the_middle_of_run_then_ps_and_rm_leave_nothing() {
         for id in ids.lines() {
             e.ok(&["rm", "-f", id]);
         }
-        assert_eq!(before, e.listing(), "after a kill -9 at {ms} ms");
+        e.settled(&before, &format!("after a kill -9 at {ms} ms"));
         let nsdir = e.env.root().join("network/netns");
         let left: Vec<_> = std::fs::read_dir(&nsdir).map(|r| r.flatten().map(|x| x.file_name()).collect()).unwrap_or_default();
         assert!(left.is_empty(), "namespace files left: {left:?}");
@@ -667,10 +703,10 @@ fn dns_add_host_hostname_publish_all_and_a_hostile_image() {
 
     // A port a process of the host listens on is refused; bad -p values name the field.
     let _busy = e.host.run(|| Ok(TcpListener::bind(("0.0.0.0", 8099))?)).unwrap();
-    let mid = e.listing();
+    let mid = e.quiet();
     let err = e.fails(&["run", "--rm", "-p", "8099:80", "busybox", "true"]);
     assert!(err.contains("Bind for 0.0.0.0:8099 failed: port is already allocated"), "{err}");
-    assert_eq!(mid, e.listing());
+    e.settled(&mid, "after the refused run");
     for (bad, why) in [("-p=80:80/sctp", "sctp"), ("-p=x:80", "invalid host port"), ("-p=1000-1001:80", "ranges")] {
         let o = e.ctl(&["run", "--rm", bad, "busybox", "true"]);
         assert_eq!(o.status.code(), Some(125), "{bad}");
@@ -687,5 +723,5 @@ fn dns_add_host_hostname_publish_all_and_a_hostile_image() {
     let joined = e.ok(&["run", "--rm", "--network", "container:all", "busybox", "ip", "-4", "-o", "addr", "show", "eth0"]);
     assert!(joined.contains(&format!("inet {all_ip}/16")), "{joined}");
     e.ok(&["rm", "-f", "all", "one"]);
-    assert_eq!(before, e.listing());
+    e.settled(&before, "at the end");
 }

@@ -170,7 +170,21 @@ pub fn attach(
     let cfd = cns.open()?;
     host.run(|| {
         let mut rt = Rtnl::open()?;
-        rt.add_veth(veth, Some(bridge_index), mtu, ifname, Some(mac_of(ip)), &cfd)?;
+        match rt.add_veth(veth, Some(bridge_index), mtu, ifname, Some(mac_of(ip)), &cfd) {
+            // A pair of this container's previous run, whose namespace the kernel has not
+            // destroyed yet (or someone else keeps alive; see container::detach): its name is
+            // ours (derived from the container id), so it goes now.
+            Err(e) if e.errno() == Some(libc::EEXIST) => {
+                if let Some(old) = rt.link(veth)? {
+                    match rt.del_link(old.index) {
+                        Err(e) if e.errno() != Some(libc::ENODEV) => return Err(e),
+                        _ => {}
+                    }
+                }
+                rt.add_veth(veth, Some(bridge_index), mtu, ifname, Some(mac_of(ip)), &cfd)?;
+            }
+            r => r?,
+        }
         let l = rt.link(veth)?.ok_or_else(|| Error::new(format!("veth {veth}: gone right after it was made")))?;
         rt.set_hairpin(l.index, true)?;
         rt.set_up(l.index)
@@ -213,6 +227,20 @@ pub fn mac_of(ip: Ipv4Addr) -> [u8; 6] {
 /// fine.
 pub fn detach(host: &Ns, container: &str) -> Result<()> {
     del_link(host, &veth_name(container))
+}
+
+/// Sets the link `name` of the host namespace down; a missing one is fine.
+pub fn set_down(host: &Ns, name: &str) -> Result<()> {
+    host.run(|| {
+        let mut rt = Rtnl::open()?;
+        if let Some(l) = rt.link(name)? {
+            match rt.set_down(l.index) {
+                Err(e) if e.errno() != Some(libc::ENODEV) => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Removes the link `name` of the host namespace; a missing one is fine.

@@ -6,9 +6,10 @@
 //! unmounting it with the first and last namespace cost two RCU grace periods per container
 //! (~8 ms here), and a dir mounted for good would outlive every store. What that sharing buys
 //! is that a mount namespace copied from ours while a namespace is mounted sees its unmount;
-//! a container's own copy goes when it pivots (its old root is unmounted), and the veth pair
-//! is deleted explicitly by [`crate::container::detach`], so at worst a copy made by another
-//! tool keeps an empty namespace (lo only) alive until that copy ends.
+//! a container's own copy goes when it pivots (its old root is unmounted); a copy made by
+//! another tool keeps the namespace alive until that copy ends, with the container's veth
+//! pair in it set down by [`crate::container::detach`] (which otherwise leaves the pair to the
+//! kernel, deleted with the namespace) and deleted by the container's next start.
 //!
 //! Work inside a namespace is done by [`Ns::run`]: a thread of its own joins the namespace
 //! (setns changes only the calling thread's network namespace), so the caller's threads never
@@ -124,6 +125,13 @@ pub fn remove_dir(dir: &Path) -> Result<()> {
         umount2(dir, MntFlags::MNT_DETACH).with_ctx(|| format!("unmount {}", dir.display()))?;
     }
     std::fs::remove_dir(dir).with_ctx(|| format!("remove {}", dir.display()))
+}
+
+/// Whether `path` is a namespace file (nsfs) as [`create`] bind-mounts: one statfs(2), where
+/// [`is_mount_point`] reads all of mountinfo. A missing file, or the empty file a crash left
+/// before the mount, is not one.
+pub fn is_ns_file(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type() == nix::sys::statfs::NSFS_MAGIC).unwrap_or(false)
 }
 
 /// Whether `dir` is the mount point of a mount in our mount namespace.

@@ -172,6 +172,13 @@ impl Rtnl {
         self.ack(RouteNetlinkMessage::SetLink(m), 0, &format!("set link {index} up"))
     }
 
+    pub fn set_down(&mut self, index: u32) -> Result<()> {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.change_mask = LinkFlags::Up;
+        self.ack(RouteNetlinkMessage::SetLink(m), 0, &format!("set link {index} down"))
+    }
+
     /// Sets a link's alias (IFLA_IFALIAS; the kernel takes it only on an existing link).
     pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<()> {
         let mut m = LinkMessage::default();

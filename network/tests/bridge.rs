@@ -69,6 +69,23 @@ impl Env {
         c
     }
 
+    /// Asserts that the listing becomes `want`, polled for at most 10 s: a container's veth
+    /// pair goes with its namespace, which the kernel destroys asynchronously a few ms after
+    /// `detach` unmounts it.
+    fn settled(&self, want: &(Vec<String>, String, Vec<PathBuf>), what: &str) {
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.listing();
+            if now == *want {
+                return;
+            }
+            if std::time::Instant::now() > end {
+                assert_eq!(*want, now, "{what}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// What the host namespace holds: its links, its nft ruleset, our namespace mounts.
     fn listing(&self) -> (Vec<String>, String, Vec<PathBuf>) {
         let links = self.host.run(|| Ok(Rtnl::open()?.links()?.into_iter().map(|l| l.name).collect::<Vec<_>>())).unwrap();
@@ -119,15 +136,31 @@ fn run(cmd: &str, args: &[&str]) -> String {
 
 /// A TCP server in `ns` on port `port` that answers each connection with `name` and the
 /// peer's address, then closes.
-fn serve(ns: &Ns, port: u16, name: &'static str) {
+fn serve(ns: &Ns, port: u16, name: &'static str) -> Server {
     let l = ns.run(|| Ok(TcpListener::bind(("0.0.0.0", port))?)).unwrap();
-    std::thread::spawn(move || {
+    let own = l.try_clone().unwrap();
+    let t = std::thread::spawn(move || {
         for c in l.incoming() {
             let Ok(mut c) = c else { return };
             let peer = c.peer_addr().map(|p| p.ip().to_string()).unwrap_or_default();
             let _ = c.write_all(format!("{name} {peer}").as_bytes());
         }
     });
+    Server(own, Some(t))
+}
+
+/// A server of [`serve`]; dropped, it stops and its socket goes (a socket holds its network
+/// namespace alive, as a container's process does).
+struct Server(TcpListener, Option<std::thread::JoinHandle<()>>);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // SAFETY: shutdown(2) of a socket this struct owns; it wakes the accept loop.
+        unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&self.0), libc::SHUT_RDWR) };
+        if let Some(t) = self.1.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// Connects from `ns` and returns what the server said ("NAME PEER").
@@ -216,10 +249,7 @@ fn bridge_ports_hairpin_masquerade_and_nothing_left() {
     assert_eq!((veth.master, veth.up, veth.mtu), (Some(br.index), true, 1400));
     // (Hairpin mode is proven by the container reaching its own published port below.)
 
-    serve(&na, 80, "a80");
-    serve(&na, 81, "a81");
-    serve(&nb, 80, "b80");
-    serve(&env.upstream, 9000, "upstream");
+    let servers = [serve(&na, 80, "a80"), serve(&na, 81, "a81"), serve(&nb, 80, "b80"), serve(&env.upstream, 9000, "upstream")];
 
     // Container to container on the bridge.
     assert_eq!(ask(&nb, sa(ia, 80)).unwrap(), format!("a80 {ib}"));
@@ -277,10 +307,16 @@ fn bridge_ports_hairpin_masquerade_and_nothing_left() {
     .to_string();
     assert!(e.contains("already published by container ctr-a"), "{e}");
     assert!(!container::netns_dir(&env.dir).join("ctr-c").exists());
-    assert!(env.host.run(|| Rtnl::open()?.link(&bridge::veth_name("ctr-c"))).unwrap().is_none());
+    // Its veth pair goes with its namespace (the kernel's work, a few ms later).
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while env.host.run(|| Rtnl::open()?.link(&bridge::veth_name("ctr-c"))).unwrap().is_some() {
+        assert!(std::time::Instant::now() < end, "the refused container's veth pair is left");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     container::cleanup(&env.host, &env.dir, &db, "ctr-c").unwrap();
 
-    // Teardown: containers, then the network.
+    // Teardown: containers (their processes gone first), then the network.
+    drop(servers);
     for id in ["ctr-a", "ctr-b"] {
         container::cleanup(&env.host, &env.dir, &db, id).unwrap();
     }
@@ -290,8 +326,7 @@ fn bridge_ports_hairpin_masquerade_and_nothing_left() {
     bridge::remove(&env.host, &net).unwrap();
     ipam::remove_network(&db, "t").unwrap();
     firewall::remove_table(&env.host).unwrap();
-    let after = env.listing();
-    assert_eq!(before, after, "before/after: links, nft ruleset, namespace mounts");
+    env.settled(&before, "before/after: links, nft ruleset, namespace mounts");
     drop(db);
     env.finish();
     assert_eq!(Rtnl::open().unwrap().links().unwrap().len(), real_links_before, "the machine's own links changed");
@@ -374,7 +409,7 @@ fn cleanup_after_a_crash_leaves_nothing() {
     firewall::remove_network(&env.host, &net).unwrap();
     bridge::remove(&env.host, &net).unwrap();
     firewall::remove_table(&env.host).unwrap();
-    assert_eq!(before, env.listing());
+    env.settled(&before, "at the end");
     drop(db);
     env.finish();
 }
@@ -418,7 +453,7 @@ fn kill_9_mid_setup_then_cleanup_leaves_nothing() {
         assert_eq!(rules.iter().any(|r| r.comment.starts_with(&format!("capsa:{id} "))), steps >= 4);
         container::cleanup(&env.host, &env.dir, &db, &id).unwrap();
         assert_eq!(ipam::lease(&db, "k", &id).unwrap(), None);
-        assert_eq!(before, env.listing(), "after a kill at step {steps} and cleanup");
+        env.settled(&before, &format!("after a kill at step {steps} and cleanup"));
     }
     firewall::remove_network(&env.host, &net).unwrap();
     bridge::remove(&env.host, &net).unwrap();
@@ -437,7 +472,7 @@ fn subnet_overlapping_a_host_route_is_refused() {
     let net = make_network(&db, "o", "capsa-o0", "192.0.2.0/25");
     let e = bridge::ensure(&env.host, &net, 0).unwrap_err().to_string();
     assert!(e.contains("subnet 192.0.2.0/25 overlaps the host's route to 192.0.2.0/24"), "{e}");
-    assert_eq!(before, env.listing());
+    env.settled(&before, "at the end");
     drop(db);
     env.finish();
 }
@@ -465,7 +500,7 @@ fn only_bridges_are_adopted_and_only_our_own_deleted() {
         let e = bridge::ensure(&env.host, &net, 0).unwrap_err().to_string();
         assert!(e.contains(&format!("interface {iface} exists and is not a bridge")), "{e}");
         bridge::remove(&env.host, &net).unwrap();
-        assert_eq!(before, env.listing(), "{iface}");
+        env.settled(&before, iface);
     }
     assert_eq!(lo_addrs, addrs_of("lo"));
     // The user's bridge: used, then left as it was (no gateway address).
@@ -511,5 +546,50 @@ fn modes_none_and_container() {
     container::detach(&env.host, &env.dir, "lonely").unwrap();
     assert!(!p.exists());
     assert!(container::joined(&env.dir, "lonely").is_err());
+    env.finish();
+}
+
+/// `detach` leaves the veth pair to the kernel, which deletes it with the container's
+/// namespace: a container started again at once, while its old pair may still be there, gets
+/// a new one; a namespace someone else keeps alive keeps its pair, but down (no traffic with a
+/// released address), until the container's next start deletes it or the holder lets go.
+#[test]
+fn restart_at_once_and_a_namespace_kept_alive_by_someone_else() {
+    let env = Env::new("restart");
+    let before = env.listing();
+    let mut db = env.db();
+    let net = make_network(&db, "r", "capsa-r0", "10.78.0.0/24");
+    let veth = bridge::veth_name("again");
+    let link = |name: &str| env.host.run(|| Rtnl::open()?.link(name)).unwrap();
+    let setup = |ip| Setup { host: &env.host, run_dir: &env.dir, net: &net, container: "again", ip, ip6: None, ports: &[], mtu: 0 };
+    for round in 0..5 {
+        let ip = lease(&mut db, "r", "again");
+        container::attach(&setup(ip)).unwrap_or_else(|e| panic!("start {round}: {e}"));
+        assert!(link(&veth).is_some_and(|l| l.up), "start {round}");
+        container::cleanup(&env.host, &env.dir, &db, "again").unwrap();
+    }
+
+    // Held by someone else: an open fd of the namespace (as a mount namespace copied from
+    // ours would hold it).
+    let ip = lease(&mut db, "r", "again");
+    let a = container::attach(&setup(ip)).unwrap();
+    let holder = Ns::Path(a.netns.clone()).open().unwrap();
+    container::cleanup(&env.host, &env.dir, &db, "again").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let kept = link(&veth).expect("the pair stays while its namespace is held");
+    assert!(!kept.up, "a kept pair is down");
+    // The next start deletes it and makes its own.
+    let ip = lease(&mut db, "r", "again");
+    container::attach(&setup(ip)).unwrap();
+    let new = link(&veth).unwrap();
+    assert!(new.up && new.index != kept.index, "{new:?} / {kept:?}");
+    container::cleanup(&env.host, &env.dir, &db, "again").unwrap();
+    drop(holder);
+    firewall::remove_network(&env.host, &net).unwrap();
+    bridge::remove(&env.host, &net).unwrap();
+    ipam::remove_network(&db, "r").unwrap();
+    firewall::remove_table(&env.host).unwrap();
+    env.settled(&before, "at the end");
+    drop(db);
     env.finish();
 }

@@ -574,11 +574,11 @@ pub fn detach(store: &Store, rec: &Record) -> Result<()> {
     detach_begin(store, rec).finish(store)
 }
 
-/// A teardown under way: its netlink part (rules, veth pairs, namespace) runs on a thread
-/// while the caller does other work, since deleting a veth pair waits for an RCU grace
-/// period in the kernel (~15 ms here, most of the network's share of a `run --rm`);
-/// [`Detaching::finish`] waits for it, then releases the leases (after the links are gone, so
-/// an address is never given again while its old link lives) and updates hosts files.
+/// A teardown under way: its netlink part (rules, veth pairs set down, namespace unmounted;
+/// the kernel deletes the pairs with the namespace, see capsa-network's container::detach)
+/// runs on a thread while the caller does other work; [`Detaching::finish`] waits for it,
+/// then releases the leases (after the links are down, so an address is never given again
+/// while its old link carries traffic) and updates hosts files.
 pub struct Detaching {
     id: String,
     nets: Vec<String>,
