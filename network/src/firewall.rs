@@ -291,14 +291,23 @@ pub fn publish(
 pub fn unpublish(host: &Ns, container: &str) -> Result<()> {
     let prefix = format!("capsa:{container} ");
     host.run(|| {
-        let r = delete_where(Family::Ip, |c| c.starts_with(&prefix));
-        r.and(delete_where(Family::Ip6, |c| c.starts_with(&prefix)))
+        // Both tables listed before either is changed: a netfilter socket closed after a
+        // batch of deletes waits (see nftnl's Batch::close_later).
+        let (ip, ip6) = (nftnl::list_rules_of(Family::Ip, TABLE)?, nftnl::list_rules_of(Family::Ip6, TABLE)?);
+        let mine = |c: &str| c.starts_with(&prefix);
+        let r = delete(Family::Ip, ip, mine);
+        r.and(delete(Family::Ip6, ip6, mine))
     })
 }
 
 fn delete_where(family: Family, f: impl Fn(&str) -> bool) -> Result<()> {
+    delete(family, nftnl::list_rules_of(family, TABLE)?, f)
+}
+
+/// Deletes the rules of `rules` (listed from table `FAMILY capsa`) whose comment `f` takes.
+fn delete(family: Family, rules: Vec<nftnl::Rule>, f: impl Fn(&str) -> bool) -> Result<()> {
     let mut b = Batch::of(family, TABLE);
-    for r in nftnl::list_rules_of(family, TABLE)? {
+    for r in rules {
         if f(&r.comment) {
             b.del_rule(&r.chain, r.handle);
         }
