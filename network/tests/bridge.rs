@@ -593,3 +593,63 @@ fn restart_at_once_and_a_namespace_kept_alive_by_someone_else() {
     drop(db);
     env.finish();
 }
+
+/// IPv6: a container's address, route and published port (table ip6 capsa, same tag), left
+/// behind by a setup that died, are removed by `cleanup` from the id alone; the network's
+/// removal takes table ip6 capsa with its last rules.
+#[test]
+fn ipv6_setup_then_crash_cleanup_leaves_nothing() {
+    let env = Env::new("crash6");
+    let before = env.listing();
+    let mut db = env.db();
+    let new = ipam::NewNetwork {
+        name: "v6",
+        bridge: "capsa-v60",
+        subnet: Some("10.76.0.0/24".parse().unwrap()),
+        subnet6: Some("fd00:76::/64".parse().unwrap()),
+        ..Default::default()
+    };
+    let net = ipam::create_network(&db, &new).unwrap();
+    let ip = lease(&mut db, "v6", "crashed6");
+    let ip6 = ipam::lease6(&db, "v6", "crashed6").unwrap();
+    assert_eq!(ip6, Some("fd00:76::2".parse().unwrap()));
+    // The steps of attach, by hand, then abandoned.
+    let br = bridge::ensure(&env.host, &net, 0).unwrap();
+    firewall::add_network(&env.host, &env.dir, &net).unwrap();
+    let ns = netns::create(&container::netns_dir(&env.dir), "crashed6").unwrap();
+    bridge::attach(&env.host, &ns, &net, br, &bridge::veth_name("crashed6"), "eth0", ip, ip6, 0, true).unwrap();
+    firewall::publish(&env.host, &env.dir, "crashed6", ip, ip6, &["9090:90".parse().unwrap(), "127.0.0.1:9091:91".parse().unwrap()])
+        .unwrap();
+    let inside = Ns::Path(ns.clone()).run(|| Ok(run("ip", &["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"]))).unwrap();
+    assert!(inside.contains("inet6 fd00:76::2/64"), "{inside}");
+    let routes = Ns::Path(ns.clone()).run(|| Ok(run("ip", &["-6", "route", "show", "default"]))).unwrap();
+    assert!(routes.starts_with("default via fd00:76::1 dev eth0"), "{routes}");
+    let bridge_addrs = env.host.run(|| Ok(run("ip", &["-6", "-o", "addr", "show", "dev", "capsa-v60", "scope", "global"]))).unwrap();
+    assert!(bridge_addrs.contains("inet6 fd00:76::1/64"), "{bridge_addrs}");
+    let listed = env.host.run(|| Ok(run("nft", &["list", "table", "ip6", "capsa"]))).unwrap();
+    for want in [
+        "fib daddr type local tcp dport 9090 dnat to [fd00:76::2]:90 comment \"capsa:crashed6 tcp/*:9090\"",
+        "ip6 daddr != ::1 fib daddr type local tcp dport 9090 dnat to [fd00:76::2]:90 comment \"capsa:crashed6 tcp/*:9090\"",
+        "ip6 saddr fd00:76::/64 oifname != \"capsa-v60\" masquerade comment \"capsa-net:v6\"",
+        "oifname \"capsa-v60\" ct status dnat ip6 saddr fd00:76::/64 masquerade comment \"capsa-net:v6\"",
+    ] {
+        assert!(listed.contains(want), "{want}\nnot in\n{listed}");
+    }
+    // A port published on one IPv4 address stays IPv4 only.
+    assert!(!listed.contains("9091"), "{listed}");
+    assert_eq!(env.host.run(|| Ok(run("sysctl", &["-n", "net.ipv6.conf.all.forwarding"]))).unwrap().trim(), "1");
+
+    container::cleanup(&env.host, &env.dir, &db, "crashed6").unwrap();
+    let listed = env.host.run(|| Ok(run("nft", &["list", "table", "ip6", "capsa"]))).unwrap();
+    assert!(!listed.contains("crashed6"), "{listed}");
+    assert_eq!(ipam::lease6(&db, "v6", "crashed6").unwrap(), None);
+    firewall::remove_network(&env.host, &net).unwrap();
+    bridge::remove(&env.host, &net).unwrap();
+    ipam::remove_network(&db, "v6").unwrap();
+    let tables = env.host.run(|| Ok(run("nft", &["list", "tables"]))).unwrap();
+    assert!(!tables.contains("ip6 capsa"), "{tables}");
+    firewall::remove_table(&env.host).unwrap();
+    env.settled(&before, "at the end");
+    drop(db);
+    env.finish();
+}
