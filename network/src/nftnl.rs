@@ -354,12 +354,28 @@ impl Batch {
     /// nf_tables frees what earlier batches deleted (its NETLINK_URELEASE handler flushes that
     /// work, which first waits for an RCU grace period: 10-13 ms here, measured with strace
     /// after a batch of rule deletes). A batch that deleted closes its socket on a thread of
-    /// its own that nothing waits for; the rules are gone from the ruleset already.
+    /// its own; the rules are gone from the ruleset already. A process that forks afterwards
+    /// (a container's start) joins those threads first: [`settle`].
     fn close_later(&self, sock: Socket) {
         if self.msgs.iter().any(|m| m.0 == NFT_MSG_DELRULE || m.0 == NFT_MSG_DELTABLE) {
             // If no thread can be made, the socket is closed here (and waits).
-            let _ = std::thread::Builder::new().name("nft-close".into()).spawn(move || drop(sock));
+            if let Ok(t) = std::thread::Builder::new().name("nft-close".into()).spawn(move || drop(sock)) {
+                CLOSING.lock().unwrap_or_else(|p| p.into_inner()).push(t);
+            }
         }
+    }
+}
+
+/// Threads closing netfilter sockets (see `Batch::close_later`).
+static CLOSING: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>> = std::sync::Mutex::new(Vec::new());
+
+/// Waits for the sockets of earlier batches to be closed, so that this process has no
+/// thread of ours left: the capsa library forks a container only from a single-threaded
+/// process.
+pub fn settle() {
+    let threads: Vec<_> = std::mem::take(&mut *CLOSING.lock().unwrap_or_else(|p| p.into_inner()));
+    for t in threads {
+        let _ = t.join();
     }
 }
 

@@ -333,6 +333,8 @@ fn foreground_inner(state_root: &Path, id: &str, bundle: &Path) -> Result<i32> {
     let _reaper = capsa::process::fds::Subreaper::set();
     let res = (|| -> Result<i32> {
         let sfd = SignalFd::with_flags(&sigs, SfdFlags::SFD_CLOEXEC).map_err(|e| fail(format!("signalfd: {e}")))?;
+        // Single-threaded for the fork: the network's background socket closes joined.
+        capsa_network::nftnl::settle();
         let created = rt::create(CreateArgs {
             root: state_root,
             id,

@@ -140,6 +140,8 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     } else {
         (None, None)
     };
+    // Single-threaded for the fork (a reconcile above may have torn a network down).
+    capsa_network::nftnl::settle();
     let pid = capsa::container::exec(ExecArgs {
         root: &cli.state_root,
         id: &rec.id,

@@ -74,6 +74,9 @@ fn try_start(store: &Store, state_root: &Path, rec: &Record, dir: &Path) -> Resu
     std::fs::write(dir.join("config.json"), text)?;
     trace("start: bundle written");
     let tty = rec.stored.config.tty;
+    // The capsa library forks only from a single-threaded process: the network's
+    // background socket closes (a stale start's rules deleted above) are joined first.
+    capsa_network::nftnl::settle();
     let created = container::create(CreateArgs {
         root: state_root,
         id: &rec.id,
