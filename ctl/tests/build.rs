@@ -309,6 +309,77 @@ fn dockerignore_and_copy_forms() {
     assert_clean(&env);
 }
 
+/// Symlinked sources, special files and .dockerignore exceptions, as docker 20.10's
+/// BuildKit does them (compared side by side: `docker build` then `docker save`).
+#[test]
+fn copy_names_symlinks_by_source_skips_special_files_and_follows_dockerignore_exceptions() {
+    use std::os::unix::fs::symlink;
+    let env = Env::new("build-copy-docker");
+    load_busybox(&env);
+    let secret = env.write("host-secret", b"HOST SECRET");
+    let ctx = context(&env, "ctx", &[("tfile", "target"), ("realdir/sub/f", "inner"), ("g/a.txt", "a"), ("dir/file", "x")]);
+    symlink("tfile", ctx.join("link")).unwrap();
+    symlink("/tfile", ctx.join("abslink")).unwrap();
+    symlink("realdir", ctx.join("dlink")).unwrap();
+    symlink("../tfile", ctx.join("g/b.txt")).unwrap();
+    // Hostile: a glob's symlink out of the context resolves inside it (to nothing there).
+    symlink(&secret, ctx.join("g/c.txt")).unwrap();
+    nix::unistd::mkfifo(&ctx.join("dir/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(ctx.join("dir/sock")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY link abslink /d/\nCOPY dlink /e/\nCOPY g/*.txt /f/\nCOPY dlink /h\nCOPY link /single\nCOPY dir /all/\n",
+    )
+    .unwrap();
+    let (_, log) = build_ok(&env, &ctx, &["-t", "sl"]);
+    let tree = |img: &str, dirs: &str| {
+        env.ok(&["run", "--rm", img, "sh", "-c", &format!("cd / && find {dirs} | sort | while read p; do if [ -f \"$p\" ]; then echo \"$p=$(cat $p)\"; elif [ -L \"$p\" ]; then echo \"$p->\"; else echo \"$p/\"; fi; done")])
+    };
+    assert_eq!(
+        tree("sl", "d e f h single all"),
+        "all/\nall/file=x\nd/\nd/abslink=target\nd/link=target\ne/\ne/sub/\ne/sub/f=inner\nf/\nf/a.txt=a\nf/b.txt=target\nh/\nh/sub/\nh/sub/f=inner\nsingle=target\n"
+    );
+    assert!(log.contains("line 7: COPY: fifos, sockets and devices are not copied: dir/fifo, dir/sock"), "{log}");
+    // A fifo named on its own is an error naming the line (docker copies nothing, silently).
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY dir/fifo /x\n").unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(!o.status.success() && err(&o).contains("Dockerfile:2: COPY: dir/fifo in build context: is a fifo"), "{}", err(&o));
+
+    // .dockerignore: later lines win, `!` re-includes at the top level too; an excluded
+    // directory is walked only for exceptions that name a path below it literally, and
+    // then brings its parents; a glob-led exception re-includes nothing under it.
+    let ign = context(
+        &env,
+        "ign",
+        &[
+            ("a.txt", "a"),
+            ("keep.txt", "k"),
+            ("sub/x.txt", "x"),
+            ("sub/keep.txt", "sk"),
+            ("build/out.o", "o"),
+            ("build/keep/k.txt", "bk"),
+            ("node/m.js", "m"),
+        ],
+    );
+    std::fs::write(ign.join("Dockerfile"), "FROM busybox\nCOPY . /out/\n").unwrap();
+    let cases = [
+        ("*\n!keep.txt\n!sub/keep.txt\n", "out/\nout/keep.txt=k\nout/sub/\nout/sub/keep.txt=sk\n"),
+        ("build\n!build/keep/k.txt\nnode\n!**/m.js\n*.txt\n!a.txt\n", "out/\nout/.dockerignore=build\n!build/keep/k.txt\nnode\n!**/m.js\n*.txt\n!a.txt\nout/Dockerfile=FROM busybox\nCOPY . /out/\nout/a.txt=a\nout/build/\nout/build/keep/\nout/build/keep/k.txt=bk\nout/sub/\nout/sub/keep.txt=sk\nout/sub/x.txt=x\n"),
+        ("*\n!*/keep.txt\n!node/nothing\n", "out/\nout/node/\n"),
+    ];
+    for (rules, want) in cases {
+        std::fs::write(ign.join(".dockerignore"), rules).unwrap();
+        build_ok(&env, &ign, &["-t", "ign"]);
+        assert_eq!(tree("ign", "out"), want, "{rules:?}");
+    }
+    // An excluded directory named as the source, with an exception below it.
+    std::fs::write(ign.join(".dockerignore"), "build\n!build/keep/k.txt\n").unwrap();
+    std::fs::write(ign.join("Dockerfile"), "FROM busybox\nCOPY build /out/\n").unwrap();
+    build_ok(&env, &ign, &["-t", "ign"]);
+    assert_eq!(tree("ign", "out"), "out/\nout/keep/\nout/keep/k.txt=bk\n");
+    assert_clean(&env);
+}
+
 /// A RUN that writes a random uuid tells whether it ran again.
 #[test]
 fn cache_hits_on_an_unchanged_rebuild_and_misses_after_a_change() {
@@ -415,6 +486,8 @@ fn hostile_context_symlinks_stay_inside_the_context() {
     assert_eq!(env.ok(&["run", "--rm", "hc", "cat", "/b/inside/hostname"]), "the context's own");
     // Below a copied directory symlinks are copied as they are, never followed.
     assert_eq!(env.ok(&["run", "--rm", "hc", "readlink", "/all/abs"]).trim(), secret.to_str().unwrap());
+    // A link to / is one to / in the layer (it came out as `//`).
+    assert_eq!(env.ok(&["run", "--rm", "hc", "readlink", "/all/root"]), "/\n");
     let all = env.ok(&["run", "--rm", "hc", "sh", "-c", "grep -r 'HOST SECRET' /a /b /all 2>/dev/null; true"]);
     assert!(all.is_empty(), "host file copied: {all}");
     // The context's Dockerfile is read inside the context: a symlink to a host file is not

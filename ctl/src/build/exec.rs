@@ -1183,7 +1183,7 @@ impl<'a> Builder<'a> {
                 let mut copied = sources::hasher();
                 for (src, fs) in &found {
                     for f in fs {
-                        let base = f.rel.file_name().map(OsStr::to_os_string);
+                        let base = Some(f.name.clone()).filter(|n| !n.is_empty());
                         if is_add && !f.is_dir {
                             if let Some(comp) = archive_kind(root, f).map_err(ioe)? {
                                 let d = dst.mkdir_all(Path::new(&abs), 0o755, Follow::InRoot).map_err(ioe)?;
@@ -1245,6 +1245,14 @@ impl<'a> Builder<'a> {
         });
         if src_root.is_some() {
             run::remove_dir(&self.scratch.dir.join("from"))?;
+        }
+        let skipped = match &src_root {
+            Some(r) => r.skipped.take(),
+            None => self.context.skipped.take(),
+        };
+        if !skipped.is_empty() {
+            let list: Vec<String> = skipped.iter().map(|p| p.display().to_string()).collect();
+            self.say(&format!("WARNING: line {}: {what}: fifos, sockets and devices are not copied: {}", ins.line, list.join(", ")));
         }
         res
     }

@@ -39,13 +39,22 @@ pub struct SourceRoot {
     pub ignore: Ignore,
     /// What it is, for messages: "build context", "stage build", "image gcc".
     pub what: String,
+    /// Fifos, sockets and devices met below a source directory and not copied (docker
+    /// copies none of them), for the build's warning.
+    pub skipped: std::cell::RefCell<Vec<PathBuf>>,
 }
 
 /// One source found: its real path inside the root (symlinks of the pattern followed,
-/// inside the root), and whether it is a directory.
+/// inside the root), the name it was found by and whether it is a directory.
+///
+/// As docker's: `COPY link /d/` where `link` is a symlink copies what it points at, named
+/// after the source (`/d/link`), not after the target; a glob's symlink matches alike.
 #[derive(Debug, Clone)]
 pub struct Found {
     pub rel: PathBuf,
+    /// The last component of the source as written (or matched by a glob): the name a
+    /// file source gets in a destination directory.
+    pub name: OsString,
     pub is_dir: bool,
 }
 
@@ -62,11 +71,18 @@ impl SourceRoot {
         } else {
             Ignore::default()
         };
-        Ok(SourceRoot { root, ignore, what: what.to_string() })
+        Ok(SourceRoot { root, ignore, what: what.to_string(), skipped: Default::default() })
     }
 
     fn excluded(&self, rel: &Path) -> bool {
         !self.ignore.is_empty() && self.ignore.excluded(&rel.to_string_lossy())
+    }
+
+    /// Whether an entry is copied: not excluded by .dockerignore, or an excluded directory
+    /// that an exception names something below of (it is then copied, with what is
+    /// re-included in it: see [`Ignore::may_reinclude`]).
+    fn included(&self, rel: &Path, is_dir: bool) -> bool {
+        !self.excluded(rel) || (is_dir && self.ignore.may_reinclude(&rel.to_string_lossy()))
     }
 
     /// The entries a source (a path or a glob, relative to the root) names. None found is
@@ -95,12 +111,22 @@ impl SourceRoot {
             cands = vec![PathBuf::from(&clean)];
         }
         let mut out = Vec::new();
+        let globbed = glob::has_meta(&clean);
         for c in cands {
-            if self.excluded(&c) {
-                continue;
-            }
             match self.real(&c) {
-                Ok(Some(f)) => out.push(f),
+                Ok(Some(f)) if f.special.is_none() => out.push(f.found),
+                // A fifo, socket or device named by a glob is left out (as docker leaves it
+                // out of the context); named on its own it is an error (docker copies
+                // nothing then, silently).
+                Ok(Some(f)) if globbed => self.skipped.borrow_mut().push(f.found.rel),
+                Ok(Some(f)) => {
+                    return Err(format!(
+                        "{} in {}: is a {}: only files, directories and symlinks are copied",
+                        c.display(),
+                        self.what,
+                        f.special.unwrap_or_default()
+                    ))
+                }
                 Ok(None) => {}
                 Err(e) => return Err(format!("{}: {}: {e}", self.what, c.display())),
             }
@@ -113,8 +139,8 @@ impl SourceRoot {
     }
 
     /// Where `rel` really is (symlinks followed inside the root); None when it does not
-    /// exist or is excluded by .dockerignore.
-    fn real(&self, rel: &Path) -> std::io::Result<Option<Found>> {
+    /// exist or is excluded by .dockerignore (by its own name or its target's).
+    fn real(&self, rel: &Path) -> std::io::Result<Option<Real>> {
         let fd = match self.root.open_path(rel, Follow::InRoot) {
             Ok(fd) => fd,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(None),
@@ -123,10 +149,13 @@ impl SourceRoot {
         let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
         let at = capsa_sys::root::fd_target(fd.as_fd())?;
         let real = at.strip_prefix(self.root.path()).map(Path::to_path_buf).unwrap_or_default();
-        if self.excluded(&real) {
+        let k = kind(&st);
+        let is_dir = k == SFlag::S_IFDIR;
+        if !self.included(rel, is_dir) || !self.included(&real, is_dir) {
             return Ok(None);
         }
-        Ok(Some(Found { rel: real, is_dir: kind(&st) == SFlag::S_IFDIR }))
+        let name = rel.file_name().map(OsStr::to_os_string).unwrap_or_default();
+        Ok(Some(Real { found: Found { rel: real, name, is_dir }, special: special(k) }))
     }
 
     /// The parent directory (an fd) and name of a found entry.
@@ -140,8 +169,7 @@ impl SourceRoot {
     /// Adds what `found` holds (paths relative to it, types, modes, owners when
     /// `owners`, contents, link targets) to `h`: the cache's checksum of a source.
     pub fn checksum(&self, found: &Found, owners: bool, h: &mut Hasher) -> std::io::Result<()> {
-        h.update(found.rel.as_os_str().as_bytes());
-        h.update(b"\0");
+        found_head(found, h);
         if found.rel.as_os_str().is_empty() {
             let dir = self.root.open_at(Path::new(""), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never)?;
             return self.checksum_tree(dir.as_fd(), Path::new(""), owners, h);
@@ -158,10 +186,10 @@ impl SourceRoot {
     fn checksum_children(&self, dir: BorrowedFd<'_>, rel: &Path, owners: bool, h: &mut Hasher, depth: usize) -> std::io::Result<()> {
         for n in names(dir)? {
             let r = rel.join(&n);
-            if self.excluded(&r) && !self.ignore.may_reinclude(&r.to_string_lossy()) {
+            let st = lstat_at(dir, &n)?;
+            if !self.included(&r, kind(&st) == SFlag::S_IFDIR) {
                 continue;
             }
-            let st = lstat_at(dir, &n)?;
             self.checksum_entry(dir, &n, &r, &st, owners, h, depth + 1)?;
         }
         Ok(())
@@ -182,16 +210,16 @@ impl SourceRoot {
             return Err(std::io::Error::other("directories nested too deep"));
         }
         let k = kind(st);
-        let excluded = self.excluded(rel);
-        if !excluded {
-            h.update(entry_header(rel, st, owners).as_bytes());
+        if special(k).is_some() {
+            return Ok(());
         }
+        h.update(entry_header(rel, st, owners).as_bytes());
         match k {
             SFlag::S_IFDIR => {
                 let d = open_dir_at(parent, name)?;
                 self.checksum_children(d.as_fd(), rel, owners, h, depth)?;
             }
-            SFlag::S_IFREG if !excluded => {
+            SFlag::S_IFREG => {
                 let mut f = open_file_at(parent, name)?;
                 let mut buf = vec![0u8; 64 << 10];
                 loop {
@@ -202,7 +230,7 @@ impl SourceRoot {
                     h.update(&buf[..n]);
                 }
             }
-            SFlag::S_IFLNK if !excluded => h.update(read_link_at(parent, name)?.as_bytes()),
+            SFlag::S_IFLNK => h.update(read_link_at(parent, name)?.as_bytes()),
             _ => {}
         }
         Ok(())
@@ -211,13 +239,9 @@ impl SourceRoot {
     /// A found regular file (ADD's archive) copied into `into` (a private scratch file),
     /// hashed into `h` as [`SourceRoot::copy`] would hash it.
     pub fn copy_file_hashed(&self, found: &Found, into: &mut std::fs::File, owners: bool, h: &mut Hasher) -> std::io::Result<()> {
-        h.update(found.rel.as_os_str().as_bytes());
-        h.update(b"\0");
+        found_head(found, h);
         let (p, n) = self.parent_of(&found.rel)?;
         let st = lstat_at(p.as_fd(), &n)?;
-        if self.excluded(&found.rel) {
-            return Ok(());
-        }
         h.update(entry_header(&found.rel, &st, owners).as_bytes());
         let mut src = Hashing { inner: open_file_at(p.as_fd(), &n)?, h };
         std::io::copy(&mut src, into)?;
@@ -235,17 +259,14 @@ impl SourceRoot {
     /// exactly as [`SourceRoot::checksum`] hashes it: the bytes copied are the bytes hashed,
     /// so a source changed between the cache lookup and the copy is seen (see exec.rs).
     pub fn copy(&self, found: &Found, dst: BorrowedFd<'_>, dst_name: &OsStr, o: &CopyOpts, h: &mut Hasher) -> std::io::Result<()> {
-        h.update(found.rel.as_os_str().as_bytes());
-        h.update(b"\0");
+        found_head(found, h);
         if found.is_dir {
             let src = if found.rel.as_os_str().is_empty() {
                 self.root.open_at(Path::new(""), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never)?
             } else {
                 let (p, n) = self.parent_of(&found.rel)?;
                 let st = lstat_at(p.as_fd(), &n)?;
-                if !self.excluded(&found.rel) {
-                    h.update(entry_header(&found.rel, &st, o.keep_owner).as_bytes());
-                }
+                h.update(entry_header(&found.rel, &st, o.keep_owner).as_bytes());
                 open_dir_at(p.as_fd(), &n)?
             };
             return self.copy_children(src.as_fd(), &found.rel, dst, o, h, 0);
@@ -266,14 +287,14 @@ impl SourceRoot {
     ) -> std::io::Result<()> {
         for n in names(src)? {
             let r = rel.join(&n);
-            if self.excluded(&r) && !self.ignore.may_reinclude(&r.to_string_lossy()) {
-                continue;
-            }
             let st = match lstat_at(src, &n) {
                 Ok(st) => st,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                 Err(e) => return Err(e),
             };
+            if !self.included(&r, kind(&st) == SFlag::S_IFDIR) {
+                continue;
+            }
             self.copy_entry(src, &n, &r, &st, dst, &n, o, h, depth + 1)?;
         }
         Ok(())
@@ -296,13 +317,13 @@ impl SourceRoot {
             return Err(std::io::Error::other("directories nested too deep"));
         }
         let k = kind(st);
-        let excluded = self.excluded(rel);
-        if excluded && k != SFlag::S_IFDIR {
+        // Devices, fifos and sockets are not copied (docker's context holds none: it drops
+        // fifos and turns the others into empty files); the build says which were left.
+        if special(k).is_some() {
+            self.skipped.borrow_mut().push(rel.to_path_buf());
             return Ok(());
         }
-        if !excluded {
-            h.update(entry_header(rel, st, o.keep_owner).as_bytes());
-        }
+        h.update(entry_header(rel, st, o.keep_owner).as_bytes());
         let (uid, gid) = match o.owner {
             Some(ids) => ids,
             None if o.keep_owner => (st.st_uid, st.st_gid),
@@ -314,11 +335,9 @@ impl SourceRoot {
                 let src = open_dir_at(sp, name)?;
                 let dst = dir_at(dp, dname)?;
                 self.copy_children(src.as_fd(), rel, dst.as_fd(), o, h, depth)?;
-                if !excluded {
-                    nix::unistd::fchown(dst.as_fd(), Some(uid.into()), Some(gid.into())).map_err(errno)?;
-                    nix::sys::stat::fchmod(dst.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)?;
-                    set_times(dst.as_fd(), st);
-                }
+                nix::unistd::fchown(dst.as_fd(), Some(uid.into()), Some(gid.into())).map_err(errno)?;
+                nix::sys::stat::fchmod(dst.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)?;
+                set_times(dst.as_fd(), st);
             }
             SFlag::S_IFREG => {
                 let mut src = Hashing { inner: open_file_at(sp, name)?, h };
@@ -333,11 +352,34 @@ impl SourceRoot {
                 nix::unistd::fchownat(dp, dname, Some(uid.into()), Some(gid.into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
                     .map_err(errno)?;
             }
-            // Devices, fifos and sockets are not copied (docker copies none from a context).
             _ => {}
         }
         Ok(())
     }
+}
+
+/// A source found, with what kind of special file it is (if it is one).
+struct Real {
+    found: Found,
+    special: Option<&'static str>,
+}
+
+/// A fifo, socket or device: never copied.
+fn special(k: SFlag) -> Option<&'static str> {
+    match k {
+        SFlag::S_IFIFO => Some("fifo"),
+        SFlag::S_IFSOCK => Some("socket"),
+        SFlag::S_IFCHR | SFlag::S_IFBLK => Some("device"),
+        _ => None,
+    }
+}
+
+/// What the checksum of a source starts with: where it is and the name it was found by.
+fn found_head(found: &Found, h: &mut Hasher) {
+    h.update(found.rel.as_os_str().as_bytes());
+    h.update(b"\0");
+    h.update(found.name.as_bytes());
+    h.update(b"\0");
 }
 
 /// What the checksum of a source holds for one entry before its contents.
