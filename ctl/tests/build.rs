@@ -432,6 +432,50 @@ fn cache_hits_on_an_unchanged_rebuild_and_misses_after_a_change() {
     assert_clean(&env);
 }
 
+/// A source replaced while COPY checksums it and copies it: whatever the racing builds
+/// did (succeed or refuse), no cache entry may name a checksum its layer does not hold.
+/// Afterwards the file is set to each content in turn and built again: a cached layer
+/// must then hold exactly that content. (Without the check that the bytes copied are the
+/// bytes hashed, a build that hashed A and copied B cached B under A's key.)
+#[test]
+fn a_source_changed_during_copy_never_caches_a_layer_under_another_checksum() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = Env::new("build-copy-race");
+    load_busybox(&env);
+    let a = "A".repeat(1 << 20);
+    let b = "B".repeat(1 << 20);
+    let ctx = context(&env, "ctx", &[("Dockerfile", "FROM busybox\nCOPY f /f\n"), ("f", &a)]);
+    let stop = AtomicBool::new(false);
+    let mut refused = 0;
+    // No assertion inside the scope: a panic there would wait for the writer forever.
+    let outs = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            // Whole-file swaps (rename over f): each read sees A or B, never a mix.
+            let (tmp, f) = (ctx.join(".swap"), ctx.join("f"));
+            let mut next_b = true;
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::write(&tmp, if next_b { &b } else { &a }).unwrap();
+                std::fs::rename(&tmp, &f).unwrap();
+                next_b = !next_b;
+            }
+        });
+        let outs: Vec<Output> = (0..12).map(|_| build(&env, &ctx, &[])).collect();
+        stop.store(true, Ordering::Relaxed);
+        outs
+    });
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        assert!(err(o).contains("a source changed while it was being copied"), "{}", err(o));
+        refused += 1;
+    }
+    for (name, content) in [("a", &a), ("b", &b), ("a2", &a)] {
+        std::fs::write(ctx.join("f"), content).unwrap();
+        build_ok(&env, &ctx, &["-t", name]);
+        let got = env.ok(&["run", "--rm", name, "sh", "-c", "head -c 1 /f; wc -c < /f; tr -d AB < /f | wc -c"]);
+        assert_eq!(got, format!("{}1048576\n0\n", &content[..1]), "image {name} (after {refused} refused racing builds)");
+    }
+    assert_clean(&env);
+}
+
 #[test]
 fn a_failing_run_exits_non_zero_and_leaves_nothing() {
     let env = Env::new("build-fail");
@@ -639,6 +683,13 @@ fn reproducible_with_source_date_epoch_and_round_trip_through_a_registry() {
         env.ok(&["rmi", "r:1", "r:2", "r:3", &name]);
         env.ok(&["pull", &name]);
         assert_eq!(env.ok(&["run", "--rm", &name]), "f\nx\n");
+        // --network is RUN's network only: a missing base image is pulled even with
+        // `--network none`, as docker does (checked: docker 20.10 with BuildKit pulls a
+        // removed base from a local registry under --network none), and RUN has only lo.
+        env.ok(&["rmi", &name]);
+        let net = context(&env, "net", &[("Dockerfile", &format!("FROM {name}\nRUN grep -c : /proc/net/dev > /ifaces\n"))]);
+        build_ok(&env, &net, &["--network", "none", "-t", "net"]);
+        assert_eq!(env.ok(&["run", "--rm", "net", "cat", "/ifaces"]), "1\n");
     }
     assert_clean(&env);
 }
