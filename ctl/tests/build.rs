@@ -380,6 +380,84 @@ fn copy_names_symlinks_by_source_skips_special_files_and_follows_dockerignore_ex
     assert_clean(&env);
 }
 
+fn bzip2(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn xz(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1)).unwrap();
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// ADD unpacks bzip2 and xz archives as it does gzip ones (docker's three), copies a
+/// compressed file that holds no tar as it is, and stops their bombs and `..` entries
+/// as a layer's, leaving nothing behind.
+#[test]
+fn add_unpacks_bzip2_and_xz_archives_with_the_gzip_limits() {
+    let env = Env::new("build-add-comp");
+    load_busybox(&env);
+    let t = Layer::new().dir("pkg/", 0o755).file("pkg/data", 0o644, b"from the archive").tar();
+    let ctx = context(&env, "ctx", &[]);
+    std::fs::write(ctx.join("p.tar.bz2"), bzip2(&t)).unwrap();
+    std::fs::write(ctx.join("p.tar.xz"), xz(&t)).unwrap();
+    std::fs::write(ctx.join("p.tar.gz"), gzip(&t)).unwrap();
+    std::fs::write(ctx.join("t.txt.bz2"), bzip2(b"not a tar")).unwrap();
+    std::fs::write(ctx.join("t.txt.xz"), xz(b"not a tar")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nADD p.tar.bz2 /b/\nADD p.tar.xz /x/\nADD p.tar.gz /g/\nADD t.txt.bz2 t.txt.xz /t/\n",
+    )
+    .unwrap();
+    build_ok(&env, &ctx, &["-t", "add"]);
+    assert_eq!(env.ok(&["run", "--rm", "add", "cat", "/b/pkg/data", "/x/pkg/data", "/g/pkg/data"]), "from the archive".repeat(3));
+    assert_eq!(
+        env.ok(&["run", "--rm", "add", "sh", "-c", "ls /t; bunzip2 -c /t/t.txt.bz2; unxz -c /t/t.txt.xz"]),
+        "t.txt.bz2\nt.txt.xz\nnot a tarnot a tar"
+    );
+    // Hostile: bombs (4 MiB of zeros past a 1 MiB cap) and an entry climbing out.
+    let bomb = Layer::new().file("zeros", 0o644, &vec![0u8; 4 << 20]).tar();
+    let climb = Layer::new().raw(tar::EntryType::Regular, "../../escape", 0o644, b"out", "").tar();
+    for (name, body, want) in [
+        ("bomb.tar.bz2", bzip2(&bomb), "decompression bomb"),
+        ("bomb.tar.xz", xz(&bomb), "decompression bomb"),
+        ("climb.tar.xz", xz(&climb), ".."),
+        ("climb.tar.bz2", bzip2(&climb), ".."),
+    ] {
+        std::fs::write(ctx.join(name), body).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\nADD {name} /opt/\n")).unwrap();
+        let cg = cgroup_parent(&env);
+        let o = env.ctl_env(&["build", "--cgroup-parent", &cg, ctx.to_str().unwrap()], &[("CAPSA_MAX_LAYER_BYTES", "1048576")]);
+        assert!(!o.status.success(), "{name}: {}", out(&o));
+        assert!(err(&o).contains("Dockerfile:2: ADD: ") && err(&o).contains(want), "{name}: {}", err(&o));
+        assert!(!env.dir.join("escape").exists() && !ctx.join("escape").exists(), "{name} wrote outside");
+        assert_clean(&env);
+    }
+    // An xz header asking for a 1.5 GiB dictionary is refused before anything is allocated
+    // (a hand-made block header: LZMA2 dictionary byte 39, its CRC32 fixed).
+    let mut x = xz(&t);
+    let hdr = 12;
+    let size = (x[hdr] as usize + 1) * 4;
+    assert_eq!(&x[hdr + 2..hdr + 4], &[0x21, 0x01], "the block's filter is LZMA2 with one property byte");
+    x[hdr + 4] = 39;
+    let mut crc = flate2::Crc::new();
+    crc.update(&x[hdr..hdr + size - 4]);
+    x[hdr + size - 4..hdr + size].copy_from_slice(&crc.sum().to_le_bytes());
+    std::fs::write(ctx.join("big.tar.xz"), x).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nADD big.tar.xz /opt/\n").unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(
+        !o.status.success() && err(&o).contains("Dockerfile:2: ADD: big.tar.xz: xz: the archive needs a dictionary larger than 128 MiB"),
+        "{}",
+        err(&o)
+    );
+    assert_clean(&env);
+}
+
 /// A RUN that writes a random uuid tells whether it ran again.
 #[test]
 fn cache_hits_on_an_unchanged_rebuild_and_misses_after_a_change() {

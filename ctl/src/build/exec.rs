@@ -1185,7 +1185,7 @@ impl<'a> Builder<'a> {
                     for f in fs {
                         let base = Some(f.name.clone()).filter(|n| !n.is_empty());
                         if is_add && !f.is_dir {
-                            if let Some(comp) = archive_kind(root, f).map_err(ioe)? {
+                            if let Some(comp) = archive_kind(root, f).map_err(|m| b.err(ins, format!("{src}: {m}")))? {
                                 let d = dst.mkdir_all(Path::new(&abs), 0o755, Follow::InRoot).map_err(ioe)?;
                                 // Extracted from a private copy, the one hashed.
                                 let mut copy = tempfile_in(&b.scratch.dir).map_err(ioe)?;
@@ -1346,63 +1346,99 @@ fn expose(p: &str) -> std::result::Result<Vec<String>, String> {
     Ok((lo..=hi).map(|n| format!("{n}/{proto}")).collect())
 }
 
-/// An ADD source that is a local tar archive: its compression.
 /// An unnamed file in `dir` (O_TMPFILE): gone when closed.
 fn tempfile_in(dir: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC).open(dir)
 }
 
-fn archive_kind(root: &SourceRoot, f: &Found) -> std::io::Result<Option<capsa_image::oci::Compression>> {
+/// How an ADD archive is compressed (docker's ADD: gzip, bzip2, xz; zstd too here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArchiveKind {
+    Plain,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+}
+
+/// The largest xz dictionary decoded (xz -9 uses 64 MiB): a hostile header asking for
+/// more is refused before anything is allocated.
+const XZ_MEM_LIMIT_KB: u32 = 128 << 10;
+
+/// An ADD source that is a local tar archive: its compression (None: not an archive,
+/// copied as it is). As docker's `isArchivePath`: the file, decompressed if its magic
+/// bytes say gzip, bzip2, xz (or zstd), must start with a valid tar header.
+fn archive_kind(root: &SourceRoot, f: &Found) -> std::io::Result<Option<ArchiveKind>> {
     use std::io::Read;
-    let mut file = root.open_file(f)?;
-    let mut head = vec![0u8; 512];
-    let mut n = 0;
-    while n < head.len() {
-        let r = file.read(&mut head[n..])?;
-        if r == 0 {
-            break;
+    let mut head = Vec::with_capacity(512);
+    root.open_file(f)?.take(512).read_to_end(&mut head)?;
+    let kind = if head.starts_with(&[0x1f, 0x8b]) {
+        ArchiveKind::Gzip
+    } else if head.starts_with(b"BZh") {
+        ArchiveKind::Bzip2
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        ArchiveKind::Xz
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        ArchiveKind::Zstd
+    } else {
+        return Ok(is_tar_header(&head).then_some(ArchiveKind::Plain));
+    };
+    // The first 512 bytes decompressed (a stream that does not decompress is no archive).
+    let file = std::io::BufReader::new(root.open_file(f)?);
+    let reader: Box<dyn Read> = match kind {
+        ArchiveKind::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
+        ArchiveKind::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(file)),
+        ArchiveKind::Xz => Box::new(lzma_rust2::XzReader::new_mem_limit(file, true, XZ_MEM_LIMIT_KB)),
+        _ => match zstd::stream::read::Decoder::with_buffer(file) {
+            Ok(d) => Box::new(d),
+            Err(_) => return Ok(None),
+        },
+    };
+    let mut block = Vec::with_capacity(512);
+    match reader.take(512).read_to_end(&mut block) {
+        Ok(_) => {}
+        // A hostile xz header asking for a huge dictionary: said, not copied silently.
+        Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+            return Err(std::io::Error::other(format!("xz: the archive needs a dictionary larger than {} MiB", XZ_MEM_LIMIT_KB >> 10)))
         }
-        n += r;
+        // Not a stream of that kind after all: no archive, copied as it is (docker's rule).
+        Err(_) => return Ok(None),
     }
-    head.truncate(n);
-    use capsa_image::oci::Compression;
-    let c = Compression::sniff(&head);
-    if c != Compression::None {
-        return Ok(Some(c));
+    Ok(is_tar_header(&block).then_some(kind))
+}
+
+/// Whether `b` is a tar header block: 512 bytes, not all zero, whose checksum field
+/// holds the sum of its bytes (the field itself counted as spaces), as Go's tar reader
+/// checks (a V7 header without `ustar` counts too).
+fn is_tar_header(b: &[u8]) -> bool {
+    if b.len() < 512 || b[..512].iter().all(|x| *x == 0) {
+        return false;
     }
-    if head.starts_with(b"BZh") || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return Err(std::io::Error::other("bzip2 and xz archives are not implemented yet (gzip, zstd and plain tar are)"));
-    }
-    if n >= 262 && &head[257..262] == b"ustar" {
-        return Ok(Some(Compression::None));
-    }
-    Ok(None)
+    let field = String::from_utf8_lossy(&b[148..156]);
+    let Ok(want) = u64::from_str_radix(field.trim_matches(|c: char| c == ' ' || c == '\0'), 8) else { return false };
+    let sum: u64 = b[..512].iter().enumerate().map(|(i, x)| if (148..156).contains(&i) { 32 } else { *x as u64 }).sum();
+    sum == want
 }
 
 /// ADD of a local archive: unpacked into `dir` by the image crate's layer apply (every
 /// path resolved inside `dir`, `..` refused, bombs stopped).
-fn extract(
-    file: std::fs::File,
-    rel: &Path,
-    dir: std::os::fd::OwnedFd,
-    at: &str,
-    comp: capsa_image::oci::Compression,
-) -> std::result::Result<(), String> {
-    use capsa_image::oci::Compression;
+fn extract(file: std::fs::File, rel: &Path, dir: std::os::fd::OwnedFd, at: &str, kind: ArchiveKind) -> std::result::Result<(), String> {
+    use capsa_image::layer::bounded;
     use std::io::Read;
     let compressed = file.metadata().map_err(|e| e.to_string())?.len();
     let input = std::io::BufReader::with_capacity(256 << 10, file);
-    // Decompression bombs stop as a layer's would (capsa_image::layer::Limits).
+    // Decompression bombs stop as a layer's would (capsa_image::layer::Limits): the same
+    // size cap and ratio for every compression.
     let limits = capsa_image::layer::Limits::default();
-    let reader: Box<dyn Read> = match comp {
-        Compression::Gzip => Box::new(capsa_image::layer::bounded(flate2::bufread::MultiGzDecoder::new(input), compressed, limits)),
-        Compression::Zstd => Box::new(capsa_image::layer::bounded(
-            zstd::stream::read::Decoder::with_buffer(input).map_err(|e| format!("zstd: {e}"))?,
-            compressed,
-            limits,
-        )),
-        Compression::None => Box::new(input),
+    let reader: Box<dyn Read> = match kind {
+        ArchiveKind::Gzip => Box::new(bounded(flate2::bufread::MultiGzDecoder::new(input), compressed, limits)),
+        ArchiveKind::Bzip2 => Box::new(bounded(bzip2::bufread::MultiBzDecoder::new(input), compressed, limits)),
+        ArchiveKind::Xz => Box::new(bounded(lzma_rust2::XzReader::new_mem_limit(input, true, XZ_MEM_LIMIT_KB), compressed, limits)),
+        ArchiveKind::Zstd => {
+            Box::new(bounded(zstd::stream::read::Decoder::with_buffer(input).map_err(|e| format!("zstd: {e}"))?, compressed, limits))
+        }
+        ArchiveKind::Plain => Box::new(input),
     };
     let droot = Root::from_fd(dir, Path::new(at));
     let mut ar = tar::Archive::new(reader);
