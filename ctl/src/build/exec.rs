@@ -58,6 +58,8 @@ pub struct Opts {
     /// Entitlements the user granted (`--allow network.host`).
     pub allow: BTreeSet<String>,
     pub quiet: bool,
+    /// --progress (Quiet with -q).
+    pub progress: super::view::Mode,
     /// --cgroup-parent of the RUN containers (empty: capsactl's default, /capsa).
     pub cgroup_parent: String,
 }
@@ -148,6 +150,8 @@ pub struct Builder<'a> {
     /// The build's directory shared with its stage workers: the step counter, the cache
     /// key locks, the Dockerfile they read (the parent's scratch dir).
     shared: PathBuf,
+    /// Where the steps and their output are shown (dropped last: it waits for its view).
+    view: super::view::View,
 }
 
 fn h(parts: &[&[u8]]) -> String {
@@ -191,6 +195,8 @@ impl<'a> Builder<'a> {
         let steps = Steps::create(&scratch.dir.join("steps"))?;
         let shared = scratch.dir.clone();
         let n = df.stages.len();
+        // The view's process is forked here, while this process is single-threaded.
+        let view = super::view::View::new(o.progress, &scratch.dir.join("progress"));
         Ok(Builder {
             store,
             state_root,
@@ -206,6 +212,7 @@ impl<'a> Builder<'a> {
             images: BTreeMap::new(),
             meta: BTreeMap::new(),
             shared,
+            view,
         })
     }
 
@@ -214,12 +221,9 @@ impl<'a> Builder<'a> {
         fail(format!("{}:{}: {word}: {msg}", self.o.dockerfile.1, ins.line))
     }
 
-    /// A progress line, in one write (stage workers write to the same stderr).
-    fn say(&self, s: &str) {
-        if !self.o.quiet {
-            use std::io::Write;
-            let _ = std::io::stderr().lock().write_all(format!("{s}\n").as_bytes());
-        }
+    /// A progress line of its own (see `view.rs`).
+    fn say(&mut self, s: &str) {
+        self.view.line(s);
     }
 
     fn now(&self) -> String {
@@ -385,6 +389,7 @@ impl<'a> Builder<'a> {
         for t in &self.o.tags {
             self.say(&format!("#{} naming to {t} done", self.step));
         }
+        self.view.finish();
         Ok(id)
     }
 
@@ -508,6 +513,7 @@ impl<'a> Builder<'a> {
             network: self.o.network.clone(),
             allow: self.o.allow.clone(),
             quiet: self.o.quiet,
+            progress: self.o.progress,
             cgroup_parent: self.o.cgroup_parent.clone(),
             stage: idx,
             label: self.df.stages[idx].name.clone().unwrap_or_else(|| format!("stage-{idx}")),
@@ -537,7 +543,8 @@ impl<'a> Builder<'a> {
             }
         }
         self.step = self.steps.next()?;
-        self.say(&format!("#{} [{label} 1/{total}] FROM {image}", self.step));
+        self.view.step(self.step, &format!("[{label} 1/{total}] FROM {image}"));
+        let t_from = Instant::now();
         let lower = image.to_ascii_lowercase();
         let base = if lower == "scratch" {
             let p = Platform::host();
@@ -558,6 +565,7 @@ impl<'a> Builder<'a> {
             let layers = self.store.layers(&img)?;
             StageOut { layers, cfg, key: h(&[b"image", img.id.to_string().as_bytes()]) }
         };
+        self.view.settled(self.step, t_from.elapsed().as_secs_f64());
         let time = base.cfg.created.clone();
         let mut s = State { layers: base.layers, cfg: base.cfg, key: base.key, args: Vec::new(), cmd_set: false, time };
         // ONBUILD triggers of the base run first, and are not inherited.
@@ -580,13 +588,17 @@ impl<'a> Builder<'a> {
             };
             ins.line = st_from.line;
             self.step = self.steps.next()?;
-            self.say(&format!("#{} [{label} 1/{total}] ONBUILD {}", self.step, ins.text));
+            self.view.step(self.step, &format!("[{label} 1/{total}] ONBUILD {}", ins.text));
+            let t0 = Instant::now();
             self.instruction(&mut s, &ins, idx)?;
+            self.view.settled(self.step, t0.elapsed().as_secs_f64());
         }
         for (i, ins) in instructions.iter().enumerate() {
             self.step = self.steps.next()?;
-            self.say(&format!("#{} [{label} {}/{total}] {}", self.step, i + 2, ins.text));
+            self.view.step(self.step, &format!("[{label} {}/{total}] {}", i + 2, ins.text));
+            let t0 = Instant::now();
             self.instruction(&mut s, ins, idx)?;
+            self.view.settled(self.step, t0.elapsed().as_secs_f64());
         }
         let mut cfg = s.cfg;
         cfg.created = match self.epoch {
@@ -852,18 +864,18 @@ impl<'a> Builder<'a> {
                     user: s.cfg.config.as_ref().and_then(|c| c.user.clone()).unwrap_or_default(),
                     workdir: s.workdir(),
                     network: network.clone(),
-                    quiet: self.o.quiet,
+                    quiet: self.view.captures_output(),
                     cgroup_parent: self.o.cgroup_parent.clone(),
                 };
                 let created_by = format!("RUN {}", argv.join(" "));
                 let key_extra = serde_json::to_vec(&json!([env, network])).unwrap_or_default();
                 self.layer_step(s, created_by, &key_extra, |b, step, chain| {
+                    b.view.log(b.step, &step.join("output.log"));
                     let code = run::run(b.store, b.state_root, &b.scratch, step, chain, &spec)?;
                     if code != 0 && spec.quiet {
-                        // -q kept the output: show it with the failure.
+                        // -q or the tty view kept the output: show it with the failure.
                         if let Ok(log) = std::fs::read(step.join("output.log")) {
-                            use std::io::Write;
-                            let _ = std::io::stderr().write_all(&log);
+                            b.view.failed_output(b.step, &log);
                         }
                     }
                     if code != 0 {
@@ -972,7 +984,7 @@ impl<'a> Builder<'a> {
                 });
                 s.key = key;
                 s.time = s.cfg.history.as_ref().and_then(|h| h.last()).and_then(|h| h.created.clone());
-                self.say(&format!("#{} CACHED", self.step));
+                self.view.cached(self.step);
                 return Ok(());
             }
         }
@@ -1007,7 +1019,7 @@ impl<'a> Builder<'a> {
             ..Default::default()
         });
         s.key = key;
-        self.say(&format!("#{} DONE {:.1}s", self.step, t0.elapsed().as_secs_f64()));
+        self.view.done(self.step, t0.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -1299,6 +1311,8 @@ pub fn stage_main(store: &mut Store, state_root: &Path, job: &Job) -> Result<par
         network: job.network.clone(),
         allow: job.allow.clone(),
         quiet: job.quiet,
+        // The worker's steps go to its parent's view (joined below), not a view of its own.
+        progress: if job.quiet { super::view::Mode::Quiet } else { super::view::Mode::Plain },
         cgroup_parent: job.cgroup_parent.clone(),
     };
     let _guard = store.lock_shared()?;
@@ -1308,6 +1322,7 @@ pub fn stage_main(store: &mut Store, state_root: &Path, job: &Job) -> Result<par
     }
     b.steps = Steps::open(&job.shared.join("steps"))?;
     b.shared = job.shared.clone();
+    b.view = super::view::View::join(job.progress, &job.shared.join("progress"));
     for (i, out) in &job.done {
         if let Some(d) = b.done.get_mut(*i) {
             *d = Some(out.clone());

@@ -148,6 +148,10 @@ impl SourceRoot {
         };
         let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
         let at = capsa_sys::root::fd_target(fd.as_fd())?;
+        if st.st_nlink == 0 || at.as_os_str().as_bytes().ends_with(b" (deleted)") {
+            // Replaced or removed since it was opened: its path is gone.
+            return Err(std::io::Error::other("the source changed while it was being read; build again"));
+        }
         let real = at.strip_prefix(self.root.path()).map(Path::to_path_buf).unwrap_or_default();
         let k = kind(&st);
         let is_dir = k == SFlag::S_IFDIR;

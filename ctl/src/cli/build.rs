@@ -1,5 +1,5 @@
 //! `build [-t NAME:TAG]... [-f Dockerfile] [--build-arg K=V]... [--target STAGE]
-//! [--no-cache] [--pull] [--network host|none] [--progress plain] [-q] CONTEXT`: a
+//! [--no-cache] [--pull] [--network host|none] [--progress auto|plain|tty|quiet] [-q] CONTEXT`: a
 //! Dockerfile built into an image in the store (see `crate::build`).
 
 use std::collections::BTreeMap;
@@ -45,7 +45,7 @@ pub struct Args {
     /// Optional parent cgroup for the RUN containers (default /capsa).
     #[arg(long = "cgroup-parent", value_name = "PATH")]
     pub cgroup_parent: Option<String>,
-    /// Type of progress output: auto or plain (tty: not implemented yet).
+    /// Type of progress output: auto (tty on a terminal, else plain), plain, tty, quiet.
     #[arg(long, default_value = "auto")]
     pub progress: String,
     /// Suppress the build output and print image ID on success.
@@ -76,10 +76,13 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     }
     let export = a.output.as_deref().map(parse_output).transpose()?;
     match a.progress.as_str() {
-        "auto" | "plain" => {}
-        "quiet" | "rawjson" | "tty" => return Err(bad(format!("--progress {}: not implemented yet (auto, plain)", a.progress))),
+        "auto" | "plain" | "tty" | "quiet" => {}
+        "rawjson" => return Err(bad("--progress rawjson: not implemented yet (auto, plain, tty, quiet)")),
         p => return Err(bad(format!("--progress {p}: want auto, plain, tty, quiet or rawjson"))),
     }
+    // `quiet` is -q's output: only the image id.
+    let quiet = a.quiet || a.progress == "quiet";
+    let progress = crate::build::view::mode(&a.progress, quiet);
     if let Some(p) = &a.platform {
         let want = capsa_image::oci::Platform::parse(p).map_err(|e| bad(format!("--platform {p}: {e}")))?;
         let host = capsa_image::oci::Platform::host();
@@ -160,7 +163,8 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         pull: if a.pull == Some(true) { super::pull::PullPolicy::Always } else { super::pull::PullPolicy::Missing },
         allow,
         network,
-        quiet: a.quiet,
+        quiet,
+        progress,
         cgroup_parent,
     };
     // RUN containers read nothing: their stdin is /dev/null (the Dockerfile may have come
@@ -180,7 +184,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         let names = o.tags.iter().filter(|t| img.tags.contains(t)).cloned().collect();
         let items = [capsa_image::archive::Item { names, image: img }];
         super::save::to_file(&store, &items, format, &dest)?;
-        if !o.quiet {
+        if !quiet {
             eprintln!("exported {id} to {}", dest.display());
         }
     }
