@@ -533,6 +533,62 @@ fn progress_tty_on_a_terminal_and_plain_elsewhere() {
     assert_clean(&env);
 }
 
+/// `-o type=local|tar` (and `-o DIR`) write the image's filesystem as docker's do
+/// (paths relative, no `./`); the image's symlinks stay symlinks, and a symlink already
+/// in the destination directory is replaced, never followed.
+#[test]
+fn output_local_and_tar_write_the_image_filesystem() {
+    let env = Env::new("build-output");
+    let outside = env.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let bb = Layer::new().busybox().tar();
+    let evil = Layer::new().symlink("target", outside.to_str().unwrap()).symlink("up", "../../../../../..").tar();
+    let cfg = config(&[bb.clone(), evil.clone()], json!({"Cmd": ["sh"]}));
+    let p = env.write("evil.tar", &docker_archive(&[bb, evil], &cfg, &["evil:latest"]));
+    env.ok(&["load", "-i", p.to_str().unwrap()]);
+    let ctx = context(&env, "ctx", &[("Dockerfile", "FROM evil\nRUN echo built > /built && mkdir /d && echo in-d > /d/f\n")]);
+    let dest = env.dir.join("out");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::os::unix::fs::symlink(&outside, dest.join("d")).unwrap();
+    std::os::unix::fs::symlink(outside.join("built"), dest.join("built")).unwrap();
+    build_ok(&env, &ctx, &["-t", "o1", "-o", &format!("type=local,dest={}", dest.display())]);
+    assert_eq!(std::fs::read_to_string(dest.join("built")).unwrap(), "built\n");
+    assert_eq!(std::fs::read_to_string(dest.join("d/f")).unwrap(), "in-d\n");
+    assert!(std::fs::symlink_metadata(dest.join("d")).unwrap().is_dir(), "the destination's symlink was followed");
+    assert_eq!(std::fs::read_link(dest.join("target")).unwrap(), outside);
+    assert!(dest.join("bin/busybox").is_file());
+    let left: Vec<_> = std::fs::read_dir(&outside).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "written outside the destination: {left:?}");
+    // `-o DIR` is type=local.
+    let short = env.dir.join("short");
+    build_ok(&env, &ctx, &["-o", short.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(short.join("built")).unwrap(), "built\n");
+    // type=tar to a file and to STDOUT (then without the image id).
+    let names = |b: &[u8]| -> Vec<String> {
+        let mut ar = tar::Archive::new(b);
+        ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect()
+    };
+    let tarp = env.dir.join("fs.tar");
+    build_ok(&env, &ctx, &["-o", &format!("type=tar,dest={}", tarp.display())]);
+    let listed = names(&std::fs::read(&tarp).unwrap());
+    for want in ["built", "d/", "d/f", "target", "up", "bin/busybox"] {
+        assert!(listed.iter().any(|n| n == want), "no {want} in {listed:?}");
+    }
+    assert!(listed.iter().all(|n| !n.starts_with('/') && !n.starts_with("./")), "{listed:?}");
+    let cg = cgroup_parent(&env);
+    let o = env.ctl(&["build", "--cgroup-parent", &cg, "-o", "type=tar,dest=-", ctx.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(names(&o.stdout), listed, "the tar on STDOUT, and nothing else");
+    // Bad destinations: clear errors, nothing left behind.
+    let o = build(&env, &ctx, &["-o", "type=local,dest=-"]);
+    assert!(!o.status.success() && err(&o).contains("-o type=local,dest=-: a directory is needed"), "{}", err(&o));
+    let o = build(&env, &ctx, &["-o", "type=tar,dest=/nonexistent-capsa-dir/x.tar"]);
+    assert!(!o.status.success() && err(&o).contains("-o type=tar,dest=/nonexistent-capsa-dir/x.tar: No such file"), "{}", err(&o));
+    let o = build(&env, &ctx, &["-o", "type=tar"]);
+    assert!(!o.status.success() && err(&o).contains("-o type=tar: dest=PATH is required"), "{}", err(&o));
+    assert_clean(&env);
+}
+
 /// A RUN that writes a random uuid tells whether it ran again.
 #[test]
 fn cache_hits_on_an_unchanged_rebuild_and_misses_after_a_change() {
@@ -831,8 +887,8 @@ fn reproducible_with_source_date_epoch_and_round_trip_through_a_registry() {
     assert!(out(&o).contains("index.json"), "{}", out(&o));
     env.ok(&["rmi", "r:3"]);
     assert!(env.ok(&["load", "-i", tarp.to_str().unwrap()]).contains("r:3"));
-    let o = build(&env, &ctx, &["-o", "type=local,dest=x"]);
-    assert!(err(&o).contains("not implemented yet"), "{}", err(&o));
+    let o = build(&env, &ctx, &["-o", "type=registry,dest=x"]);
+    assert!(err(&o).contains("-o type=registry: not implemented yet"), "{}", err(&o));
     // Push to a local registry, remove, pull back, run.
     {
         let reg = registry_support::Registry::start(&env.dir.join("reg"), registry_support::Auth::None);

@@ -60,8 +60,19 @@ pub struct Opts {
     pub quiet: bool,
     /// --progress (Quiet with -q).
     pub progress: super::view::Mode,
+    /// `-o type=local|tar`: the image's filesystem written out too.
+    pub export: Option<FsExport>,
     /// --cgroup-parent of the RUN containers (empty: capsactl's default, /capsa).
     pub cgroup_parent: String,
+}
+
+/// Where `-o` writes the built image's filesystem.
+#[derive(Debug, Clone)]
+pub enum FsExport {
+    /// `type=local,dest=DIR`: the files, merged into DIR (made if missing).
+    Local(PathBuf),
+    /// `type=tar,dest=FILE`: a tar of them (`-`: STDOUT).
+    Tar(PathBuf),
 }
 
 /// A finished stage.
@@ -384,13 +395,66 @@ impl<'a> Builder<'a> {
         let cfg = out.cfg;
         self.step = self.steps.next()?;
         let t0 = Instant::now();
+        let chain: Vec<Digest> = out.layers.iter().map(|l| l.chain.clone()).collect();
         let id = commit::write_image(self.store, &cfg, out.layers, self.o.tags.clone())?;
         self.say(&format!("#{} writing image {id} done {:.1}s", self.step, t0.elapsed().as_secs_f64()));
         for t in &self.o.tags {
             self.say(&format!("#{} naming to {t} done", self.step));
         }
+        if let Some(x) = &self.o.export {
+            let t0 = Instant::now();
+            self.export_fs(&chain, x)?;
+            let what = match x {
+                FsExport::Local(d) => format!("exporting to directory {}", d.display()),
+                FsExport::Tar(f) => format!("exporting to tar {}", f.display()),
+            };
+            self.say(&format!("#{} {what} done {:.1}s", self.step, t0.elapsed().as_secs_f64()));
+        }
         self.view.finish();
         Ok(id)
+    }
+
+    /// `-o type=local|tar`: the filesystem of the image (layers `chain`), mounted in the
+    /// scratch dir, written to the user's directory or tar. The image is hostile: its
+    /// symlinks are written as symlinks, never followed, and nothing of the destination is
+    /// followed either (an existing symlink there is replaced). A failed export removes
+    /// the tar or the directory it made.
+    fn export_fs(&mut self, chain: &[Digest], x: &FsExport) -> Result<()> {
+        use std::os::fd::AsFd;
+        let dir = self.scratch.fresh("export")?;
+        let rootfs = self.store.snapshots.mount_rootfs(chain, &dir)?;
+        let src = std::fs::File::open(&rootfs.path).map_err(|e| fail(format!("{}: {e}", rootfs.path.display())));
+        let r = src.and_then(|src| match x {
+            FsExport::Local(d) => {
+                let made = !d.exists();
+                let r = std::fs::create_dir_all(d).and_then(|()| {
+                    let dst = std::fs::File::open(d)?;
+                    crate::fstree::copy_contents(src.as_fd(), dst.as_fd(), crate::fstree::CopyOpts { keep_owner: true })
+                });
+                if r.is_err() && made {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+                r.map_err(|e| fail(format!("-o type=local,dest={}: {e}", d.display())))
+            }
+            FsExport::Tar(f) => {
+                let to_stdout = f.as_os_str() == "-";
+                let r = (|| -> std::io::Result<()> {
+                    let out: Box<dyn std::io::Write> =
+                        if to_stdout { Box::new(std::io::stdout().lock()) } else { Box::new(std::fs::File::create(f)?) };
+                    let opts = crate::fstree::TarOpts { overlay_upper: false, clamp_mtime: self.epoch };
+                    let mut w = crate::fstree::TarWriter::new(std::io::BufWriter::new(out), opts);
+                    w.add_tree(src.as_fd(), Path::new(""))?;
+                    std::io::Write::flush(&mut w.finish()?)
+                })();
+                if r.is_err() && !to_stdout {
+                    let _ = std::fs::remove_file(f);
+                }
+                r.map_err(|e| fail(format!("-o type=tar,dest={}: {e}", f.display())))
+            }
+        });
+        capsa_image::snapshot::unmount_rootfs(&dir)?;
+        run::remove_dir(&dir)?;
+        r
     }
 
     /// Builds the stages in `order` (those the target needs), each once the stages it
@@ -1311,6 +1375,7 @@ pub fn stage_main(store: &mut Store, state_root: &Path, job: &Job) -> Result<par
         network: job.network.clone(),
         allow: job.allow.clone(),
         quiet: job.quiet,
+        export: None,
         // The worker's steps go to its parent's view (joined below), not a view of its own.
         progress: if job.quiet { super::view::Mode::Quiet } else { super::view::Mode::Plain },
         cgroup_parent: job.cgroup_parent.clone(),
