@@ -291,6 +291,14 @@ fn dockerignore_and_copy_forms() {
     assert_eq!(list, ".\n./.dockerignore\n./keep.log\n./src\n./src/a.c\n./src/b.c\n./src/deep\n./src/x.h\n", "{list}");
     assert_eq!(env.ok(&["run", "--rm", "ign", "ls", "/globbed"]), "a.c\nb.c\n");
     assert_eq!(env.ok(&["run", "--rm", "ign", "cat", "/owner"]), "700 1000 10\n");
+    // Symbolic --chmod, as chmod(1) and BuildKit: on each entry's own mode.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY --chmod=u+x,go-w src/ /sym/\nCOPY --chmod=a=rX src /symd\n").unwrap();
+    build_ok(&env, &ctx, &["-t", "sym"]);
+    let modes = env.ok(&["run", "--rm", "sym", "sh", "-c", "stat -c '%a %n' /sym/a.c /sym/deep /symd/a.c /symd/deep"]);
+    assert_eq!(modes, "744 /sym/a.c\n755 /sym/deep\n444 /symd/a.c\n555 /symd/deep\n");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY --chmod=u+q src/ /sym/\n").unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(!o.status.success() && err(&o).contains("Dockerfile:2: COPY: --chmod=u+q: \"q\": want permissions of rwxXst"), "{}", err(&o));
     // An excluded source is not there to copy.
     std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY secret/key /k\n").unwrap();
     let o = build(&env, &ctx, &[]);

@@ -1142,17 +1142,12 @@ impl<'a> Builder<'a> {
                 return Err(e(self, format!("{src}: remote URLs are not supported in this offline build")));
             }
         }
-        let mode = match &c.chmod {
+        let (mode, mode_text) = match &c.chmod {
             Some(m) => {
                 let m = x(s, m, false).map_err(|m| e(self, m))?;
-                Some(
-                    u32::from_str_radix(&m, 8)
-                        .ok()
-                        .filter(|v| *v <= 0o7777)
-                        .ok_or_else(|| e(self, format!("--chmod={m}: want an octal mode (symbolic modes are not implemented yet)")))?,
-                )
+                (Some(sources::Chmod::parse(&m).map_err(|m| e(self, m))?), m)
             }
-            None => None,
+            None => (None, String::new()),
         };
         let chown = match &c.chown {
             Some(u) => Some(x(s, u, false).map_err(|m| e(self, m))?),
@@ -1232,8 +1227,11 @@ impl<'a> Builder<'a> {
         if let Some(u) = &chown {
             flags.push_str(&format!("--chown={u} "));
         }
-        if let Some(m) = mode {
-            flags.push_str(&format!("--chmod={m:o} "));
+        if let Some(m) = &mode {
+            flags.push_str(&match m {
+                sources::Chmod::Octal(o) => format!("--chmod={o:o} "),
+                sources::Chmod::Symbolic(_) => format!("--chmod={mode_text} "),
+            });
         }
         let created_by = format!("{what} {flags}{} {dest} # {sum}", srcs.join(" "));
         let is_add = c.add;

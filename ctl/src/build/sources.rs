@@ -333,7 +333,10 @@ impl SourceRoot {
             None if o.keep_owner => (st.st_uid, st.st_gid),
             None => (0, 0),
         };
-        let mode = o.mode.unwrap_or(st.st_mode & 0o7777);
+        let mode = match &o.mode {
+            Some(c) => c.apply(st.st_mode & 0o7777, k == SFlag::S_IFDIR),
+            None => st.st_mode & 0o7777,
+        };
         match k {
             SFlag::S_IFDIR => {
                 let src = open_dir_at(sp, name)?;
@@ -414,7 +417,7 @@ pub struct CopyOpts {
     /// Without --chown: keep the source's owners (COPY --from), else 0:0 (the context).
     pub keep_owner: bool,
     /// --chmod.
-    pub mode: Option<u32>,
+    pub mode: Option<Chmod>,
 }
 
 /// The directory `name` in `dir`, made if missing; something else there (a file, a
@@ -443,5 +446,161 @@ pub fn hasher() -> Hasher {
 /// Writes a heredoc's body as file `name` in `dir` (COPY <<EOF).
 pub fn write_file(dir: BorrowedFd<'_>, name: &OsStr, content: &[u8], o: &CopyOpts) -> std::io::Result<()> {
     let (uid, gid) = o.owner.unwrap_or((0, 0));
-    create_file_at(dir, name, &mut &content[..], uid, gid, o.mode.unwrap_or(0o644)).map(drop)
+    let mode = o.mode.as_ref().map(|c| c.apply(0o644, false)).unwrap_or(0o644);
+    create_file_at(dir, name, &mut &content[..], uid, gid, mode).map(drop)
+}
+
+/// COPY/ADD `--chmod`: an octal mode, or a symbolic one as chmod(1) and BuildKit take it
+/// (`u+x,go-w`, `a=rX`, `g=u`), applied to each entry's own mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chmod {
+    Octal(u32),
+    /// Clauses: who (a mask of the u, g, o permission bits), then operations.
+    Symbolic(Vec<(u32, Vec<(char, Perm)>)>),
+}
+
+/// What a symbolic operation adds, removes or sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Perm {
+    /// Letters of `rwxXst`.
+    Letters(String),
+    /// The bits another class has now (`g=u`).
+    Copy(char),
+}
+
+const WHO_U: u32 = 0o4700;
+const WHO_G: u32 = 0o2070;
+const WHO_O: u32 = 0o1007;
+
+impl Chmod {
+    pub fn parse(s: &str) -> Result<Chmod, String> {
+        let bad = |why: &str| format!("--chmod={s}: {why}");
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return u32::from_str_radix(s, 8)
+                .ok()
+                .filter(|v| *v <= 0o7777)
+                .map(Chmod::Octal)
+                .ok_or_else(|| bad("not an octal mode of at most 7777"));
+        }
+        let mut clauses = Vec::new();
+        for clause in s.split(',') {
+            let mut who = 0;
+            let mut rest = clause;
+            while let Some(c) = rest.chars().next() {
+                who |= match c {
+                    'u' => WHO_U,
+                    'g' => WHO_G,
+                    'o' => WHO_O,
+                    'a' => WHO_U | WHO_G | WHO_O,
+                    _ => break,
+                };
+                rest = &rest[1..];
+            }
+            if who == 0 {
+                who = WHO_U | WHO_G | WHO_O;
+            }
+            let mut ops = Vec::new();
+            while let Some(op) = rest.chars().next().filter(|c| matches!(c, '+' | '-' | '=')) {
+                rest = &rest[1..];
+                let end = rest.find(['+', '-', '=']).unwrap_or(rest.len());
+                let perm = &rest[..end];
+                rest = &rest[end..];
+                let p = match perm {
+                    "u" | "g" | "o" => Perm::Copy(perm.chars().next().unwrap_or('u')),
+                    p if p.chars().all(|c| "rwxXst".contains(c)) => Perm::Letters(p.to_string()),
+                    p => return Err(bad(&format!("{p:?}: want permissions of rwxXst, or one of u, g, o"))),
+                };
+                ops.push((op, p));
+            }
+            if ops.is_empty() || !rest.is_empty() {
+                return Err(bad(&format!("{clause:?}: want an octal mode or [ugoa]*[+-=][rwxXst]*, comma separated")));
+            }
+            clauses.push((who, ops));
+        }
+        Ok(Chmod::Symbolic(clauses))
+    }
+
+    /// The mode an entry of mode `mode` (permission bits) gets.
+    pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        let clauses = match self {
+            Chmod::Octal(m) => return *m,
+            Chmod::Symbolic(c) => c,
+        };
+        let mut m = mode & 0o7777;
+        for (who, ops) in clauses {
+            for (op, perm) in ops {
+                let bits = match perm {
+                    Perm::Copy(c) => {
+                        let three = match c {
+                            'u' => (m >> 6) & 7,
+                            'g' => (m >> 3) & 7,
+                            _ => m & 7,
+                        };
+                        three * 0o111
+                    }
+                    Perm::Letters(l) => {
+                        let mut b = 0;
+                        for c in l.chars() {
+                            b |= match c {
+                                'r' => 0o444,
+                                'w' => 0o222,
+                                'x' => 0o111,
+                                'X' if is_dir || m & 0o111 != 0 => 0o111,
+                                's' => 0o6000,
+                                't' => 0o1000,
+                                _ => 0,
+                            };
+                        }
+                        b
+                    }
+                } & who;
+                m = match op {
+                    '+' => m | bits,
+                    '-' => m & !bits,
+                    // As chmod(1): `=` keeps a directory's set-id bits unless it sets them.
+                    _ => (m & !(who & if is_dir { !0o6000 } else { !0 })) | bits,
+                };
+            }
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Symbolic modes give what chmod(1) gives (with a `who`, where its umask plays no part).
+    #[test]
+    fn symbolic_chmod_as_chmod_1() {
+        let d = std::env::temp_dir().join(format!("capsactl-chmod-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let specs =
+            ["u+x", "go-w", "u+x,go-w", "a=rX", "a+X", "u=rwx,g=rx,o=", "g=u", "o=g", "u+s", "g+s,o+t", "ug+rw-x", "a-rwx,u+r", "o+rwt"];
+        for (i, spec) in specs.iter().enumerate() {
+            for start in [0o644u32, 0o755, 0o600, 0o4751, 0o1777, 0o000] {
+                for is_dir in [false, true] {
+                    let p = d.join(format!("{i}-{start:o}-{is_dir}"));
+                    if is_dir {
+                        std::fs::create_dir(&p).unwrap();
+                    } else {
+                        std::fs::write(&p, b"").unwrap();
+                    }
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(start)).unwrap();
+                    let o = std::process::Command::new("chmod").arg(spec).arg(&p).output().unwrap();
+                    assert!(o.status.success(), "chmod {spec}: {}", String::from_utf8_lossy(&o.stderr));
+                    let want = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+                    let got = Chmod::parse(spec).unwrap().apply(start, is_dir);
+                    assert_eq!(got, want, "{spec} on {start:o} (dir: {is_dir}): {got:o}, chmod(1) {want:o}");
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&d);
+        assert_eq!(Chmod::parse("0755").unwrap(), Chmod::Octal(0o755));
+        for bad in ["", "8", "17777", "u+q", "x+r", "u", "u+x,", "+r,g"] {
+            assert!(Chmod::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }
