@@ -597,6 +597,46 @@ fn output_local_and_tar_write_the_image_filesystem() {
     assert_clean(&env);
 }
 
+/// COPY --exclude (BuildKit's, docker's docs' example first): patterns as .dockerignore's,
+/// matched against a glob's matches and, below a source directory, relative to it.
+#[test]
+fn copy_exclude_leaves_out_what_its_patterns_match() {
+    let env = Env::new("build-exclude");
+    load_busybox(&env);
+    let files = [
+        ("home.txt", "t"),
+        ("homer.md", "m"),
+        ("homework.c", "c"),
+        ("src/a.c", "a"),
+        ("src/a.o", "o"),
+        ("src/sub/b.o", "b"),
+        ("src/README.md", "r"),
+        ("src/keep/x", "x"),
+    ];
+    let ctx = context(&env, "ctx", &files);
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY --exclude=*.txt hom* /m/\nCOPY --exclude=*.o --exclude=README.md src /s/\nCOPY --exclude=**/*.o --exclude=keep src /t/\n",
+    )
+    .unwrap();
+    build_ok(&env, &ctx, &["-t", "ex"]);
+    let tree = env.ok(&["run", "--rm", "ex", "sh", "-c", "cd / && find m s t | sort"]);
+    assert_eq!(tree, "m\nm/homer.md\nm/homework.c\ns\ns/a.c\ns/keep\ns/keep/x\ns/sub\ns/sub/b.o\nt\nt/README.md\nt/a.c\nt/sub\n");
+    // Another pattern is another step: not a cache hit on the first.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY --exclude=*.md hom* /m/\n").unwrap();
+    build_ok(&env, &ctx, &["-t", "ex2"]);
+    assert_eq!(env.ok(&["run", "--rm", "ex2", "ls", "/m"]), "home.txt\nhomework.c\n");
+    // Everything a glob matches excluded: nothing to copy, as an empty glob.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY --exclude=hom* hom* /m/\n").unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(
+        !o.status.success() && err(&o).contains("Dockerfile:2: COPY: hom* in build context: no source files were specified"),
+        "{}",
+        err(&o)
+    );
+    assert_clean(&env);
+}
+
 /// A RUN that writes a random uuid tells whether it ran again.
 #[test]
 fn cache_hits_on_an_unchanged_rebuild_and_misses_after_a_change() {

@@ -1180,6 +1180,11 @@ impl<'a> Builder<'a> {
             Some(r) => r,
             None => &self.context,
         };
+        let mut excludes = Vec::new();
+        for p in &c.excludes {
+            excludes.push(x(s, p, false).map_err(|m| e(self, m))?);
+        }
+        root.set_excludes(&excludes);
         let mut found: Vec<(String, Vec<Found>)> = Vec::new();
         let mut docs: Vec<&Heredoc> = Vec::new();
         for src in &srcs {
@@ -1226,6 +1231,9 @@ impl<'a> Builder<'a> {
         }
         if let Some(u) = &chown {
             flags.push_str(&format!("--chown={u} "));
+        }
+        for p in &excludes {
+            flags.push_str(&format!("--exclude={p} "));
         }
         if let Some(m) = &mode {
             flags.push_str(&match m {

@@ -42,6 +42,9 @@ pub struct SourceRoot {
     /// Fifos, sockets and devices met below a source directory and not copied (docker
     /// copies none of them), for the build's warning.
     pub skipped: std::cell::RefCell<Vec<PathBuf>>,
+    /// The running COPY's `--exclude` patterns (set by [`SourceRoot::set_excludes`]), and
+    /// the source directory they are relative to below it.
+    exclude: std::cell::RefCell<(Ignore, Option<PathBuf>)>,
 }
 
 /// One source found: its real path inside the root (symlinks of the pattern followed,
@@ -71,7 +74,38 @@ impl SourceRoot {
         } else {
             Ignore::default()
         };
-        Ok(SourceRoot { root, ignore, what: what.to_string(), skipped: Default::default() })
+        Ok(SourceRoot { root, ignore, what: what.to_string(), skipped: Default::default(), exclude: Default::default() })
+    }
+
+    /// COPY/ADD `--exclude`: patterns as `.dockerignore`'s (`**`, `!`), matched against a
+    /// source as found (its path in the root, `hom*` finding `home.txt`) and, below a
+    /// source directory, against paths relative to that directory, as BuildKit's.
+    pub fn set_excludes(&self, patterns: &[String]) {
+        *self.exclude.borrow_mut() = (Ignore::parse(&patterns.join("\n")), None);
+    }
+
+    /// Below which source directory the walk is (for `--exclude`).
+    fn set_base(&self, base: Option<&Path>) {
+        self.exclude.borrow_mut().1 = base.map(Path::to_path_buf);
+    }
+
+    /// Whether `--exclude` leaves out `rel` (a path in the root below the current source
+    /// directory, or with `top`, a source itself).
+    fn user_excluded(&self, rel: &Path, is_dir: bool, top: bool) -> bool {
+        let ex = self.exclude.borrow();
+        if ex.0.is_empty() {
+            return false;
+        }
+        let sub = if top {
+            rel
+        } else {
+            match ex.1.as_deref().map(|b| rel.strip_prefix(b)) {
+                Some(Ok(s)) => s,
+                _ => return false,
+            }
+        };
+        let sub = sub.to_string_lossy();
+        ex.0.excluded(&sub) && !(is_dir && ex.0.may_reinclude(&sub))
     }
 
     fn excluded(&self, rel: &Path) -> bool {
@@ -82,7 +116,7 @@ impl SourceRoot {
     /// that an exception names something below of (it is then copied, with what is
     /// re-included in it: see [`Ignore::may_reinclude`]).
     fn included(&self, rel: &Path, is_dir: bool) -> bool {
-        !self.excluded(rel) || (is_dir && self.ignore.may_reinclude(&rel.to_string_lossy()))
+        (!self.excluded(rel) || (is_dir && self.ignore.may_reinclude(&rel.to_string_lossy()))) && !self.user_excluded(rel, is_dir, false)
     }
 
     /// The entries a source (a path or a glob, relative to the root) names. None found is
@@ -112,7 +146,11 @@ impl SourceRoot {
         }
         let mut out = Vec::new();
         let globbed = glob::has_meta(&clean);
+        self.set_base(None);
         for c in cands {
+            if self.user_excluded(&c, false, true) {
+                continue;
+            }
             match self.real(&c) {
                 Ok(Some(f)) if f.special.is_none() => out.push(f.found),
                 // A fifo, socket or device named by a glob is left out (as docker leaves it
@@ -174,6 +212,7 @@ impl SourceRoot {
     /// `owners`, contents, link targets) to `h`: the cache's checksum of a source.
     pub fn checksum(&self, found: &Found, owners: bool, h: &mut Hasher) -> std::io::Result<()> {
         found_head(found, h);
+        self.set_base(Some(&found.rel));
         if found.rel.as_os_str().is_empty() {
             let dir = self.root.open_at(Path::new(""), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never)?;
             return self.checksum_tree(dir.as_fd(), Path::new(""), owners, h);
@@ -264,6 +303,7 @@ impl SourceRoot {
     /// so a source changed between the cache lookup and the copy is seen (see exec.rs).
     pub fn copy(&self, found: &Found, dst: BorrowedFd<'_>, dst_name: &OsStr, o: &CopyOpts, h: &mut Hasher) -> std::io::Result<()> {
         found_head(found, h);
+        self.set_base(Some(&found.rel));
         if found.is_dir {
             let src = if found.rel.as_os_str().is_empty() {
                 self.root.open_at(Path::new(""), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never)?
