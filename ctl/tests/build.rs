@@ -330,8 +330,6 @@ fn copy_names_symlinks_by_source_skips_special_files_and_follows_dockerignore_ex
     symlink("/tfile", ctx.join("abslink")).unwrap();
     symlink("realdir", ctx.join("dlink")).unwrap();
     symlink("../tfile", ctx.join("g/b.txt")).unwrap();
-    // Hostile: a glob's symlink out of the context resolves inside it (to nothing there).
-    symlink(&secret, ctx.join("g/c.txt")).unwrap();
     nix::unistd::mkfifo(&ctx.join("dir/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let _sock = std::os::unix::net::UnixListener::bind(ctx.join("dir/sock")).unwrap();
     std::fs::write(
@@ -348,6 +346,18 @@ fn copy_names_symlinks_by_source_skips_special_files_and_follows_dockerignore_ex
         "all/\nall/file=x\nd/\nd/abslink=target\nd/link=target\ne/\ne/sub/\ne/sub/f=inner\nf/\nf/a.txt=a\nf/b.txt=target\nh/\nh/sub/\nh/sub/f=inner\nsingle=target\n"
     );
     assert!(log.contains("line 7: COPY: fifos, sockets and devices are not copied: dir/fifo, dir/sock"), "{log}");
+    // Hostile: a glob's symlink out of the context resolves inside it, to nothing there: an
+    // error, as docker's ("not found"), and no host file read.
+    symlink(&secret, ctx.join("g/c.txt")).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY g/*.txt /f/\n").unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(
+        !o.status.success()
+            && err(&o).contains("Dockerfile:2: COPY: g/*.txt in build context: g/c.txt: its target is not in the build context"),
+        "{}",
+        err(&o)
+    );
+    std::fs::remove_file(ctx.join("g/c.txt")).unwrap();
     // A fifo named on its own is an error naming the line (docker copies nothing, silently).
     std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY dir/fifo /x\n").unwrap();
     let o = build(&env, &ctx, &[]);

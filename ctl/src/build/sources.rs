@@ -165,6 +165,11 @@ impl SourceRoot {
                         f.special.unwrap_or_default()
                     ))
                 }
+                // Matched by a glob, there, and not excluded itself: a symlink whose target
+                // is not in the root (outside it, missing or excluded). Docker fails too.
+                Ok(None) if globbed && !self.excluded(&c) => {
+                    return Err(format!("{} in {}: {}: its target is not in the {}", pattern, self.what, c.display(), self.what))
+                }
                 Ok(None) => {}
                 Err(e) => return Err(format!("{}: {}: {e}", self.what, c.display())),
             }
