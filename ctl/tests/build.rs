@@ -537,6 +537,17 @@ fn progress_tty_on_a_terminal_and_plain_elsewhere() {
     }
     assert!(!tty.contains("ERROR") && !tty.contains("#2 [a"), "{tty}");
     assert_eq!(env.ok(&["run", "--rm", "par", "cat", "/a", "/b"]), "a\nb\n");
+    // A stage failing beside another: its step marked, its output shown through the view.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS a\nRUN sleep 2\nFROM busybox AS b\nRUN echo b-fails; exit 4\nFROM busybox\nCOPY --from=a /bin/sh /a\nCOPY --from=b /bin/sh /b\n",
+    )
+    .unwrap();
+    let (tty, ok) = build_on_a_terminal(&env, &ctx, "--progress tty");
+    assert!(!ok, "{tty}");
+    for want in ["=> ERROR [b 2/2] RUN echo b-fails; exit 4", "b-fails", "FAILED", "exit code: 4"] {
+        assert!(tty.contains(want), "no {want:?}:\n{tty}");
+    }
     // A failing RUN: its step marked, its output shown, nothing left behind.
     std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN echo before-fail; exit 3\n").unwrap();
     let (tty, ok) = build_on_a_terminal(&env, &ctx, "--progress tty");
