@@ -449,7 +449,14 @@ impl<W: Write> TarWriter<W> {
             SFlag::S_IFLNK => {
                 let target = read_link_at(n.parent, n.name)?;
                 let mut h = header(st, tar::EntryType::Symlink, self.o.clamp_mtime);
-                self.b.append_link(&mut h, n.path, Path::new(&target))?;
+                // The target as it is, byte for byte: the tar crate's link names are
+                // normalised paths (`/` came out as `//`, `a//b/` as `a/b`). A target too
+                // long for the header goes in a GNU long-link entry, which it writes verbatim.
+                if h.set_link_name_literal(target.as_bytes()).is_ok() {
+                    self.b.append_data(&mut h, n.path, io::empty())?;
+                } else {
+                    self.b.append_link(&mut h, n.path, Path::new(&target))?;
+                }
             }
             SFlag::S_IFCHR | SFlag::S_IFBLK | SFlag::S_IFIFO => {
                 let typ = match k {
@@ -555,6 +562,28 @@ mod tests {
             seen.push(format!("{p}={s}"));
         }
         assert_eq!(seen, vec!["a/=", "a/b/=", "a/b/f=hello", "a/l="]);
+        let _ = std::fs::remove_dir_all(d);
+    }
+
+    #[test]
+    fn symlink_targets_are_archived_byte_for_byte() {
+        let d = tmp("links");
+        let long = format!("/{}", "long/".repeat(30));
+        let targets = ["/", "a//b/", "./x", "../..", "/etc/", long.as_str()];
+        for (i, t) in targets.iter().enumerate() {
+            symlink(t, d.join(format!("l{i}"))).unwrap();
+        }
+        let mut w = TarWriter::new(Vec::new(), TarOpts::default());
+        w.add_tree(dirfd(&d).as_fd(), Path::new("")).unwrap();
+        let bytes = w.finish().unwrap();
+        let mut ar = tar::Archive::new(&bytes[..]);
+        let mut seen = Vec::new();
+        for e in ar.entries().unwrap() {
+            let e = e.unwrap();
+            assert_eq!(e.header().entry_type(), tar::EntryType::Symlink);
+            seen.push(String::from_utf8(e.link_name_bytes().unwrap().into_owned()).unwrap());
+        }
+        assert_eq!(seen, targets);
         let _ = std::fs::remove_dir_all(d);
     }
 }

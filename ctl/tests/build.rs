@@ -291,6 +291,14 @@ fn dockerignore_and_copy_forms() {
     assert_eq!(list, ".\n./.dockerignore\n./keep.log\n./src\n./src/a.c\n./src/b.c\n./src/deep\n./src/x.h\n", "{list}");
     assert_eq!(env.ok(&["run", "--rm", "ign", "ls", "/globbed"]), "a.c\nb.c\n");
     assert_eq!(env.ok(&["run", "--rm", "ign", "cat", "/owner"]), "700 1000 10\n");
+    // Symbolic --chmod, as chmod(1) and BuildKit: on each entry's own mode.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY --chmod=u+x,go-w src/ /sym/\nCOPY --chmod=a=rX src /symd\n").unwrap();
+    build_ok(&env, &ctx, &["-t", "sym"]);
+    let modes = env.ok(&["run", "--rm", "sym", "sh", "-c", "stat -c '%a %n' /sym/a.c /sym/deep /symd/a.c /symd/deep"]);
+    assert_eq!(modes, "744 /sym/a.c\n755 /sym/deep\n444 /symd/a.c\n555 /symd/deep\n");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY --chmod=u+q src/ /sym/\n").unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(!o.status.success() && err(&o).contains("Dockerfile:2: COPY: --chmod=u+q: \"q\": want permissions of rwxXst"), "{}", err(&o));
     // An excluded source is not there to copy.
     std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY secret/key /k\n").unwrap();
     let o = build(&env, &ctx, &[]);
@@ -306,6 +314,347 @@ fn dockerignore_and_copy_forms() {
     assert_eq!(env.ok(&["run", "--rm", "add", "cat", "/opt/pkg/data", "/opt/a.c"]), "from the archivea");
     std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nADD https://example.com/x.tar /x\n").unwrap();
     assert!(err(&build(&env, &ctx, &[])).contains("remote URLs are not supported in this offline build"));
+    assert_clean(&env);
+}
+
+/// Symlinked sources, special files and .dockerignore exceptions, as docker 20.10's
+/// BuildKit does them (compared side by side: `docker build` then `docker save`).
+#[test]
+fn copy_names_symlinks_by_source_skips_special_files_and_follows_dockerignore_exceptions() {
+    use std::os::unix::fs::symlink;
+    let env = Env::new("build-copy-docker");
+    load_busybox(&env);
+    let secret = env.write("host-secret", b"HOST SECRET");
+    let ctx = context(&env, "ctx", &[("tfile", "target"), ("realdir/sub/f", "inner"), ("g/a.txt", "a"), ("dir/file", "x")]);
+    symlink("tfile", ctx.join("link")).unwrap();
+    symlink("/tfile", ctx.join("abslink")).unwrap();
+    symlink("realdir", ctx.join("dlink")).unwrap();
+    symlink("../tfile", ctx.join("g/b.txt")).unwrap();
+    nix::unistd::mkfifo(&ctx.join("dir/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let _sock = std::os::unix::net::UnixListener::bind(ctx.join("dir/sock")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY link abslink /d/\nCOPY dlink /e/\nCOPY g/*.txt /f/\nCOPY dlink /h\nCOPY link /single\nCOPY dir /all/\n",
+    )
+    .unwrap();
+    let (_, log) = build_ok(&env, &ctx, &["-t", "sl"]);
+    let tree = |img: &str, dirs: &str| {
+        env.ok(&["run", "--rm", img, "sh", "-c", &format!("cd / && find {dirs} | sort | while read p; do if [ -f \"$p\" ]; then echo \"$p=$(cat $p)\"; elif [ -L \"$p\" ]; then echo \"$p->\"; else echo \"$p/\"; fi; done")])
+    };
+    assert_eq!(
+        tree("sl", "d e f h single all"),
+        "all/\nall/file=x\nd/\nd/abslink=target\nd/link=target\ne/\ne/sub/\ne/sub/f=inner\nf/\nf/a.txt=a\nf/b.txt=target\nh/\nh/sub/\nh/sub/f=inner\nsingle=target\n"
+    );
+    assert!(log.contains("line 7: COPY: fifos, sockets and devices are not copied: dir/fifo, dir/sock"), "{log}");
+    // Hostile: a glob's symlink out of the context resolves inside it, to nothing there: an
+    // error, as docker's ("not found"), and no host file read.
+    symlink(&secret, ctx.join("g/c.txt")).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY g/*.txt /f/\n").unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(
+        !o.status.success()
+            && err(&o).contains("Dockerfile:2: COPY: g/*.txt in build context: g/c.txt: its target is not in the build context"),
+        "{}",
+        err(&o)
+    );
+    std::fs::remove_file(ctx.join("g/c.txt")).unwrap();
+    // A fifo named on its own is an error naming the line (docker copies nothing, silently).
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY dir/fifo /x\n").unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(!o.status.success() && err(&o).contains("Dockerfile:2: COPY: dir/fifo in build context: is a fifo"), "{}", err(&o));
+
+    // .dockerignore: later lines win, `!` re-includes at the top level too; an excluded
+    // directory is walked only for exceptions that name a path below it literally, and
+    // then brings its parents; a glob-led exception re-includes nothing under it.
+    let ign = context(
+        &env,
+        "ign",
+        &[
+            ("a.txt", "a"),
+            ("keep.txt", "k"),
+            ("sub/x.txt", "x"),
+            ("sub/keep.txt", "sk"),
+            ("build/out.o", "o"),
+            ("build/keep/k.txt", "bk"),
+            ("node/m.js", "m"),
+        ],
+    );
+    std::fs::write(ign.join("Dockerfile"), "FROM busybox\nCOPY . /out/\n").unwrap();
+    let cases = [
+        ("*\n!keep.txt\n!sub/keep.txt\n", "out/\nout/keep.txt=k\nout/sub/\nout/sub/keep.txt=sk\n"),
+        ("build\n!build/keep/k.txt\nnode\n!**/m.js\n*.txt\n!a.txt\n", "out/\nout/.dockerignore=build\n!build/keep/k.txt\nnode\n!**/m.js\n*.txt\n!a.txt\nout/Dockerfile=FROM busybox\nCOPY . /out/\nout/a.txt=a\nout/build/\nout/build/keep/\nout/build/keep/k.txt=bk\nout/sub/\nout/sub/keep.txt=sk\nout/sub/x.txt=x\n"),
+        ("*\n!*/keep.txt\n!node/nothing\n", "out/\nout/node/\n"),
+    ];
+    for (rules, want) in cases {
+        std::fs::write(ign.join(".dockerignore"), rules).unwrap();
+        build_ok(&env, &ign, &["-t", "ign"]);
+        assert_eq!(tree("ign", "out"), want, "{rules:?}");
+    }
+    // An excluded directory named as the source, with an exception below it.
+    std::fs::write(ign.join(".dockerignore"), "build\n!build/keep/k.txt\n").unwrap();
+    std::fs::write(ign.join("Dockerfile"), "FROM busybox\nCOPY build /out/\n").unwrap();
+    build_ok(&env, &ign, &["-t", "ign"]);
+    assert_eq!(tree("ign", "out"), "out/\nout/keep/\nout/keep/k.txt=bk\n");
+    assert_clean(&env);
+}
+
+fn bzip2(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+fn xz(b: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = lzma_rust2::XzWriter::new(Vec::new(), lzma_rust2::XzOptions::with_preset(1)).unwrap();
+    e.write_all(b).unwrap();
+    e.finish().unwrap()
+}
+
+/// ADD unpacks bzip2 and xz archives as it does gzip ones (docker's three), copies a
+/// compressed file that holds no tar as it is, and stops their bombs and `..` entries
+/// as a layer's, leaving nothing behind.
+#[test]
+fn add_unpacks_bzip2_and_xz_archives_with_the_gzip_limits() {
+    let env = Env::new("build-add-comp");
+    load_busybox(&env);
+    let t = Layer::new().dir("pkg/", 0o755).file("pkg/data", 0o644, b"from the archive").tar();
+    let ctx = context(&env, "ctx", &[]);
+    std::fs::write(ctx.join("p.tar.bz2"), bzip2(&t)).unwrap();
+    std::fs::write(ctx.join("p.tar.xz"), xz(&t)).unwrap();
+    std::fs::write(ctx.join("p.tar.gz"), gzip(&t)).unwrap();
+    std::fs::write(ctx.join("t.txt.bz2"), bzip2(b"not a tar")).unwrap();
+    std::fs::write(ctx.join("t.txt.xz"), xz(b"not a tar")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nADD p.tar.bz2 /b/\nADD p.tar.xz /x/\nADD p.tar.gz /g/\nADD t.txt.bz2 t.txt.xz /t/\n",
+    )
+    .unwrap();
+    build_ok(&env, &ctx, &["-t", "add"]);
+    assert_eq!(env.ok(&["run", "--rm", "add", "cat", "/b/pkg/data", "/x/pkg/data", "/g/pkg/data"]), "from the archive".repeat(3));
+    assert_eq!(
+        env.ok(&["run", "--rm", "add", "sh", "-c", "ls /t; bunzip2 -c /t/t.txt.bz2; unxz -c /t/t.txt.xz"]),
+        "t.txt.bz2\nt.txt.xz\nnot a tarnot a tar"
+    );
+    // Hostile: bombs (4 MiB of zeros past a 1 MiB cap) and an entry climbing out.
+    let bomb = Layer::new().file("zeros", 0o644, &vec![0u8; 4 << 20]).tar();
+    let climb = Layer::new().raw(tar::EntryType::Regular, "../../escape", 0o644, b"out", "").tar();
+    for (name, body, want) in [
+        ("bomb.tar.bz2", bzip2(&bomb), "decompression bomb"),
+        ("bomb.tar.xz", xz(&bomb), "decompression bomb"),
+        ("climb.tar.xz", xz(&climb), ".."),
+        ("climb.tar.bz2", bzip2(&climb), ".."),
+    ] {
+        std::fs::write(ctx.join(name), body).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), format!("FROM busybox\nADD {name} /opt/\n")).unwrap();
+        let cg = cgroup_parent(&env);
+        let o = env.ctl_env(&["build", "--cgroup-parent", &cg, ctx.to_str().unwrap()], &[("CAPSA_MAX_LAYER_BYTES", "1048576")]);
+        assert!(!o.status.success(), "{name}: {}", out(&o));
+        assert!(err(&o).contains("Dockerfile:2: ADD: ") && err(&o).contains(want), "{name}: {}", err(&o));
+        assert!(!env.dir.join("escape").exists() && !ctx.join("escape").exists(), "{name} wrote outside");
+        assert_clean(&env);
+    }
+    // An xz header asking for a 1.5 GiB dictionary is refused before anything is allocated
+    // (a hand-made block header: LZMA2 dictionary byte 39, its CRC32 fixed).
+    let mut x = xz(&t);
+    let hdr = 12;
+    let size = (x[hdr] as usize + 1) * 4;
+    assert_eq!(&x[hdr + 2..hdr + 4], &[0x21, 0x01], "the block's filter is LZMA2 with one property byte");
+    x[hdr + 4] = 39;
+    let mut crc = flate2::Crc::new();
+    crc.update(&x[hdr..hdr + size - 4]);
+    x[hdr + size - 4..hdr + size].copy_from_slice(&crc.sum().to_le_bytes());
+    std::fs::write(ctx.join("big.tar.xz"), x).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nADD big.tar.xz /opt/\n").unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(
+        !o.status.success() && err(&o).contains("Dockerfile:2: ADD: big.tar.xz: xz: the archive needs a dictionary larger than 128 MiB"),
+        "{}",
+        err(&o)
+    );
+    assert_clean(&env);
+}
+
+/// `build` as a user at a terminal runs it: under `script` (util-linux, in every Debian),
+/// stderr and stdout a pty. Returns what the terminal got and whether the build succeeded.
+fn build_on_a_terminal(env: &Env, ctx: &Path, args: &str) -> (String, bool) {
+    let cmd = format!(
+        "{} --root {} --state-root {} build --cgroup-parent {} {args} {}",
+        env!("CARGO_BIN_EXE_capsactl"),
+        env.root().display(),
+        env.state().display(),
+        cgroup_parent(env),
+        ctx.display()
+    );
+    let o = Command::new("script").args(["-qec", &cmd, "/dev/null"]).stdin(std::process::Stdio::null()).output().unwrap();
+    (out(&o), o.status.success())
+}
+
+/// `--progress auto` (the default) is the tty view on a terminal and plain lines
+/// elsewhere; the view redraws the running step and its last output lines in place,
+/// keeps one line per finished step, shows a failing step's output, and passes none of
+/// the image's escape sequences to the terminal.
+#[test]
+fn progress_tty_on_a_terminal_and_plain_elsewhere() {
+    let env = Env::new("build-progress");
+    load_busybox(&env);
+    let ctx = context(
+        &env,
+        "ctx",
+        &[
+            ("Dockerfile", "FROM busybox\nRUN for i in 1 2 3 4 5 6 7 8 9; do echo line-$i; sleep 0.1; done; printf '\\033]0;pwned\\007\\033[2J'\nCOPY f /f\n"),
+            ("f", "f"),
+        ],
+    );
+    let (tty, ok) = build_on_a_terminal(&env, &ctx, "--no-cache -t p1");
+    assert!(ok, "{tty}");
+    for want in ["\x1b[J", "=> [stage-0 2/3] RUN for i in", " > line-", "=> [stage-0 3/3] COPY f /f  ", "FINISHED"] {
+        assert!(tty.contains(want), "no {want:?} in the tty view:\n{tty}");
+    }
+    assert!(!tty.contains("#2 [stage-0"), "plain lines in the tty view:\n{tty}");
+    assert!(!tty.contains("\x1b]0;pwned") && !tty.contains("\x1b[2J"), "the image's escapes reached the terminal:\n{tty}");
+    // The same with --progress plain on the terminal, and auto without one: lines as before.
+    let (plain, ok) = build_on_a_terminal(&env, &ctx, "--progress plain -t p2");
+    assert!(ok && plain.contains("#2 [stage-0 2/3] RUN") && plain.contains("#2 CACHED") && !plain.contains("\x1b[J"), "{plain}");
+    let (_, log) = build_ok(&env, &ctx, &["--no-cache", "-t", "p3"]);
+    assert!(log.contains("#2 [stage-0 2/3] RUN") && log.contains("line-9\n") && !log.contains("\x1b[J"), "{log}");
+    // Stages built side by side (their steps in worker processes) feed the same view.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS a\nRUN echo a > /a; sleep 0.3\nFROM busybox AS b\nRUN echo b > /b; sleep 0.3\nFROM busybox\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+    )
+    .unwrap();
+    let (tty, ok) = build_on_a_terminal(&env, &ctx, "--progress tty -t par");
+    assert!(ok, "{tty}");
+    for want in [
+        "=> [a 2/2] RUN echo a > /a; sleep 0.3  ",
+        "=> [b 2/2] RUN echo b > /b; sleep 0.3  ",
+        "=> [stage-2 3/3] COPY --from=b /b /b  ",
+        "FINISHED",
+    ] {
+        assert!(tty.contains(want), "no {want:?} in the tty view:\n{tty}");
+    }
+    assert!(!tty.contains("ERROR") && !tty.contains("#2 [a"), "{tty}");
+    assert_eq!(env.ok(&["run", "--rm", "par", "cat", "/a", "/b"]), "a\nb\n");
+    // A stage failing beside another: its step marked, its output shown through the view.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox AS a\nRUN sleep 2\nFROM busybox AS b\nRUN echo b-fails; exit 4\nFROM busybox\nCOPY --from=a /bin/sh /a\nCOPY --from=b /bin/sh /b\n",
+    )
+    .unwrap();
+    let (tty, ok) = build_on_a_terminal(&env, &ctx, "--progress tty");
+    assert!(!ok, "{tty}");
+    for want in ["=> ERROR [b 2/2] RUN echo b-fails; exit 4", "b-fails", "FAILED", "exit code: 4"] {
+        assert!(tty.contains(want), "no {want:?}:\n{tty}");
+    }
+    // A failing RUN: its step marked, its output shown, nothing left behind.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN echo before-fail; exit 3\n").unwrap();
+    let (tty, ok) = build_on_a_terminal(&env, &ctx, "--progress tty");
+    assert!(!ok, "{tty}");
+    for want in ["=> ERROR [stage-0 2/2] RUN echo before-fail; exit 3", "FAILED", "before-fail", "Dockerfile:2: RUN: process"] {
+        assert!(tty.contains(want), "no {want:?}:\n{tty}");
+    }
+    let o = build(&env, &ctx, &["--progress", "rawjson"]);
+    assert!(!o.status.success() && err(&o).contains("--progress rawjson: not implemented yet"), "{}", err(&o));
+    let o = build(&env, &ctx, &["--progress", "fancy"]);
+    assert!(!o.status.success() && err(&o).contains("--progress fancy: want auto, plain, tty, quiet or rawjson"), "{}", err(&o));
+    assert_clean(&env);
+}
+
+/// `-o type=local|tar` (and `-o DIR`) write the image's filesystem as docker's do
+/// (paths relative, no `./`); the image's symlinks stay symlinks, and a symlink already
+/// in the destination directory is replaced, never followed.
+#[test]
+fn output_local_and_tar_write_the_image_filesystem() {
+    let env = Env::new("build-output");
+    let outside = env.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let bb = Layer::new().busybox().tar();
+    let evil = Layer::new().symlink("target", outside.to_str().unwrap()).symlink("up", "../../../../../..").tar();
+    let cfg = config(&[bb.clone(), evil.clone()], json!({"Cmd": ["sh"]}));
+    let p = env.write("evil.tar", &docker_archive(&[bb, evil], &cfg, &["evil:latest"]));
+    env.ok(&["load", "-i", p.to_str().unwrap()]);
+    let ctx = context(&env, "ctx", &[("Dockerfile", "FROM evil\nRUN echo built > /built && mkdir /d && echo in-d > /d/f\n")]);
+    let dest = env.dir.join("out");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::os::unix::fs::symlink(&outside, dest.join("d")).unwrap();
+    std::os::unix::fs::symlink(outside.join("built"), dest.join("built")).unwrap();
+    build_ok(&env, &ctx, &["-t", "o1", "-o", &format!("type=local,dest={}", dest.display())]);
+    assert_eq!(std::fs::read_to_string(dest.join("built")).unwrap(), "built\n");
+    assert_eq!(std::fs::read_to_string(dest.join("d/f")).unwrap(), "in-d\n");
+    assert!(std::fs::symlink_metadata(dest.join("d")).unwrap().is_dir(), "the destination's symlink was followed");
+    assert_eq!(std::fs::read_link(dest.join("target")).unwrap(), outside);
+    assert!(dest.join("bin/busybox").is_file());
+    let left: Vec<_> = std::fs::read_dir(&outside).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "written outside the destination: {left:?}");
+    // `-o DIR` is type=local.
+    let short = env.dir.join("short");
+    build_ok(&env, &ctx, &["-o", short.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(short.join("built")).unwrap(), "built\n");
+    // type=tar to a file and to STDOUT (then without the image id).
+    let names = |b: &[u8]| -> Vec<String> {
+        let mut ar = tar::Archive::new(b);
+        ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect()
+    };
+    let tarp = env.dir.join("fs.tar");
+    build_ok(&env, &ctx, &["-o", &format!("type=tar,dest={}", tarp.display())]);
+    let listed = names(&std::fs::read(&tarp).unwrap());
+    for want in ["built", "d/", "d/f", "target", "up", "bin/busybox"] {
+        assert!(listed.iter().any(|n| n == want), "no {want} in {listed:?}");
+    }
+    assert!(listed.iter().all(|n| !n.starts_with('/') && !n.starts_with("./")), "{listed:?}");
+    let cg = cgroup_parent(&env);
+    let o = env.ctl(&["build", "--cgroup-parent", &cg, "-o", "type=tar,dest=-", ctx.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(names(&o.stdout), listed, "the tar on STDOUT, and nothing else");
+    // Bad destinations: clear errors, nothing left behind.
+    let o = build(&env, &ctx, &["-o", "type=local,dest=-"]);
+    assert!(!o.status.success() && err(&o).contains("-o type=local,dest=-: a directory is needed"), "{}", err(&o));
+    let o = build(&env, &ctx, &["-o", "type=tar,dest=/nonexistent-capsa-dir/x.tar"]);
+    assert!(!o.status.success() && err(&o).contains("-o type=tar,dest=/nonexistent-capsa-dir/x.tar: No such file"), "{}", err(&o));
+    let o = build(&env, &ctx, &["-o", "type=tar"]);
+    assert!(!o.status.success() && err(&o).contains("-o type=tar: dest=PATH is required"), "{}", err(&o));
+    assert_clean(&env);
+}
+
+/// COPY --exclude (BuildKit's, docker's docs' example first): patterns as .dockerignore's,
+/// matched against a glob's matches and, below a source directory, relative to it.
+#[test]
+fn copy_exclude_leaves_out_what_its_patterns_match() {
+    let env = Env::new("build-exclude");
+    load_busybox(&env);
+    let files = [
+        ("home.txt", "t"),
+        ("homer.md", "m"),
+        ("homework.c", "c"),
+        ("src/a.c", "a"),
+        ("src/a.o", "o"),
+        ("src/sub/b.o", "b"),
+        ("src/README.md", "r"),
+        ("src/keep/x", "x"),
+    ];
+    let ctx = context(&env, "ctx", &files);
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nCOPY --exclude=*.txt hom* /m/\nCOPY --exclude=*.o --exclude=README.md src /s/\nCOPY --exclude=**/*.o --exclude=keep src /t/\n",
+    )
+    .unwrap();
+    build_ok(&env, &ctx, &["-t", "ex"]);
+    let tree = env.ok(&["run", "--rm", "ex", "sh", "-c", "cd / && find m s t | sort"]);
+    assert_eq!(tree, "m\nm/homer.md\nm/homework.c\ns\ns/a.c\ns/keep\ns/keep/x\ns/sub\ns/sub/b.o\nt\nt/README.md\nt/a.c\nt/sub\n");
+    // Another pattern is another step: not a cache hit on the first.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY --exclude=*.md hom* /m/\n").unwrap();
+    build_ok(&env, &ctx, &["-t", "ex2"]);
+    assert_eq!(env.ok(&["run", "--rm", "ex2", "ls", "/m"]), "home.txt\nhomework.c\n");
+    // Everything a glob matches excluded: nothing to copy, as an empty glob.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY --exclude=hom* hom* /m/\n").unwrap();
+    let o = build(&env, &ctx, &[]);
+    assert!(
+        !o.status.success() && err(&o).contains("Dockerfile:2: COPY: hom* in build context: no source files were specified"),
+        "{}",
+        err(&o)
+    );
     assert_clean(&env);
 }
 
@@ -358,6 +707,56 @@ fn cache_hits_on_an_unchanged_rebuild_and_misses_after_a_change() {
     load_busybox(&env);
     let (_, log6) = build_ok(&env, &ctx, &["-t", "c:6"]);
     assert_eq!(log6.matches("DONE").count(), 3, "{log6}");
+    assert_clean(&env);
+}
+
+/// A source replaced while COPY checksums it and copies it: whatever the racing builds
+/// did (succeed or refuse), no cache entry may name a checksum its layer does not hold.
+/// Afterwards the file is set to each content in turn and built again: a cached layer
+/// must then hold exactly that content. (Without the check that the bytes copied are the
+/// bytes hashed, a build that hashed A and copied B cached B under A's key.)
+#[test]
+fn a_source_changed_during_copy_never_caches_a_layer_under_another_checksum() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let env = Env::new("build-copy-race");
+    load_busybox(&env);
+    let a = "A".repeat(1 << 20);
+    let b = "B".repeat(1 << 20);
+    let ctx = context(&env, "ctx", &[("Dockerfile", "FROM busybox\nCOPY f /f\n"), ("f", &a)]);
+    let stop = AtomicBool::new(false);
+    let mut refused = 0;
+    // No assertion inside the scope: a panic there would wait for the writer forever.
+    let outs = std::thread::scope(|sc| {
+        sc.spawn(|| {
+            // Whole-file swaps (rename over f): each read sees A or B, never a mix.
+            let (tmp, f) = (ctx.join(".swap"), ctx.join("f"));
+            let mut next_b = true;
+            while !stop.load(Ordering::Relaxed) {
+                std::fs::write(&tmp, if next_b { &b } else { &a }).unwrap();
+                std::fs::rename(&tmp, &f).unwrap();
+                next_b = !next_b;
+            }
+        });
+        let outs: Vec<Output> = (0..12).map(|_| build(&env, &ctx, &[])).collect();
+        stop.store(true, Ordering::Relaxed);
+        outs
+    });
+    for o in outs.iter().filter(|o| !o.status.success()) {
+        // Refused at the copy (the bytes copied are not the bytes hashed) or when the
+        // source was looked up (the file found was replaced under its name).
+        let e = err(o);
+        assert!(
+            e.contains("a source changed while it was being copied") || e.contains("the source changed while it was being read"),
+            "{e}"
+        );
+        refused += 1;
+    }
+    for (name, content) in [("a", &a), ("b", &b), ("a2", &a)] {
+        std::fs::write(ctx.join("f"), content).unwrap();
+        build_ok(&env, &ctx, &["-t", name]);
+        let got = env.ok(&["run", "--rm", name, "sh", "-c", "head -c 1 /f; wc -c < /f; tr -d AB < /f | wc -c"]);
+        assert_eq!(got, format!("{}1048576\n0\n", &content[..1]), "image {name} (after {refused} refused racing builds)");
+    }
     assert_clean(&env);
 }
 
@@ -415,6 +814,8 @@ fn hostile_context_symlinks_stay_inside_the_context() {
     assert_eq!(env.ok(&["run", "--rm", "hc", "cat", "/b/inside/hostname"]), "the context's own");
     // Below a copied directory symlinks are copied as they are, never followed.
     assert_eq!(env.ok(&["run", "--rm", "hc", "readlink", "/all/abs"]).trim(), secret.to_str().unwrap());
+    // A link to / is one to / in the layer (it came out as `//`).
+    assert_eq!(env.ok(&["run", "--rm", "hc", "readlink", "/all/root"]), "/\n");
     let all = env.ok(&["run", "--rm", "hc", "sh", "-c", "grep -r 'HOST SECRET' /a /b /all 2>/dev/null; true"]);
     assert!(all.is_empty(), "host file copied: {all}");
     // The context's Dockerfile is read inside the context: a symlink to a host file is not
@@ -555,8 +956,8 @@ fn reproducible_with_source_date_epoch_and_round_trip_through_a_registry() {
     assert!(out(&o).contains("index.json"), "{}", out(&o));
     env.ok(&["rmi", "r:3"]);
     assert!(env.ok(&["load", "-i", tarp.to_str().unwrap()]).contains("r:3"));
-    let o = build(&env, &ctx, &["-o", "type=local,dest=x"]);
-    assert!(err(&o).contains("not implemented yet"), "{}", err(&o));
+    let o = build(&env, &ctx, &["-o", "type=registry,dest=x"]);
+    assert!(err(&o).contains("-o type=registry: not implemented yet"), "{}", err(&o));
     // Push to a local registry, remove, pull back, run.
     {
         let reg = registry_support::Registry::start(&env.dir.join("reg"), registry_support::Auth::None);
@@ -566,6 +967,13 @@ fn reproducible_with_source_date_epoch_and_round_trip_through_a_registry() {
         env.ok(&["rmi", "r:1", "r:2", "r:3", &name]);
         env.ok(&["pull", &name]);
         assert_eq!(env.ok(&["run", "--rm", &name]), "f\nx\n");
+        // --network is RUN's network only: a missing base image is pulled even with
+        // `--network none`, as docker does (checked: docker 20.10 with BuildKit pulls a
+        // removed base from a local registry under --network none), and RUN has only lo.
+        env.ok(&["rmi", &name]);
+        let net = context(&env, "net", &[("Dockerfile", &format!("FROM {name}\nRUN grep -c : /proc/net/dev > /ifaces\n"))]);
+        build_ok(&env, &net, &["--network", "none", "-t", "net"]);
+        assert_eq!(env.ok(&["run", "--rm", "net", "cat", "/ifaces"]), "1\n");
     }
     assert_clean(&env);
 }

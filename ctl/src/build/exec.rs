@@ -58,8 +58,21 @@ pub struct Opts {
     /// Entitlements the user granted (`--allow network.host`).
     pub allow: BTreeSet<String>,
     pub quiet: bool,
+    /// --progress (Quiet with -q).
+    pub progress: super::view::Mode,
+    /// `-o type=local|tar`: the image's filesystem written out too.
+    pub export: Option<FsExport>,
     /// --cgroup-parent of the RUN containers (empty: capsactl's default, /capsa).
     pub cgroup_parent: String,
+}
+
+/// Where `-o` writes the built image's filesystem.
+#[derive(Debug, Clone)]
+pub enum FsExport {
+    /// `type=local,dest=DIR`: the files, merged into DIR (made if missing).
+    Local(PathBuf),
+    /// `type=tar,dest=FILE`: a tar of them (`-`: STDOUT).
+    Tar(PathBuf),
 }
 
 /// A finished stage.
@@ -148,6 +161,8 @@ pub struct Builder<'a> {
     /// The build's directory shared with its stage workers: the step counter, the cache
     /// key locks, the Dockerfile they read (the parent's scratch dir).
     shared: PathBuf,
+    /// Where the steps and their output are shown (dropped last: it waits for its view).
+    view: super::view::View,
 }
 
 fn h(parts: &[&[u8]]) -> String {
@@ -191,6 +206,8 @@ impl<'a> Builder<'a> {
         let steps = Steps::create(&scratch.dir.join("steps"))?;
         let shared = scratch.dir.clone();
         let n = df.stages.len();
+        // The view's process is forked here, while this process is single-threaded.
+        let view = super::view::View::new(o.progress, &scratch.dir.join("progress"));
         Ok(Builder {
             store,
             state_root,
@@ -206,6 +223,7 @@ impl<'a> Builder<'a> {
             images: BTreeMap::new(),
             meta: BTreeMap::new(),
             shared,
+            view,
         })
     }
 
@@ -214,12 +232,9 @@ impl<'a> Builder<'a> {
         fail(format!("{}:{}: {word}: {msg}", self.o.dockerfile.1, ins.line))
     }
 
-    /// A progress line, in one write (stage workers write to the same stderr).
-    fn say(&self, s: &str) {
-        if !self.o.quiet {
-            use std::io::Write;
-            let _ = std::io::stderr().lock().write_all(format!("{s}\n").as_bytes());
-        }
+    /// A progress line of its own (see `view.rs`).
+    fn say(&mut self, s: &str) {
+        self.view.line(s);
     }
 
     fn now(&self) -> String {
@@ -380,12 +395,66 @@ impl<'a> Builder<'a> {
         let cfg = out.cfg;
         self.step = self.steps.next()?;
         let t0 = Instant::now();
+        let chain: Vec<Digest> = out.layers.iter().map(|l| l.chain.clone()).collect();
         let id = commit::write_image(self.store, &cfg, out.layers, self.o.tags.clone())?;
         self.say(&format!("#{} writing image {id} done {:.1}s", self.step, t0.elapsed().as_secs_f64()));
         for t in &self.o.tags {
             self.say(&format!("#{} naming to {t} done", self.step));
         }
+        if let Some(x) = &self.o.export {
+            let t0 = Instant::now();
+            self.export_fs(&chain, x)?;
+            let what = match x {
+                FsExport::Local(d) => format!("exporting to directory {}", d.display()),
+                FsExport::Tar(f) => format!("exporting to tar {}", f.display()),
+            };
+            self.say(&format!("#{} {what} done {:.1}s", self.step, t0.elapsed().as_secs_f64()));
+        }
+        self.view.finish();
         Ok(id)
+    }
+
+    /// `-o type=local|tar`: the filesystem of the image (layers `chain`), mounted in the
+    /// scratch dir, written to the user's directory or tar. The image is hostile: its
+    /// symlinks are written as symlinks, never followed, and nothing of the destination is
+    /// followed either (an existing symlink there is replaced). A failed export removes
+    /// the tar or the directory it made.
+    fn export_fs(&mut self, chain: &[Digest], x: &FsExport) -> Result<()> {
+        use std::os::fd::AsFd;
+        let dir = self.scratch.fresh("export")?;
+        let rootfs = self.store.snapshots.mount_rootfs(chain, &dir)?;
+        let src = std::fs::File::open(&rootfs.path).map_err(|e| fail(format!("{}: {e}", rootfs.path.display())));
+        let r = src.and_then(|src| match x {
+            FsExport::Local(d) => {
+                let made = !d.exists();
+                let r = std::fs::create_dir_all(d).and_then(|()| {
+                    let dst = std::fs::File::open(d)?;
+                    crate::fstree::copy_contents(src.as_fd(), dst.as_fd(), crate::fstree::CopyOpts { keep_owner: true })
+                });
+                if r.is_err() && made {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+                r.map_err(|e| fail(format!("-o type=local,dest={}: {e}", d.display())))
+            }
+            FsExport::Tar(f) => {
+                let to_stdout = f.as_os_str() == "-";
+                let r = (|| -> std::io::Result<()> {
+                    let out: Box<dyn std::io::Write> =
+                        if to_stdout { Box::new(std::io::stdout().lock()) } else { Box::new(std::fs::File::create(f)?) };
+                    let opts = crate::fstree::TarOpts { overlay_upper: false, clamp_mtime: self.epoch };
+                    let mut w = crate::fstree::TarWriter::new(std::io::BufWriter::new(out), opts);
+                    w.add_tree(src.as_fd(), Path::new(""))?;
+                    std::io::Write::flush(&mut w.finish()?)
+                })();
+                if r.is_err() && !to_stdout {
+                    let _ = std::fs::remove_file(f);
+                }
+                r.map_err(|e| fail(format!("-o type=tar,dest={}: {e}", f.display())))
+            }
+        });
+        capsa_image::snapshot::unmount_rootfs(&dir)?;
+        run::remove_dir(&dir)?;
+        r
     }
 
     /// Builds the stages in `order` (those the target needs), each once the stages it
@@ -508,6 +577,7 @@ impl<'a> Builder<'a> {
             network: self.o.network.clone(),
             allow: self.o.allow.clone(),
             quiet: self.o.quiet,
+            progress: self.o.progress,
             cgroup_parent: self.o.cgroup_parent.clone(),
             stage: idx,
             label: self.df.stages[idx].name.clone().unwrap_or_else(|| format!("stage-{idx}")),
@@ -537,7 +607,8 @@ impl<'a> Builder<'a> {
             }
         }
         self.step = self.steps.next()?;
-        self.say(&format!("#{} [{label} 1/{total}] FROM {image}", self.step));
+        self.view.step(self.step, &format!("[{label} 1/{total}] FROM {image}"));
+        let t_from = Instant::now();
         let lower = image.to_ascii_lowercase();
         let base = if lower == "scratch" {
             let p = Platform::host();
@@ -558,6 +629,7 @@ impl<'a> Builder<'a> {
             let layers = self.store.layers(&img)?;
             StageOut { layers, cfg, key: h(&[b"image", img.id.to_string().as_bytes()]) }
         };
+        self.view.settled(self.step, t_from.elapsed().as_secs_f64());
         let time = base.cfg.created.clone();
         let mut s = State { layers: base.layers, cfg: base.cfg, key: base.key, args: Vec::new(), cmd_set: false, time };
         // ONBUILD triggers of the base run first, and are not inherited.
@@ -580,13 +652,17 @@ impl<'a> Builder<'a> {
             };
             ins.line = st_from.line;
             self.step = self.steps.next()?;
-            self.say(&format!("#{} [{label} 1/{total}] ONBUILD {}", self.step, ins.text));
+            self.view.step(self.step, &format!("[{label} 1/{total}] ONBUILD {}", ins.text));
+            let t0 = Instant::now();
             self.instruction(&mut s, &ins, idx)?;
+            self.view.settled(self.step, t0.elapsed().as_secs_f64());
         }
         for (i, ins) in instructions.iter().enumerate() {
             self.step = self.steps.next()?;
-            self.say(&format!("#{} [{label} {}/{total}] {}", self.step, i + 2, ins.text));
+            self.view.step(self.step, &format!("[{label} {}/{total}] {}", i + 2, ins.text));
+            let t0 = Instant::now();
             self.instruction(&mut s, ins, idx)?;
+            self.view.settled(self.step, t0.elapsed().as_secs_f64());
         }
         let mut cfg = s.cfg;
         cfg.created = match self.epoch {
@@ -852,18 +928,18 @@ impl<'a> Builder<'a> {
                     user: s.cfg.config.as_ref().and_then(|c| c.user.clone()).unwrap_or_default(),
                     workdir: s.workdir(),
                     network: network.clone(),
-                    quiet: self.o.quiet,
+                    quiet: self.view.captures_output(),
                     cgroup_parent: self.o.cgroup_parent.clone(),
                 };
                 let created_by = format!("RUN {}", argv.join(" "));
                 let key_extra = serde_json::to_vec(&json!([env, network])).unwrap_or_default();
                 self.layer_step(s, created_by, &key_extra, |b, step, chain| {
+                    b.view.log(b.step, &step.join("output.log"));
                     let code = run::run(b.store, b.state_root, &b.scratch, step, chain, &spec)?;
                     if code != 0 && spec.quiet {
-                        // -q kept the output: show it with the failure.
+                        // -q or the tty view kept the output: show it with the failure.
                         if let Ok(log) = std::fs::read(step.join("output.log")) {
-                            use std::io::Write;
-                            let _ = std::io::stderr().write_all(&log);
+                            b.view.failed_output(b.step, &log);
                         }
                     }
                     if code != 0 {
@@ -972,7 +1048,7 @@ impl<'a> Builder<'a> {
                 });
                 s.key = key;
                 s.time = s.cfg.history.as_ref().and_then(|h| h.last()).and_then(|h| h.created.clone());
-                self.say(&format!("#{} CACHED", self.step));
+                self.view.cached(self.step);
                 return Ok(());
             }
         }
@@ -1007,7 +1083,7 @@ impl<'a> Builder<'a> {
             ..Default::default()
         });
         s.key = key;
-        self.say(&format!("#{} DONE {:.1}s", self.step, t0.elapsed().as_secs_f64()));
+        self.view.done(self.step, t0.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -1066,17 +1142,12 @@ impl<'a> Builder<'a> {
                 return Err(e(self, format!("{src}: remote URLs are not supported in this offline build")));
             }
         }
-        let mode = match &c.chmod {
+        let (mode, mode_text) = match &c.chmod {
             Some(m) => {
                 let m = x(s, m, false).map_err(|m| e(self, m))?;
-                Some(
-                    u32::from_str_radix(&m, 8)
-                        .ok()
-                        .filter(|v| *v <= 0o7777)
-                        .ok_or_else(|| e(self, format!("--chmod={m}: want an octal mode (symbolic modes are not implemented yet)")))?,
-                )
+                (Some(sources::Chmod::parse(&m).map_err(|m| e(self, m))?), m)
             }
-            None => None,
+            None => (None, String::new()),
         };
         let chown = match &c.chown {
             Some(u) => Some(x(s, u, false).map_err(|m| e(self, m))?),
@@ -1109,6 +1180,11 @@ impl<'a> Builder<'a> {
             Some(r) => r,
             None => &self.context,
         };
+        let mut excludes = Vec::new();
+        for p in &c.excludes {
+            excludes.push(x(s, p, false).map_err(|m| e(self, m))?);
+        }
+        root.set_excludes(&excludes);
         let mut found: Vec<(String, Vec<Found>)> = Vec::new();
         let mut docs: Vec<&Heredoc> = Vec::new();
         for src in &srcs {
@@ -1156,8 +1232,14 @@ impl<'a> Builder<'a> {
         if let Some(u) = &chown {
             flags.push_str(&format!("--chown={u} "));
         }
-        if let Some(m) = mode {
-            flags.push_str(&format!("--chmod={m:o} "));
+        for p in &excludes {
+            flags.push_str(&format!("--exclude={p} "));
+        }
+        if let Some(m) = &mode {
+            flags.push_str(&match m {
+                sources::Chmod::Octal(o) => format!("--chmod={o:o} "),
+                sources::Chmod::Symbolic(_) => format!("--chmod={mode_text} "),
+            });
         }
         let created_by = format!("{what} {flags}{} {dest} # {sum}", srcs.join(" "));
         let is_add = c.add;
@@ -1183,9 +1265,9 @@ impl<'a> Builder<'a> {
                 let mut copied = sources::hasher();
                 for (src, fs) in &found {
                     for f in fs {
-                        let base = f.rel.file_name().map(OsStr::to_os_string);
+                        let base = Some(f.name.clone()).filter(|n| !n.is_empty());
                         if is_add && !f.is_dir {
-                            if let Some(comp) = archive_kind(root, f).map_err(ioe)? {
+                            if let Some(comp) = archive_kind(root, f).map_err(|m| b.err(ins, format!("{src}: {m}")))? {
                                 let d = dst.mkdir_all(Path::new(&abs), 0o755, Follow::InRoot).map_err(ioe)?;
                                 // Extracted from a private copy, the one hashed.
                                 let mut copy = tempfile_in(&b.scratch.dir).map_err(ioe)?;
@@ -1246,6 +1328,14 @@ impl<'a> Builder<'a> {
         if src_root.is_some() {
             run::remove_dir(&self.scratch.dir.join("from"))?;
         }
+        let skipped = match &src_root {
+            Some(r) => r.skipped.take(),
+            None => self.context.skipped.take(),
+        };
+        if !skipped.is_empty() {
+            let list: Vec<String> = skipped.iter().map(|p| p.display().to_string()).collect();
+            self.say(&format!("WARNING: line {}: {what}: fifos, sockets and devices are not copied: {}", ins.line, list.join(", ")));
+        }
         res
     }
 
@@ -1291,6 +1381,9 @@ pub fn stage_main(store: &mut Store, state_root: &Path, job: &Job) -> Result<par
         network: job.network.clone(),
         allow: job.allow.clone(),
         quiet: job.quiet,
+        export: None,
+        // The worker's steps go to its parent's view (joined below), not a view of its own.
+        progress: if job.quiet { super::view::Mode::Quiet } else { super::view::Mode::Plain },
         cgroup_parent: job.cgroup_parent.clone(),
     };
     let _guard = store.lock_shared()?;
@@ -1300,6 +1393,7 @@ pub fn stage_main(store: &mut Store, state_root: &Path, job: &Job) -> Result<par
     }
     b.steps = Steps::open(&job.shared.join("steps"))?;
     b.shared = job.shared.clone();
+    b.view = super::view::View::join(job.progress, &job.shared.join("progress"));
     for (i, out) in &job.done {
         if let Some(d) = b.done.get_mut(*i) {
             *d = Some(out.clone());
@@ -1338,63 +1432,99 @@ fn expose(p: &str) -> std::result::Result<Vec<String>, String> {
     Ok((lo..=hi).map(|n| format!("{n}/{proto}")).collect())
 }
 
-/// An ADD source that is a local tar archive: its compression.
 /// An unnamed file in `dir` (O_TMPFILE): gone when closed.
 fn tempfile_in(dir: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE | libc::O_CLOEXEC).open(dir)
 }
 
-fn archive_kind(root: &SourceRoot, f: &Found) -> std::io::Result<Option<capsa_image::oci::Compression>> {
+/// How an ADD archive is compressed (docker's ADD: gzip, bzip2, xz; zstd too here).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ArchiveKind {
+    Plain,
+    Gzip,
+    Bzip2,
+    Xz,
+    Zstd,
+}
+
+/// The largest xz dictionary decoded (xz -9 uses 64 MiB): a hostile header asking for
+/// more is refused before anything is allocated.
+const XZ_MEM_LIMIT_KB: u32 = 128 << 10;
+
+/// An ADD source that is a local tar archive: its compression (None: not an archive,
+/// copied as it is). As docker's `isArchivePath`: the file, decompressed if its magic
+/// bytes say gzip, bzip2, xz (or zstd), must start with a valid tar header.
+fn archive_kind(root: &SourceRoot, f: &Found) -> std::io::Result<Option<ArchiveKind>> {
     use std::io::Read;
-    let mut file = root.open_file(f)?;
-    let mut head = vec![0u8; 512];
-    let mut n = 0;
-    while n < head.len() {
-        let r = file.read(&mut head[n..])?;
-        if r == 0 {
-            break;
+    let mut head = Vec::with_capacity(512);
+    root.open_file(f)?.take(512).read_to_end(&mut head)?;
+    let kind = if head.starts_with(&[0x1f, 0x8b]) {
+        ArchiveKind::Gzip
+    } else if head.starts_with(b"BZh") {
+        ArchiveKind::Bzip2
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        ArchiveKind::Xz
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        ArchiveKind::Zstd
+    } else {
+        return Ok(is_tar_header(&head).then_some(ArchiveKind::Plain));
+    };
+    // The first 512 bytes decompressed (a stream that does not decompress is no archive).
+    let file = std::io::BufReader::new(root.open_file(f)?);
+    let reader: Box<dyn Read> = match kind {
+        ArchiveKind::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(file)),
+        ArchiveKind::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(file)),
+        ArchiveKind::Xz => Box::new(lzma_rust2::XzReader::new_mem_limit(file, true, XZ_MEM_LIMIT_KB)),
+        _ => match zstd::stream::read::Decoder::with_buffer(file) {
+            Ok(d) => Box::new(d),
+            Err(_) => return Ok(None),
+        },
+    };
+    let mut block = Vec::with_capacity(512);
+    match reader.take(512).read_to_end(&mut block) {
+        Ok(_) => {}
+        // A hostile xz header asking for a huge dictionary: said, not copied silently.
+        Err(e) if e.kind() == std::io::ErrorKind::OutOfMemory => {
+            return Err(std::io::Error::other(format!("xz: the archive needs a dictionary larger than {} MiB", XZ_MEM_LIMIT_KB >> 10)))
         }
-        n += r;
+        // Not a stream of that kind after all: no archive, copied as it is (docker's rule).
+        Err(_) => return Ok(None),
     }
-    head.truncate(n);
-    use capsa_image::oci::Compression;
-    let c = Compression::sniff(&head);
-    if c != Compression::None {
-        return Ok(Some(c));
+    Ok(is_tar_header(&block).then_some(kind))
+}
+
+/// Whether `b` is a tar header block: 512 bytes, not all zero, whose checksum field
+/// holds the sum of its bytes (the field itself counted as spaces), as Go's tar reader
+/// checks (a V7 header without `ustar` counts too).
+fn is_tar_header(b: &[u8]) -> bool {
+    if b.len() < 512 || b[..512].iter().all(|x| *x == 0) {
+        return false;
     }
-    if head.starts_with(b"BZh") || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return Err(std::io::Error::other("bzip2 and xz archives are not implemented yet (gzip, zstd and plain tar are)"));
-    }
-    if n >= 262 && &head[257..262] == b"ustar" {
-        return Ok(Some(Compression::None));
-    }
-    Ok(None)
+    let field = String::from_utf8_lossy(&b[148..156]);
+    let Ok(want) = u64::from_str_radix(field.trim_matches(|c: char| c == ' ' || c == '\0'), 8) else { return false };
+    let sum: u64 = b[..512].iter().enumerate().map(|(i, x)| if (148..156).contains(&i) { 32 } else { *x as u64 }).sum();
+    sum == want
 }
 
 /// ADD of a local archive: unpacked into `dir` by the image crate's layer apply (every
 /// path resolved inside `dir`, `..` refused, bombs stopped).
-fn extract(
-    file: std::fs::File,
-    rel: &Path,
-    dir: std::os::fd::OwnedFd,
-    at: &str,
-    comp: capsa_image::oci::Compression,
-) -> std::result::Result<(), String> {
-    use capsa_image::oci::Compression;
+fn extract(file: std::fs::File, rel: &Path, dir: std::os::fd::OwnedFd, at: &str, kind: ArchiveKind) -> std::result::Result<(), String> {
+    use capsa_image::layer::bounded;
     use std::io::Read;
     let compressed = file.metadata().map_err(|e| e.to_string())?.len();
     let input = std::io::BufReader::with_capacity(256 << 10, file);
-    // Decompression bombs stop as a layer's would (capsa_image::layer::Limits).
+    // Decompression bombs stop as a layer's would (capsa_image::layer::Limits): the same
+    // size cap and ratio for every compression.
     let limits = capsa_image::layer::Limits::default();
-    let reader: Box<dyn Read> = match comp {
-        Compression::Gzip => Box::new(capsa_image::layer::bounded(flate2::bufread::MultiGzDecoder::new(input), compressed, limits)),
-        Compression::Zstd => Box::new(capsa_image::layer::bounded(
-            zstd::stream::read::Decoder::with_buffer(input).map_err(|e| format!("zstd: {e}"))?,
-            compressed,
-            limits,
-        )),
-        Compression::None => Box::new(input),
+    let reader: Box<dyn Read> = match kind {
+        ArchiveKind::Gzip => Box::new(bounded(flate2::bufread::MultiGzDecoder::new(input), compressed, limits)),
+        ArchiveKind::Bzip2 => Box::new(bounded(bzip2::bufread::MultiBzDecoder::new(input), compressed, limits)),
+        ArchiveKind::Xz => Box::new(bounded(lzma_rust2::XzReader::new_mem_limit(input, true, XZ_MEM_LIMIT_KB), compressed, limits)),
+        ArchiveKind::Zstd => {
+            Box::new(bounded(zstd::stream::read::Decoder::with_buffer(input).map_err(|e| format!("zstd: {e}"))?, compressed, limits))
+        }
+        ArchiveKind::Plain => Box::new(input),
     };
     let droot = Root::from_fd(dir, Path::new(at));
     let mut ar = tar::Archive::new(reader);

@@ -126,8 +126,12 @@ impl Ignore {
         self.rules.is_empty()
     }
 
-    /// Whether `path` (relative to the context, `/`-separated) is excluded.
+    /// Whether `path` (relative to the context, `/`-separated) is excluded. The context
+    /// itself (`""`) never is (`*` excludes what is in it).
     pub fn excluded(&self, path: &str) -> bool {
+        if path.is_empty() {
+            return false;
+        }
         let mut out = false;
         for (neg, pat) in &self.rules {
             // A pattern also matches everything below what it matches.
@@ -139,15 +143,15 @@ impl Ignore {
         out
     }
 
-    /// Whether some exception could re-include something below the excluded directory
-    /// `dir` (then the walk must go into it): a `!` pattern under it, or one whose
-    /// leading directories are globs.
+    /// Whether the excluded directory `dir` is still walked: some exception names a path
+    /// below it literally (`!build/keep/k.txt` or `!build/*.c` for `build`). The directory
+    /// is then copied (even if nothing in it is re-included), with whatever the rules let
+    /// through below it. An exception whose leading directories are globs (`!**/keep.txt`,
+    /// `!*/x`) re-includes nothing under an excluded directory. This is docker 20.10's
+    /// BuildKit (fsutil's walker), checked side by side.
     pub fn may_reinclude(&self, dir: &str) -> bool {
         let prefix = format!("{dir}/");
-        self.rules.iter().filter(|(neg, _)| *neg).any(|(_, p)| {
-            let lead = p.rsplit_once('/').map(|(l, _)| l).unwrap_or("");
-            p.starts_with(&prefix) || has_meta(lead) || lead.contains("**") || (!lead.is_empty() && matches(lead, dir, true))
-        })
+        self.rules.iter().filter(|(neg, _)| *neg).any(|(_, p)| format!("{p}/").starts_with(&prefix))
     }
 }
 
@@ -216,6 +220,16 @@ mod tests {
         assert!(!i.excluded("src/main.c"));
         assert!(i.may_reinclude("build"));
         assert!(!i.may_reinclude("node_modules"));
+        // Only an exception naming a path below the directory literally walks into it.
+        let globbed = Ignore::parse("node\nbuild\n!**/keep.txt\n!nod*/x\n!build/*.c\n");
+        assert!(!globbed.may_reinclude("node"));
+        assert!(globbed.may_reinclude("build"));
+        assert!(!globbed.may_reinclude("buil"));
+        // `*` excludes what is in the context, never the context itself.
+        let star = Ignore::parse("*\n!keep.txt\n");
+        assert!(!star.excluded(""));
+        assert!(star.excluded("a"));
+        assert!(!star.excluded("keep.txt"));
         let last_wins = Ignore::parse("!a.txt\n*.txt\n");
         assert!(last_wins.excluded("a.txt"));
         assert!(Ignore::parse("\n# only\n").is_empty());

@@ -8,6 +8,7 @@
 //! parallel.rs independent stages side by side: worker processes, the shared step counter
 //! run.rs      the build's scratch directory and RUN's foreground container
 //! sources.rs  COPY/ADD sources: found, checksummed and copied between hostile roots
+//! view.rs     the build's output: plain lines or the tty view redrawn in place
 //! ```
 
 pub mod exec;
@@ -17,3 +18,4 @@ pub mod parallel;
 pub mod parse;
 pub mod run;
 pub mod sources;
+pub mod view;

@@ -18,6 +18,7 @@
 //! <parent scratch>/steps          the `#N` step counter all of them share
 //! <parent scratch>/keys/KEY       flock: one process at a time makes a cache key's layer
 //! <parent scratch>/stage-N.job    what worker N is asked (removed once it has read it)
+//! <parent scratch>/progress       the tty view's events (see view.rs)
 //! <parent scratch>/stage-N.out    its answer (written whole, then renamed into place)
 //! ```
 
@@ -77,6 +78,8 @@ pub struct Job {
     pub network: String,
     pub allow: BTreeSet<String>,
     pub quiet: bool,
+    /// The parent's --progress: a tty view is fed through `<parent scratch>/progress`.
+    pub progress: super::view::Mode,
     pub cgroup_parent: String,
     /// The stage to build (an index into the Dockerfile's stages) and its name.
     pub stage: usize,

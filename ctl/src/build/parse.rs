@@ -88,6 +88,8 @@ pub struct CopyArgs {
     pub from: Option<String>,
     pub chown: Option<String>,
     pub chmod: Option<String>,
+    /// --exclude patterns (any number).
+    pub excludes: Vec<String>,
     pub link: bool,
     pub heredocs: Vec<Heredoc>,
     /// Given as a JSON array (no word splitting, no quote removal needed).
@@ -589,11 +591,11 @@ fn instruction(line: usize, text: &str, heredocs: Vec<Heredoc>, escape: char) ->
         "COPY" | "ADD" => {
             let add = up == "ADD";
             if add {
-                check_flags(line, &up, &flags, &["chown", "chmod", "checksum"], &["link", "keep-git-dir"])?;
+                check_flags(line, &up, &flags, &["chown", "chmod", "checksum", "exclude"], &["link", "keep-git-dir"])?;
             } else {
                 check_flags(line, &up, &flags, &["from", "chown", "chmod", "exclude"], &["link", "parents"])?;
             }
-            for f in ["exclude", "parents", "checksum", "keep-git-dir"] {
+            for f in ["parents", "checksum", "keep-git-dir"] {
                 if flags.iter().any(|(k, _)| k == f) {
                     return err(line, format!("{up} --{f}: not implemented yet"));
                 }
@@ -616,6 +618,7 @@ fn instruction(line: usize, text: &str, heredocs: Vec<Heredoc>, escape: char) ->
                 from: flag(&flags, "from"),
                 chown: flag(&flags, "chown"),
                 chmod: flag(&flags, "chmod"),
+                excludes: flags.iter().filter(|(k, _)| k == "exclude").filter_map(|(_, v)| v.clone()).collect(),
                 link: flags.iter().any(|(k, v)| k == "link" && v.as_deref() != Some("false")),
                 heredocs,
                 json,
@@ -935,7 +938,11 @@ mod tests {
         assert!(perr("FROM a\nADD --from=x a b\n").msg.contains("unknown flag: --from"));
         assert!(perr("FROM a\nCOPY --chown a b\n").msg.contains("needs a value"));
         assert!(perr("FROM a\nCOPY --link=maybe a b\n").msg.contains("true or false"));
-        assert!(perr("FROM a\nCOPY --exclude=*.o a b\n").msg.contains("not implemented yet"));
+        assert!(perr("FROM a\nCOPY --parents a b\n").msg.contains("not implemented yet"));
+        match one("COPY --exclude=*.o --exclude=**/tmp . /app/").kind {
+            Kind::Copy(c) => assert_eq!(c.excludes, vec!["*.o", "**/tmp"]),
+            k => panic!("{k:?}"),
+        }
     }
 
     #[test]

@@ -39,13 +39,25 @@ pub struct SourceRoot {
     pub ignore: Ignore,
     /// What it is, for messages: "build context", "stage build", "image gcc".
     pub what: String,
+    /// Fifos, sockets and devices met below a source directory and not copied (docker
+    /// copies none of them), for the build's warning.
+    pub skipped: std::cell::RefCell<Vec<PathBuf>>,
+    /// The running COPY's `--exclude` patterns (set by [`SourceRoot::set_excludes`]), and
+    /// the source directory they are relative to below it.
+    exclude: std::cell::RefCell<(Ignore, Option<PathBuf>)>,
 }
 
 /// One source found: its real path inside the root (symlinks of the pattern followed,
-/// inside the root), and whether it is a directory.
+/// inside the root), the name it was found by and whether it is a directory.
+///
+/// As docker's: `COPY link /d/` where `link` is a symlink copies what it points at, named
+/// after the source (`/d/link`), not after the target; a glob's symlink matches alike.
 #[derive(Debug, Clone)]
 pub struct Found {
     pub rel: PathBuf,
+    /// The last component of the source as written (or matched by a glob): the name a
+    /// file source gets in a destination directory.
+    pub name: OsString,
     pub is_dir: bool,
 }
 
@@ -62,11 +74,49 @@ impl SourceRoot {
         } else {
             Ignore::default()
         };
-        Ok(SourceRoot { root, ignore, what: what.to_string() })
+        Ok(SourceRoot { root, ignore, what: what.to_string(), skipped: Default::default(), exclude: Default::default() })
+    }
+
+    /// COPY/ADD `--exclude`: patterns as `.dockerignore`'s (`**`, `!`), matched against a
+    /// source as found (its path in the root, `hom*` finding `home.txt`) and, below a
+    /// source directory, against paths relative to that directory, as BuildKit's.
+    pub fn set_excludes(&self, patterns: &[String]) {
+        *self.exclude.borrow_mut() = (Ignore::parse(&patterns.join("\n")), None);
+    }
+
+    /// Below which source directory the walk is (for `--exclude`).
+    fn set_base(&self, base: Option<&Path>) {
+        self.exclude.borrow_mut().1 = base.map(Path::to_path_buf);
+    }
+
+    /// Whether `--exclude` leaves out `rel` (a path in the root below the current source
+    /// directory, or with `top`, a source itself).
+    fn user_excluded(&self, rel: &Path, is_dir: bool, top: bool) -> bool {
+        let ex = self.exclude.borrow();
+        if ex.0.is_empty() {
+            return false;
+        }
+        let sub = if top {
+            rel
+        } else {
+            match ex.1.as_deref().map(|b| rel.strip_prefix(b)) {
+                Some(Ok(s)) => s,
+                _ => return false,
+            }
+        };
+        let sub = sub.to_string_lossy();
+        ex.0.excluded(&sub) && !(is_dir && ex.0.may_reinclude(&sub))
     }
 
     fn excluded(&self, rel: &Path) -> bool {
         !self.ignore.is_empty() && self.ignore.excluded(&rel.to_string_lossy())
+    }
+
+    /// Whether an entry is copied: not excluded by .dockerignore, or an excluded directory
+    /// that an exception names something below of (it is then copied, with what is
+    /// re-included in it: see [`Ignore::may_reinclude`]).
+    fn included(&self, rel: &Path, is_dir: bool) -> bool {
+        (!self.excluded(rel) || (is_dir && self.ignore.may_reinclude(&rel.to_string_lossy()))) && !self.user_excluded(rel, is_dir, false)
     }
 
     /// The entries a source (a path or a glob, relative to the root) names. None found is
@@ -95,12 +145,31 @@ impl SourceRoot {
             cands = vec![PathBuf::from(&clean)];
         }
         let mut out = Vec::new();
+        let globbed = glob::has_meta(&clean);
+        self.set_base(None);
         for c in cands {
-            if self.excluded(&c) {
+            if self.user_excluded(&c, false, true) {
                 continue;
             }
             match self.real(&c) {
-                Ok(Some(f)) => out.push(f),
+                Ok(Some(f)) if f.special.is_none() => out.push(f.found),
+                // A fifo, socket or device named by a glob is left out (as docker leaves it
+                // out of the context); named on its own it is an error (docker copies
+                // nothing then, silently).
+                Ok(Some(f)) if globbed => self.skipped.borrow_mut().push(f.found.rel),
+                Ok(Some(f)) => {
+                    return Err(format!(
+                        "{} in {}: is a {}: only files, directories and symlinks are copied",
+                        c.display(),
+                        self.what,
+                        f.special.unwrap_or_default()
+                    ))
+                }
+                // Matched by a glob, there, and not excluded itself: a symlink whose target
+                // is not in the root (outside it, missing or excluded). Docker fails too.
+                Ok(None) if globbed && !self.excluded(&c) => {
+                    return Err(format!("{} in {}: {}: its target is not in the {}", pattern, self.what, c.display(), self.what))
+                }
                 Ok(None) => {}
                 Err(e) => return Err(format!("{}: {}: {e}", self.what, c.display())),
             }
@@ -113,8 +182,8 @@ impl SourceRoot {
     }
 
     /// Where `rel` really is (symlinks followed inside the root); None when it does not
-    /// exist or is excluded by .dockerignore.
-    fn real(&self, rel: &Path) -> std::io::Result<Option<Found>> {
+    /// exist or is excluded by .dockerignore (by its own name or its target's).
+    fn real(&self, rel: &Path) -> std::io::Result<Option<Real>> {
         let fd = match self.root.open_path(rel, Follow::InRoot) {
             Ok(fd) => fd,
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => return Ok(None),
@@ -122,11 +191,18 @@ impl SourceRoot {
         };
         let st = nix::sys::stat::fstat(fd.as_fd()).map_err(errno)?;
         let at = capsa_sys::root::fd_target(fd.as_fd())?;
+        if st.st_nlink == 0 || at.as_os_str().as_bytes().ends_with(b" (deleted)") {
+            // Replaced or removed since it was opened: its path is gone.
+            return Err(std::io::Error::other("the source changed while it was being read; build again"));
+        }
         let real = at.strip_prefix(self.root.path()).map(Path::to_path_buf).unwrap_or_default();
-        if self.excluded(&real) {
+        let k = kind(&st);
+        let is_dir = k == SFlag::S_IFDIR;
+        if !self.included(rel, is_dir) || !self.included(&real, is_dir) {
             return Ok(None);
         }
-        Ok(Some(Found { rel: real, is_dir: kind(&st) == SFlag::S_IFDIR }))
+        let name = rel.file_name().map(OsStr::to_os_string).unwrap_or_default();
+        Ok(Some(Real { found: Found { rel: real, name, is_dir }, special: special(k) }))
     }
 
     /// The parent directory (an fd) and name of a found entry.
@@ -140,8 +216,8 @@ impl SourceRoot {
     /// Adds what `found` holds (paths relative to it, types, modes, owners when
     /// `owners`, contents, link targets) to `h`: the cache's checksum of a source.
     pub fn checksum(&self, found: &Found, owners: bool, h: &mut Hasher) -> std::io::Result<()> {
-        h.update(found.rel.as_os_str().as_bytes());
-        h.update(b"\0");
+        found_head(found, h);
+        self.set_base(Some(&found.rel));
         if found.rel.as_os_str().is_empty() {
             let dir = self.root.open_at(Path::new(""), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never)?;
             return self.checksum_tree(dir.as_fd(), Path::new(""), owners, h);
@@ -158,10 +234,10 @@ impl SourceRoot {
     fn checksum_children(&self, dir: BorrowedFd<'_>, rel: &Path, owners: bool, h: &mut Hasher, depth: usize) -> std::io::Result<()> {
         for n in names(dir)? {
             let r = rel.join(&n);
-            if self.excluded(&r) && !self.ignore.may_reinclude(&r.to_string_lossy()) {
+            let st = lstat_at(dir, &n)?;
+            if !self.included(&r, kind(&st) == SFlag::S_IFDIR) {
                 continue;
             }
-            let st = lstat_at(dir, &n)?;
             self.checksum_entry(dir, &n, &r, &st, owners, h, depth + 1)?;
         }
         Ok(())
@@ -182,16 +258,16 @@ impl SourceRoot {
             return Err(std::io::Error::other("directories nested too deep"));
         }
         let k = kind(st);
-        let excluded = self.excluded(rel);
-        if !excluded {
-            h.update(entry_header(rel, st, owners).as_bytes());
+        if special(k).is_some() {
+            return Ok(());
         }
+        h.update(entry_header(rel, st, owners).as_bytes());
         match k {
             SFlag::S_IFDIR => {
                 let d = open_dir_at(parent, name)?;
                 self.checksum_children(d.as_fd(), rel, owners, h, depth)?;
             }
-            SFlag::S_IFREG if !excluded => {
+            SFlag::S_IFREG => {
                 let mut f = open_file_at(parent, name)?;
                 let mut buf = vec![0u8; 64 << 10];
                 loop {
@@ -202,7 +278,7 @@ impl SourceRoot {
                     h.update(&buf[..n]);
                 }
             }
-            SFlag::S_IFLNK if !excluded => h.update(read_link_at(parent, name)?.as_bytes()),
+            SFlag::S_IFLNK => h.update(read_link_at(parent, name)?.as_bytes()),
             _ => {}
         }
         Ok(())
@@ -211,13 +287,9 @@ impl SourceRoot {
     /// A found regular file (ADD's archive) copied into `into` (a private scratch file),
     /// hashed into `h` as [`SourceRoot::copy`] would hash it.
     pub fn copy_file_hashed(&self, found: &Found, into: &mut std::fs::File, owners: bool, h: &mut Hasher) -> std::io::Result<()> {
-        h.update(found.rel.as_os_str().as_bytes());
-        h.update(b"\0");
+        found_head(found, h);
         let (p, n) = self.parent_of(&found.rel)?;
         let st = lstat_at(p.as_fd(), &n)?;
-        if self.excluded(&found.rel) {
-            return Ok(());
-        }
         h.update(entry_header(&found.rel, &st, owners).as_bytes());
         let mut src = Hashing { inner: open_file_at(p.as_fd(), &n)?, h };
         std::io::copy(&mut src, into)?;
@@ -235,17 +307,15 @@ impl SourceRoot {
     /// exactly as [`SourceRoot::checksum`] hashes it: the bytes copied are the bytes hashed,
     /// so a source changed between the cache lookup and the copy is seen (see exec.rs).
     pub fn copy(&self, found: &Found, dst: BorrowedFd<'_>, dst_name: &OsStr, o: &CopyOpts, h: &mut Hasher) -> std::io::Result<()> {
-        h.update(found.rel.as_os_str().as_bytes());
-        h.update(b"\0");
+        found_head(found, h);
+        self.set_base(Some(&found.rel));
         if found.is_dir {
             let src = if found.rel.as_os_str().is_empty() {
                 self.root.open_at(Path::new(""), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never)?
             } else {
                 let (p, n) = self.parent_of(&found.rel)?;
                 let st = lstat_at(p.as_fd(), &n)?;
-                if !self.excluded(&found.rel) {
-                    h.update(entry_header(&found.rel, &st, o.keep_owner).as_bytes());
-                }
+                h.update(entry_header(&found.rel, &st, o.keep_owner).as_bytes());
                 open_dir_at(p.as_fd(), &n)?
             };
             return self.copy_children(src.as_fd(), &found.rel, dst, o, h, 0);
@@ -266,14 +336,14 @@ impl SourceRoot {
     ) -> std::io::Result<()> {
         for n in names(src)? {
             let r = rel.join(&n);
-            if self.excluded(&r) && !self.ignore.may_reinclude(&r.to_string_lossy()) {
-                continue;
-            }
             let st = match lstat_at(src, &n) {
                 Ok(st) => st,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                 Err(e) => return Err(e),
             };
+            if !self.included(&r, kind(&st) == SFlag::S_IFDIR) {
+                continue;
+            }
             self.copy_entry(src, &n, &r, &st, dst, &n, o, h, depth + 1)?;
         }
         Ok(())
@@ -296,29 +366,30 @@ impl SourceRoot {
             return Err(std::io::Error::other("directories nested too deep"));
         }
         let k = kind(st);
-        let excluded = self.excluded(rel);
-        if excluded && k != SFlag::S_IFDIR {
+        // Devices, fifos and sockets are not copied (docker's context holds none: it drops
+        // fifos and turns the others into empty files); the build says which were left.
+        if special(k).is_some() {
+            self.skipped.borrow_mut().push(rel.to_path_buf());
             return Ok(());
         }
-        if !excluded {
-            h.update(entry_header(rel, st, o.keep_owner).as_bytes());
-        }
+        h.update(entry_header(rel, st, o.keep_owner).as_bytes());
         let (uid, gid) = match o.owner {
             Some(ids) => ids,
             None if o.keep_owner => (st.st_uid, st.st_gid),
             None => (0, 0),
         };
-        let mode = o.mode.unwrap_or(st.st_mode & 0o7777);
+        let mode = match &o.mode {
+            Some(c) => c.apply(st.st_mode & 0o7777, k == SFlag::S_IFDIR),
+            None => st.st_mode & 0o7777,
+        };
         match k {
             SFlag::S_IFDIR => {
                 let src = open_dir_at(sp, name)?;
                 let dst = dir_at(dp, dname)?;
                 self.copy_children(src.as_fd(), rel, dst.as_fd(), o, h, depth)?;
-                if !excluded {
-                    nix::unistd::fchown(dst.as_fd(), Some(uid.into()), Some(gid.into())).map_err(errno)?;
-                    nix::sys::stat::fchmod(dst.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)?;
-                    set_times(dst.as_fd(), st);
-                }
+                nix::unistd::fchown(dst.as_fd(), Some(uid.into()), Some(gid.into())).map_err(errno)?;
+                nix::sys::stat::fchmod(dst.as_fd(), Mode::from_bits_truncate(mode)).map_err(errno)?;
+                set_times(dst.as_fd(), st);
             }
             SFlag::S_IFREG => {
                 let mut src = Hashing { inner: open_file_at(sp, name)?, h };
@@ -333,11 +404,34 @@ impl SourceRoot {
                 nix::unistd::fchownat(dp, dname, Some(uid.into()), Some(gid.into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
                     .map_err(errno)?;
             }
-            // Devices, fifos and sockets are not copied (docker copies none from a context).
             _ => {}
         }
         Ok(())
     }
+}
+
+/// A source found, with what kind of special file it is (if it is one).
+struct Real {
+    found: Found,
+    special: Option<&'static str>,
+}
+
+/// A fifo, socket or device: never copied.
+fn special(k: SFlag) -> Option<&'static str> {
+    match k {
+        SFlag::S_IFIFO => Some("fifo"),
+        SFlag::S_IFSOCK => Some("socket"),
+        SFlag::S_IFCHR | SFlag::S_IFBLK => Some("device"),
+        _ => None,
+    }
+}
+
+/// What the checksum of a source starts with: where it is and the name it was found by.
+fn found_head(found: &Found, h: &mut Hasher) {
+    h.update(found.rel.as_os_str().as_bytes());
+    h.update(b"\0");
+    h.update(found.name.as_bytes());
+    h.update(b"\0");
 }
 
 /// What the checksum of a source holds for one entry before its contents.
@@ -368,7 +462,7 @@ pub struct CopyOpts {
     /// Without --chown: keep the source's owners (COPY --from), else 0:0 (the context).
     pub keep_owner: bool,
     /// --chmod.
-    pub mode: Option<u32>,
+    pub mode: Option<Chmod>,
 }
 
 /// The directory `name` in `dir`, made if missing; something else there (a file, a
@@ -397,5 +491,161 @@ pub fn hasher() -> Hasher {
 /// Writes a heredoc's body as file `name` in `dir` (COPY <<EOF).
 pub fn write_file(dir: BorrowedFd<'_>, name: &OsStr, content: &[u8], o: &CopyOpts) -> std::io::Result<()> {
     let (uid, gid) = o.owner.unwrap_or((0, 0));
-    create_file_at(dir, name, &mut &content[..], uid, gid, o.mode.unwrap_or(0o644)).map(drop)
+    let mode = o.mode.as_ref().map(|c| c.apply(0o644, false)).unwrap_or(0o644);
+    create_file_at(dir, name, &mut &content[..], uid, gid, mode).map(drop)
+}
+
+/// COPY/ADD `--chmod`: an octal mode, or a symbolic one as chmod(1) and BuildKit take it
+/// (`u+x,go-w`, `a=rX`, `g=u`), applied to each entry's own mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Chmod {
+    Octal(u32),
+    /// Clauses: who (a mask of the u, g, o permission bits), then operations.
+    Symbolic(Vec<(u32, Vec<(char, Perm)>)>),
+}
+
+/// What a symbolic operation adds, removes or sets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Perm {
+    /// Letters of `rwxXst`.
+    Letters(String),
+    /// The bits another class has now (`g=u`).
+    Copy(char),
+}
+
+const WHO_U: u32 = 0o4700;
+const WHO_G: u32 = 0o2070;
+const WHO_O: u32 = 0o1007;
+
+impl Chmod {
+    pub fn parse(s: &str) -> Result<Chmod, String> {
+        let bad = |why: &str| format!("--chmod={s}: {why}");
+        if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            return u32::from_str_radix(s, 8)
+                .ok()
+                .filter(|v| *v <= 0o7777)
+                .map(Chmod::Octal)
+                .ok_or_else(|| bad("not an octal mode of at most 7777"));
+        }
+        let mut clauses = Vec::new();
+        for clause in s.split(',') {
+            let mut who = 0;
+            let mut rest = clause;
+            while let Some(c) = rest.chars().next() {
+                who |= match c {
+                    'u' => WHO_U,
+                    'g' => WHO_G,
+                    'o' => WHO_O,
+                    'a' => WHO_U | WHO_G | WHO_O,
+                    _ => break,
+                };
+                rest = &rest[1..];
+            }
+            if who == 0 {
+                who = WHO_U | WHO_G | WHO_O;
+            }
+            let mut ops = Vec::new();
+            while let Some(op) = rest.chars().next().filter(|c| matches!(c, '+' | '-' | '=')) {
+                rest = &rest[1..];
+                let end = rest.find(['+', '-', '=']).unwrap_or(rest.len());
+                let perm = &rest[..end];
+                rest = &rest[end..];
+                let p = match perm {
+                    "u" | "g" | "o" => Perm::Copy(perm.chars().next().unwrap_or('u')),
+                    p if p.chars().all(|c| "rwxXst".contains(c)) => Perm::Letters(p.to_string()),
+                    p => return Err(bad(&format!("{p:?}: want permissions of rwxXst, or one of u, g, o"))),
+                };
+                ops.push((op, p));
+            }
+            if ops.is_empty() || !rest.is_empty() {
+                return Err(bad(&format!("{clause:?}: want an octal mode or [ugoa]*[+-=][rwxXst]*, comma separated")));
+            }
+            clauses.push((who, ops));
+        }
+        Ok(Chmod::Symbolic(clauses))
+    }
+
+    /// The mode an entry of mode `mode` (permission bits) gets.
+    pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        let clauses = match self {
+            Chmod::Octal(m) => return *m,
+            Chmod::Symbolic(c) => c,
+        };
+        let mut m = mode & 0o7777;
+        for (who, ops) in clauses {
+            for (op, perm) in ops {
+                let bits = match perm {
+                    Perm::Copy(c) => {
+                        let three = match c {
+                            'u' => (m >> 6) & 7,
+                            'g' => (m >> 3) & 7,
+                            _ => m & 7,
+                        };
+                        three * 0o111
+                    }
+                    Perm::Letters(l) => {
+                        let mut b = 0;
+                        for c in l.chars() {
+                            b |= match c {
+                                'r' => 0o444,
+                                'w' => 0o222,
+                                'x' => 0o111,
+                                'X' if is_dir || m & 0o111 != 0 => 0o111,
+                                's' => 0o6000,
+                                't' => 0o1000,
+                                _ => 0,
+                            };
+                        }
+                        b
+                    }
+                } & who;
+                m = match op {
+                    '+' => m | bits,
+                    '-' => m & !bits,
+                    // As chmod(1): `=` keeps a directory's set-id bits unless it sets them.
+                    _ => (m & !(who & if is_dir { !0o6000 } else { !0 })) | bits,
+                };
+            }
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// Symbolic modes give what chmod(1) gives (with a `who`, where its umask plays no part).
+    #[test]
+    fn symbolic_chmod_as_chmod_1() {
+        let d = std::env::temp_dir().join(format!("capsactl-chmod-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        let specs =
+            ["u+x", "go-w", "u+x,go-w", "a=rX", "a+X", "u=rwx,g=rx,o=", "g=u", "o=g", "u+s", "g+s,o+t", "ug+rw-x", "a-rwx,u+r", "o+rwt"];
+        for (i, spec) in specs.iter().enumerate() {
+            for start in [0o644u32, 0o755, 0o600, 0o4751, 0o1777, 0o000] {
+                for is_dir in [false, true] {
+                    let p = d.join(format!("{i}-{start:o}-{is_dir}"));
+                    if is_dir {
+                        std::fs::create_dir(&p).unwrap();
+                    } else {
+                        std::fs::write(&p, b"").unwrap();
+                    }
+                    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(start)).unwrap();
+                    let o = std::process::Command::new("chmod").arg(spec).arg(&p).output().unwrap();
+                    assert!(o.status.success(), "chmod {spec}: {}", String::from_utf8_lossy(&o.stderr));
+                    let want = std::fs::metadata(&p).unwrap().permissions().mode() & 0o7777;
+                    let got = Chmod::parse(spec).unwrap().apply(start, is_dir);
+                    assert_eq!(got, want, "{spec} on {start:o} (dir: {is_dir}): {got:o}, chmod(1) {want:o}");
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&d);
+        assert_eq!(Chmod::parse("0755").unwrap(), Chmod::Octal(0o755));
+        for bad in ["", "8", "17777", "u+q", "x+r", "u", "u+x,", "+r,g"] {
+            assert!(Chmod::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
 }

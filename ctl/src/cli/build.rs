@@ -1,5 +1,5 @@
 //! `build [-t NAME:TAG]... [-f Dockerfile] [--build-arg K=V]... [--target STAGE]
-//! [--no-cache] [--pull] [--network host|none] [--progress plain] [-q] CONTEXT`: a
+//! [--no-cache] [--pull] [--network host|none] [--progress auto|plain|tty|quiet] [-q] CONTEXT`: a
 //! Dockerfile built into an image in the store (see `crate::build`).
 
 use std::collections::BTreeMap;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use capsa_image::reference::Reference;
 
 use super::{fail, Cli, Failure, Result};
-use crate::build::exec::{Builder, Opts};
+use crate::build::exec::{Builder, FsExport, Opts};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -45,14 +45,15 @@ pub struct Args {
     /// Optional parent cgroup for the RUN containers (default /capsa).
     #[arg(long = "cgroup-parent", value_name = "PATH")]
     pub cgroup_parent: Option<String>,
-    /// Type of progress output: auto or plain (tty: not implemented yet).
+    /// Type of progress output: auto (tty on a terminal, else plain), plain, tty, quiet.
     #[arg(long, default_value = "auto")]
     pub progress: String,
     /// Suppress the build output and print image ID on success.
     #[arg(short, long)]
     pub quiet: bool,
-    /// Also export the image: type=docker|oci,dest=FILE (a `capsactl save` archive; the
-    /// image stays in the store).
+    /// Also export: type=docker|oci,dest=FILE (a `capsactl save` archive), type=local,dest=DIR
+    /// or type=tar,dest=FILE|- (the image's filesystem), or just DIR (type=local); the
+    /// image stays in the store.
     #[arg(short, long, value_name = "type=…,dest=…")]
     pub output: Option<String>,
     /// The build context: a directory.
@@ -76,10 +77,13 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     }
     let export = a.output.as_deref().map(parse_output).transpose()?;
     match a.progress.as_str() {
-        "auto" | "plain" => {}
-        "quiet" | "rawjson" | "tty" => return Err(bad(format!("--progress {}: not implemented yet (auto, plain)", a.progress))),
+        "auto" | "plain" | "tty" | "quiet" => {}
+        "rawjson" => return Err(bad("--progress rawjson: not implemented yet (auto, plain, tty, quiet)")),
         p => return Err(bad(format!("--progress {p}: want auto, plain, tty, quiet or rawjson"))),
     }
+    // `quiet` is -q's output: only the image id.
+    let quiet = a.quiet || a.progress == "quiet";
+    let progress = crate::build::view::mode(&a.progress, quiet);
     if let Some(p) = &a.platform {
         let want = capsa_image::oci::Platform::parse(p).map_err(|e| bad(format!("--platform {p}: {e}")))?;
         let host = capsa_image::oci::Platform::host();
@@ -160,7 +164,12 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         pull: if a.pull == Some(true) { super::pull::PullPolicy::Always } else { super::pull::PullPolicy::Missing },
         allow,
         network,
-        quiet: a.quiet,
+        quiet,
+        progress,
+        export: match &export {
+            Some(Export::Fs(fs)) => Some(fs.clone()),
+            _ => None,
+        },
         cgroup_parent,
     };
     // RUN containers read nothing: their stdin is /dev/null (the Dockerfile may have come
@@ -175,42 +184,68 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
         let mut b = Builder::new(&mut store, &cli.state_root, &o)?;
         b.build(cli)?
     };
-    if let Some((format, dest)) = export {
+    let mut print_id = true;
+    if let Some(Export::Fs(fs)) = &export {
+        // The tar on STDOUT is the output: no image id after it (as docker).
+        print_id = !matches!(fs, FsExport::Tar(d) if d.as_os_str() == "-");
+    }
+    if let Some(Export::Archive(format, dest)) = export {
         let img = store.resolve(&id.to_string())?;
         let names = o.tags.iter().filter(|t| img.tags.contains(t)).cloned().collect();
         let items = [capsa_image::archive::Item { names, image: img }];
         super::save::to_file(&store, &items, format, &dest)?;
-        if !o.quiet {
+        if !quiet {
             eprintln!("exported {id} to {}", dest.display());
         }
     }
-    println!("{id}");
+    if print_id {
+        println!("{id}");
+    }
     Ok(0)
 }
 
-/// `-o type=docker|oci,dest=FILE` (docker's form; `tar` is not accepted: no plain rootfs
-/// export yet).
-fn parse_output(s: &str) -> Result<(capsa_image::archive::Format, PathBuf)> {
+/// What `-o` asks for.
+enum Export {
+    /// `type=docker|oci,dest=FILE`: the image as a `save` archive.
+    Archive(capsa_image::archive::Format, PathBuf),
+    /// `type=local,dest=DIR` or `type=tar,dest=FILE|-`: the image's filesystem.
+    Fs(FsExport),
+}
+
+/// `-o type=docker|oci|local|tar,dest=…`, or `-o DIR` (type=local), as docker's. The
+/// image stays in the store in every case.
+fn parse_output(s: &str) -> Result<Export> {
+    let want = "want type=docker|oci|local|tar,dest=PATH, or a directory";
+    if !s.contains('=') && !s.is_empty() {
+        return Ok(Export::Fs(FsExport::Local(PathBuf::from(s))));
+    }
     let mut typ = None;
     let mut dest = None;
     for kv in s.split(',') {
         match kv.split_once('=') {
             Some(("type", v)) => typ = Some(v),
             Some(("dest", v)) if !v.is_empty() => dest = Some(PathBuf::from(v)),
-            _ => return Err(bad(format!("-o {s}: want type=docker|oci,dest=FILE"))),
+            _ => return Err(bad(format!("-o {s}: {want}"))),
         }
     }
-    let format = match typ {
-        Some("docker") => capsa_image::archive::Format::Docker,
-        Some("oci") => capsa_image::archive::Format::Oci,
-        Some(t @ ("local" | "tar" | "image" | "registry")) => return Err(bad(format!("-o type={t}: not implemented yet (docker, oci)"))),
-        _ => return Err(bad(format!("-o {s}: want type=docker|oci,dest=FILE"))),
-    };
-    let dest = dest.ok_or_else(|| bad(format!("-o {s}: dest=FILE is required")))?;
-    if dest.as_os_str() == "-" {
-        return Err(bad("-o dest=-: writing the archive to STDOUT is not implemented yet"));
-    }
-    Ok((format, dest))
+    let dest = dest.ok_or_else(|| bad(format!("-o {s}: dest=PATH is required")))?;
+    let stdout = dest.as_os_str() == "-";
+    Ok(match typ {
+        Some("docker") | Some("oci") if stdout => return Err(bad("-o dest=-: writing the archive to STDOUT is not implemented yet")),
+        Some("docker") => Export::Archive(capsa_image::archive::Format::Docker, dest),
+        Some("oci") => Export::Archive(capsa_image::archive::Format::Oci, dest),
+        Some("local") if stdout => return Err(bad("-o type=local,dest=-: a directory is needed (type=tar writes to STDOUT)")),
+        Some("local") => Export::Fs(FsExport::Local(dest)),
+        Some("tar") => {
+            use std::io::IsTerminal;
+            if stdout && std::io::stdout().is_terminal() {
+                return Err(bad("-o type=tar,dest=-: STDOUT is a terminal; redirect it"));
+            }
+            Export::Fs(FsExport::Tar(dest))
+        }
+        Some(t @ ("image" | "registry")) => return Err(bad(format!("-o type={t}: not implemented yet (docker, oci, local, tar)"))),
+        _ => return Err(bad(format!("-o {s}: {want}"))),
+    })
 }
 
 /// The largest Dockerfile read (docker has no fixed limit; this one bounds memory).
