@@ -725,3 +725,56 @@ fn dns_add_host_hostname_publish_all_and_a_hostile_image() {
     e.ok(&["rm", "-f", "all", "one"]);
     e.settled(&before, "at the end");
 }
+
+#[test]
+fn only_published_ports_are_reachable_from_outside_networks_are_isolated_and_router_ads_are_ignored() {
+    let e = NetEnv::new("fw");
+    let before = baseline(&e);
+    e.ok(&["network", "create", "--ipv6", "--subnet", "fd00:77::/64", "--subnet", "10.77.0.0/24", "neta"]);
+    e.ok(&["network", "create", "--subnet", "10.78.0.0/24", "netb"]);
+    e.ok(&["run", "-d", "--network", "neta", "--name", "priv", "busybox", "httpd", "-f", "-p", "81", "-h", "/etc"]);
+    e.ok(&["run", "-d", "--network", "neta", "-p", "8181:80", "--name", "pub", "busybox", "httpd", "-f", "-p", "80", "-h", "/etc"]);
+    let ip = |n: &str| e.inspect(n)["NetworkSettings"]["Networks"]["neta"]["IPAddress"].as_str().unwrap().parse::<Ipv4Addr>().unwrap();
+    let (priv4, pub4) = (ip("priv"), ip("pub"));
+    let priv6: Ipv6Addr = e.inspect("priv")["NetworkSettings"]["Networks"]["neta"]["GlobalIPv6Address"].as_str().unwrap().parse().unwrap();
+    // The host itself reaches a container's address (as docker's), so the server is up.
+    until("priv answers the host", || get(&e.host, sa(priv4, 81), "/passwd"));
+    // "Upstream" routes the subnets to the host, as a real network would with a routed subnet.
+    let Ns::Path(up) = &e.upstream else { panic!("upstream is a path") };
+    let up = format!("--net={}", up.display());
+    run("nsenter", &[&up, "ip", "route", "add", "10.77.0.0/24", "via", &HOST_IP.to_string()]);
+    run("nsenter", &[&up, "ip", "-6", "route", "add", "fd00:77::/64", "via", &HOST_IP6.to_string()]);
+    // Only the published port gets in from outside; a container port that is not published,
+    // or published on 127.0.0.1 only, does not (docker's DOCKER chain).
+    let a = until("the published port from upstream", || get(&e.upstream, sa(HOST_IP, 8181), "/passwd"));
+    assert!(a.contains("root:x:0:0"), "{a}");
+    assert!(get(&e.upstream, sa(priv4, 81), "/passwd").is_none(), "an unpublished port reached from upstream");
+    assert!(get(&e.upstream, sa6(priv6, 81), "/passwd").is_none(), "an unpublished port reached from upstream over IPv6");
+    assert!(get(&e.upstream, sa(pub4, 80), "/passwd").is_none(), "a published container port reached directly from upstream");
+    // Containers of one network reach each other; another network's do not (docker's
+    // DOCKER-ISOLATION), but they do reach its published port on the host's address.
+    let url = format!("http://{priv4}:81/passwd");
+    assert!(e.ok(&["run", "--rm", "--network", "neta", "busybox", "wget", "-qO-", &url]).contains("root:x:0:0"));
+    let o = e.ctl(&["run", "--rm", "--network", "netb", "busybox", "wget", "-T", "2", "-qO-", &url]);
+    assert!(!o.status.success(), "netb reached neta's container: {}", out(&o));
+    let o = e.ok(&["run", "--rm", "--network", "netb", "busybox", "wget", "-qO-", "http://192.0.2.1:8181/passwd"]);
+    assert!(o.contains("root:x:0:0"), "{o}");
+    // Router advertisements: neither the host's bridges nor a container take them.
+    let bridges: Vec<String> =
+        e.host.run(|| Rtnl::open()?.links()).unwrap().into_iter().filter(|l| l.kind.as_deref() == Some("bridge")).map(|l| l.name).collect();
+    assert_eq!(bridges.len(), 3, "{bridges:?}");
+    for b in &bridges {
+        let v = e.host.run(|| Ok(std::fs::read_to_string(format!("/proc/sys/net/ipv6/conf/{b}/accept_ra"))?)).unwrap();
+        assert_eq!(v.trim(), "0", "accept_ra of {b}");
+    }
+    assert_eq!(
+        e.exec(
+            "priv",
+            "cat /proc/sys/net/ipv6/conf/all/accept_ra /proc/sys/net/ipv6/conf/default/accept_ra /proc/sys/net/ipv6/conf/eth0/accept_ra"
+        ),
+        "0\n0\n0"
+    );
+    e.ok(&["rm", "-f", "priv", "pub"]);
+    e.ok(&["network", "rm", "neta", "netb"]);
+    e.settled(&before, "at the end");
+}

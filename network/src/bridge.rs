@@ -81,6 +81,9 @@ pub fn ensure(host: &Ns, net: &Network, mtu: u32) -> Result<u32> {
             }
             sysctl("net/ipv6/conf/all/forwarding", "1")?;
         }
+        // Router advertisements a container sends must not give the host a route or an
+        // address (CVE-2020-13401's lesson; docker sets the same on its bridges).
+        sysctl_v6(&format!("net/ipv6/conf/{}/accept_ra", net.bridge), "0")?;
         rt.set_up(index)?;
         sysctl("net/ipv4/ip_forward", "1")?;
         sysctl(&format!("net/ipv4/conf/{}/route_localnet", net.bridge), "1")?;
@@ -190,6 +193,11 @@ pub fn attach(
         rt.set_up(l.index)
     })?;
     cns.run(|| {
+        // Addresses and routes are static: another container's router advertisements must
+        // not add routes or addresses (a rogue default route, a prefix claimed on-link).
+        for conf in ["all", "default", ifname] {
+            sysctl_v6(&format!("net/ipv6/conf/{conf}/accept_ra"), "0")?;
+        }
         let mut rt = Rtnl::open()?;
         let lo = rt.link("lo")?.ok_or_else(|| Error::new("no lo in the container's network namespace"))?;
         rt.set_up(lo.index)?;
@@ -256,6 +264,14 @@ pub fn del_link(host: &Ns, name: &str) -> Result<()> {
         }
         Ok(())
     })
+}
+
+/// [`sysctl`] of an IPv6 setting: nothing to do on a kernel without IPv6.
+fn sysctl_v6(key: &str, value: &str) -> Result<()> {
+    if !Path::new("/proc/sys/net/ipv6").exists() {
+        return Ok(());
+    }
+    sysctl(key, value)
 }
 
 /// Writes a sysctl of the calling thread's network namespace.

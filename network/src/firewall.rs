@@ -19,7 +19,11 @@
 //!   answer 127.0.0.1) or from the subnet itself (hairpin: the answer must come back through
 //!   the host to be un-DNATed);
 //! - `forward` (filter): for an internal network (docker's `--internal`), drop what would
-//!   be forwarded between its bridge and any other link (no masquerade either).
+//!   be forwarded between its bridge and any other link (no masquerade either); for the
+//!   others, into the bridge only answers (`ct state established,related`), published ports
+//!   (`ct status dnat`) and traffic between its own containers; anything else routed to the
+//!   subnet (from another host, or another network's containers) is dropped, as docker's
+//!   DOCKER and DOCKER-ISOLATION chains do.
 //!
 //! Table `ip6 capsa` has the same chains but `localnet`, with the same rules for a network's
 //! IPv6 subnet and a container's IPv6 address, as docker's ip6tables rules: a port published
@@ -153,10 +157,15 @@ pub fn add_network(host: &Ns, lock_dir: &std::path::Path, net: &Network) -> Resu
     let _lock = lock(lock_dir)?;
     host.run(|| {
         add_network6(net, &tag)?;
-        if nftnl::list_rules(TABLE)?.iter().any(|r| r.comment == tag) {
+        let (sn, br) = (net.subnet, &net.bridge);
+        let mine: Vec<nftnl::Rule> = nftnl::list_rules(TABLE)?.into_iter().filter(|r| r.comment == tag).collect();
+        if !mine.is_empty() {
+            // A network made before its forward rules existed gets them now.
+            if !net.internal && !mine.iter().any(|r| r.chain == "forward") {
+                commit_rules(Family::Ip, |b| forward_rules(b, br, &tag))?;
+            }
             return Ok(());
         }
-        let (sn, br) = (net.subnet, &net.bridge);
         commit_rules(Family::Ip, |b| {
             // iifname BRIDGE ip daddr 127.0.0.0/8 drop: route_localnet on the bridge must not
             // let a container reach the host's 127.0.0.1 services (CVE-2020-8558's lesson).
@@ -167,6 +176,7 @@ pub fn add_network(host: &Ns, lock_dir: &std::path::Path, net: &Network) -> Resu
                 b.add_rule("forward", vec![expr::oifname(true, br), expr::iifname_ne(br), expr::drop()], &tag);
                 return;
             }
+            forward_rules(b, br, &tag);
             // ip saddr SUBNET oifname != BRIDGE masquerade
             b.add_rule("postrouting", vec![expr::saddr_in(sn.addr, sn.prefix), expr::oifname(false, br), expr::masquerade()], &tag);
             // oifname BRIDGE ct status dnat ip saddr 127.0.0.0/8 masquerade (and from SUBNET)
@@ -177,19 +187,33 @@ pub fn add_network(host: &Ns, lock_dir: &std::path::Path, net: &Network) -> Resu
     })
 }
 
+/// What may be forwarded into a (non-internal) network's bridge: answers, published ports
+/// and its own containers' traffic; nothing else (same rules in both families).
+fn forward_rules(b: &mut Batch, br: &str, tag: &str) {
+    b.add_rule("forward", vec![expr::oifname(true, br), expr::ct_established(), expr::accept()], tag);
+    b.add_rule("forward", vec![expr::oifname(true, br), expr::ct_dnat(), expr::accept()], tag);
+    b.add_rule("forward", vec![expr::oifname(true, br), expr::iifname(br), expr::accept()], tag);
+    b.add_rule("forward", vec![expr::oifname(true, br), expr::drop()], tag);
+}
+
 /// The IPv6 half of [`add_network`] (on the caller's thread, under its lock).
 fn add_network6(net: &Network, tag: &str) -> Result<()> {
     let Some((sn6, _)) = net.v6 else { return Ok(()) };
-    if nftnl::list_rules_of(Family::Ip6, TABLE)?.iter().any(|r| r.comment == tag) {
+    let br = &net.bridge;
+    let mine: Vec<nftnl::Rule> = nftnl::list_rules_of(Family::Ip6, TABLE)?.into_iter().filter(|r| r.comment == tag).collect();
+    if !mine.is_empty() {
+        if !net.internal && !mine.iter().any(|r| r.chain == "forward") {
+            commit_rules(Family::Ip6, |b| forward_rules(b, br, tag))?;
+        }
         return Ok(());
     }
-    let br = &net.bridge;
     commit_rules(Family::Ip6, |b| {
         if net.internal {
             b.add_rule("forward", vec![expr::iifname(br), expr::oifname(false, br), expr::drop()], tag);
             b.add_rule("forward", vec![expr::oifname(true, br), expr::iifname_ne(br), expr::drop()], tag);
             return;
         }
+        forward_rules(b, br, tag);
         // ip6 saddr SUBNET6 oifname != BRIDGE masquerade
         b.add_rule("postrouting", vec![expr::saddr6_in(sn6.addr, sn6.prefix), expr::oifname(false, br), expr::masquerade()], tag);
         // oifname BRIDGE ct status dnat ip6 saddr SUBNET6 masquerade (hairpin)

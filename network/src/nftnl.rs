@@ -204,6 +204,17 @@ pub mod expr {
         // ct status (key 2) is stored in host order; IPS_DST_NAT = 0x20.
         vec![Expr("ct", Attrs::default().be32(1, REG_1).be32(2, 2)), and(&0x20u32.to_ne_bytes()), cmp(false, &0u32.to_ne_bytes())]
     }
+    /// `ct state established,related`.
+    pub fn ct_established() -> Vec<Expr> {
+        // ct state (key 0) is stored in host order; the kernel's NF_CT_STATE_BIT:
+        // ESTABLISHED = 1 << 1, RELATED = 1 << 2 (NEW = 1 << 3, INVALID = 1).
+        vec![Expr("ct", Attrs::default().be32(1, REG_1).be32(2, 0)), and(&0x06u32.to_ne_bytes()), cmp(false, &0u32.to_ne_bytes())]
+    }
+    /// `accept` (the verdict register, 0, set to NF_ACCEPT, 1).
+    pub fn accept() -> Vec<Expr> {
+        let verdict = Attrs::default().be32(1, 1);
+        vec![Expr("immediate", Attrs::default().be32(1, 0).nest(2, Attrs::default().nest(2, verdict)))]
+    }
     /// `dnat to ADDR:PORT`.
     pub fn dnat(addr: Ipv4Addr, port: u16) -> Vec<Expr> {
         vec![
