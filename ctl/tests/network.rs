@@ -778,3 +778,51 @@ fn only_published_ports_are_reachable_from_outside_networks_are_isolated_and_rou
     e.ok(&["network", "rm", "neta", "netb"]);
     e.settled(&before, "at the end");
 }
+
+#[test]
+fn network_rm_racing_run_never_leaves_a_container_without_its_bridge() {
+    let e = NetEnv::new("rmrace");
+    let before = baseline(&e);
+    let mut removed = 0;
+    for i in 0..16u64 {
+        e.ok(&["network", "create", "--subnet", "10.79.0.0/24", "rx"]);
+        let mut run = e.cmd(&["run", "-d", "--name", "rxc", "--network", "rx", "busybox", "sleep", "100"]);
+        let child = run.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        // 0 to 112 ms: the moment `run` leases an address falls somewhere in there.
+        std::thread::sleep(Duration::from_millis(i * i / 2));
+        let rm = e.ctl(&["network", "rm", "rx"]);
+        let _ = child.wait_with_output();
+        let bridge_up =
+            e.host.run(|| Ok(Rtnl::open()?.links()?.iter().any(|l| l.kind.as_deref() == Some("bridge") && l.name != "capsa0"))).unwrap();
+        let listed = e.ok(&["network", "ls", "--format", "{{.Name}}"]).lines().any(|l| l == "rx");
+        let running = e.ok(&["ps", "--format", "{{.Names}}"]).lines().any(|l| l == "rxc");
+        if rm.status.success() {
+            removed += 1;
+            assert!(!listed && !bridge_up && !running, "round {i}: removed, yet listed {listed}, bridge {bridge_up}, running {running}");
+        } else {
+            assert!(listed && bridge_up, "round {i}: refused ({}), yet listed {listed}, bridge {bridge_up}", err(&rm));
+        }
+        let _ = e.ctl(&["rm", "-f", "rxc"]);
+        let _ = e.ctl(&["network", "rm", "rx"]);
+    }
+    eprintln!("network rm won {removed} of 16 rounds");
+    // A `network create` killed between making its bridge and marking it as capsa's: the
+    // bridge (down, unmarked, no address, named after the network's id) goes with `rm`.
+    e.ok(&["network", "create", "--subnet", "10.79.0.0/24", "killed"]);
+    let v: Value = serde_json::from_str(&e.ok(&["network", "inspect", "killed"])).unwrap();
+    let br = format!("br-{}", &v[0]["Id"].as_str().unwrap()[..12]);
+    e.host
+        .run(|| {
+            let mut rt = Rtnl::open()?;
+            let l = rt.link(&br)?.unwrap();
+            rt.set_down(l.index)?;
+            rt.set_alias(l.index, "")?;
+            for (a, p) in rt.addrs(l.index)? {
+                rt.del_addr(l.index, a, p)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    e.ok(&["network", "rm", "killed"]);
+    e.settled(&before, "at the end");
+}

@@ -114,6 +114,19 @@ pub fn remove(host: &Ns, net: &Network) -> Result<()> {
         let mut rt = Rtnl::open()?;
         match rt.link(&net.bridge)? {
             Some(l) if l.alias.as_deref() == Some(rtnl::OWNED_ALIAS) => rt.del_link(l.index)?,
+            // Made by a `network create` or `run` killed before it marked it: the name derived
+            // from the network's id is capsa's, and the bridge is as it was just made (down,
+            // unmarked, no address).
+            Some(l)
+                if l.kind.as_deref() == Some("bridge")
+                    && l.alias.is_none()
+                    && !l.up
+                    && net.id.len() >= 12
+                    && net.bridge == format!("br-{}", &net.id[..12])
+                    && rt.addrs(l.index)?.is_empty() =>
+            {
+                rt.del_link(l.index)?
+            }
             Some(l) if l.kind.as_deref() == Some("bridge") => {
                 match rt.del_addr(l.index, IpAddr::V4(net.gateway), net.subnet.prefix) {
                     Err(e) if e.errno() != Some(libc::EADDRNOTAVAIL) => return Err(e),

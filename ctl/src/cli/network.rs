@@ -377,13 +377,18 @@ fn remove(store: &Store, e: &Entry) -> Result<()> {
     if e.name == cnet::DEFAULT_NETWORK {
         return Err(fail(format!("{} is a pre-defined network and cannot be removed", e.name)));
     }
-    let leases = ipam::leases_on(store.db.conn(), &net.name).map_err(nerr)?;
+    // The row goes first, in one transaction with the check that no container has an
+    // address on it: a `run` racing this either leased first (and the removal is refused) or
+    // finds no network; it never gets a network whose bridge is being removed.
+    let tx = rusqlite::Transaction::new_unchecked(store.db.conn(), rusqlite::TransactionBehavior::Immediate)?;
+    let leases = ipam::leases_on(&tx, &net.name).map_err(nerr)?;
     if !leases.is_empty() {
         return Err(fail(format!("error while removing network: network {} id {} has active endpoints", net.name, net.id)));
     }
-    firewall::remove_network(&Ns::Current, net).map_err(nerr)?;
-    bridge::remove(&Ns::Current, net).map_err(nerr)?;
-    ipam::remove_network(store.db.conn(), &net.name).map_err(|e| fail(format!("error while removing network: {e}")))
+    ipam::remove_network(&tx, &net.name).map_err(|e| fail(format!("error while removing network: {e}")))?;
+    tx.commit()?;
+    let r = firewall::remove_network(&Ns::Current, net).and_then(|()| bridge::remove(&Ns::Current, net));
+    r.map_err(|e| fail(format!("network {} removed, but not all of its bridge {} and rules: {e}", net.name, net.bridge)))
 }
 
 fn ls(store: &Store, a: &LsArgs) -> Result<i32> {
