@@ -570,11 +570,7 @@ fn output_local_and_tar_write_the_image_filesystem() {
     let env = Env::new("build-output");
     let outside = env.dir.join("outside");
     std::fs::create_dir_all(&outside).unwrap();
-    let bb = Layer::new().busybox().tar();
-    let evil = Layer::new().symlink("target", outside.to_str().unwrap()).symlink("up", "../../../../../..").tar();
-    let cfg = config(&[bb.clone(), evil.clone()], json!({"Cmd": ["sh"]}));
-    let p = env.write("evil.tar", &docker_archive(&[bb, evil], &cfg, &["evil:latest"]));
-    env.ok(&["load", "-i", p.to_str().unwrap()]);
+    load_escaping_base(&env, &outside);
     let ctx = context(&env, "ctx", &[("Dockerfile", "FROM evil\nRUN echo built > /built && mkdir /d && echo in-d > /d/f\n")]);
     let dest = env.dir.join("out");
     std::fs::create_dir_all(&dest).unwrap();
@@ -832,17 +828,22 @@ fn hostile_context_symlinks_stay_inside_the_context() {
     assert_clean(&env);
 }
 
-#[test]
-fn hostile_rootfs_symlinks_do_not_lead_copy_out_of_it() {
-    let env = Env::new("build-hostile-rootfs");
-    let outside = env.dir.join("outside");
-    std::fs::create_dir_all(&outside).unwrap();
-    // A base image whose /target and /etc/evil point out of the rootfs (absolute and by ..).
+/// Loads `evil:latest`: busybox with `/target` pointing at `outside` (absolute) and `/up`
+/// climbing out of the rootfs by `..`.
+fn load_escaping_base(env: &Env, outside: &Path) {
     let bb = Layer::new().busybox().tar();
     let evil = Layer::new().symlink("target", outside.to_str().unwrap()).symlink("up", "../../../../../../..").tar();
     let cfg = config(&[bb.clone(), evil.clone()], json!({"Cmd": ["sh"]}));
     let p = env.write("evil.tar", &docker_archive(&[bb, evil], &cfg, &["evil:latest"]));
     env.ok(&["load", "-i", p.to_str().unwrap()]);
+}
+
+#[test]
+fn hostile_rootfs_symlinks_do_not_lead_copy_out_of_it() {
+    let env = Env::new("build-hostile-rootfs");
+    let outside = env.dir.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    load_escaping_base(&env, &outside);
     let ctx = context(&env, "ctx", &[("f", "payload"), ("d/g", "payload2")]);
     let up = format!("up{}/", outside.display());
     std::fs::write(ctx.join("Dockerfile"), format!("FROM evil\nCOPY f /target/f\nCOPY d {up}\nCOPY f /target/new/dir/\n")).unwrap();
