@@ -684,12 +684,15 @@ impl Watch {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().ok()?;
+        let child = cmd.spawn().ok()?;
         drop(wr);
         drop(cmd);
         let mut out = String::new();
         let _ = std::fs::File::from(r).read_to_string(&mut out);
-        let _ = child.wait();
+        // The answer is complete once fd 3 is closed; the helper's exit may come later
+        // (closing a netfilter socket waits for the kernel, see capsa-network's nftnl), and
+        // the waiting client need not wait for it. `reap` collects it.
+        drop(child);
         Some(out)
     }
 }
