@@ -40,6 +40,15 @@ fn build(env: &Env, ctx: &Path, args: &[&str]) -> Output {
     env.ctl(&a)
 }
 
+/// `build` as a command to spawn (a test that kills it, or runs several at once).
+fn build_command(env: &Env, ctx: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_capsactl"));
+    c.arg("--root").arg(env.root()).arg("--state-root").arg(env.state());
+    c.args(["build", "--cgroup-parent", &cgroup_parent(env)]).args(args).arg(ctx);
+    c.stdin(std::process::Stdio::null());
+    c
+}
+
 /// A build that must fail with `want` in its error.
 fn build_fails(env: &Env, ctx: &Path, args: &[&str], want: &str) {
     let o = build(env, ctx, args);
@@ -982,18 +991,7 @@ fn a_build_killed_during_a_run_is_cleaned_up_by_the_next_one() {
     let env = Env::new("build-killed");
     load_busybox(&env);
     let ctx = context(&env, "ctx", &[("Dockerfile", "FROM busybox\nRUN sleep 1000\n")]);
-    let cg = cgroup_parent(&env);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_capsactl"))
-        .arg("--root")
-        .arg(env.root())
-        .arg("--state-root")
-        .arg(env.state())
-        .args(["build", "--cgroup-parent", &cg, ctx.to_str().unwrap()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = build_command(&env, &ctx, &[]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     // Until the RUN's container runs (its capsa state exists), then SIGKILL the build.
     let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::fs::read_dir(env.state()).map(|r| r.count()).unwrap_or(0) == 0 {
@@ -1098,11 +1096,8 @@ fn concurrent_builds_on_one_store_leave_each_other_alone() {
     for round in 0..3 {
         let kids: Vec<_> = (0..12)
             .map(|_| {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_capsactl"));
-                c.arg("--root").arg(env.root()).arg("--state-root").arg(env.state());
-                c.args(["build", "--no-cache", "-q", "--cgroup-parent", &cgroup_parent(&env)]).arg(&ctx);
-                c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
-                c.spawn().unwrap()
+                let mut c = build_command(&env, &ctx, &["--no-cache", "-q"]);
+                c.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap()
             })
             .collect();
         for k in kids {
@@ -1209,11 +1204,8 @@ fn a_cancelled_build_stops_its_stages_and_a_killed_one_is_cleaned_up_by_the_next
     };
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL] {
         let log = env.dir.join(format!("build-{sig}.log"));
-        let mut c = Command::new(env!("CARGO_BIN_EXE_capsactl"));
-        c.arg("--root").arg(env.root()).arg("--state-root").arg(env.state());
-        c.args(["build", "--no-cache", "--cgroup-parent", &cgroup_parent(&env)]).arg(&ctx);
-        c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap());
-        let mut child = c.spawn().unwrap();
+        let mut c = build_command(&env, &ctx, &["--no-cache"]);
+        let mut child = c.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
         started(&log);
         // SAFETY: kill(2) of our own child with a signal number.
         unsafe { libc::kill(child.id() as i32, sig) };
