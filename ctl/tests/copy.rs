@@ -218,14 +218,19 @@ fn cp_is_safe_against_the_symlink_swap_race() {
     let out = env.dir.join("out");
     std::fs::create_dir_all(&out).unwrap();
     let payload = env.write("payload", b"PAYLOAD\n");
-    let (mut via_dir, mut via_link, mut write_ok) = (0, 0, 0);
+    let (mut via_dir, mut via_link, mut partial, mut write_ok) = (0, 0, 0, 0);
     for i in 0..150 {
         let dst = out.join(format!("got{i}"));
         let o = env.ctl(&["cp", &format!("racer:/swap/{rel}/secret"), dst.to_str().unwrap()]);
         if o.status.success() {
+            // overlayfs here has redirect_dir off, so the swapper's `mv` of a directory
+            // from the image gets EXDEV and copies it: cp may meet a `secret` the copy has
+            // made but not yet filled. Any prefix of the container's contents is the
+            // container's own file; anything else came from the host.
             match read(&dst).as_str() {
                 "inside d\n" => via_dir += 1,
                 "container root\n" => via_link += 1,
+                got if "inside d\n".starts_with(got) || "container root\n".starts_with(got) => partial += 1,
                 got => panic!("cp read {got:?}: the host's file"),
             }
         }
@@ -239,7 +244,7 @@ fn cp_is_safe_against_the_symlink_swap_race() {
         via_dir > 0 && via_link > 0 && write_ok > 0,
         "reads via the directory {via_dir}, via the symlink {via_link}, writes {write_ok}: the race did not happen"
     );
-    eprintln!("race: {via_dir} reads via the directory, {via_link} via the symlink, {write_ok} writes");
+    eprintln!("race: {via_dir} reads via the directory, {via_link} via the symlink, {partial} of a file mid-copy, {write_ok} writes");
     env.ok(&["rm", "-f", "racer"]);
     assert_clean(&env, &[id]);
 }
