@@ -1226,3 +1226,133 @@ fn a_cancelled_build_stops_its_stages_and_a_killed_one_is_cleaned_up_by_the_next
         assert_clean(&env);
     }
 }
+
+/// RUN --mount, as BuildKit's: binds of the context (.dockerignore applies, read-only
+/// unless rw, writes thrown away), of a stage; a cache kept between builds; a tmpfs; a
+/// secret. Nothing of a mount is in the layer; a context bind's content is in the key.
+#[test]
+fn run_mounts_bind_cache_tmpfs_secret() {
+    let env = Env::new("build-mounts");
+    load_busybox(&env);
+    let df = "FROM busybox AS base\n\
+        RUN mkdir -p /opt/data && echo from-stage > /opt/data/f\n\
+        FROM busybox\n\
+        WORKDIR /w\n\
+        RUN --mount=type=bind,source=req.txt,target=req.txt cat /w/req.txt > /got-req\n\
+        RUN --mount=target=/ctx ls /ctx/src > /ctx-src && { echo x > /ctx/new 2>/dev/null || echo ro > /ctx-ro; }\n\
+        RUN --mount=type=bind,target=/rw,rw echo y > /rw/new && cat /rw/req.txt > /rw-ok\n\
+        RUN --mount=from=base,source=/opt/data,target=/m cat /m/f > /got-stage\n\
+        RUN --mount=type=cache,target=/var/cache/app,id=c1 echo run >> /var/cache/app/count && wc -l < /var/cache/app/count > /cache-count\n\
+        RUN --mount=type=cache,target=/c2,id=c2,sharing=locked,uid=1000,mode=0700 --mount=type=cache,target=/c3,id=c3,from=base,source=/opt/data,sharing=private stat -c '%u %a' /c2 > /c2-stat && cat /c3/f > /c3-f\n\
+        RUN --mount=type=tmpfs,target=/t,size=1m grep ' /t ' /proc/mounts > /t-mount && touch /t/x\n\
+        RUN --mount=type=secret,id=tok stat -c %a /run/secrets/tok > /secret-mode && wc -c < /run/secrets/tok > /secret-len\n";
+    let ctx = context(
+        &env,
+        "ctx",
+        &[("Dockerfile", df), ("req.txt", "alpha\n"), ("src/a.txt", "a\n"), ("src/private.key", "k\n"), (".dockerignore", "src/*.key\n")],
+    );
+    let secret = env.write("tok", b"s3cret\n");
+    let sarg = format!("id=tok,src={}", secret.display());
+    let (_, log) = build_ok(&env, &ctx, &["-t", "m:1", "--secret", &sarg]);
+    let cat = |img: &str, f: &str| env.ok(&["run", "--rm", img, "cat", f]);
+    assert_eq!(cat("m:1", "/got-req"), "alpha\n", "{log}");
+    assert_eq!(cat("m:1", "/ctx-src"), "a.txt\n", ".dockerignore applies to a context bind");
+    assert_eq!(cat("m:1", "/ctx-ro"), "ro\n", "a bind is read-only by default");
+    assert_eq!(cat("m:1", "/rw-ok"), "alpha\n");
+    assert!(!ctx.join("new").exists(), "a rw bind's writes reached the context");
+    assert_eq!(cat("m:1", "/got-stage"), "from-stage\n");
+    assert_eq!(cat("m:1", "/cache-count").trim(), "1");
+    assert_eq!(cat("m:1", "/c2-stat"), "1000 700\n", "a cache mount's uid and mode");
+    assert_eq!(cat("m:1", "/c3-f"), "from-stage\n", "a cache mount filled from a stage");
+    assert!(cat("m:1", "/t-mount").starts_with("tmpfs /t tmpfs"), "{}", cat("m:1", "/t-mount"));
+    assert_eq!(cat("m:1", "/secret-mode"), "400\n");
+    assert_eq!(cat("m:1", "/secret-len").trim(), "7");
+    // No mount point, nothing written through a mount, no secret in the image.
+    let o =
+        env.ctl(&["run", "--rm", "m:1", "ls", "-a", "/w", "/rw", "/m", "/t", "/ctx", "/var/cache/app", "/c2", "/c3", "/run/secrets/tok"]);
+    assert_eq!(out(&o), "/w:\n.\n..\n", "{}", err(&o));
+    let saved = env.dir.join("m.tar");
+    env.ok(&["save", "-o", saved.to_str().unwrap(), "m:1"]);
+    let mut all = Vec::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(&saved).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut b).unwrap();
+        if b.starts_with(&[0x1f, 0x8b]) {
+            let mut d = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&b[..]), &mut d).unwrap();
+            b = d;
+        }
+        all.extend(b);
+    }
+    assert!(!all.windows(6).any(|w| w == b"s3cret"), "the secret is in the image");
+    // Unchanged: all cached. The cache mount kept its content across builds (--no-cache
+    // runs the RUN again, on the same cache). A change in a bound file misses the cache.
+    let (_, log) = build_ok(&env, &ctx, &["-t", "m:2", "--secret", &sarg]);
+    assert_eq!(log.matches("CACHED").count(), 10, "{log}");
+    build_ok(&env, &ctx, &["-t", "m:3", "--secret", &sarg, "--no-cache"]);
+    assert_eq!(cat("m:3", "/cache-count").trim(), "2");
+    std::fs::write(ctx.join("req.txt"), "beta\n").unwrap();
+    let (_, log) = build_ok(&env, &ctx, &["-t", "m:4", "--secret", &sarg]);
+    assert_eq!(cat("m:4", "/got-req"), "beta\n", "{log}");
+    // An ignored file's change misses nothing; the secret's change neither (as BuildKit).
+    std::fs::write(ctx.join("src/private.key"), "k2\n").unwrap();
+    std::fs::write(&secret, b"other\n").unwrap();
+    let (_, log) = build_ok(&env, &ctx, &["-t", "m:5", "--secret", &sarg]);
+    assert_eq!(log.matches("CACHED").count(), 10, "{log}");
+    // The cache mount stays until system prune.
+    assert_eq!(env.count("build-mounts"), 3);
+    for t in ["m:1", "m:2", "m:3", "m:4", "m:5"] {
+        env.ok(&["rmi", t]);
+    }
+    env.ok(&["system", "prune", "-f"]);
+    assert_eq!(env.count("build-mounts"), 0);
+    assert_clean(&env);
+}
+
+/// Bad --mount options fail before any step runs, naming the line; a source outside its
+/// root (a symlink of the context or a stage aimed at the host) resolves inside it; a
+/// required secret not given fails; nothing is left behind.
+#[test]
+fn run_mounts_refused_and_confined() {
+    let env = Env::new("build-mounts-bad");
+    load_busybox(&env);
+    let host = env.dir.join("hostdir");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("host-only"), "HOST\n").unwrap();
+    let ctx = context(&env, "ctx", &[("a", "a\n")]);
+    std::os::unix::fs::symlink(&host, ctx.join("escape")).unwrap();
+    for (df, want) in [
+        (
+            "FROM busybox\nRUN --mount=type=bind,foo=1,target=/x true\n",
+            "Dockerfile:2: RUN --mount=type=bind,foo=1,target=/x: foo: not an option of type=bind",
+        ),
+        (
+            "FROM busybox\nRUN true\nRUN --mount=type=ssh true\n",
+            "Dockerfile:3: RUN --mount=type=ssh: type=ssh: SSH agent forwarding is not supported",
+        ),
+        ("FROM busybox\nRUN --mount=type=nfs,target=/x true\n", "unknown mount type"),
+        ("FROM busybox\nRUN --mount=type=cache true\n", "type=cache: target is required"),
+        ("FROM busybox\nRUN --mount=type=cache,target=/c,sharing=all true\n", "sharing=all: want shared, private or locked"),
+        ("FROM busybox\nRUN --mount=type=secret,id=nope,required true\n", "secret nope: required, but not given"),
+        ("FROM busybox\nRUN --mount=source=escape,target=/m cat /m/host-only\n", "source=escape"),
+        ("FROM busybox\nRUN --mount=source=nothere,target=/m true\n", "source=nothere"),
+    ] {
+        std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+        build_fails(&env, &ctx, &[], want);
+    }
+    // A stage's symlink to / and an absolute path of the host: resolved in the stage.
+    let df = format!(
+        "FROM busybox AS base\nRUN ln -s / /rootlink\nFROM busybox\nRUN --mount=from=base,source=/rootlink{},target=/m cat /m/host-only\n",
+        host.display()
+    );
+    std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+    build_fails(&env, &ctx, &[], "not found in base");
+    assert!(!err(&build(&env, &ctx, &[])).contains("HOST"));
+    // A --secret flag that names nothing is refused before the build.
+    build_fails(&env, &ctx, &["--secret", "id=x,src=/nonexistent/file"], "is not a readable file");
+    build_fails(&env, &ctx, &["--secret", "src=/etc/hostname"], "an id is required");
+    assert_eq!(env.count("build-mounts"), 0);
+    assert_clean(&env);
+}

@@ -33,6 +33,7 @@ use capsa_image::Store;
 use capsa_sys::{Follow, Root};
 
 use super::expand;
+use super::mounts;
 use super::parallel::{self, Job, Steps, Worker};
 use super::parse::{self, CopyArgs, Dockerfile, Form, Heredoc, Instruction, Kind};
 use super::run::{self, RunSpec, Scratch};
@@ -64,6 +65,8 @@ pub struct Opts {
     pub export: Option<FsExport>,
     /// --cgroup-parent of the RUN containers (empty: capsactl's default, /capsa).
     pub cgroup_parent: String,
+    /// --secret: what `RUN --mount=type=secret` mounts, by id.
+    pub secrets: BTreeMap<String, super::mounts::SecretSource>,
 }
 
 /// Where `-o` writes the built image's filesystem.
@@ -288,7 +291,7 @@ impl<'a> Builder<'a> {
             }
             None => names.len() - 1,
         };
-        // Which stages the target needs: FROM <stage> and COPY --from=<stage|index>.
+        // Which stages the target needs: FROM <stage>, COPY --from and RUN --mount from=.
         let stage_ref = |s: &str, before: usize| -> Option<usize> {
             let l = s.to_ascii_lowercase();
             names[..before]
@@ -324,8 +327,8 @@ impl<'a> Builder<'a> {
                 _ => None,
             });
             for ins in st.instructions.iter().chain(triggers) {
-                if let Kind::Copy(CopyArgs { from: Some(f), .. }) = &ins.kind {
-                    let f = global(f);
+                for f in from_words(&ins.kind) {
+                    let f = global(&f);
                     match stage_ref(&f, i) {
                         Some(j) => d.push(j),
                         None if !f.is_empty() => w.push((f, ins.clone())),
@@ -360,8 +363,8 @@ impl<'a> Builder<'a> {
                         continue;
                     }
                     for t in self.image_triggers(&name) {
-                        if let Kind::Copy(CopyArgs { from: Some(f), .. }) = &t.kind {
-                            let f = global(f);
+                        for f in from_words(&t.kind) {
+                            let f = global(&f);
                             match stage_ref(&f, i) {
                                 Some(j) if !deps[i].contains(&j) => {
                                     deps[i].push(j);
@@ -579,6 +582,7 @@ impl<'a> Builder<'a> {
             quiet: self.o.quiet,
             progress: self.o.progress,
             cgroup_parent: self.o.cgroup_parent.clone(),
+            secrets: self.o.secrets.clone(),
             stage: idx,
             label: self.df.stages[idx].name.clone().unwrap_or_else(|| format!("stage-{idx}")),
             done: deps.iter().filter_map(|&j| Some((j, self.done[j].clone()?))).collect(),
@@ -872,9 +876,6 @@ impl<'a> Builder<'a> {
                 self.config_step(s, format!("MAINTAINER {m}"));
             }
             Kind::Run { cmd, heredocs, network, mounts, security } => {
-                if !mounts.is_empty() {
-                    return Err(e(self, "--mount: not implemented yet".into()));
-                }
                 if security.is_some() {
                     return Err(e(self, "--security: not implemented yet".into()));
                 }
@@ -922,6 +923,18 @@ impl<'a> Builder<'a> {
                         env.push(format!("{k}={v}"));
                     }
                 }
+                // --mount: options substituted (from= in the global scope, as COPY --from),
+                // what a bind of the context holds checksummed for the key.
+                let mut planned = Vec::new();
+                for m in mounts {
+                    let meta = &self.meta;
+                    let sub = |k: &str, v: &str| match k {
+                        "from" => expand::expand(v, esc, &|a| meta.get(a).cloned().or_else(|| auto_arg(a))),
+                        _ => x(s, v),
+                    };
+                    let rm = mounts::parse(m, &s.workdir(), &sub).map_err(|why| e(self, format!("--mount={m}: {why}")))?;
+                    planned.push(self.plan_mount(ins, rm, idx)?);
+                }
                 let spec = RunSpec {
                     argv: argv.clone(),
                     env: env.clone(),
@@ -930,12 +943,26 @@ impl<'a> Builder<'a> {
                     network: network.clone(),
                     quiet: self.view.captures_output(),
                     cgroup_parent: self.o.cgroup_parent.clone(),
+                    mounts: Vec::new(),
                 };
                 let created_by = format!("RUN {}", argv.join(" "));
-                let key_extra = serde_json::to_vec(&json!([env, network])).unwrap_or_default();
+                let mut key = vec![json!(env), json!(network)];
+                if !planned.is_empty() {
+                    key.push(json!(planned.iter().map(mounts::Planned::key).collect::<Vec<_>>()));
+                }
+                let key_extra = serde_json::to_vec(&key).unwrap_or_default();
                 self.layer_step(s, created_by, &key_extra, |b, step, chain| {
                     b.view.log(b.step, &step.join("output.log"));
-                    let code = run::run(b.store, b.state_root, &b.scratch, step, chain, &spec)?;
+                    let inp = mounts::Inputs { store: b.store, scratch: &b.scratch.dir, context: &b.context, secrets: &b.o.secrets };
+                    let prepared = mounts::prepare(&inp, &planned).map_err(|why| b.err(ins, format!("--mount: {why}")));
+                    let res = prepared.and_then(|p| {
+                        let spec = RunSpec { mounts: p.mounts.clone(), ..spec };
+                        run::run(b.store, b.state_root, &b.scratch, step, chain, &spec).map(|code| (code, spec))
+                    });
+                    for i in 0..planned.len() {
+                        run::remove_dir(&b.scratch.dir.join(format!("mnt-{i}")))?;
+                    }
+                    let (code, spec) = res?;
                     if code != 0 && spec.quiet {
                         // -q or the tty view kept the output: show it with the failure.
                         if let Ok(log) = std::fs::read(step.join("output.log")) {
@@ -1339,9 +1366,28 @@ impl<'a> Builder<'a> {
         res
     }
 
-    /// COPY --from: a stage (by name or index) or an image, mounted read-only-ish (a
-    /// fresh upper dir) under the scratch dir.
-    fn open_from(&mut self, ins: &Instruction, f: &str, idx: usize) -> Result<SourceRoot> {
+    /// A RUN --mount with what it needs from the build: the checksum of a context bind's
+    /// source, the layers of a `from`.
+    fn plan_mount(&mut self, ins: &Instruction, mount: mounts::RunMount, idx: usize) -> Result<mounts::Planned> {
+        let (from, context_source) = match &mount.spec {
+            mounts::Spec::Bind { from: None, source, .. } => (None, Some(source.clone())),
+            mounts::Spec::Bind { from, .. } | mounts::Spec::Cache { from, .. } => (from.clone(), None),
+            _ => (None, None),
+        };
+        let from_chain = match &from {
+            Some(f) => Some(self.chain_of_from(ins, f, idx)?.0),
+            None => None,
+        };
+        let context_sum = match context_source {
+            Some(src) => Some(mounts::context_sum(&self.context, &src).map_err(|why| self.err(ins, format!("--mount: {why}")))?),
+            None => None,
+        };
+        Ok(mounts::Planned { mount, context_sum, from_chain })
+    }
+
+    /// The layers of a `--from`: a stage (by name or index, before this one) or an image,
+    /// and what it is, for messages.
+    fn chain_of_from(&self, ins: &Instruction, f: &str, idx: usize) -> Result<(Vec<Digest>, String)> {
         let l = f.to_ascii_lowercase();
         let names: Vec<Option<String>> = self.df.stages.iter().map(|s| s.name.clone()).collect();
         let stage =
@@ -1349,7 +1395,7 @@ impl<'a> Builder<'a> {
         if names.iter().skip(idx).any(|n| n.as_deref() == Some(l.as_str())) && stage.is_none() {
             return Err(self.err(ins, format!("--from={f}: stage {l:?} is defined after this one")));
         }
-        let (chain, what) = match stage {
+        Ok(match stage {
             Some(j) => {
                 let out = self.done[j].as_ref().ok_or_else(|| self.err(ins, format!("--from={f}: stage not built")))?;
                 (out.layers.iter().map(|l| l.chain.clone()).collect::<Vec<_>>(), format!("stage {f}"))
@@ -1358,7 +1404,13 @@ impl<'a> Builder<'a> {
                 let img = self.image(f).map_err(|e| self.err(ins, format!("--from={f}: {e}")))?;
                 (self.store.chain(&img)?, format!("image {f}"))
             }
-        };
+        })
+    }
+
+    /// COPY --from: a stage (by name or index) or an image, mounted read-only-ish (a
+    /// fresh upper dir) under the scratch dir.
+    fn open_from(&mut self, ins: &Instruction, f: &str, idx: usize) -> Result<SourceRoot> {
+        let (chain, what) = self.chain_of_from(ins, f, idx)?;
         let dir = self.scratch.fresh("from")?;
         let rootfs = self.store.snapshots.mount_rootfs(&chain, &dir)?;
         SourceRoot::open(&rootfs.path, &what, false).map_err(fail)
@@ -1385,6 +1437,7 @@ pub fn stage_main(store: &mut Store, state_root: &Path, job: &Job) -> Result<par
         // The worker's steps go to its parent's view (joined below), not a view of its own.
         progress: if job.quiet { super::view::Mode::Quiet } else { super::view::Mode::Plain },
         cgroup_parent: job.cgroup_parent.clone(),
+        secrets: job.secrets.clone(),
     };
     let _guard = store.lock_shared()?;
     let mut b = Builder::new(store, state_root, &o)?;
@@ -1404,6 +1457,16 @@ pub fn stage_main(store: &mut Store, state_root: &Path, job: &Job) -> Result<par
     b.meta = meta.clone();
     let out = b.stage(job.stage, &meta)?;
     Ok((out, std::mem::take(&mut b.used_args)))
+}
+
+/// The stages or images an instruction reads from: COPY --from, RUN --mount's from= (as
+/// written, before substitution).
+fn from_words(k: &Kind) -> Vec<String> {
+    match k {
+        Kind::Copy(CopyArgs { from: Some(f), .. }) => vec![f.clone()],
+        Kind::Run { mounts, .. } => mounts.iter().filter_map(|m| mounts::from_of(m)).collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Whether a RUN's command is just one heredoc (`<<EOF`, `<<-"EOF"`): its body is then

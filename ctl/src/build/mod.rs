@@ -4,6 +4,7 @@
 //! parse.rs    the Dockerfile language: directives, continuations, heredocs, instructions
 //! expand.rs   variable substitution ($VAR, ${VAR:-word}, ...) with docker's quoting rules
 //! glob.rs     COPY/ADD source globs and .dockerignore patterns
+//! mounts.rs   RUN --mount: bind, cache, tmpfs and secret mounts of one RUN
 //! exec.rs     the executor: stages, config instructions, layer steps, the cache
 //! parallel.rs independent stages side by side: worker processes, the shared step counter
 //! run.rs      the build's scratch directory and RUN's foreground container
@@ -14,6 +15,7 @@
 pub mod exec;
 pub mod expand;
 pub mod glob;
+pub mod mounts;
 pub mod parallel;
 pub mod parse;
 pub mod run;

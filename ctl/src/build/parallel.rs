@@ -81,6 +81,7 @@ pub struct Job {
     /// The parent's --progress: a tty view is fed through `<parent scratch>/progress`.
     pub progress: super::view::Mode,
     pub cgroup_parent: String,
+    pub secrets: BTreeMap<String, super::mounts::SecretSource>,
     /// The stage to build (an index into the Dockerfile's stages) and its name.
     pub stage: usize,
     pub label: String,

@@ -454,7 +454,11 @@ fn instruction(line: usize, text: &str, heredocs: Vec<Heredoc>, escape: char) ->
             if rest.is_empty() {
                 return err(line, "RUN requires at least one argument");
             }
-            let mounts = flags.iter().filter(|(k, _)| k == "mount").filter_map(|(_, v)| v.clone()).collect();
+            let mounts: Vec<String> = flags.iter().filter(|(k, _)| k == "mount").filter_map(|(_, v)| v.clone()).collect();
+            // Checked here (variables as written), so that a bad one fails before any step runs.
+            for m in &mounts {
+                super::mounts::parse(m, "/", &|_, v| Ok(v.to_string())).or_else(|e| err(line, format!("RUN --mount={m}: {e}")))?;
+            }
             let cmd = if heredocs.is_empty() { form(rest) } else { Form::Shell(rest.to_string()) };
             Kind::Run { cmd, heredocs, network: flag(&flags, "network"), mounts, security: flag(&flags, "security") }
         }

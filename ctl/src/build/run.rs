@@ -135,6 +135,8 @@ pub struct RunSpec {
     pub quiet: bool,
     /// As `run --cgroup-parent` (empty: /capsa).
     pub cgroup_parent: String,
+    /// RUN --mount's binds and tmpfs (see `mounts.rs`).
+    pub mounts: Vec<crate::container::config::MountPoint>,
 }
 
 /// Runs `r` on the overlay of `chain` in `step` (made by [`Scratch::fresh`]); returns the
@@ -273,7 +275,7 @@ fn record(id: &str, r: &RunSpec) -> Record {
         restart_count: 0,
         user_stopped: false,
         error: String::new(),
-        stored: Stored { config, host, mounts: Vec::new(), networks: Vec::new() },
+        stored: Stored { config, host, mounts: r.mounts.clone(), networks: Vec::new() },
     }
 }
 

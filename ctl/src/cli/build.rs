@@ -1,5 +1,5 @@
 //! `build [-t NAME:TAG]... [-f Dockerfile] [--build-arg K=V]... [--target STAGE]
-//! [--no-cache] [--pull] [--network host|none] [--progress auto|plain|tty|quiet] [-q] CONTEXT`: a
+//! [--no-cache] [--pull] [--network host|none] [--secret id=ID,src=FILE] [--progress auto|plain|tty|quiet] [-q] CONTEXT`: a
 //! Dockerfile built into an image in the store (see `crate::build`).
 
 use std::collections::BTreeMap;
@@ -45,6 +45,9 @@ pub struct Args {
     /// Optional parent cgroup for the RUN containers (default /capsa).
     #[arg(long = "cgroup-parent", value_name = "PATH")]
     pub cgroup_parent: Option<String>,
+    /// Secret to expose to `RUN --mount=type=secret`: id=ID[,src=FILE|,env=VAR].
+    #[arg(long, value_name = "id=ID,src=FILE")]
+    pub secret: Vec<String>,
     /// Type of progress output: auto (tty on a terminal, else plain), plain, tty, quiet.
     #[arg(long, default_value = "auto")]
     pub progress: String,
@@ -140,6 +143,20 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
             _ => return Err(bad(format!("--allow {e}: unknown entitlement (want network.host)"))),
         }
     }
+    let mut secrets = BTreeMap::new();
+    for t in &a.secret {
+        let (id, src) = crate::build::mounts::parse_secret(t).map_err(bad)?;
+        match &src {
+            crate::build::mounts::SecretSource::File(f) if !f.is_file() => {
+                return Err(bad(format!("--secret {t}: {} is not a readable file", f.display())))
+            }
+            crate::build::mounts::SecretSource::Env(v) if std::env::var_os(v).is_none() => {
+                return Err(bad(format!("--secret {t}: the environment variable {v} is not set")))
+            }
+            _ => {}
+        }
+        secrets.insert(id, src);
+    }
     let mut build_args = BTreeMap::new();
     for b in &a.build_arg {
         match b.split_once('=') {
@@ -171,6 +188,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
             _ => None,
         },
         cgroup_parent,
+        secrets,
     };
     // RUN containers read nothing: their stdin is /dev/null (the Dockerfile may have come
     // from ours, read above).

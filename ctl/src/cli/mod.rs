@@ -151,7 +151,7 @@ pub enum Command {
     #[command(name = "__build-stage", hide = true)]
     BuildStage { job: std::path::PathBuf, out: std::path::PathBuf },
     /// Build an image from a Dockerfile.
-    Build(build::Args),
+    Build(Box<build::Args>),
     /// Download an image from a registry.
     Pull(pull::Args),
     /// Upload an image to a registry.
@@ -177,7 +177,7 @@ pub enum ImageCmd {
     Import(import::Args),
     Pull(pull::Args),
     Push(push::Args),
-    Build(build::Args),
+    Build(Box<build::Args>),
 }
 
 #[derive(Subcommand, Debug)]

@@ -199,6 +199,7 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
         } else {
             "  - all dangling images\n"
         });
+        what.push_str("  - unused build cache\n");
         print!("WARNING! This will remove:\n{what}\nAre you sure you want to continue? [y/N] ");
         use std::io::{BufRead, Write};
         let _ = std::io::stdout().flush();
@@ -242,6 +243,8 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
     crate::build::run::Scratch::clean_stale(&store, &cli.state_root);
     let report = store.gc()?;
     bytes += report.bytes;
+    // The build cache's RUN --mount=type=cache directories (those no build is using).
+    bytes += crate::build::mounts::prune(&store);
     if !deleted.is_empty() {
         println!("Deleted Images:");
         for img in &deleted {

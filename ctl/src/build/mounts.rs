@@ -1,0 +1,545 @@
+//! `RUN --mount`, as BuildKit's: what one RUN sees besides its rootfs. Nothing of a mount
+//! is committed in the step's layer (its mount point, if the image lacked it, goes too).
+//!
+//! - `type=bind` (the default): a path of the build context, a stage or an image, read-only
+//!   unless `rw` (writes are then thrown away). A context path is copied to the scratch
+//!   dir, filtered by .dockerignore as COPY's sources are; a stage's or image's is bound
+//!   from its own overlay (a fresh upper dir), resolved inside that root.
+//! - `type=cache`: a directory kept between builds under `<store>/build-mounts/`, found by
+//!   its `id` (default: the target), shared by the builds that name it (`sharing=shared`),
+//!   taken in turn (`locked`) or, when busy, replaced by an empty one (`private`).
+//! - `type=tmpfs`: an empty tmpfs (`size`).
+//! - `type=secret`: a secret given with `build --secret id=ID[,src=FILE|,env=VAR]`, as a
+//!   file (mode 0400 unless `mode`) at /run/secrets/ID unless `target`. Not required by
+//!   default: absent, the RUN runs without it. Its content is not in the cache key.
+//! - `type=ssh` is refused: there is no SSH agent forwarding here.
+//!
+//! The cache key of a RUN holds each mount's options and, for a bind of the context, the
+//! checksum of what it binds; for a stage or an image, its top layer's chain id.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use capsa_image::digest::Digest;
+use capsa_image::Store;
+use capsa_sys::{Follow, Root};
+use nix::fcntl::OFlag;
+use serde::{Deserialize, Serialize};
+
+use super::sources::{self, CopyOpts, SourceRoot};
+use crate::container::config::MountPoint;
+
+/// How builds share a cache mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sharing {
+    Shared,
+    Private,
+    Locked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Spec {
+    /// `from`: a stage or an image (None: the build context); `source` in it.
+    Bind {
+        from: Option<String>,
+        source: String,
+        rw: bool,
+    },
+    Cache {
+        id: String,
+        from: Option<String>,
+        source: String,
+        ro: bool,
+        sharing: Sharing,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+    Tmpfs {
+        size: Option<i64>,
+    },
+    Secret {
+        id: String,
+        required: bool,
+        mode: u32,
+        uid: u32,
+        gid: u32,
+    },
+}
+
+/// One `--mount`: where it goes (absolute, clean) and what it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunMount {
+    pub target: String,
+    pub spec: Spec,
+}
+
+/// A secret given on the command line: a file's content or an environment variable's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SecretSource {
+    File(std::path::PathBuf),
+    Env(String),
+}
+
+/// `--mount`'s fields (`k=v` or bare `k`, comma-separated, a value in double quotes may
+/// hold commas), keys lowercased.
+fn fields(text: &str) -> Result<Vec<(String, Option<String>)>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut parts = Vec::new();
+    for c in text.chars() {
+        match c {
+            '"' => quoted = !quoted,
+            ',' if !quoted => parts.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".into());
+    }
+    parts.push(cur);
+    for p in parts {
+        let p = p.trim();
+        if p.is_empty() {
+            continue;
+        }
+        match p.split_once('=') {
+            Some((k, v)) => out.push((k.trim().to_ascii_lowercase(), Some(v.to_string()))),
+            None => out.push((p.to_ascii_lowercase(), None)),
+        }
+    }
+    Ok(out)
+}
+
+/// The raw `from=` of a `--mount` (before substitution), for the stages a stage needs.
+pub fn from_of(text: &str) -> Option<String> {
+    fields(text).ok()?.into_iter().find(|(k, _)| k == "from").and_then(|(_, v)| v).filter(|v| !v.is_empty())
+}
+
+fn boolean(k: &str, v: Option<&str>) -> Result<bool, String> {
+    match v.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(v) => Err(format!("{k}={v}: want true or false")),
+    }
+}
+
+fn number(k: &str, v: &str) -> Result<u32, String> {
+    v.parse().map_err(|_| format!("{k}={v}: not a number"))
+}
+
+fn octal(k: &str, v: &str) -> Result<u32, String> {
+    u32::from_str_radix(v, 8).ok().filter(|m| *m <= 0o7777).ok_or_else(|| format!("{k}={v}: not an octal mode"))
+}
+
+/// Parses one `--mount` value. `expand` substitutes variables in a field's value (it is
+/// given the key: `from` sees the global scope only, as COPY --from); a relative target
+/// is below `workdir`.
+pub fn parse(text: &str, workdir: &str, expand: &dyn Fn(&str, &str) -> Result<String, String>) -> Result<RunMount, String> {
+    let mut f: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for (k, v) in fields(text)? {
+        let k = match k.as_str() {
+            "dst" | "destination" => "target".to_string(),
+            "src" => "source".to_string(),
+            "readonly" => "ro".to_string(),
+            "readwrite" => "rw".to_string(),
+            _ => k,
+        };
+        let v = match v {
+            Some(v) => Some(expand(&k, &v)?),
+            None => None,
+        };
+        if f.insert(k.clone(), v).is_some() {
+            return Err(format!("{k}: given twice"));
+        }
+    }
+    let typ = f.remove("type").map(|v| v.unwrap_or_default()).unwrap_or_else(|| "bind".into());
+    let allowed: &[&str] = match typ.as_str() {
+        "bind" => &["target", "source", "from", "rw", "ro"],
+        "cache" => &["target", "source", "from", "rw", "ro", "id", "sharing", "mode", "uid", "gid"],
+        "tmpfs" => &["target", "size"],
+        "secret" => &["target", "id", "required", "mode", "uid", "gid"],
+        "ssh" => return Err("type=ssh: SSH agent forwarding is not supported by capsactl build".into()),
+        t => return Err(format!("type={t}: unknown mount type (want bind, cache, tmpfs or secret)")),
+    };
+    if let Some(k) = f.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!("{k}: not an option of type={typ} (want {})", allowed.join(", ")));
+    }
+    let value = |k: &str| -> Result<Option<String>, String> {
+        match f.get(k) {
+            None => Ok(None),
+            Some(None) => Err(format!("{k}: needs a value ({k}=…)")),
+            Some(Some(v)) => Ok(Some(v.clone())),
+        }
+    };
+    let flag = |k: &str| -> Result<Option<bool>, String> { f.get(k).map(|v| boolean(k, v.as_deref())).transpose() };
+    let ids = |default_mode: u32| -> Result<(u32, u32, u32), String> {
+        Ok((
+            value("mode")?.map(|v| octal("mode", &v)).transpose()?.unwrap_or(default_mode),
+            value("uid")?.map(|v| number("uid", &v)).transpose()?.unwrap_or(0),
+            value("gid")?.map(|v| number("gid", &v)).transpose()?.unwrap_or(0),
+        ))
+    };
+    // rw and ro say the same thing twice; `ro` wins if both are given, as BuildKit.
+    let rw = match (flag("rw")?, flag("ro")?) {
+        (_, Some(ro)) => !ro,
+        (Some(rw), None) => rw,
+        (None, None) => typ == "cache",
+    };
+    let absolute = |t: &str| -> String {
+        let full = if t.starts_with('/') { t.to_string() } else { format!("{workdir}/{t}") };
+        crate::container::create::clean_dest(&full)
+    };
+    let target = value("target")?.filter(|t| !t.is_empty()).map(|t| absolute(&t));
+    let from = value("from")?.filter(|v| !v.is_empty());
+    let source = value("source")?.unwrap_or_default();
+    let (target, spec) = match typ.as_str() {
+        "bind" => (target, Spec::Bind { from, source, rw }),
+        "cache" => {
+            let t = target.clone().unwrap_or_default();
+            let id = value("id")?.filter(|v| !v.is_empty()).unwrap_or(t);
+            let sharing = match value("sharing")?.as_deref() {
+                None | Some("shared") => Sharing::Shared,
+                Some("private") => Sharing::Private,
+                Some("locked") => Sharing::Locked,
+                Some(s) => return Err(format!("sharing={s}: want shared, private or locked")),
+            };
+            let (mode, uid, gid) = ids(0o755)?;
+            (target, Spec::Cache { id, from, source, ro: !rw, sharing, mode, uid, gid })
+        }
+        "tmpfs" => {
+            let size = value("size")?.map(|s| crate::container::config::parse_bytes(&s, "size")).transpose()?;
+            (target, Spec::Tmpfs { size })
+        }
+        _ => {
+            let id = match (value("id")?.filter(|v| !v.is_empty()), &target) {
+                (Some(id), _) => id,
+                (None, Some(t)) => t.rsplit('/').next().unwrap_or_default().to_string(),
+                (None, None) => return Err("type=secret: give an id or a target".into()),
+            };
+            let target = target.unwrap_or_else(|| absolute(&format!("/run/secrets/{id}")));
+            let required = flag("required")?.unwrap_or(false);
+            let (mode, uid, gid) = ids(0o400)?;
+            (Some(target), Spec::Secret { id, required, mode, uid, gid })
+        }
+    };
+    let target = target.ok_or_else(|| format!("type={typ}: target is required"))?;
+    if target == "/" {
+        return Err("target=/: a mount cannot replace the root".into());
+    }
+    Ok(RunMount { target, spec })
+}
+
+/// `build --secret id=ID[,src=FILE|,env=VAR][,type=file|env]`, as docker's: without a
+/// source, the file or variable named by the id.
+pub fn parse_secret(text: &str) -> Result<(String, SecretSource), String> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    let mut typ = None;
+    for (k, v) in fields(text)? {
+        let v = v.ok_or_else(|| format!("--secret {text}: {k} needs a value"))?;
+        match k.as_str() {
+            "id" => id = Some(v),
+            "src" | "source" => src = Some(v),
+            "env" => env = Some(v),
+            "type" if v == "file" || v == "env" => typ = Some(v),
+            "type" => return Err(format!("--secret {text}: type={v}: want file or env")),
+            _ => return Err(format!("--secret {text}: unknown key {k:?} (want id, src, env, type)")),
+        }
+    }
+    let id = id.filter(|i| !i.is_empty()).ok_or_else(|| format!("--secret {text}: an id is required (id=…)"))?;
+    let source = match (src, env, typ.as_deref()) {
+        (Some(_), Some(_), _) => return Err(format!("--secret {text}: give src or env, not both")),
+        (Some(s), None, _) => SecretSource::File(std::path::PathBuf::from(s)),
+        (None, Some(e), _) => SecretSource::Env(e),
+        // Neither: the variable named by the id if it is set (or type=env), else the file.
+        (None, None, Some("env")) => SecretSource::Env(id.clone()),
+        (None, None, None) if std::env::var_os(&id).is_some() => SecretSource::Env(id.clone()),
+        (None, None, _) => SecretSource::File(std::path::PathBuf::from(&id)),
+    };
+    Ok((id, source))
+}
+
+/// Largest secret taken (BuildKit's limit).
+const SECRET_MAX: u64 = 500 << 10;
+
+/// What one mount needs besides its options, worked out with the cache key: for a bind of
+/// the context, the checksum of its source; for a `from`, the stage's or image's layers.
+pub struct Planned {
+    pub mount: RunMount,
+    pub context_sum: Option<String>,
+    pub from_chain: Option<Vec<Digest>>,
+}
+
+impl Planned {
+    /// What the RUN's cache key holds of this mount: its options, and what a bind binds
+    /// (a context source's checksum, a stage's or image's top layer). A cache mount's
+    /// content, a tmpfs's and a secret's are not in it, as BuildKit's.
+    pub fn key(&self) -> String {
+        let bound = match &self.mount.spec {
+            Spec::Bind { .. } => {
+                let top = self.from_chain.as_ref().and_then(|c| c.last()).map(|d| d.to_string()).unwrap_or_default();
+                format!("{}{top}", self.context_sum.as_deref().unwrap_or_default())
+            }
+            _ => String::new(),
+        };
+        format!("{:?} {bound}", self.mount)
+    }
+}
+
+/// The mounts of a RUN while it runs: the locks of its cache mounts are held until this
+/// is dropped. The scratch directories `mnt-N` are the caller's to remove (with
+/// `run::remove_dir` of each, which unmounts a stage's overlay first).
+pub struct Prepared {
+    pub mounts: Vec<MountPoint>,
+    pub dirs: Vec<PathBuf>,
+    _locks: Vec<File>,
+}
+
+/// Where the mounts of a RUN come from.
+pub struct Inputs<'a> {
+    pub store: &'a Store,
+    pub scratch: &'a Path,
+    pub context: &'a SourceRoot,
+    pub secrets: &'a BTreeMap<String, SecretSource>,
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+/// The path of an open file as this process sees it (resolved: no symlink left in it).
+fn path_of(fd: &OwnedFd) -> Result<PathBuf, String> {
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(io("resolve a mount's source"))
+}
+
+/// `source` resolved inside the root of `chain` (a stage or image), mounted in `dir`.
+fn source_in(store: &Store, chain: &[Digest], dir: &Path, source: &str, from: &str) -> Result<PathBuf, String> {
+    let rootfs = store.snapshots.mount_rootfs(chain, dir).map_err(|e| format!("from={from}: {e}"))?;
+    let root = Root::open(&rootfs.path).map_err(io("open the source's root"))?;
+    let fd = root
+        .open_at(Path::new(if source.is_empty() { "/" } else { source }), OFlag::O_PATH, Follow::InRoot)
+        .map_err(|e| format!("source={source}: not found in {from}: {e}"))?;
+    path_of(&fd)
+}
+
+fn bind(target: &str, source: PathBuf, rw: bool) -> MountPoint {
+    MountPoint {
+        typ: "bind".into(),
+        source: source.to_string_lossy().into_owned(),
+        destination: target.to_string(),
+        rw,
+        ..Default::default()
+    }
+}
+
+/// Makes what each mount binds, in the scratch dir (and the store's cache mounts).
+pub fn prepare(inp: &Inputs<'_>, list: &[Planned]) -> Result<Prepared, String> {
+    let mut p = Prepared { mounts: Vec::new(), dirs: Vec::new(), _locks: Vec::new() };
+    for (i, pl) in list.iter().enumerate() {
+        let dir = inp.scratch.join(format!("mnt-{i}"));
+        std::fs::create_dir_all(&dir).map_err(io("make a mount's scratch dir"))?;
+        p.dirs.push(dir.clone());
+        let target = pl.mount.target.as_str();
+        match &pl.mount.spec {
+            Spec::Bind { from: None, source, rw } => {
+                p.mounts.push(bind(target, context_copy(inp.context, source, &dir, pl.context_sum.as_deref())?, *rw));
+            }
+            Spec::Bind { from: Some(f), source, rw } => {
+                let chain = pl.from_chain.as_deref().unwrap_or_default();
+                let src = source_in(inp.store, chain, &dir, source, f)?;
+                p.mounts.push(bind(target, src, *rw));
+            }
+            Spec::Cache { id, from, source, ro, sharing, mode, uid, gid } => {
+                let init = from.as_ref().map(|f| (f.as_str(), source.as_str(), pl.from_chain.as_deref().unwrap_or_default()));
+                let (data, lock) = cache_dir(inp.store, &dir, id, *sharing, (*mode, *uid, *gid), init)?;
+                p._locks.extend(lock);
+                p.mounts.push(bind(target, data, !*ro));
+            }
+            Spec::Tmpfs { size } => p.mounts.push(MountPoint {
+                typ: "tmpfs".into(),
+                source: "tmpfs".into(),
+                destination: target.to_string(),
+                rw: true,
+                options: size.map(|s| format!("size={s}")).into_iter().collect(),
+                ..Default::default()
+            }),
+            Spec::Secret { id, required, mode, uid, gid } => {
+                let content = match inp.secrets.get(id) {
+                    Some(SecretSource::File(f)) => read_secret(f)?,
+                    Some(SecretSource::Env(v)) => match std::env::var_os(v) {
+                        Some(x) => x.as_encoded_bytes().to_vec(),
+                        None => return Err(format!("secret {id}: the environment variable {v} is not set")),
+                    },
+                    None if *required => return Err(format!("secret {id}: required, but not given (build --secret id={id},src=FILE)")),
+                    None => continue,
+                };
+                let file = dir.join("secret");
+                let mut f =
+                    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file).map_err(io("write a secret"))?;
+                f.write_all(&content).map_err(io("write a secret"))?;
+                nix::unistd::fchown(&f, Some((*uid).into()), Some((*gid).into())).map_err(|e| format!("secret {id}: chown: {e}"))?;
+                f.set_permissions(std::fs::Permissions::from_mode(*mode)).map_err(io("chmod a secret"))?;
+                p.mounts.push(bind(target, file, false));
+            }
+        }
+    }
+    Ok(p)
+}
+
+fn read_secret(f: &Path) -> Result<Vec<u8>, String> {
+    let file = File::open(f).map_err(|e| format!("secret {}: {e}", f.display()))?;
+    let mut out = Vec::new();
+    file.take(SECRET_MAX + 1).read_to_end(&mut out).map_err(|e| format!("secret {}: {e}", f.display()))?;
+    if out.len() as u64 > SECRET_MAX {
+        return Err(format!("secret {}: larger than {} KiB", f.display(), SECRET_MAX >> 10));
+    }
+    Ok(out)
+}
+
+/// A bind of the context: its source copied (as COPY copies it: .dockerignore applies,
+/// nothing below it followed) into `dir`; what was copied must hash as the cache key's
+/// checksum did.
+fn context_copy(ctx: &SourceRoot, source: &str, dir: &Path, sum: Option<&str>) -> Result<PathBuf, String> {
+    let found = one_source(ctx, source)?;
+    let d = OwnedFd::from(File::open(dir).map_err(io("open a mount's scratch dir"))?);
+    let mut h = sources::hasher();
+    let o = CopyOpts::default();
+    let out = if found.is_dir {
+        let t = dir.join("t");
+        std::fs::create_dir(&t).map_err(io("make a mount's scratch dir"))?;
+        let tfd = OwnedFd::from(File::open(&t).map_err(io("open a mount's scratch dir"))?);
+        ctx.copy(&found, tfd.as_fd(), OsStr::new("."), &o, &mut h).map_err(io("copy the bind's source"))?;
+        t
+    } else {
+        ctx.copy(&found, d.as_fd(), OsStr::new("f"), &o, &mut h).map_err(io("copy the bind's source"))?;
+        dir.join("f")
+    };
+    if sum.is_some_and(|s| s != h.finish().to_string()) {
+        return Err(format!("source={source}: changed while it was being copied; build again"));
+    }
+    Ok(out)
+}
+
+/// The one entry a bind's `source` names in the context.
+pub fn one_source(ctx: &SourceRoot, source: &str) -> Result<sources::Found, String> {
+    let src = if source.is_empty() { "." } else { source };
+    let mut found = ctx.find(src).map_err(|e| format!("source={source}: {e}"))?;
+    if found.len() != 1 {
+        return Err(format!("source={source}: names {} paths (want one)", found.len()));
+    }
+    Ok(found.remove(0))
+}
+
+/// The checksum of a context bind's source, for the cache key.
+pub fn context_sum(ctx: &SourceRoot, source: &str) -> Result<String, String> {
+    let found = one_source(ctx, source)?;
+    let mut h = sources::hasher();
+    ctx.checksum(&found, false, &mut h).map_err(|e| format!("source={source}: checksum: {e}"))?;
+    Ok(h.finish().to_string())
+}
+
+/// Where the store keeps cache mounts.
+pub fn cache_root(store: &Store) -> PathBuf {
+    store.root.join("build-mounts")
+}
+
+/// A cache mount's directory, made on first use (with its mode and owner, and the
+/// content of `init`'s source if given), and the lock that keeps it while the RUN runs.
+fn cache_dir(
+    store: &Store,
+    scratch: &Path,
+    id: &str,
+    sharing: Sharing,
+    (mode, uid, gid): (u32, u32, u32),
+    init: Option<(&str, &str, &[Digest])>,
+) -> Result<(PathBuf, Option<File>), String> {
+    // Named by a hash of the id: an id is the Dockerfile's, and may be anything.
+    let mut h = sources::hasher();
+    h.update(id.as_bytes());
+    let name = h.finish().to_string().replace("sha256:", "");
+    let base = cache_root(store).join(&name[..32]);
+    std::fs::create_dir_all(&base).map_err(io("make a cache mount"))?;
+    let lock = File::options().create(true).truncate(false).write(true).open(base.join("lock")).map_err(io("lock a cache mount"))?;
+    let how = match sharing {
+        Sharing::Shared => libc::LOCK_SH,
+        Sharing::Locked => libc::LOCK_EX,
+        Sharing::Private => libc::LOCK_EX | libc::LOCK_NB,
+    };
+    // SAFETY: flock on an fd we own.
+    if unsafe { libc::flock(lock.as_raw_fd(), how) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if sharing == Sharing::Private && e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            // In use: this RUN gets a cache of its own, thrown away after it.
+            let data = scratch.join("cache");
+            make_cache(store, &data, scratch, (mode, uid, gid), init)?;
+            return Ok((data, None));
+        }
+        return Err(format!("lock a cache mount: {e}"));
+    }
+    let data = base.join("data");
+    if !data.exists() {
+        // Made aside and renamed into place: a build killed half-way leaves no half-made
+        // cache (two builds making it at once: the first rename wins).
+        let new = base.join(format!("new-{}", &crate::container::random_id()[..12]));
+        let made = make_cache(store, &new, scratch, (mode, uid, gid), init).and_then(|()| match std::fs::rename(&new, &data) {
+            Ok(()) => Ok(()),
+            Err(_) if data.exists() => Ok(()),
+            Err(e) => Err(format!("make a cache mount: {e}")),
+        });
+        let _ = capsa_image::layer::remove_tree(&new);
+        made?;
+    }
+    Ok((data, Some(lock)))
+}
+
+fn make_cache(
+    store: &Store,
+    d: &Path,
+    scratch: &Path,
+    (mode, uid, gid): (u32, u32, u32),
+    init: Option<(&str, &str, &[Digest])>,
+) -> Result<(), String> {
+    std::fs::create_dir(d).map_err(io("make a cache mount"))?;
+    if let Some((from, source, chain)) = init {
+        let rootfs = store.snapshots.mount_rootfs(chain, scratch).map_err(|e| format!("from={from}: {e}"))?;
+        let sroot = SourceRoot::open(&rootfs.path, &format!("from={from}"), false)?;
+        let found = one_source(&sroot, source)?;
+        if !found.is_dir {
+            return Err(format!("source={source}: a cache mount's source must be a directory"));
+        }
+        let dfd = OwnedFd::from(File::open(d).map_err(io("open a cache mount"))?);
+        let o = CopyOpts { keep_owner: true, ..Default::default() };
+        sroot.copy(&found, dfd.as_fd(), OsStr::new("."), &o, &mut sources::hasher()).map_err(io("fill a cache mount"))?;
+        drop(sroot);
+        capsa_image::snapshot::unmount_rootfs(scratch).map_err(|e| format!("from={from}: {e}"))?;
+    }
+    std::os::unix::fs::chown(d, Some(uid), Some(gid)).map_err(io("chown a cache mount"))?;
+    std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).map_err(io("chmod a cache mount"))
+}
+
+/// `system prune`: the cache mounts no build is using, removed; their bytes.
+pub fn prune(store: &Store) -> u64 {
+    let Ok(rd) = std::fs::read_dir(cache_root(store)) else { return 0 };
+    let mut bytes = 0;
+    for e in rd.flatten() {
+        let Ok(lock) = File::open(e.path().join("lock")) else {
+            let _ = capsa_image::layer::remove_tree(&e.path());
+            continue;
+        };
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        bytes += crate::container::volumes::dir_size(&e.path());
+        let _ = capsa_image::layer::remove_tree(&e.path());
+    }
+    bytes
+}
