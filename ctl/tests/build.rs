@@ -72,7 +72,7 @@ fn assert_clean(env: &Env) {
     // helper and the monitor end a moment later (the other suites wait for them too). A
     // build's own processes must be gone at once.
     let monitor_side = |c: &str| c.contains("__exited") || c.contains("capsactl-monitor") || c.contains("__watch");
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while env.procs().iter().any(|(_, c)| monitor_side(c)) && std::time::Instant::now() < end {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -1005,7 +1005,7 @@ fn a_build_killed_during_a_run_is_cleaned_up_by_the_next_one() {
     // The next build finds the leftovers and removes them: container, mounts, scratch, cgroup.
     std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN true\n").unwrap();
     build_ok(&env, &ctx, &[]);
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !env.procs().is_empty() && std::time::Instant::now() < end {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

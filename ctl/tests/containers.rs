@@ -20,7 +20,7 @@ use support::*;
 fn assert_clean(env: &Env) {
     // A killed process may take a moment to be gone from /proc (its exit runs on another
     // CPU, and PID 1 reaps orphans slowly here): poll a few seconds before calling it left.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !env.procs().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -131,6 +131,10 @@ fn stop_start_restart_keep_the_container_and_its_files() {
     let env = Env::new("restart");
     load_busybox(&env);
     let id = env.ok(&["run", "-d", "--name", "keep", "busybox", "sh", "-c", TICKER]).trim().to_string();
+    // Each stop comes once the shell has set its trap (it ticks after): a SIGTERM that
+    // reaches PID 1 before it has a handler is dropped, and the stop would end in SIGKILL.
+    let ticked = |n: usize| until("the ticker's trap", || env.ok(&["logs", "keep"]).matches("tick 0\n").count() == n);
+    ticked(1);
     env.ok(&["exec", "keep", "sh", "-c", "echo mine > /kept"]);
     let pid1: i32 = env.ok(&["inspect", "-f", "{{.State.Pid}}", "keep"]).trim().parse().unwrap();
     assert_eq!(env.ok(&["stop", "-t", "5", "keep"]), "keep\n");
@@ -141,6 +145,7 @@ fn stop_start_restart_keep_the_container_and_its_files() {
     let pid2: i32 = env.ok(&["inspect", "-f", "{{.State.Pid}}", "keep"]).trim().parse().unwrap();
     assert!(pid2 != pid1 && alive(pid2) && !alive(pid1));
     assert_eq!(env.ok(&["exec", "keep", "cat", "/kept"]), "mine\n", "the writable layer survives stop and start");
+    ticked(2);
     // restart: stop, then start under a new monitor.
     let mon = monitor_pid(&id).unwrap();
     assert_eq!(env.ok(&["restart", "-t", "5", "keep"]), "keep\n");
@@ -162,7 +167,19 @@ fn stop_start_restart_keep_the_container_and_its_files() {
 fn stop_kills_a_process_that_ignores_sigterm_after_the_timeout() {
     let env = Env::new("stopkill");
     load_busybox(&env);
-    env.ok(&["run", "-d", "--name", "stubborn", "busybox", "sh", "-c", "trap 'echo ignored TERM' TERM; while true; do sleep 0.1; done"]);
+    // The shell says "ready" once its trap is set: a signal that reaches PID 1 before it has a
+    // handler is dropped by the kernel.
+    env.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "busybox",
+        "sh",
+        "-c",
+        "trap 'echo ignored TERM' TERM; echo ready; while true; do sleep 0.1; done",
+    ]);
+    until("stubborn's trap", || env.ok(&["logs", "stubborn"]).contains("ready"));
     let pid: i32 = env.ok(&["inspect", "-f", "{{.State.Pid}}", "stubborn"]).trim().parse().unwrap();
     assert_eq!(env.ok(&["stop", "-t", "1", "stubborn"]), "stubborn\n");
     // It was sent SIGTERM first (and said so), then SIGKILL: 128 + 9.
@@ -182,11 +199,12 @@ fn stop_kills_a_process_that_ignores_sigterm_after_the_timeout() {
         "busybox",
         "sh",
         "-c",
-        "trap 'echo got USR1; exit 5' USR1; while true; do sleep 0.1; done",
+        "trap 'echo got USR1; exit 5' USR1; echo ready; while true; do sleep 0.1; done",
     ]);
+    until("usr1's trap", || env.ok(&["logs", "usr1"]).contains("ready"));
     env.ok(&["stop", "usr1"]);
     assert_eq!(status(&env, "usr1"), "exited 5");
-    assert_eq!(env.ok(&["logs", "usr1"]), "got USR1\n");
+    assert_eq!(env.ok(&["logs", "usr1"]), "ready\ngot USR1\n");
     env.ok(&["rm", "stubborn", "usr1"]);
     assert_clean(&env);
 }

@@ -25,7 +25,7 @@ fn load_image(env: &Env, extra: impl FnOnce(Layer) -> Layer) {
 /// Nothing of any container is left: processes, mounts, rows, dirs, capsa state, and the
 /// cgroups of the containers `ids`.
 fn assert_clean(env: &Env, ids: &[String]) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while !env.procs().is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

@@ -402,7 +402,7 @@ fn corrupt_or_cut_blobs() {
     ok(&env3, &["pull", "-q", &via], &[("CAPSA_REGISTRY_TIMEOUT", "1")]);
     assert_eq!(stall.fired.load(Ordering::SeqCst), 1);
     assert!(stall.saw_range.load(Ordering::SeqCst), "the download resumed with a Range request");
-    assert!(t0.elapsed() < std::time::Duration::from_secs(9), "resumed before the stall ended");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(25), "resumed before the stall (30 s) ended");
     drop(env3);
 
     // 503s are retried with backoff.

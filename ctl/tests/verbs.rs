@@ -18,7 +18,7 @@ use support::*;
 /// Nothing of any container is left: processes, mounts, rows, dirs, capsa state,
 /// anonymous volumes, and the cgroups of the containers `ids`.
 fn assert_clean(env: &Env, ids: &[String]) {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(30);
     while !env.procs().is_empty() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -298,8 +298,8 @@ fn attach_pause_top_stats_wait_rename_port() {
     let env = Env::new("verbs");
     load_busybox(&env);
     // attach: the output from then on, and the exit code.
-    // (For 3 s, so that a slow machine still attaches while it talks.)
-    let talk = "i=0; while [ $i -lt 30 ]; do echo hello-attach; echo to-err >&2; sleep 0.1; i=$((i+1)); done; exit 3";
+    // (For 6 s, so that a slow machine still attaches while it talks.)
+    let talk = "i=0; while [ $i -lt 60 ]; do echo hello-attach; echo to-err >&2; sleep 0.1; i=$((i+1)); done; exit 3";
     let a = env.ok(&["run", "-d", "--name", "att", "busybox", "sh", "-c", talk]);
     let o = env.ctl(&["attach", "att"]);
     assert_eq!(o.status.code(), Some(3), "{}", err(&o));
@@ -578,8 +578,10 @@ fn commit_of_a_hostile_upper_dir() {
     let env = Env::new("commit-hostile");
     load_busybox(&env);
     let secret = env.write("secret", b"HOST\n");
-    let id =
-        env.ok(&["run", "-d", "--name", "evil", "busybox", "sh", "-c", "while true; do echo grow >> /growing; done"]).trim().to_string();
+    let id = env
+        .ok(&["run", "-d", "--name", "evil", "busybox", "sh", "-c", "while true; do echo grow >> /growing; usleep 1000; done"])
+        .trim()
+        .to_string();
     let setup = format!("mkfifo /fifo && ln -s {} /link && mknod /null c 1 3 && ln -s /proc/self/root /procroot", secret.display());
     env.ok(&["exec", "evil", "sh", "-c", &setup]);
     // Paused by default: the growing file is read as it is at that moment.

@@ -69,11 +69,11 @@ impl Env {
         c
     }
 
-    /// Asserts that the listing becomes `want`, polled for at most 10 s: a container's veth
+    /// Asserts that the listing becomes `want`, polled for at most 60 s: a container's veth
     /// pair goes with its namespace, which the kernel destroys asynchronously a few ms after
     /// `detach` unmounts it.
     fn settled(&self, want: &(Vec<String>, String, Vec<PathBuf>), what: &str) {
-        let end = std::time::Instant::now() + Duration::from_secs(10);
+        let end = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let now = self.listing();
             if now == *want {
@@ -308,7 +308,7 @@ fn bridge_ports_hairpin_masquerade_and_nothing_left() {
     assert!(e.contains("already published by container ctr-a"), "{e}");
     assert!(!container::netns_dir(&env.dir).join("ctr-c").exists());
     // Its veth pair goes with its namespace (the kernel's work, a few ms later).
-    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let end = std::time::Instant::now() + Duration::from_secs(60);
     while env.host.run(|| Rtnl::open()?.link(&bridge::veth_name("ctr-c"))).unwrap().is_some() {
         assert!(std::time::Instant::now() < end, "the refused container's veth pair is left");
         std::thread::sleep(Duration::from_millis(10));

@@ -489,7 +489,7 @@ fn pipe_answers(mut from: TcpStream, mut to: TcpStream, fault: Fault, fired: &At
             Fault::Stall(at) if end > at && fired.load(Ordering::SeqCst) == 0 => {
                 fired.fetch_add(1, Ordering::SeqCst);
                 let _ = to.write_all(&b[..(at - pos.min(at)) as usize]);
-                std::thread::sleep(std::time::Duration::from_secs(10));
+                std::thread::sleep(std::time::Duration::from_secs(30));
                 let _ = to.shutdown(std::net::Shutdown::Both);
                 let _ = from.shutdown(std::net::Shutdown::Both);
                 return;

@@ -5,7 +5,6 @@ use std::fs;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -283,7 +282,7 @@ impl Container {
             }
         }
         let mut procs = vec![];
-        wait_until(Duration::from_secs(3), || {
+        wait_until(POLL_TIMEOUT, || {
             procs = processes_for(&self.id);
             procs.is_empty()
         });

@@ -88,12 +88,17 @@ impl Podman {
 impl Drop for Podman {
     fn drop(&mut self) {
         let _ = self.cmd(Path::new("/usr/sbin/runc")).args(["rm", "-af", "-t", "0"]).run();
+        // conmon's cleanup processes (their argv names the ids and the root) end a moment
+        // after rm returns.
+        let dir = self.dir.display().to_string();
+        crate::wait_until(crate::POLL_TIMEOUT, || {
+            self.ids.borrow().iter().all(|id| processes_for(id).is_empty()) && processes_for(&dir).is_empty()
+        });
         let mut left = Vec::new();
         for id in self.ids.borrow().iter() {
             left.extend(processes_for(id));
             left.extend(cgroup_dirs_for(id).into_iter().map(|d| d.display().to_string()));
         }
-        let dir = self.dir.display().to_string();
         left.extend(host_mount_points().into_iter().filter(|m| m.starts_with(&dir)));
         left.extend(processes_for(&dir));
         if left.is_empty() {

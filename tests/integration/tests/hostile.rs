@@ -303,7 +303,7 @@ echo $r > /log/result
             "cat /proc/1/exe >/dev/null 2>&1 || { echo open-refused > /log/result; exit 0; }; \
              setsid sh /log/attack.sh 3</proc/1/exe </dev/null >/dev/null 2>&1 &"]}]),
         );
-        c.args(&["sleep", "3"]);
+        c.args(&["sleep", "60"]);
         c.create_start();
         let result = poll(Duration::from_secs(10), "attack result", || fs::read_to_string(log.join("result")).ok());
         assert!(!result.contains("WROTE"), "the runtime binary was written through init's /proc/1/exe");

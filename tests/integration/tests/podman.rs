@@ -49,6 +49,9 @@ fn podman_detached_exec_stop_rm() {
         assert_eq!(st.stdout.trim(), "running", "{st}");
         p.cmd(&rt).args(["stop", "-t", "0", &id]).run().ok();
         p.cmd(&rt).args(["rm", &id]).run().ok();
+        // conmon's exit command (`podman container cleanup`, whose argv names the id) may
+        // still be ending after stop and rm have returned.
+        wait_until(POLL_TIMEOUT, || processes_for(&id).is_empty());
         assert!(processes_for(&id).is_empty(), "{}: {:?}", rt.display(), processes_for(&id));
         assert!(cgroup_dirs_for(&id).is_empty(), "{}: {:?}", rt.display(), cgroup_dirs_for(&id));
     }

@@ -491,8 +491,8 @@ fn detached_exec_kill_delete() {
     }
 }
 
-/// ctr sets the window size (ResizePty) only after the process started: poll for it.
-const WINSIZE: &str = "for i in 1 2 3 4 5 6 7 8 9 10; do s=$(stty size </dev/tty 2>/dev/null); [ -n \"$s\" ] && [ \"$s\" != \"0 0\" ] && break; sleep 0.1; done; echo \"size=$s\"";
+/// ctr sets the window size (ResizePty) only after the process started: poll for it (up to 10 s).
+const WINSIZE: &str = "i=0; while [ $i -lt 100 ]; do s=$(stty size </dev/tty 2>/dev/null); [ -n \"$s\" ] && [ \"$s\" != \"0 0\" ] && break; sleep 0.1; i=$((i+1)); done; echo \"size=$s\"";
 
 #[test]
 fn tty_run_and_exec() {
