@@ -1356,3 +1356,45 @@ fn run_mounts_refused_and_confined() {
     assert_eq!(env.count("build-mounts"), 0);
     assert_clean(&env);
 }
+
+/// RUN --security=insecure runs privileged only with `--allow security.insecure`, as
+/// BuildKit's entitlement; sandbox is the default.
+#[test]
+fn run_security_insecure_needs_the_entitlement() {
+    let env = Env::new("build-insecure");
+    load_busybox(&env);
+    let try_mount = "mkdir -p /mnt2 && mount -t tmpfs t /mnt2 && umount /mnt2 && echo";
+    let df = format!(
+        "FROM busybox\nRUN --security=sandbox {try_mount} sandbox > /r1 || echo refused > /r1\nRUN --security=insecure {try_mount} insecure > /r2\n"
+    );
+    let ctx = context(&env, "ctx", &[("Dockerfile", &df)]);
+    build_fails(
+        &env,
+        &ctx,
+        &[],
+        "Dockerfile:3: RUN: --security=insecure: security.insecure is not allowed (grant it with --allow security.insecure)",
+    );
+    build_ok(&env, &ctx, &["--allow", "security.insecure", "-t", "ins"]);
+    assert_eq!(env.ok(&["run", "--rm", "ins", "cat", "/r1", "/r2"]), "refused\ninsecure\n");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN --security=root true\n").unwrap();
+    build_fails(&env, &ctx, &["--allow", "security.insecure"], "--security=root: want sandbox or insecure");
+    build_fails(&env, &ctx, &["--allow", "everything"], "--allow everything: unknown entitlement");
+    assert_clean(&env);
+}
+
+/// COPY --parents (Dockerfile 1.20): sources keep their paths in the destination, or what
+/// follows a `/./` pivot; a directory keeps its own name too.
+#[test]
+fn copy_parents_keeps_the_source_paths() {
+    let env = Env::new("build-parents");
+    load_busybox(&env);
+    let df = "FROM busybox\n\
+        COPY --parents src/*/*.go /out/\n\
+        COPY --parents ./src/./b/*.txt /piv/\n\
+        COPY --parents src/a /dirs\n\
+        RUN find /out /piv /dirs -type f | sort > /list\n";
+    let ctx = context(&env, "ctx", &[("Dockerfile", df), ("src/a/x.go", "x"), ("src/b/y.go", "y"), ("src/b/z.txt", "z"), ("top.go", "t")]);
+    build_ok(&env, &ctx, &["-t", "par"]);
+    assert_eq!(env.ok(&["run", "--rm", "par", "cat", "/list"]), "/dirs/src/a/x.go\n/out/src/a/x.go\n/out/src/b/y.go\n/piv/b/z.txt\n");
+    assert_clean(&env);
+}

@@ -298,6 +298,32 @@ fn published_port_answers_on_loopback_host_address_hairpin_and_egress_is_masquer
     assert!(err.contains("tcp/*:8080: already published by container"), "{err}");
     e.settled(&mid, "after the refused run");
 
+    // Port ranges, as docker's: one to one, and a host range for one port, which takes the
+    // first port of it that is free (8080 is web's, 8081 and 8082 this container's own).
+    e.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "ranges",
+        "-p",
+        "8081-8082:80-81",
+        "-p",
+        "8080-8090:90",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/etc",
+    ]);
+    assert_eq!(e.ok(&["port", "ranges"]), "80/tcp -> 0.0.0.0:8081\n81/tcp -> 0.0.0.0:8082\n90/tcp -> 0.0.0.0:8083\n");
+    let answer = until("httpd answers on the range", || get(&e.host, sa(Ipv4Addr::LOCALHOST, 8081), "/passwd"));
+    assert!(answer.contains("root:x:0:0"), "{answer}");
+    let err = e.fails(&["run", "-d", "--rm", "-p", "8000-8001:80-82", "busybox", "true"]);
+    assert!(err.contains("invalid ranges specified for container and host ports"), "{err}");
+    e.ok(&["rm", "-f", "ranges"]);
+
     e.ok(&["rm", "-f", "web"]);
     assert!(get(&e.host, sa(Ipv4Addr::LOCALHOST, 8080), "/passwd").is_none(), "the port is gone with the container");
     e.settled(&before, "at the end");

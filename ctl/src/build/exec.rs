@@ -876,9 +876,19 @@ impl<'a> Builder<'a> {
                 self.config_step(s, format!("MAINTAINER {m}"));
             }
             Kind::Run { cmd, heredocs, network, mounts, security } => {
-                if security.is_some() {
-                    return Err(e(self, "--security: not implemented yet".into()));
-                }
+                // --security=insecure: the RUN runs privileged, if the user granted it (as
+                // BuildKit's entitlement).
+                let privileged = match security.as_deref() {
+                    None | Some("sandbox") => false,
+                    Some("insecure") if self.o.allow.contains("security.insecure") => true,
+                    Some("insecure") => {
+                        return Err(e(
+                            self,
+                            "--security=insecure: security.insecure is not allowed (grant it with --allow security.insecure)".into(),
+                        ))
+                    }
+                    Some(x) => return Err(e(self, format!("--security={x}: want sandbox or insecure"))),
+                };
                 let network = match network.as_deref() {
                     None | Some("default") => self.o.network.clone(),
                     // The Dockerfile (or a base image's ONBUILD) may not choose the
@@ -944,11 +954,15 @@ impl<'a> Builder<'a> {
                     quiet: self.view.captures_output(),
                     cgroup_parent: self.o.cgroup_parent.clone(),
                     mounts: Vec::new(),
+                    privileged,
                 };
                 let created_by = format!("RUN {}", argv.join(" "));
                 let mut key = vec![json!(env), json!(network)];
                 if !planned.is_empty() {
                     key.push(json!(planned.iter().map(mounts::Planned::key).collect::<Vec<_>>()));
+                }
+                if privileged {
+                    key.push(json!("insecure"));
                 }
                 let key_extra = serde_json::to_vec(&key).unwrap_or_default();
                 self.layer_step(s, created_by, &key_extra, |b, step, chain| {
@@ -1181,7 +1195,7 @@ impl<'a> Builder<'a> {
             None => None,
         };
         let wd = s.workdir();
-        let dest_dir = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
+        let dest_dir = dest.ends_with('/') || dest == "." || dest.ends_with("/.") || c.parents;
         let abs = crate::container::create::clean_dest(&if dest.starts_with('/') { dest.clone() } else { format!("{wd}/{dest}") });
 
         // The sources: the context, another stage or an image, mounted for this step.
@@ -1259,6 +1273,9 @@ impl<'a> Builder<'a> {
         if let Some(u) = &chown {
             flags.push_str(&format!("--chown={u} "));
         }
+        if c.parents {
+            flags.push_str("--parents ");
+        }
         for p in &excludes {
             flags.push_str(&format!("--exclude={p} "));
         }
@@ -1269,7 +1286,7 @@ impl<'a> Builder<'a> {
             });
         }
         let created_by = format!("{what} {flags}{} {dest} # {sum}", srcs.join(" "));
-        let is_add = c.add;
+        let (is_add, parents) = (c.add, c.parents);
         let res = self.layer_step(s, created_by, sum.as_bytes(), |b, step, chain| {
             let rootfs = b.store.snapshots.mount_rootfs(chain, step)?;
             let r = (|| -> Result<()> {
@@ -1292,6 +1309,18 @@ impl<'a> Builder<'a> {
                 let mut copied = sources::hasher();
                 for (src, fs) in &found {
                     for f in fs {
+                        if parents {
+                            // The source's path below the context (or below the `/./` it
+                            // names), made in the destination.
+                            let kept = kept_path(src, &f.rel);
+                            let (dir, name) = match (f.is_dir, kept.file_name()) {
+                                (false, Some(n)) => (Path::new(&abs).join(kept.parent().unwrap_or(Path::new(""))), n.to_os_string()),
+                                _ => (Path::new(&abs).join(&kept), std::ffi::OsString::from(".")),
+                            };
+                            let d = dst.mkdir_all(&dir, 0o755, Follow::InRoot).map_err(ioe)?;
+                            root.copy(f, d.as_fd(), &name, &o, &mut copied).map_err(ioe)?;
+                            continue;
+                        }
                         let base = Some(f.name.clone()).filter(|n| !n.is_empty());
                         if is_add && !f.is_dir {
                             if let Some(comp) = archive_kind(root, f).map_err(|m| b.err(ins, format!("{src}: {m}")))? {
@@ -1457,6 +1486,14 @@ pub fn stage_main(store: &mut Store, state_root: &Path, job: &Job) -> Result<par
     b.meta = meta.clone();
     let out = b.stage(job.stage, &meta)?;
     Ok((out, std::mem::take(&mut b.used_args)))
+}
+
+/// COPY --parents: the part of a found source's path that is kept, all of it or what
+/// follows the `/./` pivot of the source as written (`src/./pkg/*.go` keeps `pkg/a.go`).
+fn kept_path(src: &str, rel: &Path) -> PathBuf {
+    let Some(i) = src.find("/./") else { return rel.to_path_buf() };
+    let pivot = super::glob::clean(&src[..i]);
+    rel.strip_prefix(&pivot).map(Path::to_path_buf).unwrap_or_else(|_| rel.to_path_buf())
 }
 
 /// The stages or images an instruction reads from: COPY --from, RUN --mount's from= (as

@@ -91,6 +91,8 @@ pub struct CopyArgs {
     /// --exclude patterns (any number).
     pub excludes: Vec<String>,
     pub link: bool,
+    /// --parents: each source keeps its path (below a `/./` in it, if any) in the destination.
+    pub parents: bool,
     pub heredocs: Vec<Heredoc>,
     /// Given as a JSON array (no word splitting, no quote removal needed).
     pub json: bool,
@@ -599,7 +601,7 @@ fn instruction(line: usize, text: &str, heredocs: Vec<Heredoc>, escape: char) ->
             } else {
                 check_flags(line, &up, &flags, &["from", "chown", "chmod", "exclude"], &["link", "parents"])?;
             }
-            for f in ["parents", "checksum", "keep-git-dir"] {
+            for f in ["checksum", "keep-git-dir"] {
                 if flags.iter().any(|(k, _)| k == f) {
                     return err(line, format!("{up} --{f}: not implemented yet"));
                 }
@@ -624,6 +626,7 @@ fn instruction(line: usize, text: &str, heredocs: Vec<Heredoc>, escape: char) ->
                 chmod: flag(&flags, "chmod"),
                 excludes: flags.iter().filter(|(k, _)| k == "exclude").filter_map(|(_, v)| v.clone()).collect(),
                 link: flags.iter().any(|(k, v)| k == "link" && v.as_deref() != Some("false")),
+                parents: flags.iter().any(|(k, v)| k == "parents" && v.as_deref() != Some("false")),
                 heredocs,
                 json,
             })
@@ -942,7 +945,12 @@ mod tests {
         assert!(perr("FROM a\nADD --from=x a b\n").msg.contains("unknown flag: --from"));
         assert!(perr("FROM a\nCOPY --chown a b\n").msg.contains("needs a value"));
         assert!(perr("FROM a\nCOPY --link=maybe a b\n").msg.contains("true or false"));
-        assert!(perr("FROM a\nCOPY --parents a b\n").msg.contains("not implemented yet"));
+        assert!(perr("FROM a\nADD --checksum=sha256:00 a b\n").msg.contains("not implemented yet"));
+        assert!(perr("FROM a\nADD --parents a b\n").msg.contains("unknown flag: --parents"));
+        match one("COPY --parents a/./b/*.c /src/").kind {
+            Kind::Copy(c) => assert!(c.parents),
+            k => panic!("{k:?}"),
+        }
         match one("COPY --exclude=*.o --exclude=**/tmp . /app/").kind {
             Kind::Copy(c) => assert_eq!(c.excludes, vec!["*.o", "**/tmp"]),
             k => panic!("{k:?}"),

@@ -137,6 +137,8 @@ pub struct RunSpec {
     pub cgroup_parent: String,
     /// RUN --mount's binds and tmpfs (see `mounts.rs`).
     pub mounts: Vec<crate::container::config::MountPoint>,
+    /// RUN --security=insecure: as `run --privileged`.
+    pub privileged: bool,
 }
 
 /// Runs `r` on the overlay of `chain` in `step` (made by [`Scratch::fresh`]); returns the
@@ -257,6 +259,7 @@ fn record(id: &str, r: &RunSpec) -> Record {
         restart_policy: RestartPolicy { name: "no".into(), maximum_retry_count: 0 },
         shm_size: 64 << 20,
         cgroup_parent: r.cgroup_parent.clone(),
+        privileged: r.privileged,
         ..Default::default()
     };
     Record {

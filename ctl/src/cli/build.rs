@@ -32,7 +32,8 @@ pub struct Args {
     /// default, pull only what is missing).
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub pull: Option<bool>,
-    /// Grant an entitlement: network.host (lets `RUN --network=host` use the host's network).
+    /// Grant an entitlement: network.host (lets `RUN --network=host` use the host's network),
+    /// security.insecure (lets `RUN --security=insecure` run privileged).
     #[arg(long, value_name = "ENTITLEMENT")]
     pub allow: Vec<String>,
     /// Set target platform for build (only this host's platform).
@@ -136,11 +137,10 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     let mut allow = std::collections::BTreeSet::new();
     for e in &a.allow {
         match e.as_str() {
-            "network.host" => {
+            "network.host" | "security.insecure" => {
                 allow.insert(e.clone());
             }
-            "security.insecure" => return Err(bad(format!("--allow {e}: not implemented yet (RUN --security is not)"))),
-            _ => return Err(bad(format!("--allow {e}: unknown entitlement (want network.host)"))),
+            _ => return Err(bad(format!("--allow {e}: unknown entitlement (want network.host or security.insecure)"))),
         }
     }
     let mut secrets = BTreeMap::new();

@@ -89,11 +89,13 @@ pub struct NetOpts {
 }
 
 /// A published port as given: `[IP:][HOSTPORT:]CONTAINERPORT[/tcp|udp]` (HOSTPORT empty or
-/// missing: a random one at start).
+/// missing: a random one at start; a range `LO-HI` with one container port: the first free
+/// one of the range at start, as docker).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Publish {
     pub host_ip: Option<Ipv4Addr>,
-    pub host_port: Option<u16>,
+    /// The host ports it may take (`(n, n)`: exactly n).
+    pub host_ports: Option<(u16, u16)>,
     pub container_port: u16,
     pub proto: Proto,
 }
@@ -105,7 +107,9 @@ fn proto_str(p: Proto) -> &'static str {
     }
 }
 
-pub fn parse_publish(s: &str) -> std::result::Result<Publish, String> {
+/// `-p` as docker takes it, ranges expanded: `8000-8002:80-82` is three ports, `80-82` three
+/// with random host ports, `8000-8010:80` one port with a host port from the range.
+pub fn parse_publish(s: &str) -> std::result::Result<Vec<Publish>, String> {
     let bad = |why: &str| format!("-p {s}: {why}");
     let (rest, proto) = match s.rsplit_once('/') {
         Some((r, "tcp")) => (r, Proto::Tcp),
@@ -114,12 +118,21 @@ pub fn parse_publish(s: &str) -> std::result::Result<Publish, String> {
         None => (s, Proto::Tcp),
     };
     let port = |p: &str, what: &str| -> std::result::Result<u16, String> {
-        if p.contains('-') {
-            return Err(bad("port ranges are not implemented yet"));
-        }
         match p.parse::<u16>() {
             Ok(n) if n > 0 => Ok(n),
             _ => Err(bad(&format!("invalid {what} port {p:?}: expected 1-65535"))),
+        }
+    };
+    let range = |p: &str, what: &str| -> std::result::Result<(u16, u16), String> {
+        match p.split_once('-') {
+            None => port(p, what).map(|n| (n, n)),
+            Some((a, b)) => {
+                let (a, b) = (port(a, what)?, port(b, what)?);
+                if a > b {
+                    return Err(bad(&format!("invalid {what} port range {p:?}: its end is below its start")));
+                }
+                Ok((a, b))
+            }
         }
     };
     let parts: Vec<&str> = rest.split(':').collect();
@@ -133,8 +146,16 @@ pub fn parse_publish(s: &str) -> std::result::Result<Publish, String> {
         None | Some("") | Some("0.0.0.0") => None,
         Some(a) => Some(a.parse::<Ipv4Addr>().map_err(|_| bad(&format!("host address {a:?}: not an IPv4 address")))?),
     };
-    let host_port = if hp.is_empty() { None } else { Some(port(hp, "host")?) };
-    Ok(Publish { host_ip, host_port, container_port: port(cp, "container")?, proto })
+    let host = if hp.is_empty() { None } else { Some(range(hp, "host")?) };
+    let (c0, c1) = range(cp, "container")?;
+    let one = |host_ports, container_port| Publish { host_ip, host_ports, container_port, proto };
+    match host {
+        // One container port: any host port of the range.
+        _ if c0 == c1 => Ok(vec![one(host, c0)]),
+        None => Ok((c0..=c1).map(|c| one(None, c)).collect()),
+        Some((h0, h1)) if h1 - h0 == c1 - c0 => Ok((c0..=c1).map(|c| one(Some((h0 + (c - c0), h0 + (c - c0))), c)).collect()),
+        Some(_) => Err(bad(&format!("invalid ranges specified for container and host ports: {cp} and {hp} (want ranges of one length)"))),
+    }
 }
 
 /// `run`/`create`'s network options, checked (exit code 125 for bad ones, as docker).
@@ -165,10 +186,14 @@ pub fn options(store: &Store, o: &Opts, image_exposed: &BTreeMap<String, Value>,
     }
     let mut bindings: BTreeMap<String, Value> = BTreeMap::new();
     let mut exposed = image_exposed.clone();
-    for p in &o.publish {
-        let p = parse_publish(p).map_err(bad)?;
+    for p in o.publish.iter().map(|p| parse_publish(p).map_err(bad)).collect::<Result<Vec<_>>>()?.into_iter().flatten() {
         let key = format!("{}/{}", p.container_port, proto_str(p.proto));
-        let b = json!({"HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(), "HostPort": p.host_port.map(|n| n.to_string()).unwrap_or_default()});
+        let host_port = match p.host_ports {
+            None => String::new(),
+            Some((a, b)) if a == b => a.to_string(),
+            Some((a, b)) => format!("{a}-{b}"),
+        };
+        let b = json!({"HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(), "HostPort": host_port});
         match bindings.get_mut(&key).and_then(Value::as_array_mut) {
             Some(v) => v.push(b),
             None => {
@@ -456,11 +481,12 @@ fn attach_first(
         let mut maps = Vec::new();
         let mut taken: Vec<(Proto, u16)> = Vec::new();
         for p in want {
-            let host_port = match p.host_port {
-                Some(n) => {
+            let host_port = match p.host_ports {
+                Some((n, m)) if n == m => {
                     check_free(p.host_ip, n, p.proto)?;
                     n
                 }
+                Some((lo, hi)) => free_in(p, lo, hi, &taken)?,
                 None => random_port(p.proto, &taken)?,
             };
             taken.push((p.proto, host_port));
@@ -481,7 +507,13 @@ fn attach_first(
                 return Ok((a, ports));
             }
             // A random port published by another container between our check and our add.
-            Err(e) if attempt < 5 && e.to_string().contains("already published") && want.iter().any(|p| p.host_port.is_none()) => continue,
+            Err(e)
+                if attempt < 5
+                    && e.to_string().contains("already published")
+                    && want.iter().any(|p| p.host_ports.is_none_or(|(a, b)| a != b)) =>
+            {
+                continue
+            }
             Err(e) => {
                 let msg = e.to_string();
                 return Err(fail(if msg.contains("already published") {
@@ -504,7 +536,7 @@ fn ports_of(rec: &Record) -> Result<Vec<Publish>> {
             let ip = b["HostIp"].as_str().unwrap_or("");
             let hp = b["HostPort"].as_str().unwrap_or("");
             let spec = format!("{ip}:{hp}:{key}");
-            out.push(parse_publish(&spec).map_err(fail)?);
+            out.extend(parse_publish(&spec).map_err(fail)?);
         }
     }
     if h.publish_all_ports {
@@ -514,7 +546,7 @@ fn ports_of(rec: &Record) -> Result<Vec<Publish>> {
             }
             // An exposed port the image names oddly (a range) is skipped, as docker warns.
             if let Ok(p) = parse_publish(key) {
-                out.push(p);
+                out.extend(p);
             }
         }
     }
@@ -532,6 +564,32 @@ fn check_free(ip: Option<Ipv4Addr>, port: u16, proto: Proto) -> Result<()> {
     r.map_err(|e| fail(format!("Bind for {}:{port} failed: port is already allocated ({e})", ip.unwrap_or(Ipv4Addr::UNSPECIFIED))))
 }
 
+/// The first port of `lo..=hi` free for `p` (docker's choice for a host port range).
+fn free_in(p: &Publish, lo: u16, hi: u16, taken: &[(Proto, u16)]) -> Result<u16> {
+    let published = published_keys();
+    for port in lo..=hi {
+        let key_end = format!(":{port}");
+        if taken.contains(&(p.proto, port)) || published.iter().any(|k| k.starts_with(proto_str(p.proto)) && k.ends_with(&key_end)) {
+            continue;
+        }
+        if check_free(p.host_ip, port, p.proto).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(fail(format!(
+        "Bind for {}:{lo}-{hi} failed: every port of the range is already allocated",
+        p.host_ip.unwrap_or(Ipv4Addr::UNSPECIFIED)
+    )))
+}
+
+/// The published ports' rule keys (`tcp 0.0.0.0:8080`-like, see capsa-network's firewall).
+fn published_keys() -> Vec<String> {
+    Ns::Current
+        .run(|| capsa_network::nftnl::list_rules("capsa"))
+        .map(|rules| rules.into_iter().filter_map(|r| r.comment.split_once(' ').map(|(_, k)| k.to_string())).collect())
+        .unwrap_or_default()
+}
+
 /// A random free port from the kernel's ephemeral range (docker's choice too): not
 /// published by any container (checked again under the firewall lock by `publish`) and not
 /// bound by a process.
@@ -544,10 +602,7 @@ fn random_port(proto: Proto, taken: &[(Proto, u16)]) -> Result<u16> {
         })
         .filter(|(lo, hi)| lo <= hi)
         .unwrap_or((32768, 60999));
-    let published: Vec<String> = Ns::Current
-        .run(|| capsa_network::nftnl::list_rules("capsa"))
-        .map(|rules| rules.into_iter().filter_map(|r| r.comment.split_once(' ').map(|(_, k)| k.to_string())).collect())
-        .unwrap_or_default();
+    let published = published_keys();
     let span = u32::from(hi - lo) + 1;
     let start = {
         let mut b = [0u8; 4];
@@ -883,16 +938,32 @@ mod tests {
 
     #[test]
     fn publish_specs() {
-        let p = parse_publish("8080:80").unwrap();
-        assert_eq!((p.host_ip, p.host_port, p.container_port, p.proto), (None, Some(8080), 80, Proto::Tcp));
-        let p = parse_publish("127.0.0.1::53/udp").unwrap();
-        assert_eq!((p.host_ip, p.host_port, p.container_port, p.proto), (Some(Ipv4Addr::LOCALHOST), None, 53, Proto::Udp));
-        assert_eq!(parse_publish("80").unwrap().host_port, None);
+        let one = |s: &str| {
+            let v = parse_publish(s).unwrap();
+            assert_eq!(v.len(), 1, "{s}: {v:?}");
+            v[0].clone()
+        };
+        let p = one("8080:80");
+        assert_eq!((p.host_ip, p.host_ports, p.container_port, p.proto), (None, Some((8080, 8080)), 80, Proto::Tcp));
+        let p = one("127.0.0.1::53/udp");
+        assert_eq!((p.host_ip, p.host_ports, p.container_port, p.proto), (Some(Ipv4Addr::LOCALHOST), None, 53, Proto::Udp));
+        assert_eq!(one("80").host_ports, None);
+        // Ranges: one to one, random host ports, a host range for one port.
+        let v = parse_publish("8000-8002:80-82/udp").unwrap();
+        let got: Vec<_> = v.iter().map(|p| (p.host_ports, p.container_port, p.proto)).collect();
+        assert_eq!(got, [(Some((8000, 8000)), 80, Proto::Udp), (Some((8001, 8001)), 81, Proto::Udp), (Some((8002, 8002)), 82, Proto::Udp)]);
+        assert_eq!(
+            parse_publish("80-81").unwrap().iter().map(|p| (p.host_ports, p.container_port)).collect::<Vec<_>>(),
+            [(None, 80), (None, 81)]
+        );
+        assert_eq!(one("8000-8010:80").host_ports, Some((8000, 8010)));
         for (bad, why) in [
             ("80/sctp", "sctp"),
             ("x:80", "host port"),
             ("1.2.3:80:80", "host address"),
-            ("80-81:80-81", "ranges"),
+            ("8000-8001:80-82", "ranges"),
+            ("82-80", "end is below its start"),
+            ("80-x", "container port"),
             ("0", "container port"),
         ] {
             let e = parse_publish(bad).unwrap_err();
