@@ -601,9 +601,11 @@ fn instruction(line: usize, text: &str, heredocs: Vec<Heredoc>, escape: char) ->
             } else {
                 check_flags(line, &up, &flags, &["from", "chown", "chmod", "exclude"], &["link", "parents"])?;
             }
+            // Both are about remote sources (an HTTP download's digest, a git checkout's .git),
+            // which this offline build does not fetch.
             for f in ["checksum", "keep-git-dir"] {
                 if flags.iter().any(|(k, _)| k == f) {
-                    return err(line, format!("{up} --{f}: not implemented yet"));
+                    return err(line, format!("{up} --{f}: only for remote URLs and git sources, which this offline build does not fetch"));
                 }
             }
             let (words, json) = match json_array(rest) {
@@ -945,7 +947,7 @@ mod tests {
         assert!(perr("FROM a\nADD --from=x a b\n").msg.contains("unknown flag: --from"));
         assert!(perr("FROM a\nCOPY --chown a b\n").msg.contains("needs a value"));
         assert!(perr("FROM a\nCOPY --link=maybe a b\n").msg.contains("true or false"));
-        assert!(perr("FROM a\nADD --checksum=sha256:00 a b\n").msg.contains("not implemented yet"));
+        assert!(perr("FROM a\nADD --checksum=sha256:00 a b\n").msg.contains("only for remote URLs"));
         assert!(perr("FROM a\nADD --parents a b\n").msg.contains("unknown flag: --parents"));
         match one("COPY --parents a/./b/*.c /src/").kind {
             Kind::Copy(c) => assert!(c.parents),
