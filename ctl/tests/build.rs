@@ -1204,7 +1204,9 @@ fn a_cancelled_build_stops_its_stages_and_a_killed_one_is_cleaned_up_by_the_next
     };
     for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGKILL] {
         let log = env.dir.join(format!("build-{sig}.log"));
-        let mut c = build_command(&env, &ctx, &["--no-cache"]);
+        // SIGINT's round with the tty view, which ends the stopped steps as CANCELED.
+        let args: &[&str] = if sig == libc::SIGINT { &["--no-cache", "--progress", "tty"] } else { &["--no-cache"] };
+        let mut c = build_command(&env, &ctx, args);
         let mut child = c.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
         started(&log);
         // SAFETY: kill(2) of our own child with a signal number.
@@ -1222,6 +1224,9 @@ fn a_cancelled_build_stops_its_stages_and_a_killed_one_is_cleaned_up_by_the_next
         } else {
             assert_eq!(st.code(), Some(128 + sig), "{e}");
             assert!(e.contains("build cancelled (SIG"), "{e}");
+            if sig == libc::SIGINT {
+                assert!(e.contains("=> CANCELED [") && e.contains(") CANCELED") && !e.contains("=> ERROR"), "{e}");
+            }
         }
         assert_clean(&env);
     }

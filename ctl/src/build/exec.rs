@@ -274,6 +274,14 @@ impl<'a> Builder<'a> {
 
     /// Builds the target stage (and what it needs); returns the image id.
     pub fn build(&mut self, cli: &Cli) -> Result<Digest> {
+        let r = self.build_target(cli);
+        if r.as_ref().is_err_and(|f| f.code > 128 && f.msg.starts_with("build cancelled")) {
+            self.view.cancelled();
+        }
+        r
+    }
+
+    fn build_target(&mut self, cli: &Cli) -> Result<Digest> {
         if let Some(sx) = self.df.syntax.as_deref().filter(|sx| !sx.contains("docker/dockerfile")) {
             self.say(&format!("WARNING: # syntax={sx}: frontend images are not run; built with capsactl's own Dockerfile parser"));
         }

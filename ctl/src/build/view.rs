@@ -158,6 +158,13 @@ impl View {
         }
     }
 
+    /// The build was cancelled: the tty view ends its running steps as CANCELED.
+    pub fn cancelled(&mut self) {
+        if self.mode == Mode::Tty {
+            self.send("X");
+        }
+    }
+
     /// Ends the tty view (waits for its last drawing); what is shown after is plain.
     pub fn finish(&mut self) {
         if let Some(pid) = self.child.take() {
@@ -223,6 +230,8 @@ struct Screen {
     steps: usize,
     running: BTreeMap<usize, Running>,
     width: usize,
+    /// The build was cancelled (a signal): its running steps were stopped, not failed.
+    cancelled: bool,
 }
 
 /// The tty view's loop: events until `E` (or the parent is gone), a redraw every 100 ms.
@@ -235,6 +244,7 @@ fn draw(mut events: File, parent: nix::unistd::Pid) {
         steps: 0,
         running: BTreeMap::new(),
         width: width(),
+        cancelled: false,
     };
     let mut buf = Vec::new();
     let mut end = false;
@@ -264,14 +274,20 @@ fn draw(mut events: File, parent: nix::unistd::Pid) {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    // Steps still running at the end: the build failed in them (or stopped them).
+    // Steps still running at the end: the build failed in them (or was cancelled in them).
     let failed = !s.running.is_empty();
+    let how = if s.cancelled { "CANCELED" } else { "ERROR" };
     for (_, r) in std::mem::take(&mut s.running) {
-        let l = s.timed("=> ERROR ", &r.text, &format!("{:.1}s", r.start.elapsed().as_secs_f64()));
+        let l = s.timed(&format!("=> {how} "), &r.text, &format!("{:.1}s", r.start.elapsed().as_secs_f64()));
         s.redraw(&[l]);
     }
     let t = s.start.elapsed().as_secs_f64();
-    let last = format!("[+] Building {t:.1}s ({} steps) {}", s.steps, if failed { "FAILED" } else { "FINISHED" });
+    let end = match (failed, s.cancelled) {
+        (_, true) => "CANCELED",
+        (true, false) => "FAILED",
+        (false, false) => "FINISHED",
+    };
+    let last = format!("[+] Building {t:.1}s ({} steps) {end}", s.steps);
     s.redraw(&[last]);
     s.live_clear();
 }
@@ -299,6 +315,10 @@ impl Screen {
         if k == "W" {
             let text = ev.get(2..).unwrap_or("");
             self.redraw(&[clean(text)]);
+            return;
+        }
+        if k == "X" {
+            self.cancelled = true;
             return;
         }
         let Some(n) = it.next().and_then(|n| n.parse::<usize>().ok()) else { return };
