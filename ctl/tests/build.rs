@@ -1306,9 +1306,28 @@ fn run_mounts_bind_cache_tmpfs_secret() {
     std::fs::write(&secret, b"other\n").unwrap();
     let (_, log) = build_ok(&env, &ctx, &["-t", "m:5", "--secret", &sarg]);
     assert_eq!(log.matches("CACHED").count(), 10, "{log}");
-    // The cache mount stays until system prune.
+    // The cache mounts stay until a prune; system df counts them with the steps' entries.
     assert_eq!(env.count("build-mounts"), 3);
-    for t in ["m:1", "m:2", "m:3", "m:4", "m:5"] {
+    let cache_row = || -> Vec<String> {
+        let df = env.ok(&["system", "df"]);
+        df.lines().find(|l| l.starts_with("Build Cache")).unwrap().split_whitespace().skip(2).map(str::to_string).collect()
+    };
+    let entries = || env.db("SELECT count(*) FROM build_cache").parse::<usize>().unwrap();
+    let row = cache_row();
+    assert_eq!(row[0].parse::<usize>().unwrap(), 3 + entries(), "{row:?}");
+    assert_eq!(row[1], "0", "no build is using a cache mount: {row:?}");
+    assert_ne!(row[2], "0B", "{row:?}");
+    // builder prune: the cache mounts and the entries no image holds; -a: every entry.
+    env.ok(&["builder", "prune", "-f"]);
+    assert_eq!(env.count("build-mounts"), 0);
+    assert!(entries() > 0, "the tagged images' steps stay cached");
+    env.ok(&["builder", "prune", "-a", "-f"]);
+    assert_eq!(entries(), 0);
+    assert_eq!(cache_row(), ["0", "0", "0B", "0B"]);
+    let (_, log) = build_ok(&env, &ctx, &["-t", "m:6", "--secret", &sarg]);
+    assert_eq!(cat("m:6", "/cache-count").trim(), "1", "a new cache mount: {log}");
+    // system prune removes cache mounts too.
+    for t in ["m:1", "m:2", "m:3", "m:4", "m:5", "m:6"] {
         env.ok(&["rmi", t]);
     }
     env.ok(&["system", "prune", "-f"]);

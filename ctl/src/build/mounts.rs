@@ -525,10 +525,40 @@ fn make_cache(
     std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).map_err(io("chmod a cache mount"))
 }
 
-/// `system prune`: the cache mounts no build is using, removed; their bytes.
-pub fn prune(store: &Store) -> u64 {
-    let Ok(rd) = std::fs::read_dir(cache_root(store)) else { return 0 };
-    let mut bytes = 0;
+/// What the cache mounts hold.
+#[derive(Debug, Default)]
+pub struct MountUsage {
+    pub total: usize,
+    pub active: usize,
+    pub size: u64,
+    pub active_size: u64,
+}
+
+/// Whether a build is using the cache mount `dir` (it holds its lock).
+fn in_use(dir: &Path) -> bool {
+    let Ok(lock) = File::open(dir.join("lock")) else { return false };
+    // SAFETY: flock on an fd we own (released when it is closed).
+    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+}
+
+pub fn usage(store: &Store) -> MountUsage {
+    let mut u = MountUsage::default();
+    for e in std::fs::read_dir(cache_root(store)).into_iter().flatten().flatten() {
+        let size = crate::container::volumes::dir_size(&e.path());
+        u.total += 1;
+        u.size += size;
+        if in_use(&e.path()) {
+            u.active += 1;
+            u.active_size += size;
+        }
+    }
+    u
+}
+
+/// The cache mounts no build is using, removed: (how many, their bytes).
+pub fn prune(store: &Store) -> (usize, u64) {
+    let Ok(rd) = std::fs::read_dir(cache_root(store)) else { return (0, 0) };
+    let (mut n, mut bytes) = (0, 0);
     for e in rd.flatten() {
         let Ok(lock) = File::open(e.path().join("lock")) else {
             let _ = capsa_image::layer::remove_tree(&e.path());
@@ -539,7 +569,9 @@ pub fn prune(store: &Store) -> u64 {
             continue;
         }
         bytes += crate::container::volumes::dir_size(&e.path());
-        let _ = capsa_image::layer::remove_tree(&e.path());
+        if capsa_image::layer::remove_tree(&e.path()).is_ok() {
+            n += 1;
+        }
     }
-    bytes
+    (n, bytes)
 }

@@ -2,6 +2,7 @@
 
 mod attach;
 mod build;
+mod builder;
 mod commit;
 mod cp;
 pub mod create;
@@ -136,6 +137,9 @@ pub enum Command {
     /// Manage capsactl (df, prune, info).
     #[command(subcommand)]
     System(system::Cmd),
+    /// Manage the build cache (prune).
+    #[command(subcommand)]
+    Builder(builder::Cmd),
     /// Return low-level information on containers and images, as JSON.
     Inspect(inspect::Args),
     /// Display system-wide information.
@@ -316,6 +320,7 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Volume(c) => volume::run(cli, c),
         Command::Network(c) => network::run(cli, c),
         Command::System(c) => system::run(cli, c),
+        Command::Builder(c) => builder::run(cli, c),
         Command::Info(a) => info::run(cli, a),
         Command::Version(a) => version::run(cli, a),
         Command::Monitor(a) => Ok(crate::monitor::monitor_main(cli, a)),

@@ -95,6 +95,7 @@ fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
             vol_active += 1;
         }
     }
+    let cache = crate::build::cache::usage(&store)?;
     let pct = |r: u64, t: u64| (r * 100).checked_div(t).map(|p| format!(" ({p}%)")).unwrap_or_default();
     let rows = vec![
         vec![
@@ -118,7 +119,13 @@ fn df(cli: &Cli, a: &DfArgs) -> Result<i32> {
             format::size(vol_total),
             format!("{}{}", format::size(vol_reclaim), pct(vol_reclaim, vol_total)),
         ],
-        vec!["Build Cache".into(), "0".into(), "0".into(), "0B".into(), "0B".into()],
+        vec![
+            "Build Cache".into(),
+            cache.total.to_string(),
+            cache.active.to_string(),
+            format::size(cache.size),
+            format!("{}{}", format::size(cache.reclaimable), pct(cache.reclaimable, cache.size)),
+        ],
     ];
     print!("{}", format::table(&["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"], &rows));
     if a.verbose {
@@ -199,7 +206,7 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
         } else {
             "  - all dangling images\n"
         });
-        what.push_str("  - unused build cache\n");
+        what.push_str(if a.all { "  - all build cache\n" } else { "  - unused build cache\n" });
         print!("WARNING! This will remove:\n{what}\nAre you sure you want to continue? [y/N] ");
         use std::io::{BufRead, Write};
         let _ = std::io::stdout().flush();
@@ -243,8 +250,8 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
     crate::build::run::Scratch::clean_stale(&store, &cli.state_root);
     let report = store.gc()?;
     bytes += report.bytes;
-    // The build cache's RUN --mount=type=cache directories (those no build is using).
-    bytes += crate::build::mounts::prune(&store);
+    // The build cache: cache mounts no build uses, entries no image holds (-a: all).
+    bytes += crate::build::cache::prune(&mut store, a.all)?.1;
     if !deleted.is_empty() {
         println!("Deleted Images:");
         for img in &deleted {
