@@ -25,12 +25,7 @@ pub fn run(cli: &Cli, c: &Cmd) -> Result<i32> {
     let Cmd::Prune(a) = c;
     if !a.force {
         let what = if a.all { "all build cache" } else { "all dangling build cache" };
-        print!("WARNING! This will remove {what}. Are you sure you want to continue? [y/N] ");
-        use std::io::{BufRead, Write};
-        let _ = std::io::stdout().flush();
-        let mut line = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut line);
-        if !matches!(line.trim(), "y" | "Y" | "yes") {
+        if !super::confirm(what) {
             return Ok(0);
         }
     }

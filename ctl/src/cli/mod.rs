@@ -334,3 +334,19 @@ pub fn dispatch(cli: &Cli) -> Result<i32> {
         Command::Logout(a) => logout::run(cli, a),
     }
 }
+
+/// docker's question before a prune ("WARNING! This will remove {what}."): whether the
+/// answer on STDIN is yes.
+pub fn confirm(what: &str) -> bool {
+    ask(&format!("This will remove {what}."))
+}
+
+/// "WARNING! {text}" and "Are you sure you want to continue? [y/N]".
+pub fn ask(text: &str) -> bool {
+    use std::io::{BufRead, Write};
+    print!("WARNING! {text}\nAre you sure you want to continue? [y/N] ");
+    let _ = std::io::stdout().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    matches!(line.trim(), "y" | "Y" | "yes")
+}

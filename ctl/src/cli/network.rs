@@ -221,7 +221,7 @@ pub fn run(cli: &Cli, c: &Cmd) -> Result<i32> {
             Ok(())
         }),
         Cmd::Prune(a) => {
-            if !a.force && !super::volume::confirm("all custom networks not used by at least one container") {
+            if !a.force && !super::confirm("all custom networks not used by at least one container") {
                 return Ok(0);
             }
             let mut gone = Vec::new();

@@ -1,8 +1,6 @@
 //! `image prune [-a] [-f]`: dangling images (no tag), or with -a every image no container
 //! uses; then leftovers of killed commands; then unreferenced layers and blobs.
 
-use std::io::{BufRead, Write};
-
 use super::{Cli, Result};
 use crate::format;
 
@@ -19,11 +17,7 @@ pub struct Args {
 pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
     if !a.force {
         let what = if a.all { "all images without at least one container associated to them" } else { "all dangling images" };
-        print!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-        let _ = std::io::stdout().flush();
-        let mut line = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut line);
-        if !matches!(line.trim(), "y" | "Y" | "yes") {
+        if !super::confirm(what) {
             return Ok(0);
         }
     }

@@ -179,7 +179,7 @@ fn prune_containers(cli: &Cli, store: &mut capsa_image::Store) -> Result<(Vec<St
 }
 
 pub fn container_prune(cli: &Cli, a: &ContainerPruneArgs) -> Result<i32> {
-    if !a.force && !super::volume::confirm("all stopped containers") {
+    if !a.force && !super::confirm("all stopped containers") {
         return Ok(0);
     }
     let mut store = cli.store()?;
@@ -207,12 +207,7 @@ fn prune(cli: &Cli, a: &PruneArgs) -> Result<i32> {
             "  - all dangling images\n"
         });
         what.push_str(if a.all { "  - all build cache\n" } else { "  - unused build cache\n" });
-        print!("WARNING! This will remove:\n{what}\nAre you sure you want to continue? [y/N] ");
-        use std::io::{BufRead, Write};
-        let _ = std::io::stdout().flush();
-        let mut line = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut line);
-        if !matches!(line.trim(), "y" | "Y" | "yes") {
+        if !super::ask(&format!("This will remove:\n{what}")) {
             return Ok(0);
         }
     }

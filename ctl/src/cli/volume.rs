@@ -1,7 +1,6 @@
 //! `volume create|ls|inspect|rm|prune`: named volumes (docker's local driver).
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
 
 use clap::Subcommand;
 use serde_json::{json, Value};
@@ -94,14 +93,6 @@ fn kv(list: &[String], what: &str) -> Result<BTreeMap<String, String>> {
             Ok((k.to_string(), v.to_string()))
         })
         .collect()
-}
-
-pub fn confirm(what: &str) -> bool {
-    print!("WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ");
-    let _ = std::io::stdout().flush();
-    let mut line = String::new();
-    let _ = std::io::stdin().lock().read_line(&mut line);
-    matches!(line.trim(), "y" | "Y" | "yes")
 }
 
 pub fn run(cli: &Cli, c: &Cmd) -> Result<i32> {
@@ -219,7 +210,7 @@ pub fn run(cli: &Cli, c: &Cmd) -> Result<i32> {
         }),
         Cmd::Prune(a) => {
             if !a.force
-                && !confirm(if a.all {
+                && !super::confirm(if a.all {
                     "all local volumes not used by at least one container"
                 } else {
                     "anonymous local volumes not used by at least one container"
