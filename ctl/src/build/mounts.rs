@@ -192,9 +192,11 @@ pub fn parse(text: &str, workdir: &str, expand: &dyn Fn(&str, &str) -> Result<St
         (Some(rw), None) => rw,
         (None, None) => typ == "cache",
     };
+    // Lexically clean, `..` included, as BuildKit's (the runtime resolves it in the rootfs
+    // anyway).
     let absolute = |t: &str| -> String {
         let full = if t.starts_with('/') { t.to_string() } else { format!("{workdir}/{t}") };
-        crate::container::create::clean_dest(&full)
+        format!("/{}", super::glob::clean(&full))
     };
     let target = value("target")?.filter(|t| !t.is_empty()).map(|t| absolute(&t));
     let from = value("from")?.filter(|v| !v.is_empty());
@@ -574,4 +576,74 @@ pub fn prune(store: &Store) -> (usize, u64) {
         }
     }
     (n, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(text: &str) -> Result<RunMount, String> {
+        parse(text, "/w", &|_, v| Ok(v.to_string()))
+    }
+
+    #[test]
+    fn mount_options() {
+        let m = p("type=bind,source=a,target=b").unwrap();
+        assert_eq!(m, RunMount { target: "/w/b".into(), spec: Spec::Bind { from: None, source: "a".into(), rw: false } });
+        assert_eq!(p("target=../../x/./y").unwrap().target, "/x/y");
+        assert_eq!(p("dst=/t,rw").unwrap().spec, Spec::Bind { from: None, source: String::new(), rw: true });
+        assert_eq!(p("dst=/t,rw,ro=true").unwrap().spec, Spec::Bind { from: None, source: String::new(), rw: false });
+        let c = p("type=cache,target=/c,sharing=locked,mode=0700,uid=5").unwrap();
+        assert_eq!(
+            c.spec,
+            Spec::Cache {
+                id: "/c".into(),
+                from: None,
+                source: String::new(),
+                ro: false,
+                sharing: Sharing::Locked,
+                mode: 0o700,
+                uid: 5,
+                gid: 0
+            }
+        );
+        let s = p("type=secret,id=tok").unwrap();
+        assert_eq!(
+            (s.target.as_str(), s.spec),
+            ("/run/secrets/tok", Spec::Secret { id: "tok".into(), required: false, mode: 0o400, uid: 0, gid: 0 })
+        );
+        assert_eq!(
+            p("type=secret,target=/etc/k").unwrap().spec,
+            Spec::Secret { id: "k".into(), required: false, mode: 0o400, uid: 0, gid: 0 }
+        );
+        assert_eq!(p("type=tmpfs,target=/t,size=1k").unwrap().spec, Spec::Tmpfs { size: Some(1024) });
+        assert_eq!(p("\"type=bind\",\"target=/a,b\"").unwrap().target, "/a,b");
+        for (bad, why) in [
+            ("type=bind", "target is required"),
+            ("target=/", "cannot replace the root"),
+            ("target=/x,size=1", "size: not an option of type=bind"),
+            ("target=/x,target=/y", "given twice"),
+            ("type=cache,target=/c,mode=9", "not an octal mode"),
+            ("type=cache,target=/c,uid=x", "not a number"),
+            ("type=secret", "give an id or a target"),
+            ("type=secret,id=a,required=maybe", "want true or false"),
+            ("type=ssh", "SSH agent forwarding"),
+            ("target=/x,source", "source: needs a value"),
+            ("target=\"/x", "unterminated quote"),
+        ] {
+            let e = p(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn secrets_flags() {
+        assert_eq!(parse_secret("id=a,src=/f").unwrap(), ("a".into(), SecretSource::File("/f".into())));
+        assert_eq!(parse_secret("id=a,env=V").unwrap(), ("a".into(), SecretSource::Env("V".into())));
+        assert_eq!(parse_secret("id=a,type=env").unwrap(), ("a".into(), SecretSource::Env("a".into())));
+        assert_eq!(parse_secret("id=capsa_no_such_variable").unwrap().1, SecretSource::File("capsa_no_such_variable".into()));
+        assert!(parse_secret("src=/f").unwrap_err().contains("an id is required"));
+        assert!(parse_secret("id=a,src=/f,env=V").unwrap_err().contains("not both"));
+        assert!(parse_secret("id=a,kind=x").unwrap_err().contains("unknown key"));
+    }
 }
