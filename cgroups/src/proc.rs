@@ -35,8 +35,12 @@ pub(crate) struct ProcCgroup {
 /// The `cgroup` and `cgroup2` mounts of mountinfo text (parsed by the workspace's parser,
 /// `capsa_sys::mountinfo`, which undoes the kernel's octal escapes), in file order.
 pub(crate) fn parse_mountinfo(text: &str) -> Vec<Mount> {
-    capsa_sys::mountinfo::parse(text)
-        .into_iter()
+    cgroup_mounts(capsa_sys::mountinfo::parse(text))
+}
+
+/// The `cgroup` and `cgroup2` mounts of a parsed mount table, in its order.
+fn cgroup_mounts(all: Vec<capsa_sys::mountinfo::MountInfo>) -> Vec<Mount> {
+    all.into_iter()
         .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
         .map(|m| Mount {
             root: m.root.to_string_lossy().into_owned(),
@@ -163,9 +167,10 @@ impl Layout {
 
     /// Reads `/proc/self/mountinfo` and `/proc/self/cgroup`.
     pub fn load(preferred_v2: &Path) -> Result<Layout> {
-        let mountinfo = read_proc("/proc/self/mountinfo")?;
+        // Bytes, not text: a mount point elsewhere may have a name that is not UTF-8.
+        let mountinfo = capsa_sys::mountinfo::read_self().map_err(|e| Error::io("read", Path::new("/proc/self/mountinfo"), e))?;
         let cgroup = read_proc("/proc/self/cgroup")?;
-        Ok(Layout::from_parts(&parse_mountinfo(&mountinfo), &parse_proc_cgroup(&cgroup), preferred_v2))
+        Ok(Layout::from_parts(&cgroup_mounts(mountinfo), &parse_proc_cgroup(&cgroup), preferred_v2))
     }
 
     /// The cgroup mount that contains `path` (longest mount point wins), and whether it is v2.

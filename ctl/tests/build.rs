@@ -1250,7 +1250,7 @@ fn run_mounts_bind_cache_tmpfs_secret() {
         RUN --mount=type=cache,target=/var/cache/app,id=c1 echo run >> /var/cache/app/count && wc -l < /var/cache/app/count > /cache-count\n\
         RUN --mount=type=cache,target=/c2,id=c2,sharing=locked,uid=1000,mode=0700 --mount=type=cache,target=/c3,id=c3,from=base,source=/opt/data,sharing=private stat -c '%u %a' /c2 > /c2-stat && cat /c3/f > /c3-f\n\
         RUN --mount=type=tmpfs,target=/t,size=1m grep ' /t ' /proc/mounts > /t-mount && touch /t/x\n\
-        RUN --mount=type=secret,id=tok stat -c %a /run/secrets/tok > /secret-mode && wc -c < /run/secrets/tok > /secret-len\n";
+        RUN --mount=type=secret,id=tok --mount=type=secret,id=tok,env=TOK stat -c %a /run/secrets/tok > /secret-mode && wc -c < /run/secrets/tok > /secret-len && echo ${#TOK} > /env-len && grep ' /run/secrets/tok ' /proc/self/mountinfo | sed 's/.* - //' | cut -d' ' -f1 > /secret-fs\n";
     let ctx = context(
         &env,
         "ctx",
@@ -1272,6 +1272,8 @@ fn run_mounts_bind_cache_tmpfs_secret() {
     assert!(cat("m:1", "/t-mount").starts_with("tmpfs /t tmpfs"), "{}", cat("m:1", "/t-mount"));
     assert_eq!(cat("m:1", "/secret-mode"), "400\n");
     assert_eq!(cat("m:1", "/secret-len").trim(), "7");
+    assert_eq!(cat("m:1", "/env-len").trim(), "7", "env= gives the secret as a variable");
+    assert_eq!(cat("m:1", "/secret-fs"), "tmpfs\n", "a secret is kept on a tmpfs, never on the disk");
     // No mount point, nothing written through a mount, no secret in the image.
     let o =
         env.ctl(&["run", "--rm", "m:1", "ls", "-a", "/w", "/rw", "/m", "/t", "/ctx", "/var/cache/app", "/c2", "/c3", "/run/secrets/tok"]);
@@ -1307,14 +1309,16 @@ fn run_mounts_bind_cache_tmpfs_secret() {
     let (_, log) = build_ok(&env, &ctx, &["-t", "m:5", "--secret", &sarg]);
     assert_eq!(log.matches("CACHED").count(), 10, "{log}");
     // The cache mounts stay until a prune; system df counts them with the steps' entries.
-    assert_eq!(env.count("build-mounts"), 3);
+    // (Four: c3 is filled from the stage base, which the --no-cache build made anew, a
+    // new layer, so a new cache, as BuildKit's.)
+    assert_eq!(env.count("build-mounts"), 4);
     let cache_row = || -> Vec<String> {
         let df = env.ok(&["system", "df"]);
         df.lines().find(|l| l.starts_with("Build Cache")).unwrap().split_whitespace().skip(2).map(str::to_string).collect()
     };
     let entries = || env.db("SELECT count(*) FROM build_cache").parse::<usize>().unwrap();
     let row = cache_row();
-    assert_eq!(row[0].parse::<usize>().unwrap(), 3 + entries(), "{row:?}");
+    assert_eq!(row[0].parse::<usize>().unwrap(), 4 + entries(), "{row:?}");
     assert_eq!(row[1], "0", "no build is using a cache mount: {row:?}");
     assert_ne!(row[2], "0B", "{row:?}");
     // builder prune: the cache mounts and the entries no image holds; -a: every entry.
@@ -1420,5 +1424,72 @@ fn copy_parents_keeps_the_source_paths() {
     let ctx = context(&env, "ctx", &[("Dockerfile", df), ("src/a/x.go", "x"), ("src/b/y.go", "y"), ("src/b/z.txt", "z"), ("top.go", "t")]);
     build_ok(&env, &ctx, &["-t", "par"]);
     assert_eq!(env.ok(&["run", "--rm", "par", "cat", "/list"]), "/dirs/src/a/x.go\n/out/src/a/x.go\n/out/src/b/y.go\n/piv/b/z.txt\n");
+    assert_clean(&env);
+}
+
+/// A build that must end within two minutes (a deadlock fails it instead of hanging CI).
+fn build_within(env: &Env, ctx: &Path, args: &[&str]) -> (bool, String) {
+    let log = env.dir.join("within.log");
+    let mut c = build_command(env, ctx, args);
+    let mut child = c.stdout(std::process::Stdio::null()).stderr(std::fs::File::create(&log).unwrap()).spawn().unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return (st.success(), std::fs::read_to_string(&log).unwrap());
+        }
+        if std::time::Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the build hung:\n{}", std::fs::read_to_string(&log).unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// RUN --mount against a hostile stage and the cache's keys:
+/// - a bind of a stage's path whose name is not UTF-8, beside a symlink to the host named as
+///   its lossy conversion: the RUN sees the stage's directory, never the host's;
+/// - two mounts of one cache id in one RUN share it (and do not wait for each other);
+/// - a cache mount filled from a stage is another cache once the stage changes;
+/// - a mount point through the image's symlink is not left in the layer.
+#[test]
+fn run_mounts_hostile_stage_and_cache_keys() {
+    let env = Env::new("build-mounts-hostile");
+    load_busybox(&env);
+    let host = env.dir.join("hostdir");
+    std::fs::create_dir_all(&host).unwrap();
+    std::fs::write(host.join("host-only"), "HOST\n").unwrap();
+    let df = format!(
+        "FROM busybox AS prep\n\
+         RUN mkdir \"/x$(printf '\\377')\" && ln -s {h} \"/x$(printf '\\357\\277\\275')\" && ln -s \"/x$(printf '\\377')\" /s\n\
+         FROM busybox\n\
+         RUN --mount=from=prep,source=/s,target=/m,rw ls -A /m > /listing && echo PWNED > /m/pwned\n\
+         RUN --mount=type=cache,id=dl,target=/a,sharing=locked --mount=type=cache,id=dl,target=/b,sharing=locked sh -c 'echo hi > /a/f && cat /b/f > /same'\n\
+         RUN ln -s /nonexist/dir /evil\n\
+         RUN --mount=type=tmpfs,target=/evil/x touch /evil/x/y\n",
+        h = host.display()
+    );
+    let ctx = context(&env, "ctx", &[("Dockerfile", &df)]);
+    let (ok, log) = build_within(&env, &ctx, &["-t", "h:1"]);
+    assert!(ok, "{log}");
+    assert_eq!(std::fs::read_dir(&host).unwrap().count(), 1, "the RUN wrote to the host");
+    assert_eq!(env.ok(&["run", "--rm", "h:1", "cat", "/listing", "/same"]), "hi\n", "the stage's empty directory, one cache");
+    let o = env.ctl(&["run", "--rm", "h:1", "ls", "/nonexist"]);
+    assert!(!o.status.success(), "a mount point through /evil was left in the layer: {}", out(&o));
+    // A cache filled from a stage: the stage's change is a new cache (and a new key).
+    let df = |v: &str| {
+        format!("FROM busybox AS st\nRUN mkdir /d && echo {v} > /d/f\nFROM busybox\nRUN --mount=type=cache,id=fixed,target=/c,from=st,source=/d cat /c/f > /got\n")
+    };
+    std::fs::write(ctx.join("Dockerfile"), df("v1")).unwrap();
+    build_ok(&env, &ctx, &["-t", "cf:1"]);
+    std::fs::write(ctx.join("Dockerfile"), df("v2")).unwrap();
+    build_ok(&env, &ctx, &["-t", "cf:2"]);
+    assert_eq!(env.ok(&["run", "--rm", "cf:2", "cat", "/got"]), "v2\n");
+    // A stage named by from= must come before; two mounts at one place are refused.
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox AS a\nRUN --mount=from=b,target=/m true\nFROM busybox AS b\n").unwrap();
+    build_fails(&env, &ctx, &[], "--from=b: stage \"b\" is not defined before this one");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN --mount=type=tmpfs,target=/t --mount=type=cache,target=/t true\n").unwrap();
+    build_fails(&env, &ctx, &[], "target /t is given by another mount");
+    env.ok(&["builder", "prune", "-a", "-f"]);
     assert_clean(&env);
 }

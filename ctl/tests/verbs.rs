@@ -610,3 +610,21 @@ fn commit_of_a_hostile_upper_dir() {
     env.ok(&["rmi", "evil:1"]);
     assert_clean(&env, &[id]);
 }
+
+/// A container whose process name is not UTF-8 (its init is a script named `x\377`, which
+/// the kernel takes as its command name) is still seen running: ps, inspect and stop.
+#[test]
+fn a_process_name_that_is_not_utf8_still_runs() {
+    let env = Env::new("comm");
+    load_busybox(&env);
+    let script = "f=\"/x$(printf '\\377')\"; printf '#!/bin/sh\\nwhile :; do sleep 0.1; done\\n' > \"$f\"; chmod +x \"$f\"; exec \"$f\"";
+    let id = env.ok(&["run", "-d", "--name", "comm", "busybox", "sh", "-c", script]).trim().to_string();
+    let pid: i32 = env.ok(&["inspect", "-f", "{{.State.Pid}}", "comm"]).trim().parse().unwrap();
+    until("the script runs as init", || std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default() == b"x\xff\n");
+    assert_eq!(env.ok(&["inspect", "-f", "{{.State.Status}}", "comm"]), "running\n");
+    assert!(env.ok(&["ps"]).contains("Up "), "{}", env.ok(&["ps", "-a"]));
+    env.ok(&["stop", "-t", "1", "comm"]);
+    assert_eq!(env.ok(&["inspect", "-f", "{{.State.Status}}", "comm"]), "exited\n");
+    env.ok(&["rm", "comm"]);
+    assert_clean(&env, &[id]);
+}

@@ -583,7 +583,8 @@ fn own_pid_start() -> (i32, u64) {
 
 /// A process's start time, if it is alive (and not a zombie).
 pub fn pid_start(pid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Bytes: the command name may be any bytes (the fields after it are text).
+    let s = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/stat")).ok()?).into_owned();
     let rest = &s[s.rfind(')')? + 2..];
     let mut f = rest.split(' ');
     let state = f.next()?;

@@ -37,18 +37,23 @@ pub fn read_self() -> std::io::Result<Vec<MountInfo>> {
     read("/proc/self/mountinfo")
 }
 
-/// Reads and parses a mountinfo file (`/proc/PID/mountinfo`).
+/// Reads and parses a mountinfo file (`/proc/PID/mountinfo`). Read as bytes: a path in
+/// it may be any bytes (a mount of an image's directory whose name is not UTF-8), and no
+/// such mount may stop us from reading the others.
 pub fn read(path: &str) -> std::io::Result<Vec<MountInfo>> {
     use std::io::Read;
     // procfs files have no size: start big, so a long table is read in a few calls.
-    let mut text = String::with_capacity(64 << 10);
-    std::fs::File::open(path)?.read_to_string(&mut text)?;
-    Ok(parse(&text))
+    let mut text = Vec::with_capacity(64 << 10);
+    std::fs::File::open(path)?.read_to_end(&mut text)?;
+    Ok(parse_bytes(&text))
 }
 
 /// Undoes the kernel's octal escapes (`\040` for a space, `\134` for a backslash).
 pub fn unescape(s: &str) -> OsString {
-    let b = s.as_bytes();
+    unescape_bytes(s.as_bytes())
+}
+
+fn unescape_bytes(b: &[u8]) -> OsString {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -68,35 +73,45 @@ pub fn unescape(s: &str) -> OsString {
 
 /// Parses mountinfo text; malformed lines are skipped.
 pub fn parse(text: &str) -> Vec<MountInfo> {
-    text.lines().filter_map(parse_line).collect()
+    parse_bytes(text.as_bytes())
 }
 
-fn parse_line(line: &str) -> Option<MountInfo> {
-    let (left, right) = line.split_once(" - ")?;
-    let l: Vec<&str> = left.split(' ').collect();
-    let r: Vec<&str> = right.splitn(3, ' ').collect();
+/// Parses mountinfo as read; paths are kept as the bytes they are, the other fields are text.
+pub fn parse_bytes(text: &[u8]) -> Vec<MountInfo> {
+    text.split(|c| *c == b'\n').filter_map(parse_line).collect()
+}
+
+fn parse_line(line: &[u8]) -> Option<MountInfo> {
+    let at = line.windows(3).position(|w| w == b" - ")?;
+    let (left, right) = (&line[..at], &line[at + 3..]);
+    let l: Vec<&[u8]> = left.split(|c| *c == b' ').collect();
+    let r: Vec<&[u8]> = right.splitn(3, |c| *c == b' ').collect();
     if l.len() < 6 || r.len() < 3 {
         return None;
     }
-    let (major, minor) = l[2].split_once(':')?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let num = |b: &[u8]| std::str::from_utf8(b).ok()?.parse::<u32>().ok();
+    let dev = std::str::from_utf8(l[2]).ok()?;
+    let (major, minor) = dev.split_once(':')?;
     Some(MountInfo {
-        id: l[0].parse().ok()?,
-        parent: l[1].parse().ok()?,
+        id: num(l[0])?,
+        parent: num(l[1])?,
         major: major.parse().ok()?,
         minor: minor.parse().ok()?,
-        root: PathBuf::from(unescape(l[3])),
-        mount_point: PathBuf::from(unescape(l[4])),
-        options: l[5].to_string(),
-        optional: l[6..].iter().map(|s| s.to_string()).collect(),
-        fstype: r[0].to_string(),
-        source: unescape(r[1]).to_string_lossy().into_owned(),
-        super_options: r[2].to_string(),
+        root: PathBuf::from(unescape_bytes(l[3])),
+        mount_point: PathBuf::from(unescape_bytes(l[4])),
+        options: text(l[5]),
+        optional: l[6..].iter().map(|s| text(s)).collect(),
+        fstype: text(r[0]),
+        source: unescape_bytes(r[1]).to_string_lossy().into_owned(),
+        super_options: text(r[2]),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn parses_lines_with_escapes_and_optional_fields() {
@@ -119,6 +134,16 @@ mod tests {
         assert_eq!(m[2].root.to_str(), Some("/a\\b"));
         assert_eq!(m[2].mount_point.to_str(), Some("/t\tab\n"));
         assert_eq!(m[2].source, "my src");
+    }
+
+    #[test]
+    fn paths_that_are_not_utf8() {
+        let t = b"50 30 0:40 /x\xff /run/m\xfe rw - overlay overlay rw\n51 30 0:41 / /ok rw - tmpfs tmpfs rw\n";
+        let m = parse_bytes(t);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m[0].root.as_os_str().as_bytes(), b"/x\xff");
+        assert_eq!(m[0].mount_point.as_os_str().as_bytes(), b"/run/m\xfe");
+        assert_eq!(m[1].mount_point, PathBuf::from("/ok"));
     }
 
     #[test]

@@ -337,6 +337,9 @@ impl<'a> Builder<'a> {
             for ins in st.instructions.iter().chain(triggers) {
                 for f in from_words(&ins.kind) {
                     let f = global(&f);
+                    if names[i..].iter().any(|n| n.as_deref() == Some(f.to_ascii_lowercase().as_str())) {
+                        return Err(self.err(ins, format!("--from={f}: stage {f:?} is not defined before this one")));
+                    }
                     match stage_ref(&f, i) {
                         Some(j) => d.push(j),
                         None if !f.is_empty() => w.push((f, ins.clone())),
@@ -951,6 +954,9 @@ impl<'a> Builder<'a> {
                         _ => x(s, v),
                     };
                     let rm = mounts::parse(m, &s.workdir(), &sub).map_err(|why| e(self, format!("--mount={m}: {why}")))?;
+                    if !rm.target.is_empty() && planned.iter().any(|p: &mounts::Planned| p.mount.target == rm.target) {
+                        return Err(e(self, format!("--mount={m}: target {} is given by another mount", rm.target)));
+                    }
                     planned.push(self.plan_mount(ins, rm, idx)?);
                 }
                 let spec = RunSpec {
@@ -978,11 +984,22 @@ impl<'a> Builder<'a> {
                     let inp = mounts::Inputs { store: b.store, scratch: &b.scratch.dir, context: &b.context, secrets: &b.o.secrets };
                     let prepared = mounts::prepare(&inp, &planned).map_err(|why| b.err(ins, format!("--mount: {why}")));
                     let res = prepared.and_then(|p| {
-                        let spec = RunSpec { mounts: p.mounts.clone(), ..spec };
-                        run::run(b.store, b.state_root, &b.scratch, step, chain, &spec).map(|code| (code, spec))
+                        let mut spec = RunSpec { mounts: p.mounts.clone(), ..spec };
+                        spec.env.extend(p.env.iter().cloned());
+                        // The runtime's errors (a mount it refused) name the line; a
+                        // cancellation keeps its own code and words.
+                        run::run(b.store, b.state_root, &b.scratch, step, chain, &spec).map(|code| (code, spec)).map_err(|f| {
+                            if f.code > 128 {
+                                f
+                            } else {
+                                b.err(ins, f.msg)
+                            }
+                        })
                     });
                     for i in 0..planned.len() {
-                        run::remove_dir(&b.scratch.dir.join(format!("mnt-{i}")))?;
+                        for d in mounts::scratch_dirs(&b.scratch.dir, i) {
+                            run::remove_dir(&d)?;
+                        }
                     }
                     let (code, spec) = res?;
                     if code != 0 && spec.quiet {

@@ -69,6 +69,8 @@ pub enum Spec {
         mode: u32,
         uid: u32,
         gid: u32,
+        /// Also (or, without a target, only) as this environment variable of the RUN.
+        env: Option<String>,
     },
 }
 
@@ -152,19 +154,24 @@ pub fn parse(text: &str, workdir: &str, expand: &dyn Fn(&str, &str) -> Result<St
             _ => k,
         };
         let v = match v {
-            Some(v) => Some(expand(&k, &v)?),
+            Some(raw) => {
+                let v = expand(&k, &raw)?;
+                if k == "from" && v.is_empty() && !raw.is_empty() {
+                    return Err(format!("from={raw}: names nothing (only ARGs declared before the first FROM can be used in from=)"));
+                }
+                Some(v)
+            }
             None => None,
         };
-        if f.insert(k.clone(), v).is_some() {
-            return Err(format!("{k}: given twice"));
-        }
+        // A key given twice: the last one, as BuildKit.
+        f.insert(k, v);
     }
-    let typ = f.remove("type").map(|v| v.unwrap_or_default()).unwrap_or_else(|| "bind".into());
+    let typ = f.remove("type").map(|v| v.unwrap_or_default().to_ascii_lowercase()).unwrap_or_else(|| "bind".into());
     let allowed: &[&str] = match typ.as_str() {
         "bind" => &["target", "source", "from", "rw", "ro"],
         "cache" => &["target", "source", "from", "rw", "ro", "id", "sharing", "mode", "uid", "gid"],
         "tmpfs" => &["target", "size"],
-        "secret" => &["target", "id", "required", "mode", "uid", "gid"],
+        "secret" => &["target", "id", "required", "mode", "uid", "gid", "env"],
         "ssh" => return Err("type=ssh: SSH agent forwarding is not supported by capsactl build".into()),
         t => return Err(format!("type={t}: unknown mount type (want bind, cache, tmpfs or secret)")),
     };
@@ -206,7 +213,7 @@ pub fn parse(text: &str, workdir: &str, expand: &dyn Fn(&str, &str) -> Result<St
         "cache" => {
             let t = target.clone().unwrap_or_default();
             let id = value("id")?.filter(|v| !v.is_empty()).unwrap_or(t);
-            let sharing = match value("sharing")?.as_deref() {
+            let sharing = match value("sharing")?.map(|v| v.to_ascii_lowercase()).as_deref() {
                 None | Some("shared") => Sharing::Shared,
                 Some("private") => Sharing::Private,
                 Some("locked") => Sharing::Locked,
@@ -220,15 +227,24 @@ pub fn parse(text: &str, workdir: &str, expand: &dyn Fn(&str, &str) -> Result<St
             (target, Spec::Tmpfs { size })
         }
         _ => {
-            let id = match (value("id")?.filter(|v| !v.is_empty()), &target) {
-                (Some(id), _) => id,
-                (None, Some(t)) => t.rsplit('/').next().unwrap_or_default().to_string(),
-                (None, None) => return Err("type=secret: give an id or a target".into()),
+            let env = value("env")?.filter(|v| !v.is_empty());
+            let id = match (value("id")?.filter(|v| !v.is_empty()), &target, &env) {
+                (Some(id), _, _) => id,
+                (None, Some(t), _) => t.rsplit('/').next().unwrap_or_default().to_string(),
+                (None, None, Some(e)) => e.clone(),
+                (None, None, None) => return Err("type=secret: give an id or a target".into()),
             };
-            let target = target.unwrap_or_else(|| absolute(&format!("/run/secrets/{id}")));
+            if env.as_ref().is_some_and(|e| e.contains('=')) {
+                return Err(format!("env={}: not a variable name", env.unwrap_or_default()));
+            }
+            // With env= (Dockerfile 1.10) and no target, the secret is only a variable.
+            let target = match (&target, &env) {
+                (None, Some(_)) => String::new(),
+                _ => target.unwrap_or_else(|| absolute(&format!("/run/secrets/{id}"))),
+            };
             let required = flag("required")?.unwrap_or(false);
             let (mode, uid, gid) = ids(0o400)?;
-            (Some(target), Spec::Secret { id, required, mode, uid, gid })
+            (Some(target), Spec::Secret { id, required, mode, uid, gid, env })
         }
     };
     let target = target.ok_or_else(|| format!("type={typ}: target is required"))?;
@@ -270,7 +286,7 @@ pub fn parse_secret(text: &str) -> Result<(String, SecretSource), String> {
 }
 
 /// Largest secret taken (BuildKit's limit).
-const SECRET_MAX: u64 = 500 << 10;
+pub const SECRET_MAX: u64 = 500 << 10;
 
 /// What one mount needs besides its options, worked out with the cache key: for a bind of
 /// the context, the checksum of its source; for a `from`, the stage's or image's layers.
@@ -281,12 +297,13 @@ pub struct Planned {
 }
 
 impl Planned {
-    /// What the RUN's cache key holds of this mount: its options, and what a bind binds
-    /// (a context source's checksum, a stage's or image's top layer). A cache mount's
-    /// content, a tmpfs's and a secret's are not in it, as BuildKit's.
+    /// What the RUN's cache key holds of this mount: its options, and what a bind binds or
+    /// a cache mount is filled from (a context source's checksum, a stage's or image's top
+    /// layer). A cache mount's content, a tmpfs's and a secret's are not in it, as
+    /// BuildKit's.
     pub fn key(&self) -> String {
         let bound = match &self.mount.spec {
-            Spec::Bind { .. } => {
+            Spec::Bind { .. } | Spec::Cache { from: Some(_), .. } => {
                 let top = self.from_chain.as_ref().and_then(|c| c.last()).map(|d| d.to_string()).unwrap_or_default();
                 format!("{}{top}", self.context_sum.as_deref().unwrap_or_default())
             }
@@ -297,11 +314,11 @@ impl Planned {
 }
 
 /// The mounts of a RUN while it runs: the locks of its cache mounts are held until this
-/// is dropped. The scratch directories `mnt-N` are the caller's to remove (with
-/// `run::remove_dir` of each, which unmounts a stage's overlay first).
+/// is dropped. The scratch directories ([`scratch_dirs`]) are the caller's to remove.
 pub struct Prepared {
     pub mounts: Vec<MountPoint>,
-    pub dirs: Vec<PathBuf>,
+    /// `VAR=value` of the secrets given as variables (`env=`).
+    pub env: Vec<String>,
     _locks: Vec<File>,
 }
 
@@ -317,53 +334,106 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 
-/// The path of an open file as this process sees it (resolved: no symlink left in it).
-fn path_of(fd: &OwnedFd) -> Result<PathBuf, String> {
-    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).map_err(io("resolve a mount's source"))
-}
-
-/// `source` resolved inside the root of `chain` (a stage or image), mounted in `dir`.
-fn source_in(store: &Store, chain: &[Digest], dir: &Path, source: &str, from: &str) -> Result<PathBuf, String> {
+/// `source` resolved inside the root of `chain` (a stage or image), mounted in `dir`: an
+/// `O_PATH` fd on it (the runtime is never given a path made of the image's names, see
+/// [`bind_fd`]).
+fn source_in(store: &Store, chain: &[Digest], dir: &Path, source: &str, from: &str) -> Result<OwnedFd, String> {
     let rootfs = store.snapshots.mount_rootfs(chain, dir).map_err(|e| format!("from={from}: {e}"))?;
     let root = Root::open(&rootfs.path).map_err(io("open the source's root"))?;
-    let fd = root
-        .open_at(Path::new(if source.is_empty() { "/" } else { source }), OFlag::O_PATH, Follow::InRoot)
-        .map_err(|e| format!("source={source}: not found in {from}: {e}"))?;
-    path_of(&fd)
+    root.open_at(Path::new(if source.is_empty() { "/" } else { source }), OFlag::O_PATH, Follow::InRoot)
+        .map_err(|e| format!("source={source}: not found in {from}: {e}"))
 }
 
-fn bind(target: &str, source: PathBuf, rw: bool) -> MountPoint {
-    MountPoint {
-        typ: "bind".into(),
-        source: source.to_string_lossy().into_owned(),
-        destination: target.to_string(),
-        rw,
-        ..Default::default()
-    }
+/// Binds what `fd` is onto `<dir>/rootfs` (an empty directory or file made to match), a
+/// path of ours that the runtime is given instead of the source's: the image's names in a
+/// path (a symlink beside a name that is not UTF-8, a component swapped meanwhile) must
+/// never be resolved again, from the host's root. `run::remove_dir` unmounts it.
+fn bind_fd(fd: &OwnedFd, dir: &Path) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(dir).map_err(io("make a mount's scratch dir"))?;
+    let st = nix::sys::stat::fstat(fd).map_err(|e| format!("stat a mount's source: {e}"))?;
+    let at = dir.join("rootfs");
+    let is_dir = crate::fstree::kind(&st) == nix::sys::stat::SFlag::S_IFDIR;
+    let made = if is_dir { std::fs::create_dir(&at) } else { File::create(&at).map(drop) };
+    made.map_err(io("make a mount point"))?;
+    let src = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    nix::mount::mount(Some(src.as_str()), &at, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| format!("bind a mount's source: {e}"))?;
+    Ok(at)
+}
+
+/// A tmpfs of our own at `<dir>/rootfs` (mode 0700), for what must not reach the disk.
+fn private_tmpfs(dir: &Path) -> Result<PathBuf, String> {
+    use nix::mount::MsFlags;
+    let at = dir.join("rootfs");
+    std::fs::create_dir_all(&at).map_err(io("make a mount point"))?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    nix::mount::mount(Some("tmpfs"), &at, Some("tmpfs"), flags, Some("mode=0700,size=1m"))
+        .map_err(|e| format!("mount a tmpfs for a secret: {e}"))?;
+    Ok(at)
+}
+
+/// A bind of `source`, a path of ours (the scratch dir's, the store's): never lossy.
+fn bind(target: &str, source: PathBuf, rw: bool) -> Result<MountPoint, String> {
+    let source = source.to_str().ok_or_else(|| format!("{}: not UTF-8", source.display()))?.to_string();
+    Ok(MountPoint { typ: "bind".into(), source, destination: target.to_string(), rw, ..Default::default() })
+}
+
+/// The scratch directories of mount `i` of a RUN (`run::remove_dir` each: the bind of a
+/// source first, then the stage's overlay it is in).
+pub fn scratch_dirs(scratch: &Path, i: usize) -> [PathBuf; 2] {
+    [scratch.join(format!("mnt-{i}-src")), scratch.join(format!("mnt-{i}"))]
 }
 
 /// Makes what each mount binds, in the scratch dir (and the store's cache mounts).
 pub fn prepare(inp: &Inputs<'_>, list: &[Planned]) -> Result<Prepared, String> {
-    let mut p = Prepared { mounts: Vec::new(), dirs: Vec::new(), _locks: Vec::new() };
+    let mut p = Prepared { mounts: Vec::new(), env: Vec::new(), _locks: Vec::new() };
+    // Cache mounts first, each directory once (two mounts of one id share it), their locks
+    // taken in the order of their names: two RUNs never wait for each other in a cycle.
+    let mut caches: BTreeMap<String, (usize, PathBuf)> = BTreeMap::new();
     for (i, pl) in list.iter().enumerate() {
-        let dir = inp.scratch.join(format!("mnt-{i}"));
+        if let Spec::Cache { id, .. } = &pl.mount.spec {
+            caches.entry(cache_name(id, pl.from_chain.as_deref())).or_insert((i, PathBuf::new()));
+        }
+    }
+    for (name, (i, data)) in caches.iter_mut() {
+        let pl = &list[*i];
+        let Spec::Cache { from, source, mode, uid, gid, .. } = &pl.mount.spec else { continue };
+        // The strongest sharing any of its mounts asks for.
+        let sharing = list
+            .iter()
+            .filter_map(|q| match &q.mount.spec {
+                Spec::Cache { id, sharing, .. } if cache_name(id, q.from_chain.as_deref()) == *name => Some(*sharing),
+                _ => None,
+            })
+            .max_by_key(|s| match s {
+                Sharing::Shared => 0,
+                Sharing::Private => 1,
+                Sharing::Locked => 2,
+            })
+            .unwrap_or(Sharing::Shared);
+        let [_, dir] = scratch_dirs(inp.scratch, *i);
         std::fs::create_dir_all(&dir).map_err(io("make a mount's scratch dir"))?;
-        p.dirs.push(dir.clone());
+        let init = from.as_ref().map(|f| (f.as_str(), source.as_str(), pl.from_chain.as_deref().unwrap_or_default()));
+        let (d, lock) = cache_dir(inp.store, &dir, name, sharing, (*mode, *uid, *gid), init)?;
+        p._locks.extend(lock);
+        *data = d;
+    }
+    for (i, pl) in list.iter().enumerate() {
+        let [src_dir, dir] = scratch_dirs(inp.scratch, i);
+        std::fs::create_dir_all(&dir).map_err(io("make a mount's scratch dir"))?;
         let target = pl.mount.target.as_str();
         match &pl.mount.spec {
             Spec::Bind { from: None, source, rw } => {
-                p.mounts.push(bind(target, context_copy(inp.context, source, &dir, pl.context_sum.as_deref())?, *rw));
+                p.mounts.push(bind(target, context_copy(inp.context, source, &dir, pl.context_sum.as_deref())?, *rw)?);
             }
             Spec::Bind { from: Some(f), source, rw } => {
                 let chain = pl.from_chain.as_deref().unwrap_or_default();
-                let src = source_in(inp.store, chain, &dir, source, f)?;
-                p.mounts.push(bind(target, src, *rw));
+                let fd = source_in(inp.store, chain, &dir, source, f)?;
+                p.mounts.push(bind(target, bind_fd(&fd, &src_dir)?, *rw)?);
             }
-            Spec::Cache { id, from, source, ro, sharing, mode, uid, gid } => {
-                let init = from.as_ref().map(|f| (f.as_str(), source.as_str(), pl.from_chain.as_deref().unwrap_or_default()));
-                let (data, lock) = cache_dir(inp.store, &dir, id, *sharing, (*mode, *uid, *gid), init)?;
-                p._locks.extend(lock);
-                p.mounts.push(bind(target, data, !*ro));
+            Spec::Cache { id, ro, .. } => {
+                let data = caches.get(&cache_name(id, pl.from_chain.as_deref())).map(|(_, d)| d.clone()).unwrap_or_default();
+                p.mounts.push(bind(target, data, !*ro)?);
             }
             Spec::Tmpfs { size } => p.mounts.push(MountPoint {
                 typ: "tmpfs".into(),
@@ -373,7 +443,7 @@ pub fn prepare(inp: &Inputs<'_>, list: &[Planned]) -> Result<Prepared, String> {
                 options: size.map(|s| format!("size={s}")).into_iter().collect(),
                 ..Default::default()
             }),
-            Spec::Secret { id, required, mode, uid, gid } => {
+            Spec::Secret { id, required, mode, uid, gid, env } => {
                 let content = match inp.secrets.get(id) {
                     Some(SecretSource::File(f)) => read_secret(f)?,
                     Some(SecretSource::Env(v)) => match std::env::var_os(v) {
@@ -383,13 +453,22 @@ pub fn prepare(inp: &Inputs<'_>, list: &[Planned]) -> Result<Prepared, String> {
                     None if *required => return Err(format!("secret {id}: required, but not given (build --secret id={id},src=FILE)")),
                     None => continue,
                 };
-                let file = dir.join("secret");
+                if let Some(var) = env {
+                    let value = String::from_utf8(content.clone()).map_err(|_| format!("secret {id}: env={var}: not UTF-8 text"))?;
+                    p.env.push(format!("{var}={value}"));
+                }
+                if target.is_empty() {
+                    continue;
+                }
+                // On a tmpfs of its own: a secret never reaches the disk, even if the
+                // build is killed before it removes it.
+                let file = private_tmpfs(&dir)?.join("secret");
                 let mut f =
                     std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file).map_err(io("write a secret"))?;
                 f.write_all(&content).map_err(io("write a secret"))?;
                 nix::unistd::fchown(&f, Some((*uid).into()), Some((*gid).into())).map_err(|e| format!("secret {id}: chown: {e}"))?;
                 f.set_permissions(std::fs::Permissions::from_mode(*mode)).map_err(io("chmod a secret"))?;
-                p.mounts.push(bind(target, file, false));
+                p.mounts.push(bind(target, file, false)?);
             }
         }
     }
@@ -453,21 +532,30 @@ pub fn cache_root(store: &Store) -> PathBuf {
     store.root.join("build-mounts")
 }
 
-/// A cache mount's directory, made on first use (with its mode and owner, and the
-/// content of `init`'s source if given), and the lock that keeps it while the RUN runs.
+/// A cache mount's directory name: a hash of its id (the Dockerfile's, it may be anything)
+/// and of the top layer of its `from`, as BuildKit names its by id and source.
+fn cache_name(id: &str, from: Option<&[Digest]>) -> String {
+    let mut h = sources::hasher();
+    h.update(id.as_bytes());
+    if let Some(top) = from.and_then(|c| c.last()) {
+        h.update(b":");
+        h.update(top.to_string().as_bytes());
+    }
+    h.finish().to_string().replace("sha256:", "")[..32].to_string()
+}
+
+/// A cache mount's directory (`name`, see [`cache_name`]), made on first use (with its
+/// mode and owner, and the content of `init`'s source if given), and the lock that keeps
+/// it while the RUN runs.
 fn cache_dir(
     store: &Store,
     scratch: &Path,
-    id: &str,
+    name: &str,
     sharing: Sharing,
     (mode, uid, gid): (u32, u32, u32),
     init: Option<(&str, &str, &[Digest])>,
 ) -> Result<(PathBuf, Option<File>), String> {
-    // Named by a hash of the id: an id is the Dockerfile's, and may be anything.
-    let mut h = sources::hasher();
-    h.update(id.as_bytes());
-    let name = h.finish().to_string().replace("sha256:", "");
-    let base = cache_root(store).join(&name[..32]);
+    let base = cache_root(store).join(name);
     std::fs::create_dir_all(&base).map_err(io("make a cache mount"))?;
     let lock = File::options().create(true).truncate(false).write(true).open(base.join("lock")).map_err(io("lock a cache mount"))?;
     let how = match sharing {
@@ -610,19 +698,32 @@ mod tests {
         let s = p("type=secret,id=tok").unwrap();
         assert_eq!(
             (s.target.as_str(), s.spec),
-            ("/run/secrets/tok", Spec::Secret { id: "tok".into(), required: false, mode: 0o400, uid: 0, gid: 0 })
+            ("/run/secrets/tok", Spec::Secret { id: "tok".into(), required: false, mode: 0o400, uid: 0, gid: 0, env: None })
         );
         assert_eq!(
             p("type=secret,target=/etc/k").unwrap().spec,
-            Spec::Secret { id: "k".into(), required: false, mode: 0o400, uid: 0, gid: 0 }
+            Spec::Secret { id: "k".into(), required: false, mode: 0o400, uid: 0, gid: 0, env: None }
         );
         assert_eq!(p("type=tmpfs,target=/t,size=1k").unwrap().spec, Spec::Tmpfs { size: Some(1024) });
+        let e = p("type=secret,id=tok,env=TOKEN").unwrap();
+        assert_eq!(
+            (e.target.as_str(), e.spec),
+            ("", Spec::Secret { id: "tok".into(), required: false, mode: 0o400, uid: 0, gid: 0, env: Some("TOKEN".into()) })
+        );
+        assert_eq!(p("type=secret,env=TOKEN,target=/s").unwrap().target, "/s");
+        assert_eq!(p("type=TMPFS,target=/t").unwrap().spec, Spec::Tmpfs { size: None });
+        assert_eq!(
+            p("type=cache,target=/c,sharing=LOCKED,sharing=private").unwrap().spec,
+            p("type=cache,target=/c,sharing=private").unwrap().spec
+        );
+        assert_eq!(p("target=/x,target=/y").unwrap().target, "/y", "the last one, as BuildKit");
+        let none = parse("target=/x,from=$S", "/", &|k, v| Ok(if k == "from" { String::new() } else { v.to_string() }));
+        assert!(none.unwrap_err().contains("from=$S: names nothing"));
         assert_eq!(p("\"type=bind\",\"target=/a,b\"").unwrap().target, "/a,b");
         for (bad, why) in [
             ("type=bind", "target is required"),
             ("target=/", "cannot replace the root"),
             ("target=/x,size=1", "size: not an option of type=bind"),
-            ("target=/x,target=/y", "given twice"),
             ("type=cache,target=/c,mode=9", "not an octal mode"),
             ("type=cache,target=/c,uid=x", "not a number"),
             ("type=secret", "give an id or a target"),

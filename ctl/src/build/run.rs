@@ -210,8 +210,9 @@ fn run_attached(
     let mut parents: Vec<(PathBuf, DirMeta)> = Vec::new();
     for m in spec["mounts"].as_array().into_iter().flatten() {
         let Some(dest) = m["destination"].as_str() else { continue };
+        let dest = real_dest(&root, dest);
         let mut p = PathBuf::new();
-        for c in Path::new(dest).components().skip(1) {
+        for c in dest.components() {
             p.push(c);
             if stubs.contains(&p) || parents.iter().any(|(x, _)| *x == p) {
                 continue;
@@ -220,9 +221,7 @@ fn run_attached(
                 Err(_) => stubs.push(p.clone()),
                 Ok(fd) => {
                     if let Ok(st) = nix::sys::stat::fstat(&fd) {
-                        if crate::fstree::kind(&st) == nix::sys::stat::SFlag::S_IFDIR
-                            && p.as_path() != Path::new(dest).strip_prefix("/").unwrap_or(Path::new(dest))
-                        {
+                        if crate::fstree::kind(&st) == nix::sys::stat::SFlag::S_IFDIR && p != dest {
                             parents.push((p.clone(), (st.st_mode & 0o7777, st.st_uid, st.st_gid)));
                         }
                     }
@@ -241,6 +240,61 @@ fn run_attached(
     };
     let code = foreground(state_root, id, step, log.as_ref())?;
     Ok((code, stubs, parents))
+}
+
+/// A mount's destination as the runtime makes it, relative to the rootfs: the image's
+/// symlinks on the way followed inside the rootfs (as the runtime follows them, also to
+/// places that do not exist yet, which it makes), the rest as written. The mount points
+/// made for it are found there, not at the path as written.
+fn real_dest(root: &Root, dest: &str) -> PathBuf {
+    use nix::fcntl::OFlag;
+    use std::collections::VecDeque;
+    use std::path::Component;
+    let mut todo: VecDeque<std::ffi::OsString> = VecDeque::new();
+    let push_front = |todo: &mut VecDeque<std::ffi::OsString>, p: &Path| {
+        for c in p.components().rev() {
+            match c {
+                Component::Normal(n) => todo.push_front(n.to_os_string()),
+                Component::ParentDir => todo.push_front("..".into()),
+                _ => {}
+            }
+        }
+    };
+    push_front(&mut todo, Path::new(dest));
+    let mut cur = PathBuf::new();
+    let mut links = 0;
+    while let Some(c) = todo.pop_front() {
+        if c == ".." {
+            cur.pop();
+            continue;
+        }
+        let looked = root.open_at(&cur, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Follow::Never).ok().and_then(|d| {
+            let st = crate::fstree::lstat_at(std::os::fd::AsFd::as_fd(&d), &c).ok()?;
+            let link = (crate::fstree::kind(&st) == nix::sys::stat::SFlag::S_IFLNK)
+                .then(|| crate::fstree::read_link_at(std::os::fd::AsFd::as_fd(&d), &c).ok())
+                .flatten();
+            Some(link)
+        });
+        match looked {
+            // A symlink: its target, from the root if absolute, then what was left.
+            Some(Some(target)) if links < 40 => {
+                links += 1;
+                let t = PathBuf::from(target);
+                if t.is_absolute() {
+                    cur = PathBuf::new();
+                }
+                push_front(&mut todo, &t);
+            }
+            // There (or a loop of links, left as it is): on to the next component.
+            Some(_) => cur.push(&c),
+            // Missing: made as written from here.
+            None => {
+                cur.push(&c);
+                cur.extend(todo.drain(..).filter(|x| x != ".."));
+            }
+        }
+    }
+    cur
 }
 
 /// The container's record, in memory only: what `spec::build` reads.

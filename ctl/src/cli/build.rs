@@ -150,6 +150,9 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
             crate::build::mounts::SecretSource::File(f) if !f.is_file() => {
                 return Err(bad(format!("--secret {t}: {} is not a readable file", f.display())))
             }
+            crate::build::mounts::SecretSource::File(f) if f.metadata().is_ok_and(|m| m.len() > crate::build::mounts::SECRET_MAX) => {
+                return Err(bad(format!("--secret {t}: larger than {} KiB", crate::build::mounts::SECRET_MAX >> 10)))
+            }
             crate::build::mounts::SecretSource::Env(v) if std::env::var_os(v).is_none() => {
                 return Err(bad(format!("--secret {t}: the environment variable {v} is not set")))
             }

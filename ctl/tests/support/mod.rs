@@ -256,7 +256,7 @@ impl Env {
 
     /// Mounts under this test's directory (there must be none once a command returned).
     pub fn mounts(&self) -> Vec<String> {
-        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let mi = String::from_utf8_lossy(&std::fs::read("/proc/self/mountinfo").unwrap()).into_owned();
         let d = self.dir.to_string_lossy().into_owned();
         mi.lines().filter(|l| l.split(' ').nth(4).is_some_and(|m| m.starts_with(&d))).map(str::to_string).collect()
     }

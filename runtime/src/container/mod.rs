@@ -152,8 +152,10 @@ pub fn status_of(state: &State, dir: &Path) -> Status {
 
 /// `(state char, start time)` from /proc/PID/stat.
 pub fn proc_stat(pid: i32) -> Option<(char, u64)> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    // Bytes: the command name is the container's executable's, any bytes (one that is not
+    // UTF-8 must not make a running container look gone). It may hold spaces and
+    // parentheses: fields start after the last ')'.
+    let s = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/stat")).ok()?).into_owned();
     let rest = &s[s.rfind(')')? + 2..];
     let mut f = rest.split(' ');
     let state = f.next()?.chars().next()?;

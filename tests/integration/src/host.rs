@@ -99,7 +99,7 @@ pub fn all_pids() -> Vec<i32> {
 
 /// Mount points from /proc/self/mountinfo (octal escapes decoded).
 pub fn host_mount_points() -> Vec<String> {
-    mountinfo_points(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
+    mountinfo_points(&String::from_utf8_lossy(&fs::read("/proc/self/mountinfo").unwrap_or_default()))
 }
 
 /// Mount points (field 5) of a mountinfo text.
@@ -149,7 +149,7 @@ pub fn cgroup_hierarchies() -> &'static [(PathBuf, String)] {
     H.get_or_init(|| {
         let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let mut out = vec![];
-        for m in parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").unwrap_or_default()) {
+        for m in parse_mountinfo(&String::from_utf8_lossy(&fs::read("/proc/self/mountinfo").unwrap_or_default())) {
             let path = match m.fstype.as_str() {
                 "cgroup2" => own.lines().find_map(|l| l.strip_prefix("0::")).unwrap_or("/").to_string(),
                 "cgroup" => {
@@ -208,7 +208,7 @@ pub fn cgroup_dir_of(pid: i32, controller: &str) -> Option<PathBuf> {
         let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
         ctrls.split(',').any(|c| c == controller).then(|| path.to_string())
     })?;
-    for m in parse_mountinfo(&fs::read_to_string("/proc/self/mountinfo").ok()?) {
+    for m in parse_mountinfo(&String::from_utf8_lossy(&fs::read("/proc/self/mountinfo").ok()?)) {
         if m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == controller) {
             // The hierarchy may be mounted at a sub-cgroup (m.root); we are in the host's view.
             let rel = rel.strip_prefix(&m.root).unwrap_or(&rel);
