@@ -733,7 +733,7 @@ fn dns_add_host_hostname_publish_all_and_a_hostile_image() {
     let err = e.fails(&["run", "--rm", "-p", "8099:80", "busybox", "true"]);
     assert!(err.contains("Bind for 0.0.0.0:8099 failed: port is already allocated"), "{err}");
     e.settled(&mid, "after the refused run");
-    for (bad, why) in [("-p=80:80/sctp", "sctp"), ("-p=x:80", "invalid host port"), ("-p=1000-1001:80", "ranges")] {
+    for (bad, why) in [("-p=80:80/sctp", "sctp"), ("-p=x:80", "invalid host port"), ("-p=1000-1001:80-82", "invalid ranges")] {
         let o = e.ctl(&["run", "--rm", bad, "busybox", "true"]);
         assert_eq!(o.status.code(), Some(125), "{bad}");
         assert!(String::from_utf8_lossy(&o.stderr).contains(why), "{bad}: {}", String::from_utf8_lossy(&o.stderr));
