@@ -14,9 +14,9 @@ pub fn manager_for_pid(pid: i32) -> Result<Box<dyn Manager>> {
     let preferred_v2 = if detect()? == Mode::Unified { CGROUP_ROOT } else { HYBRID_UNIFIED };
     let cgroup_file = PathBuf::from(format!("/proc/{pid}/cgroup"));
     let text = std::fs::read_to_string(&cgroup_file).map_err(|e| Error::io("read", &cgroup_file, e))?;
-    let mountinfo = Path::new("/proc/self/mountinfo");
-    let mounts = std::fs::read_to_string(mountinfo).map_err(|e| Error::io("read", mountinfo, e))?;
-    let layout = proc::Layout::from_parts(&proc::parse_mountinfo(&mounts), &proc::parse_proc_cgroup(&text), Path::new(preferred_v2));
+    // Bytes, not text: a mount point elsewhere may have a name that is not UTF-8.
+    let mounts = capsa_sys::mountinfo::read_self().map_err(|e| Error::io("read", Path::new("/proc/self/mountinfo"), e))?;
+    let layout = proc::Layout::from_parts(&proc::cgroup_mounts(mounts), &proc::parse_proc_cgroup(&text), Path::new(preferred_v2));
     let dirs: Vec<PathBuf> =
         layout.v1.iter().chain(layout.v2.iter()).filter_map(|h| h.own_dir().ok().filter(|d| *d != h.mount_point)).collect();
     if dirs.is_empty() {

@@ -34,12 +34,13 @@ pub(crate) struct ProcCgroup {
 
 /// The `cgroup` and `cgroup2` mounts of mountinfo text (parsed by the workspace's parser,
 /// `capsa_sys::mountinfo`, which undoes the kernel's octal escapes), in file order.
+#[cfg(test)]
 pub(crate) fn parse_mountinfo(text: &str) -> Vec<Mount> {
     cgroup_mounts(capsa_sys::mountinfo::parse(text))
 }
 
 /// The `cgroup` and `cgroup2` mounts of a parsed mount table, in its order.
-fn cgroup_mounts(all: Vec<capsa_sys::mountinfo::MountInfo>) -> Vec<Mount> {
+pub(crate) fn cgroup_mounts(all: Vec<capsa_sys::mountinfo::MountInfo>) -> Vec<Mount> {
     all.into_iter()
         .filter(|m| m.fstype == "cgroup" || m.fstype == "cgroup2")
         .map(|m| Mount {

@@ -404,7 +404,10 @@ impl<W: Write> TarWriter<W> {
         let st = n.st;
         let k = kind(st);
         if self.o.overlay_upper && is_whiteout(st) {
-            let wh = n.path.with_file_name(format!(".wh.{}", n.name.to_string_lossy()));
+            // The name's bytes as they are: a lossy one would whiten out another file.
+            let mut name = std::ffi::OsString::from(".wh.");
+            name.push(n.name);
+            let wh = n.path.with_file_name(name);
             let mut h = header(st, tar::EntryType::Regular, self.o.clamp_mtime);
             h.set_mode(0o644);
             return self.b.append_data(&mut h, &wh, io::empty());
@@ -482,7 +485,13 @@ impl<W: Write> TarWriter<W> {
         if xs.is_empty() {
             return Ok(());
         }
-        let recs: Vec<(String, Vec<u8>)> = xs.into_iter().map(|(n, v)| (format!("SCHILY.xattr.{}", n.to_string_lossy()), v)).collect();
+        // PAX keys are text: a name that is not UTF-8 cannot be kept as it is (converted, it
+        // would name another attribute), so the layer is refused.
+        let mut recs: Vec<(String, Vec<u8>)> = Vec::new();
+        for (n, v) in xs {
+            let n = n.to_str().map_err(|_| io::Error::other(format!("extended attribute name {n:?} is not UTF-8")))?;
+            recs.push((format!("SCHILY.xattr.{n}"), v));
+        }
         self.b.append_pax_extensions(recs.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
     }
 

@@ -26,7 +26,9 @@ pub const EXE_ENV: &str = "_CAPSACTL_EXE";
 const FORKS: &[&str] = &["run", "start", "restart", "exec", "build", "__monitor", "__start", "__build-stage"];
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    // Lossy here, only to look for a command word: an argument that is not UTF-8 (a file
+    // name for `cp`) is clap's to refuse with a message, not a panic.
+    let args: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     // The monitor's steady state: the smallest path, no argument parser, no store.
     if args.get(1).map(String::as_str) == Some("__watch") {
         match monitor::watch::Args::parse(&args[2..]) {

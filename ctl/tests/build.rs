@@ -1378,6 +1378,10 @@ fn run_mounts_refused_and_confined() {
     std::fs::write(ctx.join("Dockerfile"), df).unwrap();
     build_fails(&env, &ctx, &[], "not found in base");
     assert!(!err(&build(&env, &ctx, &[])).contains("HOST"));
+    // A Dockerfile that is not UTF-8 is refused (converted, it would name other files).
+    std::fs::write(ctx.join("Dockerfile"), b"FROM busybox\nCOPY a\xff /b\n").unwrap();
+    build_fails(&env, &ctx, &[], "failed to read dockerfile: not UTF-8 text");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN true\n").unwrap();
     // A --secret flag that names nothing is refused before the build.
     build_fails(&env, &ctx, &["--secret", "id=x,src=/nonexistent/file"], "is not a readable file");
     build_fails(&env, &ctx, &["--secret", "src=/etc/hostname"], "an id is required");

@@ -628,3 +628,20 @@ fn a_process_name_that_is_not_utf8_still_runs() {
     env.ok(&["rm", "comm"]);
     assert_clean(&env, &[id]);
 }
+
+/// A deletion of a file whose name is not UTF-8 is committed as its own whiteout: a lossy
+/// name would whiten out its `\u{FFFD}` twin and keep the deleted file in the image.
+#[test]
+fn commit_whiteouts_of_names_that_are_not_utf8() {
+    let env = Env::new("commit-bytes");
+    load_busybox(&env);
+    let make = "mkdir /data && echo SECRET > \"/data/sec$(printf '\\377')\" && echo innocent > \"/data/sec$(printf '\\357\\277\\275')\"";
+    env.ok(&["run", "--name", "mk", "busybox", "sh", "-c", make]);
+    env.ok(&["commit", "mk", "bytes:1"]);
+    env.ok(&["run", "--name", "del", "bytes:1", "sh", "-c", "rm \"/data/sec$(printf '\\377')\""]);
+    env.ok(&["commit", "del", "bytes:2"]);
+    assert_eq!(env.ok(&["run", "--rm", "bytes:2", "sh", "-c", "cat /data/*"]), "innocent\n", "the deleted file is still in the image");
+    env.ok(&["rm", "mk", "del"]);
+    env.ok(&["rmi", "bytes:2", "bytes:1"]);
+    assert_clean(&env, &[]);
+}

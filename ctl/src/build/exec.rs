@@ -969,6 +969,7 @@ impl<'a> Builder<'a> {
                     cgroup_parent: self.o.cgroup_parent.clone(),
                     mounts: Vec::new(),
                     privileged,
+                    private_bundle: false,
                 };
                 let created_by = format!("RUN {}", argv.join(" "));
                 let mut key = vec![json!(env), json!(network)];
@@ -984,7 +985,7 @@ impl<'a> Builder<'a> {
                     let inp = mounts::Inputs { store: b.store, scratch: &b.scratch.dir, context: &b.context, secrets: &b.o.secrets };
                     let prepared = mounts::prepare(&inp, &planned).map_err(|why| b.err(ins, format!("--mount: {why}")));
                     let res = prepared.and_then(|p| {
-                        let mut spec = RunSpec { mounts: p.mounts.clone(), ..spec };
+                        let mut spec = RunSpec { mounts: p.mounts.clone(), private_bundle: !p.env.is_empty(), ..spec };
                         spec.env.extend(p.env.iter().cloned());
                         // The runtime's errors (a mount it refused) name the line; a
                         // cancellation keeps its own code and words.

@@ -361,8 +361,9 @@ fn bind_fd(fd: &OwnedFd, dir: &Path) -> Result<PathBuf, String> {
     Ok(at)
 }
 
-/// A tmpfs of our own at `<dir>/rootfs` (mode 0700), for what must not reach the disk.
-fn private_tmpfs(dir: &Path) -> Result<PathBuf, String> {
+/// A tmpfs of our own at `<dir>/rootfs` (mode 0700), for what must not reach the disk
+/// (`run::remove_dir` of `dir`, or of its parent, unmounts it).
+pub fn private_tmpfs(dir: &Path) -> Result<PathBuf, String> {
     use nix::mount::MsFlags;
     let at = dir.join("rootfs");
     std::fs::create_dir_all(&at).map_err(io("make a mount point"))?;

@@ -139,6 +139,9 @@ pub struct RunSpec {
     pub mounts: Vec<crate::container::config::MountPoint>,
     /// RUN --security=insecure: as `run --privileged`.
     pub privileged: bool,
+    /// `env` holds secrets (RUN --mount=type=secret,env=): the bundle, whose config.json
+    /// has them, is on a tmpfs of its own, never on the disk.
+    pub private_bundle: bool,
 }
 
 /// Runs `r` on the overlay of `chain` in `step` (made by [`Scratch::fresh`]); returns the
@@ -232,13 +235,14 @@ fn run_attached(
     stubs.sort_by_key(|p| p.components().count());
     parents.sort_by_key(|(p, _)| p.components().count());
     let text = serde_json::to_vec(&spec).map_err(|e| fail(format!("encode config.json: {e}")))?;
-    std::fs::write(step.join("config.json"), text)?;
+    let bundle = if r.private_bundle { super::mounts::private_tmpfs(&step.join("bundle")).map_err(fail)? } else { step.to_path_buf() };
+    std::fs::write(bundle.join("config.json"), text)?;
     let log = if r.quiet {
         Some(File::create(step.join("output.log")).map_err(|e| fail(format!("{}/output.log: {e}", step.display())))?)
     } else {
         None
     };
-    let code = foreground(state_root, id, step, log.as_ref())?;
+    let code = foreground(state_root, id, &bundle, log.as_ref())?;
     Ok((code, stubs, parents))
 }
 

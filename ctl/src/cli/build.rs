@@ -114,7 +114,7 @@ pub fn run(cli: &Cli, a: &Args) -> Result<i32> {
             let text = capsa_sys::Root::open(&context)
                 .and_then(|root| root.read_file(Path::new("Dockerfile"), DOCKERFILE_MAX))
                 .map_err(|e| bad(format!("failed to read dockerfile: {e}")))?;
-            (String::from_utf8_lossy(&text).into_owned(), "Dockerfile".to_string())
+            (String::from_utf8(text).map_err(|_| bad("failed to read dockerfile: not UTF-8 text"))?, "Dockerfile".to_string())
         }
         Some(f) => {
             let p = PathBuf::from(f);
@@ -285,5 +285,6 @@ fn read_regular(p: &Path) -> std::io::Result<String> {
     if b.len() as u64 > DOCKERFILE_MAX {
         return Err(std::io::Error::other(format!("larger than {DOCKERFILE_MAX} bytes")));
     }
-    Ok(String::from_utf8_lossy(&b).into_owned())
+    // Not UTF-8: refused, as a lossy conversion would name other files than it says.
+    String::from_utf8(b).map_err(|_| std::io::Error::other("not UTF-8 text"))
 }
