@@ -22,7 +22,7 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use capsa_image::digest::Digest;
@@ -557,24 +557,33 @@ fn cache_dir(
     init: Option<(&str, &str, &[Digest])>,
 ) -> Result<(PathBuf, Option<File>), String> {
     let base = cache_root(store).join(name);
-    std::fs::create_dir_all(&base).map_err(io("make a cache mount"))?;
-    let lock = File::options().create(true).truncate(false).write(true).open(base.join("lock")).map_err(io("lock a cache mount"))?;
     let how = match sharing {
         Sharing::Shared => libc::LOCK_SH,
         Sharing::Locked => libc::LOCK_EX,
         Sharing::Private => libc::LOCK_EX | libc::LOCK_NB,
     };
-    // SAFETY: flock on an fd we own.
-    if unsafe { libc::flock(lock.as_raw_fd(), how) } != 0 {
-        let e = std::io::Error::last_os_error();
-        if sharing == Sharing::Private && e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            // In use: this RUN gets a cache of its own, thrown away after it.
-            let data = scratch.join("cache");
-            make_cache(store, &data, scratch, (mode, uid, gid), init)?;
-            return Ok((data, None));
+    // A prune may remove the directory, lock file and all, while we wait for its lock: a
+    // lock on a file no longer there guards nothing, so the lock is taken again.
+    let mut tries = 0;
+    let lock = loop {
+        std::fs::create_dir_all(&base).map_err(io("make a cache mount"))?;
+        let lock = File::options().create(true).truncate(false).write(true).open(base.join("lock")).map_err(io("lock a cache mount"))?;
+        // SAFETY: flock on an fd we own.
+        if unsafe { libc::flock(lock.as_raw_fd(), how) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if sharing == Sharing::Private && e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                // In use: this RUN gets a cache of its own, thrown away after it.
+                let data = scratch.join("cache");
+                make_cache(store, &data, scratch, (mode, uid, gid), init)?;
+                return Ok((data, None));
+            }
+            return Err(format!("lock a cache mount: {e}"));
         }
-        return Err(format!("lock a cache mount: {e}"));
-    }
+        tries += 1;
+        if lock.metadata().is_ok_and(|m| m.nlink() > 0) || tries > 10 {
+            break lock;
+        }
+    };
     let data = base.join("data");
     if !data.exists() {
         // Made aside and renamed into place: a build killed half-way leaves no half-made
