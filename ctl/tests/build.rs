@@ -1497,3 +1497,19 @@ fn run_mounts_hostile_stage_and_cache_keys() {
     env.ok(&["builder", "prune", "-a", "-f"]);
     assert_clean(&env);
 }
+
+/// Globs as docker 20.10's BuildKit copies them (checked side by side): one match is copied
+/// as that source alone would be (a file to a file, a directory's contents); several make
+/// the destination a directory; two source words need a destination ending in `/`.
+#[test]
+fn copy_globs_match_buildkit() {
+    let env = Env::new("build-globs");
+    load_busybox(&env);
+    let df = "FROM busybox\nCOPY d/x* /one\nCOPY d/su* /two\nCOPY d/* /three\nRUN ls -R /one /two /three > /out\n";
+    let ctx = context(&env, "ctx", &[("Dockerfile", df), ("d/x1", "one\n"), ("d/sub/f", "s\n")]);
+    build_ok(&env, &ctx, &["-t", "globs"]);
+    assert_eq!(env.ok(&["run", "--rm", "globs", "cat", "/out"]), "/one\n\n/three:\nf\nx1\n\n/two:\nf\n");
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nCOPY d/x1 d/sub /four\n").unwrap();
+    build_fails(&env, &ctx, &[], "When using COPY with more than one source file, the destination must be a directory and end with a /");
+    assert_clean(&env);
+}

@@ -1264,8 +1264,11 @@ impl<'a> Builder<'a> {
             }
             found.push((src.clone(), root.find(src).map_err(|m| e(self, m))?));
         }
-        let many = found.iter().map(|(_, f)| f.len()).sum::<usize>() + docs.len() > 1 || srcs.iter().any(|s| super::glob::has_meta(s));
-        if many && !dest_dir && found.iter().flat_map(|(_, f)| f).any(|f| !f.is_dir) {
+        // As BuildKit: more than one source word needs a directory destination written as
+        // one; a glob that matches several makes the destination a directory, one that
+        // matches one copies it as a single source would be.
+        let many = found.iter().map(|(_, f)| f.len()).sum::<usize>() + docs.len() > 1;
+        if srcs.len() > 1 && !dest_dir {
             return Err(e(
                 self,
                 format!("When using {what} with more than one source file, the destination must be a directory and end with a /"),
