@@ -1424,10 +1424,20 @@ fn copy_parents_keeps_the_source_paths() {
         COPY --parents src/*/*.go /out/\n\
         COPY --parents ./src/./b/*.txt /piv/\n\
         COPY --parents src/a /dirs\n\
-        RUN find /out /piv /dirs -type f | sort > /list\n";
-    let ctx = context(&env, "ctx", &[("Dockerfile", df), ("src/a/x.go", "x"), ("src/b/y.go", "y"), ("src/b/z.txt", "z"), ("top.go", "t")]);
+        COPY --parents lib/libfoo.so /sym/\n\
+        RUN find /out /piv /dirs /sym -type f | sort > /list\n";
+    let ctx = context(
+        &env,
+        "ctx",
+        &[("Dockerfile", df), ("src/a/x.go", "x"), ("src/b/y.go", "y"), ("src/b/z.txt", "z"), ("top.go", "t"), ("lib/libfoo.so.1", "so")],
+    );
+    // A symlinked source keeps the path it was named by, not its target's.
+    std::os::unix::fs::symlink("libfoo.so.1", ctx.join("lib/libfoo.so")).unwrap();
     build_ok(&env, &ctx, &["-t", "par"]);
-    assert_eq!(env.ok(&["run", "--rm", "par", "cat", "/list"]), "/dirs/src/a/x.go\n/out/src/a/x.go\n/out/src/b/y.go\n/piv/b/z.txt\n");
+    assert_eq!(
+        env.ok(&["run", "--rm", "par", "cat", "/list"]),
+        "/dirs/src/a/x.go\n/out/src/a/x.go\n/out/src/b/y.go\n/piv/b/z.txt\n/sym/lib/libfoo.so\n"
+    );
     assert_clean(&env);
 }
 
@@ -1494,6 +1504,18 @@ fn run_mounts_hostile_stage_and_cache_keys() {
     build_fails(&env, &ctx, &[], "--from=b: stage \"b\" is not defined before this one");
     std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN --mount=type=tmpfs,target=/t --mount=type=cache,target=/t true\n").unwrap();
     build_fails(&env, &ctx, &[], "target /t is given by another mount");
+    // Options with variables are checked once substituted (not refused at parse time).
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM busybox\nARG UID=1000\nRUN --mount=type=cache,id=u,target=/cu,uid=$UID stat -c %u /cu > /owner\n",
+    )
+    .unwrap();
+    build_ok(&env, &ctx, &["-t", "uid"]);
+    assert_eq!(env.ok(&["run", "--rm", "uid", "cat", "/owner"]), "1000\n");
+    // A failing RUN with an env= secret leaves nothing (its bundle's tmpfs included).
+    std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN --mount=type=secret,id=t,env=T false\n").unwrap();
+    let o = build_command(&env, &ctx, &["--secret", "id=t,env=CAPSA_TEST_SECRET"]).env("CAPSA_TEST_SECRET", "hush").output().unwrap();
+    assert!(!o.status.success() && err(&o).contains("exit code: 1"), "{}", err(&o));
     env.ok(&["builder", "prune", "-a", "-f"]);
     assert_clean(&env);
 }

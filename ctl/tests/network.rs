@@ -320,6 +320,10 @@ fn published_port_answers_on_loopback_host_address_hairpin_and_egress_is_masquer
     assert_eq!(e.ok(&["port", "ranges"]), "80/tcp -> 0.0.0.0:8081\n81/tcp -> 0.0.0.0:8082\n90/tcp -> 0.0.0.0:8083\n");
     let answer = until("httpd answers on the range", || get(&e.host, sa(Ipv4Addr::LOCALHOST, 8081), "/passwd"));
     assert!(answer.contains("root:x:0:0"), "{answer}");
+    // A fixed host port is the binding's own, whatever the order: the range takes another.
+    e.ok(&["run", "-d", "--name", "fixed", "-p", "8000-8001:1000", "-p", "8000:80", "busybox", "sleep", "100"]);
+    assert_eq!(e.ok(&["port", "fixed"]), "1000/tcp -> 0.0.0.0:8001\n80/tcp -> 0.0.0.0:8000\n");
+    e.ok(&["rm", "-f", "fixed"]);
     let err = e.fails(&["run", "-d", "--rm", "-p", "8000-8001:80-82", "busybox", "true"]);
     assert!(err.contains("invalid ranges specified for container and host ports"), "{err}");
     e.ok(&["rm", "-f", "ranges"]);

@@ -57,6 +57,10 @@ pub fn usage(store: &Store) -> Result<Usage> {
 /// (`all`: every entry), then collects the layers; returns (objects removed, bytes).
 pub fn prune(store: &mut Store, all: bool) -> Result<(usize, u64)> {
     let (dirs, mut bytes) = mounts::prune(store);
+    // Under the store's exclusive lock, which a running build holds shared: the steps it
+    // has recorded belong to no image yet, and must not be taken from under it. Released
+    // before the gc, which takes it itself.
+    let guard = store.lock_exclusive()?;
     let held = image_layers(store)?;
     let removed = store
         .db
@@ -75,6 +79,7 @@ pub fn prune(store: &mut Store, all: bool) -> Result<(usize, u64)> {
             Ok(n)
         })
         .map_err(|e| fail(format!("build cache: {e}")))?;
+    drop(guard);
     bytes += store.gc()?.bytes;
     Ok((dirs + removed, bytes))
 }

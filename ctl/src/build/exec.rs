@@ -1341,7 +1341,7 @@ impl<'a> Builder<'a> {
                         if parents {
                             // The source's path below the context (or below the `/./` it
                             // names), made in the destination.
-                            let kept = kept_path(src, &f.rel);
+                            let kept = kept_path(src, &f.matched);
                             let (dir, name) = match (f.is_dir, kept.file_name()) {
                                 (false, Some(n)) => (Path::new(&abs).join(kept.parent().unwrap_or(Path::new(""))), n.to_os_string()),
                                 _ => (Path::new(&abs).join(&kept), std::ffi::OsString::from(".")),
@@ -1517,8 +1517,9 @@ pub fn stage_main(store: &mut Store, state_root: &Path, job: &Job) -> Result<par
     Ok((out, std::mem::take(&mut b.used_args)))
 }
 
-/// COPY --parents: the part of a found source's path that is kept, all of it or what
-/// follows the `/./` pivot of the source as written (`src/./pkg/*.go` keeps `pkg/a.go`).
+/// COPY --parents: the part of a found source's path (as matched, symlinks not followed)
+/// that is kept, all of it or what follows the `/./` pivot of the source as written
+/// (`src/./pkg/*.go` keeps `pkg/a.go`).
 fn kept_path(src: &str, rel: &Path) -> PathBuf {
     let Some(i) = src.find("/./") else { return rel.to_path_buf() };
     let pivot = super::glob::clean(&src[..i]);

@@ -368,7 +368,8 @@ pub fn private_tmpfs(dir: &Path) -> Result<PathBuf, String> {
     let at = dir.join("rootfs");
     std::fs::create_dir_all(&at).map_err(io("make a mount point"))?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    nix::mount::mount(Some("tmpfs"), &at, Some("tmpfs"), flags, Some("mode=0700,size=1m"))
+    // Room for a RUN's config.json with a few secrets of the largest size (SECRET_MAX).
+    nix::mount::mount(Some("tmpfs"), &at, Some("tmpfs"), flags, Some("mode=0700,size=8m"))
         .map_err(|e| format!("mount a tmpfs for a secret: {e}"))?;
     Ok(at)
 }
@@ -660,10 +661,9 @@ pub fn prune(store: &Store) -> (usize, u64) {
     let Ok(rd) = std::fs::read_dir(cache_root(store)) else { return (0, 0) };
     let (mut n, mut bytes) = (0, 0);
     for e in rd.flatten() {
-        let Ok(lock) = File::open(e.path().join("lock")) else {
-            let _ = capsa_image::layer::remove_tree(&e.path());
-            continue;
-        };
+        // Made if missing (a build may be making the directory): whoever holds it, or is
+        // about to, makes us pass it by.
+        let Ok(lock) = File::options().create(true).truncate(false).write(true).open(e.path().join("lock")) else { continue };
         // SAFETY: flock on an fd we own.
         if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
             continue;

@@ -457,8 +457,9 @@ fn instruction(line: usize, text: &str, heredocs: Vec<Heredoc>, escape: char) ->
                 return err(line, "RUN requires at least one argument");
             }
             let mounts: Vec<String> = flags.iter().filter(|(k, _)| k == "mount").filter_map(|(_, v)| v.clone()).collect();
-            // Checked here (variables as written), so that a bad one fails before any step runs.
-            for m in &mounts {
+            // Checked here, so that a bad one fails before any step runs; one with variables
+            // is checked once they are substituted, when its step runs.
+            for m in mounts.iter().filter(|m| !m.contains('$')) {
                 super::mounts::parse(m, "/", &|_, v| Ok(v.to_string())).or_else(|e| err(line, format!("RUN --mount={m}: {e}")))?;
             }
             let cmd = if heredocs.is_empty() { form(rest) } else { Form::Shell(rest.to_string()) };

@@ -242,7 +242,13 @@ fn run_attached(
     } else {
         None
     };
-    let code = foreground(state_root, id, &bundle, log.as_ref())?;
+    let code = foreground(state_root, id, &bundle, log.as_ref());
+    if r.private_bundle {
+        // Whatever the RUN's end: the secrets' tmpfs goes now (a failed step's dir is not
+        // walked again for mounts this deep).
+        remove_dir(&step.join("bundle"))?;
+    }
+    let code = code?;
     Ok((code, stubs, parents))
 }
 

@@ -59,6 +59,9 @@ pub struct Found {
     /// file source gets in a destination directory.
     pub name: OsString,
     pub is_dir: bool,
+    /// The path as the source named or matched it (symlinks not followed): what
+    /// `COPY --parents` keeps.
+    pub matched: PathBuf,
 }
 
 impl SourceRoot {
@@ -202,7 +205,7 @@ impl SourceRoot {
             return Ok(None);
         }
         let name = rel.file_name().map(OsStr::to_os_string).unwrap_or_default();
-        Ok(Some(Real { found: Found { rel: real, name, is_dir }, special: special(k) }))
+        Ok(Some(Real { found: Found { rel: real, name, is_dir, matched: rel.to_path_buf() }, special: special(k) }))
     }
 
     /// The parent directory (an fd) and name of a found entry.

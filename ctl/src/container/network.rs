@@ -479,7 +479,15 @@ fn attach_first(
     let rd = run_dir(store);
     for attempt in 0.. {
         let mut maps = Vec::new();
-        let mut taken: Vec<(Proto, u16)> = Vec::new();
+        // Fixed host ports first, as docker sorts them: a range or a random port never takes
+        // one that another binding of the container names.
+        let mut taken: Vec<(Proto, u16)> = want
+            .iter()
+            .filter_map(|p| match p.host_ports {
+                Some((n, m)) if n == m => Some((p.proto, n)),
+                _ => None,
+            })
+            .collect();
         for p in want {
             let host_port = match p.host_ports {
                 Some((n, m)) if n == m => {
@@ -489,7 +497,9 @@ fn attach_first(
                 Some((lo, hi)) => free_in(p, lo, hi, &taken)?,
                 None => random_port(p.proto, &taken)?,
             };
-            taken.push((p.proto, host_port));
+            if !taken.contains(&(p.proto, host_port)) {
+                taken.push((p.proto, host_port));
+            }
             maps.push(PortMap { host_ip: p.host_ip, host_port, container_port: p.container_port, proto: p.proto });
         }
         let setup = netctr::Setup { host: &Ns::Current, run_dir: &rd, net, container: &rec.id, ip, ip6, ports: &maps, mtu: 0 };
@@ -545,8 +555,10 @@ fn ports_of(rec: &Record) -> Result<Vec<Publish>> {
                 continue;
             }
             // An exposed port the image names oddly (a range) is skipped, as docker warns.
-            if let Ok(p) = parse_publish(key) {
-                out.extend(p);
+            if let Ok(p) = parse_publish(key).map(|p| p.into_iter().take(2).collect::<Vec<_>>()) {
+                if p.len() == 1 {
+                    out.extend(p);
+                }
             }
         }
     }
