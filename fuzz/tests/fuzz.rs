@@ -357,7 +357,9 @@ fn apply(seed: &Value, edits: &[Edit]) -> Value {
 fn bundle() -> &'static Path {
     static B: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     B.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("capsa-fuzz-bundle-{}", std::process::id()));
+        // Under cargo's scratch dir for integration tests (target/tmp), not the machine's /tmp:
+        // a static lives on past the last test, so nothing removes it; one for every run.
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("capsa-fuzz-bundle");
         std::fs::create_dir_all(d.join("rootfs")).expect("bundle dir");
         d
     })
