@@ -550,15 +550,20 @@ mod tests {
         let _ = std::fs::remove_dir_all(d);
     }
 
+    /// The tar TarWriter makes of directory `d`.
+    fn tar_of(d: &Path) -> Vec<u8> {
+        let mut w = TarWriter::new(Vec::new(), TarOpts::default());
+        w.add_tree(dirfd(d).as_fd(), Path::new("")).unwrap();
+        w.finish().unwrap()
+    }
+
     #[test]
     fn tar_of_a_tree() {
         let d = tmp("tar");
         std::fs::create_dir_all(d.join("a/b")).unwrap();
         std::fs::write(d.join("a/b/f"), b"hello").unwrap();
         symlink("../x", d.join("a/l")).unwrap();
-        let mut w = TarWriter::new(Vec::new(), TarOpts::default());
-        w.add_tree(dirfd(&d).as_fd(), Path::new("")).unwrap();
-        let bytes = w.finish().unwrap();
+        let bytes = tar_of(&d);
         let mut ar = tar::Archive::new(&bytes[..]);
         let mut seen = Vec::new();
         for e in ar.entries().unwrap() {
@@ -582,9 +587,7 @@ mod tests {
         for (i, t) in targets.iter().enumerate() {
             symlink(t, d.join(format!("l{i}"))).unwrap();
         }
-        let mut w = TarWriter::new(Vec::new(), TarOpts::default());
-        w.add_tree(dirfd(&d).as_fd(), Path::new("")).unwrap();
-        let bytes = w.finish().unwrap();
+        let bytes = tar_of(&d);
         let mut ar = tar::Archive::new(&bytes[..]);
         let mut seen = Vec::new();
         for e in ar.entries().unwrap() {

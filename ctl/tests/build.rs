@@ -1516,7 +1516,21 @@ fn run_mounts_hostile_stage_and_cache_keys() {
     std::fs::write(ctx.join("Dockerfile"), "FROM busybox\nRUN --mount=type=secret,id=t,env=T false\n").unwrap();
     let o = build_command(&env, &ctx, &["--secret", "id=t,env=CAPSA_TEST_SECRET"]).env("CAPSA_TEST_SECRET", "hush").output().unwrap();
     assert!(!o.status.success() && err(&o).contains("exit code: 1"), "{}", err(&o));
+    // A RUN plants symlinks to the host in a cache mount: the next RUN, `system df`'s walk
+    // and the prune leave the host's files alone.
+    let df = format!(
+        "FROM busybox\nRUN --mount=type=cache,id=trap,target=/c ln -s {h} /c/host && ln -s / /c/root && mkdir /c/d && ln -s {h}/host-only /c/d/f\nRUN --mount=type=cache,id=trap,target=/c ls /c > /seen\n",
+        h = host.display()
+    );
+    std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+    build_ok(&env, &ctx, &["-t", "trap"]);
+    assert_eq!(env.ok(&["run", "--rm", "trap", "cat", "/seen"]), "d\nhost\nroot\n");
+    env.ok(&["system", "df"]);
     env.ok(&["builder", "prune", "-a", "-f"]);
+    assert_eq!(std::fs::read_to_string(host.join("host-only")).unwrap(), "HOST\n", "the prune followed a symlink to the host");
+    assert_eq!(std::fs::read_dir(&host).unwrap().count(), 1);
+    assert_eq!(env.count("build-mounts"), 0);
+    env.ok(&["rmi", "trap"]);
     assert_clean(&env);
 }
 

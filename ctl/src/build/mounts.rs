@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sources::{self, CopyOpts, SourceRoot};
 use crate::container::config::MountPoint;
+use crate::container::flock;
 
 /// How builds share a cache mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -569,9 +570,7 @@ fn cache_dir(
     let lock = loop {
         std::fs::create_dir_all(&base).map_err(io("make a cache mount"))?;
         let lock = File::options().create(true).truncate(false).write(true).open(base.join("lock")).map_err(io("lock a cache mount"))?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), how) } != 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = flock(&lock, how) {
             if sharing == Sharing::Private && e.raw_os_error() == Some(libc::EWOULDBLOCK) {
                 // In use: this RUN gets a cache of its own, thrown away after it.
                 let data = scratch.join("cache");
@@ -638,8 +637,7 @@ pub struct MountUsage {
 /// Whether a build is using the cache mount `dir` (it holds its lock).
 fn in_use(dir: &Path) -> bool {
     let Ok(lock) = File::open(dir.join("lock")) else { return false };
-    // SAFETY: flock on an fd we own (released when it is closed).
-    unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) != 0 }
+    flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_err()
 }
 
 pub fn usage(store: &Store) -> MountUsage {
@@ -664,8 +662,7 @@ pub fn prune(store: &Store) -> (usize, u64) {
         // Made if missing (a build may be making the directory): whoever holds it, or is
         // about to, makes us pass it by.
         let Ok(lock) = File::options().create(true).truncate(false).write(true).open(e.path().join("lock")) else { continue };
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        if flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_err() {
             continue;
         }
         bytes += crate::container::volumes::dir_size(&e.path());

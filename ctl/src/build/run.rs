@@ -43,10 +43,7 @@ impl Scratch {
         let (new, dir) = (store.tmp_dir().join(format!("new-{name}")), store.tmp_dir().join(&name));
         std::fs::create_dir_all(&new).map_err(|e| fail(format!("create {}: {e}", new.display())))?;
         let locked = File::create(new.join("lock")).and_then(|lock| {
-            // SAFETY: flock on an fd we own.
-            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
+            container::flock(&lock, libc::LOCK_EX | libc::LOCK_NB)?;
             std::fs::rename(&new, &dir)?;
             Ok(lock)
         });
@@ -79,8 +76,7 @@ impl Scratch {
                 continue;
             }
             let Ok(lock) = File::open(d.join("lock")) else { continue };
-            // SAFETY: flock on an fd we own.
-            if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            if container::flock(&lock, libc::LOCK_EX | libc::LOCK_NB).is_err() {
                 continue;
             }
             if let Ok(id) = std::fs::read_to_string(d.join("container")) {

@@ -164,6 +164,16 @@ pub fn log_path(dir: &Path, id: &str) -> PathBuf {
     dir.join(format!("{id}-json.log"))
 }
 
+/// flock(2) `op` (LOCK_SH, LOCK_EX, with LOCK_NB) on `f`: capsactl's locks (containers,
+/// build scratch dirs, cache mounts) are all held this way, released when `f` is closed.
+pub fn flock(f: &File, op: i32) -> std::io::Result<()> {
+    // SAFETY: flock on an fd `f` owns for the whole call.
+    if unsafe { libc::flock(f.as_raw_fd(), op) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The per-container lock (`containers/<id>/lock`): an flock held by the monitor while it
 /// looks after the container, or by a command starting, stopping or removing it. The
 /// kernel drops it when its holder dies, `kill -9` included.
@@ -177,15 +187,10 @@ impl Lock {
     /// Takes the lock if nobody holds it.
     pub fn try_take(dir: &Path) -> std::io::Result<Option<Lock>> {
         let f = Self::open(dir)?;
-        // SAFETY: flock on an fd we own.
-        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-            return Ok(Some(Lock(f)));
-        }
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            Ok(None)
-        } else {
-            Err(e)
+        match flock(&f, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => Ok(Some(Lock(f))),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
